@@ -1,0 +1,193 @@
+"""The realm text protocol (port 8000), sans I/O: the command specs, a pure line parser and the
+encoders of response and event lines. realm_server, chat_cli and the tests all use this module.
+
+A line is a case-insensitive verb and space-separated arguments; for `sendprivate` and
+`sendgroup` the message is the rest of the line after the target. Every command gets one
+response line: {"status": "OK", ...} or {"status": "ERROR", "code": ..., "message": ...}.
+Server-initiated lines are events: {"event": KIND, ...}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .codes import Code
+from .errors import ChatError, InvalidArgument, Unimplemented
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_LINE = 64 * 1024
+# Largest SIZE the parser accepts at all; the realm's configured file limit is usually lower.
+MAX_DECLARED_SIZE = 1 << 50
+HISTORY_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    verb: str
+    usage: str
+    summary: str
+    min_args: int = 0
+    max_args: int = 0
+    rest: bool = False  # the last argument is the rest of the line, spaces kept
+    needs_auth: bool = True
+
+
+def _spec(verb: str, args: str, summary: str, **kw: Any) -> CommandSpec:
+    return CommandSpec(verb=verb, usage=f"{verb} {args}".strip(), summary=summary, **kw)
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    s.verb: s
+    for s in (
+        _spec("register", "USER PASS", "create an account", min_args=2, max_args=2, needs_auth=False),
+        _spec("auth", "USER PASS", "log in", min_args=2, max_args=2, needs_auth=False),
+        _spec("sendprivate", "TO MESSAGE", "send a private message", min_args=2, max_args=2, rest=True),
+        _spec("inbox", "", "private messages not yet delivered to you"),
+        _spec("creategroup", "GROUP", "create a group (you become its owner)", min_args=1, max_args=1),
+        _spec("joingroup", "GROUP", "join a group", min_args=1, max_args=1),
+        _spec("leavegroup", "GROUP", "leave a group", min_args=1, max_args=1),
+        _spec("sendgroup", "GROUP MESSAGE", "send a message to a group", min_args=2, max_args=2, rest=True),
+        _spec("inboxgroup", "GROUP", "group messages not yet delivered to you", min_args=1, max_args=1),
+        _spec("sendfile", "TO NAME SIZE", "send SIZE bytes that follow this line as file NAME",
+              min_args=3, max_args=3),
+        _spec("receivefile", "[ID]", "list files waiting for you, or download file ID", max_args=1),
+        _spec("who", "", "online users and their realm"),
+        _spec("groups", "", "your groups"),
+        _spec("history", "USER|GROUP [N]", "recent conversation (#GROUP forces a group)",
+              min_args=1, max_args=2),
+        _spec("help", "", "list commands", needs_auth=False),
+        _spec("ping", "", "liveness check", needs_auth=False),
+        _spec("logout", "", "end your session", needs_auth=False),
+        _spec("quit", "", "close the connection", needs_auth=False),
+    )
+}
+
+SENDFILE_USAGE = (
+    "usage: sendfile TO NAME SIZE, followed by exactly SIZE raw bytes; the realm never opens a path "
+    "(chat_cli's 'sendfile TO PATH' reads the local file and sends it in this form)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    verb: str
+    args: tuple[str, ...]
+    # For sendfile: the number of raw bytes that follow the line and belong to this command.
+    payload_size: int | None = None
+
+    @property
+    def spec(self) -> CommandSpec:
+        return COMMANDS[self.verb]
+
+
+def _parse_count(text: str, what: str, maximum: int) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise InvalidArgument(f"{what} must be a whole number, got {text[:40]!r}")
+    value = int(text)
+    if value > maximum:
+        raise InvalidArgument(f"{what} must be at most {maximum}")
+    return value
+
+
+def parse_line(line: str) -> Command | None:
+    """Parses one line (without its newline). Returns None for a blank line.
+
+    Raises ChatError: UNIMPLEMENTED for an unknown verb, INVALID_ARGUMENT for wrong arity or
+    malformed numbers. Does no I/O and knows nothing of sessions.
+    """
+    if line.endswith("\r"):
+        line = line[:-1]
+    stripped = line.strip(" \t")
+    if not stripped:
+        return None
+    verb_raw, _, remainder = stripped.partition(" ")
+    verb = verb_raw.lower()
+    spec = COMMANDS.get(verb)
+    if spec is None:
+        raise Unimplemented(f"unknown command {verb_raw[:40]!r}; type 'help' for the list")
+    remainder = remainder.lstrip(" ")
+    if verb == "sendfile":
+        return _parse_sendfile(remainder)
+    if spec.rest:
+        # Target, then the message: the rest of the line with its spaces kept.
+        target, sep, text = remainder.partition(" ")
+        args: tuple[str, ...] = (target, text) if sep and text.strip() else ((target,) if target else ())
+        if len(args) < spec.min_args:
+            raise InvalidArgument(f"usage: {spec.usage} (the message must not be empty)")
+        return Command(verb, args)
+    args = tuple(remainder.split())
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise InvalidArgument(f"usage: {spec.usage}")
+    if verb == "receivefile" and args:
+        _parse_count(args[0], "file ID", 1 << 62)
+    elif verb == "history" and len(args) == 2:
+        n = _parse_count(args[1], "N", HISTORY_MAX)
+        if n == 0:
+            raise InvalidArgument("N must be at least 1")
+    return Command(verb, args)
+
+
+def _parse_sendfile(remainder: str) -> Command:
+    # sendfile TO NAME SIZE: TO is the first word, SIZE the last, NAME what lies between (a file
+    # name may contain spaces).
+    parts = remainder.split(" ")
+    words = [p for p in parts if p]
+    if len(words) < 3:
+        raise InvalidArgument(SENDFILE_USAGE)
+    to = words[0]
+    size_text = words[-1]
+    name = remainder[len(to):].strip(" ")
+    name = name[: len(name) - len(size_text)].strip(" ")
+    size = _parse_count(size_text, "SIZE", MAX_DECLARED_SIZE)
+    return Command("sendfile", (to, name, size_text), payload_size=size)
+
+
+def base_file_name(name: str) -> str:
+    """The bare file name: any directory part (either slash) is stripped; never a path."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if base in {"", ".", ".."} or any(ord(c) < 32 or c == "\x7f" for c in base):
+        raise InvalidArgument(f"invalid file name {name[:60]!r}: give a plain file name")
+    if len(base.encode()) > 255:
+        raise InvalidArgument("file name too long: at most 255 bytes")
+    return base
+
+
+# ---- encoding -------------------------------------------------------------------------------
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """One compact JSON object on one line. JSON escapes every control character, so no text a
+    user sends can forge a line break or a raw terminal escape."""
+    return (_encoder.encode(obj) + "\n").encode()
+
+
+def ok(**fields: Any) -> bytes:
+    return encode({"status": "OK", **fields})
+
+
+def error(code: Code | str, message: str) -> bytes:
+    return encode({"status": "ERROR", "code": str(code), "message": message})
+
+
+def error_from(exc: ChatError) -> bytes:
+    return error(exc.code, exc.message)
+
+
+def event(kind: str, **fields: Any) -> bytes:
+    return encode({"event": kind, **fields})
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """Parses one response or event line (clients and tests)."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a protocol object: {line!r}")
+    return obj
+
+
+def help_lines() -> list[str]:
+    return [f"{s.usage} - {s.summary}" for s in COMMANDS.values()]
