@@ -1,0 +1,234 @@
+"""Typed results and events of the chat_cli library.
+
+Every dataclass is built from one wire object with `from_wire(obj)`; unknown extra fields are
+ignored (the protocol may grow) and the original object is kept in `raw` for callers that want
+a field this version does not model yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+def parse_ts(ts: str) -> datetime | None:
+    """An ISO-8601 UTC timestamp ("2026-11-24T07:42:01.123Z") as an aware datetime, or None if
+    the server sent something unparsable (shown raw rather than failing the whole call)."""
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key, 0)
+    return int(value) if isinstance(value, int | str) and str(value).lstrip("-").isdigit() else 0
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A private message (`to` set, `group` None) or a group message (`group` set, `to` None)."""
+
+    id: int
+    sender: str
+    text: str
+    ts: str
+    to: str | None = None
+    group: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_group(self) -> bool:
+        return self.group is not None
+
+    @property
+    def time(self) -> datetime | None:
+        return parse_ts(self.ts)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Message:
+        group = obj.get("group")
+        return cls(
+            id=_int(obj, "id"),
+            sender=_str(obj, "from"),
+            text=_str(obj, "text"),
+            ts=_str(obj, "ts"),
+            to=None if group is not None else _str(obj, "to"),
+            group=None if group is None else str(group),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The OK of sendprivate / sendgroup: the stored message's id and timestamp."""
+
+    id: int
+    ts: str
+
+    @property
+    def time(self) -> datetime | None:
+        return parse_ts(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file waiting for (or pushed to) the user. `name` is a bare name chosen by the sender:
+    never trust it as a path (receive_file strips it again)."""
+
+    id: int
+    sender: str
+    name: str
+    size: int
+    sha256: str
+    ts: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def time(self) -> datetime | None:
+        return parse_ts(self.ts)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> FileInfo:
+        return cls(
+            id=_int(obj, "id"),
+            sender=_str(obj, "from"),
+            name=_str(obj, "name"),
+            size=_int(obj, "size"),
+            sha256=_str(obj, "sha256"),
+            ts=_str(obj, "ts"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """The OK of sendfile: what the realm stored (its sha256 matched the local one)."""
+
+    id: int
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A file written by receive_file: `path` is where it landed (a free name, never an
+    existing file), its sha256 was verified against the server's."""
+
+    file: FileInfo
+    path: str
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One row of `who`: an online user and the realm of their session."""
+
+    user: str
+    realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One row of `groups`: a group the user belongs to."""
+
+    name: str
+    role: str  # "owner" | "member"
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The OK of auth."""
+
+    user: str
+    realm: str
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+class ConnState(StrEnum):
+    CONNECTED = "connected"          # first connection established (hello received)
+    DISCONNECTED = "disconnected"    # the connection was lost; pending calls failed UNAVAILABLE
+    RECONNECTING = "reconnecting"    # auto_reconnect is trying (detail says which attempt)
+    RECONNECTED = "reconnected"      # back, re-authenticated if credentials were remembered
+    CLOSED = "closed"                # close() was called or the server said bye; final event
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """A pushed private or group message. `backlog` is True for messages fetched by the
+    library's own catch-up after a reconnect (inbox/inboxgroup), not pushed live."""
+
+    message: Message
+    backlog: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "group" if self.message.is_group else "private"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """A file was sent to the user; download it with receive_file(file.id, dest_dir)."""
+
+    file: FileInfo
+    kind: str = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """The server ended or changed the session (e.g. state "expired" after the main server lost
+    it). With auto_reconnect the library re-authenticates by itself."""
+
+    state: str
+    message: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    kind: str = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """Produced by the library itself (never sent by the server): the connection's state."""
+
+    state: ConnState
+    detail: str = ""
+    realm: str = ""
+    kind: str = "connection"
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEvent:
+    """An event kind this version does not know; tolerated and passed on unchanged."""
+
+    kind: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+Event = MessageEvent | FileEvent | SessionEvent | ConnectionEvent | OtherEvent
+
+
+def event_from_wire(obj: dict[str, Any]) -> Event:
+    """The typed event for one server event line (one without a "status" key)."""
+    kind = _str(obj, "event")
+    if kind in ("private", "group"):
+        return MessageEvent(Message.from_wire(obj))
+    if kind == "file":
+        return FileEvent(FileInfo.from_wire(obj))
+    if kind == "session":
+        return SessionEvent(state=_str(obj, "state"), message=_str(obj, "message"), raw=obj)
+    return OtherEvent(kind=kind, raw=obj)
