@@ -1,0 +1,1 @@
+"""realmchat main server: the one source of truth (gRPC, package chat.v1)."""

@@ -1,0 +1,138 @@
+"""Presence and push. A channel is one event stream: a realm's link (carrying events for every
+session the realm opened) or one grpcurl subscriber. Sessions attach to channels; an event for
+some users becomes one Event per channel listing that channel's target sessions, so a message
+to many users on one realm crosses the wire once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from realmchat.pb import chat_pb2 as pb
+
+from .storage.base import MessageRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    event: pb.Event
+    message: MessageRecord | None = None
+    # Users reached through this channel only: if it dies before sending, they get an inbox entry.
+    sole_users: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Channel:
+    id: str
+    realm: str
+    max_queue: int
+    queue: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
+    sessions: dict[int, str] = field(default_factory=dict)  # session id -> user key
+    closed: bool = False
+
+    def put(self, item: Outgoing) -> bool:
+        if self.closed:
+            return False
+        if self.queue.qsize() >= self.max_queue:
+            # The realm does not keep up: drop its stream (it reconnects); the queued events
+            # are requeued to inboxes by the stream's cleanup.
+            log.warning("channel %s (%s) overloaded: closing it", self.id[:8], self.realm)
+            self.close()
+            return False
+        self.queue.put_nowait(item)
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+
+class Hub:
+    def __init__(self, max_queue: int = 100_000) -> None:
+        self.max_queue = max_queue
+        self.channels: dict[str, Channel] = {}
+        # user key -> {session id: channel}; read by the storage thread through is_online().
+        self._online: dict[str, dict[int, Channel]] = {}
+        self._names: dict[str, str] = {}
+
+    def open_channel(self, realm: str) -> Channel:
+        ch = Channel(id=secrets.token_urlsafe(18), realm=realm, max_queue=self.max_queue)
+        self.channels[ch.id] = ch
+        return ch
+
+    def close_channel(self, ch: Channel) -> list[Outgoing]:
+        """Detaches every session of the channel; returns the events it never sent."""
+        ch.close()
+        self.channels.pop(ch.id, None)
+        for sid, user_key in list(ch.sessions.items()):
+            self.detach(sid, user_key)
+        left: list[Outgoing] = []
+        while not ch.queue.empty():
+            item = ch.queue.get_nowait()
+            if item is not None:
+                left.append(item)
+        return left
+
+    def attach(self, ch: Channel, session_id: int, user_key: str, user_name: str) -> None:
+        # A session lives on one channel at a time: a realm reconnect moves it.
+        self.detach(session_id, user_key)
+        ch.sessions[session_id] = user_key
+        self._online.setdefault(user_key, {})[session_id] = ch
+        self._names[user_key] = user_name
+
+    def detach(self, session_id: int, user_key: str) -> None:
+        sessions = self._online.get(user_key)
+        if not sessions:
+            return
+        ch = sessions.pop(session_id, None)
+        if ch is not None:
+            ch.sessions.pop(session_id, None)
+        if not sessions:
+            del self._online[user_key]
+            self._names.pop(user_key, None)
+
+    def is_online(self, user_key: str) -> bool:
+        return user_key in self._online
+
+    def who(self) -> list[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        for user_key, sessions in list(self._online.items()):
+            name = self._names.get(user_key, user_key)
+            for ch in sessions.values():
+                out.add((name, ch.realm))
+        return sorted(out, key=lambda p: (p[0].lower(), p[1]))
+
+    def push(self, user_keys: list[str], fill: Callable[[pb.Event], None], exclude_session: int = 0,
+             message: MessageRecord | None = None) -> list[str]:
+        """Queues one event per channel for the users' sessions (except exclude_session).
+        Returns the users it could not reach: they had no session left."""
+        per_channel: dict[Channel, list[int]] = {}
+        sole: dict[Channel, list[str]] = {}
+        missed: list[str] = []
+        for u in user_keys:
+            sessions = self._online.get(u)
+            if not sessions:
+                missed.append(u)
+                continue
+            channels: set[Channel] = set()
+            for sid, ch in sessions.items():
+                if sid == exclude_session or ch.closed:
+                    continue
+                per_channel.setdefault(ch, []).append(sid)
+                channels.add(ch)
+            if len(channels) == 1:
+                sole.setdefault(next(iter(channels)), []).append(u)
+            elif not channels and not any(sid == exclude_session for sid in sessions):
+                missed.append(u)
+        for ch, sids in per_channel.items():
+            ev = pb.Event(session_ids=sids)
+            fill(ev)
+            if not ch.put(Outgoing(ev, message, sole.get(ch, []))):
+                missed.extend(sole.get(ch, []))
+        return missed

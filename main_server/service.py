@@ -1,0 +1,259 @@
+"""Domain logic of the main server. Plain arguments in, records out, realmchat.errors raised;
+the gRPC servicer is only a translation layer over this."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
+from realmchat.names import check_name, name_key
+from realmchat.pb import chat_pb2 as pb
+from realmchat.textproto import HISTORY_MAX, base_file_name
+
+from .blobs import BlobStore
+from .config import MainConfig
+from .hub import Channel, Hub, Outgoing
+from .passwords import PasswordHasher
+from .storage.base import FileRecord, GroupInfo, GroupRecord, MessageRecord, SessionRecord, Storage, User
+
+log = logging.getLogger(__name__)
+
+BAD_LOGIN = "wrong user name or password"
+COMMON_PASSWORDS = frozenset({"password", "123456", "12345678", "qwerty", "111111", "letmein"})
+
+
+def token_hash(token: str) -> str:
+    # Only hashes of tokens are stored: a copy of the database does not hand out sessions.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: the session and the hash of its token."""
+
+    session: SessionRecord
+    token_hash: str
+
+    @property
+    def user(self) -> User:
+        return User(self.session.user_key, self.session.user_name, "")
+
+
+def message_pb(m: MessageRecord) -> pb.Message:
+    return pb.Message(**{"id": m.id, "from": m.sender, "to": m.to, "group": m.group, "text": m.text,
+                         "ts": m.ts})
+
+
+def file_pb(f: FileRecord) -> pb.FileInfo:
+    return pb.FileInfo(**{"id": f.id, "from": f.sender, "to": f.to, "name": f.name, "size": f.size,
+                          "sha256": f.sha256, "ts": f.ts})
+
+
+class ChatService:
+    def __init__(self, config: MainConfig, storage: Storage, hub: Hub, hasher: PasswordHasher,
+                 blobs: BlobStore) -> None:
+        self.config = config
+        self.storage = storage
+        self.hub = hub
+        self.hasher = hasher
+        self.blobs = blobs
+        self._sessions: dict[str, SessionRecord] = {}
+
+    # ---- accounts and sessions -------------------------------------------------------------
+
+    def _check_password(self, user: str, password: str) -> None:
+        if len(password) < self.config.min_password_length:
+            raise InvalidArgument(
+                f"password too short: use at least {self.config.min_password_length} characters")
+        if len(password) > 1024:
+            raise InvalidArgument("password too long: at most 1024 characters")
+        if password.lower() == user.lower() or password.lower() in COMMON_PASSWORDS:
+            raise InvalidArgument("password too easy to guess: pick another one")
+
+    async def register(self, user: str, password: str) -> User:
+        check_name(user, "user")
+        self._check_password(user, password)
+        key = name_key(user)
+        if await self.storage.get_user(key) is not None:  # skip the slow hash when it is taken
+            raise AlreadyExists(f"user {user!r} already exists: pick another name")
+        return await self.storage.create_user(key, user, await self.hasher.hash(password))
+
+    async def auth(self, user: str, password: str, link_id: str) -> tuple[str, SessionRecord, bool]:
+        record = await self.storage.get_user(name_key(user)) if len(user) <= 64 else None
+        if not await self.hasher.verify(record.pw_hash if record else None, password[:1024]) or not record:
+            raise Unauthenticated(BAD_LOGIN)
+        channel = self.hub.channels.get(link_id) if link_id else None
+        realm = channel.realm if channel else ""
+        token = secrets.token_urlsafe(32)
+        th = token_hash(token)
+        session = await self.storage.create_session(th, record, realm)
+        self._sessions[th] = session
+        if channel is not None:
+            self.hub.attach(channel, session.id, session.user_key, session.user_name)
+        return token, session, channel is not None
+
+    async def caller(self, token: str) -> Caller:
+        if not token or len(token) > 200:
+            raise Unauthenticated("missing or invalid token: call Auth and send 'authorization: Bearer TOKEN'")
+        th = token_hash(token)
+        session = self._sessions.get(th)
+        if session is None:
+            session = await self.storage.get_session(th, self.config.session_ttl_s)
+            if session is None:
+                raise Unauthenticated("session expired or unknown: auth again")
+            if len(self._sessions) > 200_000:  # bounded cache; the database is the truth
+                self._sessions.clear()
+            self._sessions[th] = session
+        return Caller(session, th)
+
+    async def logout(self, caller: Caller) -> None:
+        self._sessions.pop(caller.token_hash, None)
+        self.hub.detach(caller.session.id, caller.session.user_key)
+        await self.storage.delete_session(caller.token_hash)
+
+    def attach(self, caller: Caller, link_id: str) -> None:
+        channel = self.hub.channels.get(link_id)
+        if channel is None:
+            raise NotFound("unknown link: it has closed; open a new Link")
+        self.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
+
+    async def resume(self, tokens: list[str], channel: Channel) -> list[int]:
+        ids: list[int] = []
+        for token in tokens:
+            try:
+                c = await self.caller(token)
+            except Unauthenticated:
+                ids.append(0)
+                continue
+            self.hub.attach(channel, c.session.id, c.session.user_key, c.session.user_name)
+            ids.append(c.session.id)
+        return ids
+
+    def close_channel(self, channel: Channel) -> list[Outgoing]:
+        return self.hub.close_channel(channel)
+
+    async def requeue(self, left: list[Outgoing]) -> None:
+        """Events a dead channel never sent: queue them for users it was the only way to."""
+        for item in left:
+            if item.message is not None and item.sole_users:
+                await self.storage.requeue(item.sole_users, item.message)
+
+    def who(self) -> list[tuple[str, str]]:
+        return self.hub.who()
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    def _check_text(self, text: str) -> None:
+        if not text.strip():
+            raise InvalidArgument("the message must not be empty")
+        if len(text.encode()) > self.config.max_message_bytes:
+            raise ResourceExhausted(f"message too long: at most {self.config.max_message_bytes} bytes")
+
+    async def _deliver(self, caller: Caller, users: list[str], message: MessageRecord,
+                       fill: Callable[[pb.Event], None]) -> None:
+        missed = self.hub.push(users, fill, caller.session.id, message)
+        if missed:
+            await self.storage.requeue(missed, message)
+
+    async def send_private(self, caller: Caller, to: str, text: str) -> MessageRecord:
+        check_name(to, "user")
+        self._check_text(text)
+        stored = await self.storage.store_private(caller.user, name_key(to), text, self.hub.is_online)
+        msg = stored.message
+        if stored.online_recipients:
+            m = message_pb(msg)
+            await self._deliver(caller, stored.online_recipients, msg, lambda ev: ev.private.CopyFrom(m))
+        return msg
+
+    async def send_group(self, caller: Caller, group: str, text: str) -> MessageRecord:
+        check_name(group, "group")
+        self._check_text(text)
+        stored = await self.storage.store_group(caller.user, name_key(group), text, self.hub.is_online)
+        msg = stored.message
+        if stored.online_recipients:
+            m = message_pb(msg)
+            await self._deliver(caller, stored.online_recipients, msg, lambda ev: ev.group.CopyFrom(m))
+        return msg
+
+    async def inbox(self, caller: Caller) -> tuple[list[MessageRecord], bool]:
+        return await self.storage.take_inbox(caller.session.user_key, self.config.inbox_page)
+
+    async def inbox_group(self, caller: Caller, group: str) -> tuple[list[MessageRecord], bool]:
+        check_name(group, "group")
+        return await self.storage.take_inbox_group(caller.session.user_key, name_key(group),
+                                                   self.config.inbox_page)
+
+    async def history(self, caller: Caller, peer: str, limit: int) -> list[MessageRecord]:
+        if limit <= 0:
+            limit = self.config.history_default
+        limit = min(limit, HISTORY_MAX)
+        force_group = peer.startswith("#")
+        name = peer[1:] if force_group else peer
+        check_name(name, "group" if force_group else "user or group")
+        key = name_key(name)
+        if not force_group and await self.storage.get_user(key) is not None:
+            return await self.storage.history_private(caller.session.user_key, key, limit)
+        if await self.storage.get_group(key) is None:
+            raise NotFound(f"no user or group {name!r}")
+        return await self.storage.history_group(caller.session.user_key, key, limit)
+
+    # ---- groups ------------------------------------------------------------------------------
+
+    async def create_group(self, caller: Caller, group: str) -> GroupRecord:
+        check_name(group, "group")
+        return await self.storage.create_group(name_key(group), group, caller.user)
+
+    async def join_group(self, caller: Caller, group: str) -> GroupRecord:
+        check_name(group, "group")
+        return await self.storage.join_group(name_key(group), caller.user)
+
+    async def leave_group(self, caller: Caller, group: str) -> GroupRecord:
+        check_name(group, "group")
+        return await self.storage.leave_group(name_key(group), caller.user)
+
+    async def list_groups(self, caller: Caller) -> list[GroupInfo]:
+        return await self.storage.list_groups(caller.session.user_key)
+
+    # ---- files -------------------------------------------------------------------------------
+
+    async def upload(self, caller: Caller, header: pb.UploadHeader, chunks: AsyncIterator[bytes]
+                     ) -> FileRecord:
+        check_name(header.to, "user")
+        name = base_file_name(header.name)
+        if header.size < 0:
+            raise InvalidArgument("size must not be negative")
+        if header.size > self.config.max_file_bytes:
+            raise ResourceExhausted(f"file too large: at most {self.config.max_file_bytes} bytes")
+        to = await self.storage.get_user(name_key(header.to))
+        if to is None:
+            raise NotFound(f"no user {header.to!r}: check the name")
+        up = self.blobs.upload(header.size)
+        try:
+            async for chunk in chunks:
+                await up.write(chunk)
+            digest = await up.finish(header.sha256)
+        except BaseException:
+            up.abort()
+            raise
+        record = await self.storage.add_file(caller.user, to, name, header.size, digest)
+        f = file_pb(record)
+        self.hub.push([to.key], lambda ev: ev.file.CopyFrom(f), caller.session.id)
+        return record
+
+    async def pending_files(self, caller: Caller) -> list[FileRecord]:
+        return await self.storage.pending_files(caller.session.user_key)
+
+    async def open_download(self, caller: Caller, file_id: int) -> tuple[FileRecord, Path]:
+        record = await self.storage.get_file(file_id)
+        if record is None or record.to_key != caller.session.user_key:
+            raise NotFound(f"no file {file_id} for you: 'receivefile' lists yours")
+        return record, self.blobs.path(record.sha256)
+
+    async def mark_downloaded(self, file_id: int) -> None:
+        await self.storage.mark_downloaded(file_id)
+

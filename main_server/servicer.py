@@ -1,0 +1,221 @@
+"""The gRPC servicer: thin. One decorator resolves the caller's token and translates typed
+errors to gRPC status codes; each method only converts between protobuf and the service."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from realmchat.errors import ChatError, InvalidArgument
+from realmchat.names import check_name
+from realmchat.pb import chat_pb2 as pb
+from realmchat.pb import chat_pb2_grpc as pb_grpc
+from realmchat.rpc import FILE_CHUNK, status_for, token_from
+
+from .service import Caller, ChatService, file_pb, message_pb
+
+log = logging.getLogger(__name__)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, ChatError):
+        await context.abort(status_for(exc.code), exc.message)
+    log.exception("unexpected error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+
+
+def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
+    """Wraps a servicer method (unary, client-streaming or server-streaming). With auth, the
+    method gets the Caller for the request's bearer token, or the call fails UNAUTHENTICATED."""
+
+    def deco(fn: Any) -> Any:
+        async def caller_of(self: ChatServicer, context: grpc.aio.ServicerContext) -> Caller | None:
+            if not auth:
+                return None
+            return await self.service.caller(token_from(context.invocation_metadata()))
+
+        if inspect.isasyncgenfunction(fn):
+            @functools.wraps(fn)
+            async def stream(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    c = await caller_of(self, context)
+                    async for item in fn(self, request, context, c):
+                        yield item
+                except (ChatError, Exception) as exc:
+                    await _abort(context, exc)
+
+            return stream
+
+        @functools.wraps(fn)
+        async def unary(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await fn(self, request, context, await caller_of(self, context))
+            except (ChatError, Exception) as exc:
+                await _abort(context, exc)
+
+        return unary
+
+    return deco
+
+
+def _messages(msgs: list[Any], more: bool = False) -> pb.MessageList:
+    return pb.MessageList(messages=[message_pb(m) for m in msgs], more=more)
+
+
+class ChatServicer(pb_grpc.ChatServicer):
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- accounts ----------------------------------------------------------------------------
+
+    @rpc(auth=False)
+    async def Register(self, request: pb.RegisterRequest, context: Any, _: None) -> pb.RegisterResponse:
+        user = await self.service.register(request.user, request.password)
+        return pb.RegisterResponse(user=user.name)
+
+    @rpc(auth=False)
+    async def Auth(self, request: pb.AuthRequest, context: Any, _: None) -> pb.AuthResponse:
+        token, session, attached = await self.service.auth(request.user, request.password, request.link_id)
+        return pb.AuthResponse(user=session.user_name, token=token, session_id=session.id,
+                               realm=session.realm, attached=attached)
+
+    @rpc()
+    async def Logout(self, request: pb.LogoutRequest, context: Any, caller: Caller) -> pb.LogoutResponse:
+        await self.service.logout(caller)
+        return pb.LogoutResponse()
+
+    @rpc()
+    async def Who(self, request: pb.WhoRequest, context: Any, caller: Caller) -> pb.WhoResponse:
+        return pb.WhoResponse(online=[pb.Presence(user=u, realm=r) for u, r in self.service.who()])
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    @rpc()
+    async def SendPrivate(self, request: pb.SendPrivateRequest, context: Any, caller: Caller
+                          ) -> pb.SendResponse:
+        m = await self.service.send_private(caller, request.to, request.text)
+        return pb.SendResponse(id=m.id, ts=m.ts)
+
+    @rpc()
+    async def Inbox(self, request: pb.InboxRequest, context: Any, caller: Caller) -> pb.MessageList:
+        msgs, more = await self.service.inbox(caller)
+        return _messages(msgs, more)
+
+    @rpc()
+    async def SendGroup(self, request: pb.SendGroupRequest, context: Any, caller: Caller) -> pb.SendResponse:
+        m = await self.service.send_group(caller, request.group, request.text)
+        return pb.SendResponse(id=m.id, ts=m.ts)
+
+    @rpc()
+    async def InboxGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.MessageList:
+        msgs, more = await self.service.inbox_group(caller, request.group)
+        return _messages(msgs, more)
+
+    @rpc()
+    async def History(self, request: pb.HistoryRequest, context: Any, caller: Caller) -> pb.MessageList:
+        return _messages(await self.service.history(caller, request.peer, request.limit))
+
+    # ---- groups ------------------------------------------------------------------------------
+
+    @rpc()
+    async def CreateGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+        return pb.GroupResponse(group=(await self.service.create_group(caller, request.group)).name)
+
+    @rpc()
+    async def JoinGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+        return pb.GroupResponse(group=(await self.service.join_group(caller, request.group)).name)
+
+    @rpc()
+    async def LeaveGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+        return pb.GroupResponse(group=(await self.service.leave_group(caller, request.group)).name)
+
+    @rpc()
+    async def ListGroups(self, request: pb.ListGroupsRequest, context: Any, caller: Caller
+                         ) -> pb.ListGroupsResponse:
+        groups = await self.service.list_groups(caller)
+        return pb.ListGroupsResponse(groups=[pb.GroupInfo(group=g.name, role=g.role, members=g.members)
+                                             for g in groups])
+
+    # ---- files -------------------------------------------------------------------------------
+
+    @rpc()
+    async def UploadFile(self, request_iterator: AsyncIterator[pb.UploadRequest], context: Any,
+                         caller: Caller) -> pb.FileInfo:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first UploadRequest must carry the header")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for part in request_iterator:
+                if part.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only the first UploadRequest may carry a header")
+                yield part.chunk
+
+        return file_pb(await self.service.upload(caller, first.header, chunks()))
+
+    @rpc()
+    async def ListFiles(self, request: pb.ListFilesRequest, context: Any, caller: Caller) -> pb.FileList:
+        return pb.FileList(files=[file_pb(f) for f in await self.service.pending_files(caller)])
+
+    @rpc()
+    async def DownloadFile(self, request: pb.DownloadRequest, context: Any, caller: Caller
+                           ) -> AsyncIterator[pb.DownloadResponse]:
+        record, path = await self.service.open_download(caller, request.id)
+        yield pb.DownloadResponse(header=file_pb(record))
+        with path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
+                yield pb.DownloadResponse(chunk=chunk)
+        # Reached only after the last chunk was taken by the transport.
+        await self.service.mark_downloaded(record.id)
+
+    # ---- push --------------------------------------------------------------------------------
+
+    async def _drain(self, channel: Any, first: pb.Event | None) -> AsyncIterator[pb.Event]:
+        try:
+            if first is not None:
+                yield first
+            while True:
+                item = await channel.queue.get()
+                if item is None:
+                    return
+                yield item.event
+        finally:
+            left = self.service.close_channel(channel)
+            if left:
+                # Run to completion even if this handler is being cancelled.
+                task = asyncio.ensure_future(self.service.requeue(left))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    @rpc(auth=False)
+    async def Link(self, request: pb.LinkRequest, context: Any, _: None) -> AsyncIterator[pb.Event]:
+        realm = check_name(request.realm, "realm")
+        channel = self.service.hub.open_channel(realm)
+        ids = await self.service.resume(list(request.resume_tokens), channel)
+        linked = pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))
+        async for ev in self._drain(channel, linked):
+            yield ev
+
+    @rpc()
+    async def Attach(self, request: pb.AttachRequest, context: Any, caller: Caller) -> pb.AttachResponse:
+        self.service.attach(caller, request.link_id)
+        return pb.AttachResponse()
+
+    @rpc()
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Any, caller: Caller
+                        ) -> AsyncIterator[pb.Event]:
+        channel = self.service.hub.open_channel("grpc")
+        self.service.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
+        async for ev in self._drain(channel, None):
+            yield ev
+
+    async def wait_tasks(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

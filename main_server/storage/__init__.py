@@ -1,0 +1,20 @@
+"""Storage behind one small interface; one class per engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Storage
+
+
+def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL") -> Storage:
+    """The engine for a --db URL: '' or sqlite:///path (default: DATA_DIR/chat.db)."""
+    if db_url in ("", "sqlite"):
+        from .sqlite import SQLiteStorage
+
+        return SQLiteStorage(data_dir / "chat.db", synchronous=synchronous)
+    if db_url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStorage
+
+        return SQLiteStorage(Path(db_url.removeprefix("sqlite:///")), synchronous=synchronous)
+    raise ValueError(f"unsupported --db {db_url.split(':', 1)[0]!r}: use sqlite:///PATH (PostgreSQL is planned)")

@@ -1,0 +1,478 @@
+"""SQLite engine: WAL mode, one writer thread, group commit.
+
+Every operation is a function run on the writer thread's connection. The thread takes all
+operations that are waiting (up to BATCH_MAX), runs each inside its own SAVEPOINT within one
+transaction, commits once, then resolves their futures: under load many messages share one
+fsync, and no caller is answered before its commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
+
+from .base import (
+    FileRecord,
+    GroupInfo,
+    GroupRecord,
+    MessageRecord,
+    SessionRecord,
+    Storage,
+    Stored,
+    User,
+    utc_now_iso,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BATCH_MAX = 512
+
+# Versioned migrations: MIGRATIONS[i] brings the schema from version i to i+1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        pw_hash TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_key TEXT NOT NULL REFERENCES users(key),
+        realm TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE groups (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE members (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL REFERENCES users(key),
+        role TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX members_by_user ON members(user_key);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        sender_key TEXT NOT NULL,
+        to_name TEXT NOT NULL DEFAULT '',
+        to_key TEXT NOT NULL DEFAULT '',
+        group_name TEXT NOT NULL DEFAULT '',
+        group_key TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        ts TEXT NOT NULL
+    );
+    CREATE INDEX messages_private ON messages(sender_key, to_key, id) WHERE group_key = '';
+    CREATE INDEX messages_group ON messages(group_key, id) WHERE group_key != '';
+    CREATE TABLE undelivered (
+        user_key TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        msg_id INTEGER NOT NULL REFERENCES messages(id),
+        PRIMARY KEY (user_key, group_key, msg_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        to_name TEXT NOT NULL,
+        to_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        downloaded INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX files_pending ON files(to_key, id) WHERE downloaded = 0;
+    """,
+]
+
+_STOP = object()
+
+
+def _message(row: sqlite3.Row) -> MessageRecord:
+    return MessageRecord(id=row["id"], sender=row["sender"], text=row["text"], ts=row["ts"],
+                         to=row["to_name"], group=row["group_name"])
+
+
+def _file(row: sqlite3.Row) -> FileRecord:
+    return FileRecord(id=row["id"], sender=row["sender"], to=row["to_name"], to_key=row["to_key"],
+                      name=row["name"], size=row["size"], sha256=row["sha256"], ts=row["ts"])
+
+
+class SQLiteStorage(Storage):
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.ops = 0
+
+    # ---- the writer thread -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+
+        def started(exc: BaseException | None) -> None:
+            if exc is None:
+                ready.set_result(None)
+            else:
+                ready.set_exception(exc)
+
+        self._thread = threading.Thread(target=self._run, args=(started,), name="sqlite-writer",
+                                        daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for i in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in MIGRATIONS[i].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={i + 1}")
+            conn.execute("COMMIT")
+            log.info("sqlite schema migrated to version %d", i + 1)
+
+    def _run(self, started: Callable[[BaseException | None], None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            conn = self._connect()
+            self._migrate(conn)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(started, exc)
+            return
+        loop.call_soon_threadsafe(started, None)
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < BATCH_MAX:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(nxt)
+            results = self._run_batch(conn, batch)
+            loop.call_soon_threadsafe(_resolve_all, results)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, Any, Any]]:
+        results: list[tuple[Any, Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((fut, value, None))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.ops += len(batch)
+        except BaseException as exc:  # the commit itself failed: nobody's write happened
+            log.exception("sqlite batch failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(fut, None, exc) for _, fut in batch]
+        return results
+
+    async def _do(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            raise RuntimeError("storage is closed")
+        assert self._loop is not None
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((fn, fut))
+        return await fut
+
+    # ---- users and sessions ------------------------------------------------------------------
+
+    async def create_user(self, key: str, name: str, pw_hash: str) -> User:
+        def op(c: sqlite3.Connection) -> User:
+            try:
+                c.execute("INSERT INTO users(key, name, pw_hash, created) VALUES (?,?,?,?)",
+                          (key, name, pw_hash, utc_now_iso()))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"user {name!r} already exists: pick another name") from None
+            return User(key, name, pw_hash)
+
+        return await self._do(op)
+
+    async def get_user(self, key: str) -> User | None:
+        def op(c: sqlite3.Connection) -> User | None:
+            r = c.execute("SELECT key, name, pw_hash FROM users WHERE key=?", (key,)).fetchone()
+            return User(r["key"], r["name"], r["pw_hash"]) if r else None
+
+        return await self._do(op)
+
+    async def create_session(self, token_hash: str, user: User, realm: str) -> SessionRecord:
+        def op(c: sqlite3.Connection) -> SessionRecord:
+            cur = c.execute("INSERT INTO sessions(token_hash, user_key, realm, created) VALUES (?,?,?,?)",
+                            (token_hash, user.key, realm, time.time()))
+            return SessionRecord(int(cur.lastrowid or 0), user.key, user.name, realm)
+
+        return await self._do(op)
+
+    async def get_session(self, token_hash: str, max_age_s: float) -> SessionRecord | None:
+        def op(c: sqlite3.Connection) -> SessionRecord | None:
+            r = c.execute(
+                "SELECT s.id, s.user_key, u.name, s.realm, s.created FROM sessions s "
+                "JOIN users u ON u.key = s.user_key WHERE s.token_hash=?", (token_hash,)).fetchone()
+            if r is None:
+                return None
+            if time.time() - r["created"] > max_age_s:
+                c.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash,))
+                return None
+            return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"])
+
+        return await self._do(op)
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._do(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash,)))
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    async def store_private(self, sender: User, to_key: str, text: str,
+                            is_online: Callable[[str], bool]) -> Stored:
+        def op(c: sqlite3.Connection) -> Stored:
+            r = c.execute("SELECT name FROM users WHERE key=?", (to_key,)).fetchone()
+            if r is None:
+                raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
+            ts = utc_now_iso()
+            cur = c.execute(
+                "INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) VALUES (?,?,?,?,?,?)",
+                (sender.name, sender.key, r["name"], to_key, text, ts))
+            msg_id = int(cur.lastrowid or 0)
+            online = [to_key] if is_online(to_key) else []
+            if not online:
+                c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
+                          (to_key, "", msg_id))
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"]), online)
+
+        return await self._do(op)
+
+    async def store_group(self, sender: User, group_key: str, text: str,
+                          is_online: Callable[[str], bool]) -> Stored:
+        def op(c: sqlite3.Connection) -> Stored:
+            g = c.execute("SELECT name FROM groups WHERE key=?", (group_key,)).fetchone()
+            if g is None:
+                raise NotFound(f"no group {group_key!r}: create it with creategroup")
+            members = [row[0] for row in c.execute("SELECT user_key FROM members WHERE group_key=?",
+                                                   (group_key,))]
+            if sender.key not in members:
+                raise PermissionDenied(f"you are not a member of {g['name']!r}: joingroup first")
+            ts = utc_now_iso()
+            cur = c.execute(
+                "INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts) "
+                "VALUES (?,?,?,?,?,?)", (sender.name, sender.key, g["name"], group_key, text, ts))
+            msg_id = int(cur.lastrowid or 0)
+            online: list[str] = []
+            offline: list[tuple[str, str, int]] = []
+            for m in members:
+                if is_online(m):
+                    online.append(m)
+                elif m != sender.key:
+                    offline.append((m, group_key, msg_id))
+            if offline:
+                c.executemany("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)", offline)
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"]), online)
+
+        return await self._do(op)
+
+    async def requeue(self, user_keys: list[str], message: MessageRecord) -> None:
+        group_key = message.group.lower()
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany("INSERT OR IGNORE INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
+                          [(u, group_key, message.id) for u in user_keys])
+
+        await self._do(op)
+
+    def _take(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int
+              ) -> tuple[list[MessageRecord], bool]:
+        rows = c.execute(
+            "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
+            "WHERE d.user_key=? AND d.group_key=? ORDER BY d.msg_id LIMIT ?",
+            (user_key, group_key, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if rows:
+            c.execute("DELETE FROM undelivered WHERE user_key=? AND group_key=? AND msg_id<=?",
+                      (user_key, group_key, rows[-1]["id"]))
+        return [_message(r) for r in rows], more
+
+    async def take_inbox(self, user_key: str, limit: int) -> tuple[list[MessageRecord], bool]:
+        return await self._do(lambda c: self._take(c, user_key, "", limit))
+
+    async def take_inbox_group(self, user_key: str, group_key: str, limit: int
+                               ) -> tuple[list[MessageRecord], bool]:
+        def op(c: sqlite3.Connection) -> tuple[list[MessageRecord], bool]:
+            self._check_member(c, group_key, user_key)
+            return self._take(c, user_key, group_key, limit)
+
+        return await self._do(op)
+
+    async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
+        def op(c: sqlite3.Connection) -> list[MessageRecord]:
+            rows = c.execute(
+                "SELECT * FROM (SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=? "
+                "UNION ALL SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=?) "
+                "ORDER BY id DESC LIMIT ?", (a_key, b_key, b_key, a_key, limit)).fetchall()
+            return [_message(r) for r in reversed(rows)]
+
+        return await self._do(op)
+
+    async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
+        def op(c: sqlite3.Connection) -> list[MessageRecord]:
+            self._check_member(c, group_key, user_key)
+            rows = c.execute("SELECT * FROM messages WHERE group_key=? ORDER BY id DESC LIMIT ?",
+                             (group_key, limit)).fetchall()
+            return [_message(r) for r in reversed(rows)]
+
+        return await self._do(op)
+
+    # ---- groups ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _group(c: sqlite3.Connection, key: str) -> GroupRecord:
+        g = c.execute("SELECT key, name FROM groups WHERE key=?", (key,)).fetchone()
+        if g is None:
+            raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
+        return GroupRecord(g["key"], g["name"])
+
+    def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str) -> GroupRecord:
+        g = self._group(c, group_key)
+        if c.execute("SELECT 1 FROM members WHERE group_key=? AND user_key=?",
+                     (group_key, user_key)).fetchone() is None:
+            raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
+        return g
+
+    async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
+        def op(c: sqlite3.Connection) -> GroupRecord:
+            try:
+                c.execute("INSERT INTO groups(key, name, owner_key, created) VALUES (?,?,?,?)",
+                          (key, name, owner.key, utc_now_iso()))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"group {name!r} already exists: joingroup to join it") from None
+            c.execute("INSERT INTO members(group_key, user_key, role) VALUES (?,?,?)", (key, owner.key, "owner"))
+            return GroupRecord(key, name)
+
+        return await self._do(op)
+
+    async def get_group(self, key: str) -> GroupRecord | None:
+        def op(c: sqlite3.Connection) -> GroupRecord | None:
+            try:
+                return self._group(c, key)
+            except NotFound:
+                return None
+
+        return await self._do(op)
+
+    async def join_group(self, key: str, user: User) -> GroupRecord:
+        def op(c: sqlite3.Connection) -> GroupRecord:
+            g = self._group(c, key)
+            c.execute("INSERT OR IGNORE INTO members(group_key, user_key, role) VALUES (?,?,?)",
+                      (key, user.key, "member"))
+            return g
+
+        return await self._do(op)
+
+    async def leave_group(self, key: str, user: User) -> GroupRecord:
+        def op(c: sqlite3.Connection) -> GroupRecord:
+            g = self._check_member(c, key, user.key)
+            c.execute("DELETE FROM members WHERE group_key=? AND user_key=?", (key, user.key))
+            c.execute("DELETE FROM undelivered WHERE user_key=? AND group_key=?", (user.key, key))
+            return g
+
+        return await self._do(op)
+
+    async def list_groups(self, user_key: str) -> list[GroupInfo]:
+        def op(c: sqlite3.Connection) -> list[GroupInfo]:
+            rows = c.execute(
+                "SELECT g.name, m.role, (SELECT COUNT(*) FROM members x WHERE x.group_key = g.key) AS n "
+                "FROM members m JOIN groups g ON g.key = m.group_key WHERE m.user_key=? ORDER BY g.key",
+                (user_key,)).fetchall()
+            return [GroupInfo(r["name"], r["role"], r["n"]) for r in rows]
+
+        return await self._do(op)
+
+    # ---- files -------------------------------------------------------------------------------
+
+    async def add_file(self, sender: User, to: User, name: str, size: int, sha256: str) -> FileRecord:
+        def op(c: sqlite3.Connection) -> FileRecord:
+            ts = utc_now_iso()
+            cur = c.execute(
+                "INSERT INTO files(sender, to_name, to_key, name, size, sha256, ts) VALUES (?,?,?,?,?,?,?)",
+                (sender.name, to.name, to.key, name, size, sha256, ts))
+            return FileRecord(int(cur.lastrowid or 0), sender.name, to.name, to.key, name, size, sha256, ts)
+
+        return await self._do(op)
+
+    async def pending_files(self, user_key: str) -> list[FileRecord]:
+        def op(c: sqlite3.Connection) -> list[FileRecord]:
+            rows = c.execute("SELECT * FROM files WHERE to_key=? AND downloaded=0 ORDER BY id",
+                             (user_key,)).fetchall()
+            return [_file(r) for r in rows]
+
+        return await self._do(op)
+
+    async def get_file(self, file_id: int) -> FileRecord | None:
+        def op(c: sqlite3.Connection) -> FileRecord | None:
+            r = c.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
+            return _file(r) if r else None
+
+        return await self._do(op)
+
+    async def mark_downloaded(self, file_id: int) -> None:
+        await self._do(lambda c: c.execute("UPDATE files SET downloaded=1 WHERE id=?", (file_id,)))
+
+
+def _resolve_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, exc in results:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)

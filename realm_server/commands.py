@@ -1,0 +1,186 @@
+"""The command table: each verb of realmchat.textproto.COMMANDS maps to a cmd_<verb> handler
+here. run() applies the shared rules once for all (login required, typed errors to ERROR
+lines, payload bytes consumed even when the command fails)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from realmchat import textproto as tp
+from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
+from realmchat.pb import chat_pb2 as pb
+from realmchat.textproto import Command
+
+from .convert import file_dict, message_dict
+from .session import Session
+
+if TYPE_CHECKING:
+    from .server import Realm
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Session, Command], Awaitable[bytes | None]]
+CLOSE = b""  # returned by a handler: send nothing more, close the connection
+
+
+class Payload:
+    """The raw bytes that follow a sendfile line, tracked so that whatever the handler did not
+    consume is discarded before the next command is parsed."""
+
+    def __init__(self, session: Session, size: int) -> None:
+        self.session = session
+        self.size = size
+        self.consumed = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self.session.lines.iter_payload(self.size - self.consumed, 256 * 1024):
+            self.consumed += len(chunk)
+            yield chunk
+
+    async def discard_rest(self) -> None:
+        if self.consumed < self.size:
+            await self.session.lines.discard(self.size - self.consumed)
+            self.consumed = self.size
+
+
+class Commands:
+    def __init__(self, realm: Realm) -> None:
+        self.realm = realm
+        self.up = realm.upstream
+        self.table: dict[str, Handler] = {verb: getattr(self, f"cmd_{verb}") for verb in tp.COMMANDS}
+        self._payloads: dict[Session, Payload] = {}
+
+    async def run(self, session: Session, cmd: Command) -> bool:
+        """Runs one command and queues its one response. False: close the connection."""
+        payload = Payload(session, cmd.payload_size) if cmd.payload_size is not None else None
+        if payload:
+            self._payloads[session] = payload
+        try:
+            if cmd.spec.needs_auth and not session.authed:
+                raise Unauthenticated("log in first: auth USER PASS (or register USER PASS)")
+            response = await self.table[cmd.verb](session, cmd)
+        except ChatError as exc:
+            response = tp.error_from(exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return False
+        except Exception:
+            log.exception("command %s failed", cmd.verb)
+            response = tp.error_from(Internal("internal error in the realm; try again"))
+        finally:
+            self._payloads.pop(session, None)
+        if response == CLOSE:
+            return False
+        if response is not None:
+            session.send(response)
+        if payload:
+            # Bytes of a refused upload are read and dropped, never parsed as commands.
+            try:
+                await payload.discard_rest()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                return False
+        return True
+
+    # ---- accounts ----------------------------------------------------------------------------
+
+    async def cmd_register(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Register", pb.RegisterRequest(user=cmd.args[0], password=cmd.args[1]),
+                               timeout=self.up.timeout * 3)
+        return tp.ok(user=r.user)
+
+    async def cmd_auth(self, s: Session, cmd: Command) -> bytes:
+        if s.authed:
+            await self.realm.end_session(s)
+        link_id = self.up.link_id
+        r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1], link_id=link_id),
+                               timeout=self.up.timeout * 3)
+        self.realm.add_session(s, r.user, r.token, r.session_id)
+        if not r.attached or link_id != self.up.link_id:
+            await self.realm.attach(s)
+        return tp.ok(user=r.user, realm=self.realm.config.name)
+
+    async def cmd_logout(self, s: Session, cmd: Command) -> bytes:
+        if s.authed:
+            await self.realm.end_session(s)
+        return tp.ok()
+
+    async def cmd_quit(self, s: Session, cmd: Command) -> bytes:
+        s.send(tp.ok(bye=True))
+        return CLOSE
+
+    async def cmd_help(self, s: Session, cmd: Command) -> bytes:
+        return tp.ok(commands=tp.help_lines())
+
+    async def cmd_ping(self, s: Session, cmd: Command) -> bytes:
+        return tp.ok(pong=True)
+
+    async def cmd_who(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Who", pb.WhoRequest(), s.token)
+        return tp.ok(online=[{"user": p.user, "realm": p.realm} for p in r.online])
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    async def cmd_sendprivate(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("SendPrivate", pb.SendPrivateRequest(to=cmd.args[0], text=cmd.args[1]), s.token)
+        return tp.ok(id=r.id, ts=r.ts)
+
+    async def cmd_sendgroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("SendGroup", pb.SendGroupRequest(group=cmd.args[0], text=cmd.args[1]), s.token)
+        return tp.ok(id=r.id, ts=r.ts)
+
+    async def cmd_inbox(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Inbox", pb.InboxRequest(), s.token)
+        return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
+
+    async def cmd_inboxgroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("InboxGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
+
+    async def cmd_history(self, s: Session, cmd: Command) -> bytes:
+        limit = int(cmd.args[1]) if len(cmd.args) > 1 else 0
+        r = await self.up.call("History", pb.HistoryRequest(peer=cmd.args[0], limit=limit), s.token)
+        return tp.ok(messages=[message_dict(m) for m in r.messages])
+
+    # ---- groups ------------------------------------------------------------------------------
+
+    async def cmd_creategroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("CreateGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(group=r.group)
+
+    async def cmd_joingroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("JoinGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(group=r.group)
+
+    async def cmd_leavegroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("LeaveGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(group=r.group)
+
+    async def cmd_groups(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("ListGroups", pb.ListGroupsRequest(), s.token)
+        return tp.ok(groups=[{"group": g.group, "role": g.role, "members": g.members} for g in r.groups])
+
+    # ---- files -------------------------------------------------------------------------------
+
+    async def cmd_sendfile(self, s: Session, cmd: Command) -> bytes:
+        to, name, _ = cmd.args
+        payload = self._payloads[s]
+        if payload.size > self.realm.config.max_file_bytes:
+            raise ResourceExhausted(f"file too large: at most {self.realm.config.max_file_bytes} bytes")
+        header = pb.UploadHeader(to=to, name=name, size=payload.size)
+        f = await self.up.upload(s.token, header, payload.chunks())
+        return tp.ok(id=f.id, name=f.name, size=f.size, sha256=f.sha256)
+
+    async def cmd_receivefile(self, s: Session, cmd: Command) -> bytes | None:
+        if not cmd.args:
+            r = await self.up.call("ListFiles", pb.ListFilesRequest(), s.token)
+            return tp.ok(files=[file_dict(f) for f in r.files])
+        header, chunks = await self.up.download(s.token, int(cmd.args[0]))
+        try:
+            await s.send_stream(tp.ok(**file_dict(header)), chunks)
+        except ChatError:
+            # The header and part of the bytes are out: the framing cannot be repaired, so the
+            # connection is closed rather than sending a short payload.
+            log.warning("download %d broke mid-stream; closing %s", header.id, s.peer)
+            return CLOSE
+        return None

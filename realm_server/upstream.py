@@ -1,0 +1,154 @@
+"""The realm's connection to main: gRPC calls with a deadline, and ONE event stream (Link) for
+all of the realm's sessions, re-opened with backoff whenever it breaks. A re-opened link resumes
+every logged-in session by its token, so users keep working without logging in again. Several
+main addresses are tried in order (failover)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from realmchat.errors import Unavailable
+from realmchat.pb import chat_pb2 as pb
+from realmchat.pb import chat_pb2_grpc as pb_grpc
+from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+class Upstream:
+    def __init__(self, addrs: list[str], realm: str, timeout: float,
+                 on_event: Callable[[pb.Event], None],
+                 on_linked: Callable[[list[str], list[int]], None],
+                 tokens: Callable[[], list[str]]) -> None:
+        self.addrs = addrs
+        self.realm = realm
+        self.timeout = timeout
+        self.on_event = on_event
+        self.on_linked = on_linked
+        self.tokens = tokens
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._index = 0
+        self.stub = self._stub(addrs[0])
+        self.link_id = ""
+        self.linked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _stub(self, addr: str) -> pb_grpc.ChatStub:
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(addr, options=KEEPALIVE_OPTIONS)
+            self._channels[addr] = ch
+        return pb_grpc.ChatStub(ch)
+
+    @property
+    def addr(self) -> str:
+        return self.addrs[self._index]
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._link_loop(), name="link")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for ch in self._channels.values():
+            await ch.close()
+
+    # ---- calls -------------------------------------------------------------------------------
+
+    async def call(self, method: str, request: Any, token: str = "", timeout: float | None = None) -> Any:
+        """A unary call to main; failures come back as typed ChatErrors."""
+        fn = getattr(self.stub, method)
+        try:
+            return await fn(request, metadata=bearer(token) if token else None,
+                            timeout=timeout or self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def upload(self, token: str, header: pb.UploadHeader, chunks: AsyncIterator[bytes]) -> pb.FileInfo:
+        async def requests() -> AsyncIterator[pb.UploadRequest]:
+            yield pb.UploadRequest(header=header)
+            async for chunk in chunks:
+                yield pb.UploadRequest(chunk=chunk)
+
+        try:
+            return await self.stub.UploadFile(requests(), metadata=bearer(token))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def download(self, token: str, file_id: int) -> tuple[pb.FileInfo, AsyncIterator[bytes]]:
+        """The header, then an iterator over the bytes. Errors before the header are raised here;
+        errors after it surface from the iterator (the caller must drop the connection then)."""
+        call = self.stub.DownloadFile(pb.DownloadRequest(id=file_id), metadata=bearer(token))
+        try:
+            first = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        if first is grpc.aio.EOF or first.WhichOneof("part") != "header":
+            call.cancel()
+            raise Unavailable("the main server sent no file header")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    part = await call.read()
+                    if part is grpc.aio.EOF:
+                        return
+                    yield part.chunk
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc(exc) from None
+            finally:
+                call.cancel()
+
+        return first.header, chunks()
+
+    # ---- the event stream --------------------------------------------------------------------
+
+    async def _link_loop(self) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            addr = self.addr
+            stub = self._stub(addr)
+            tokens = self.tokens()
+            got_linked = False
+            try:
+                call = stub.Link(pb.LinkRequest(realm=self.realm, resume_tokens=tokens))
+                async for ev in call:
+                    if ev.HasField("linked"):
+                        self.stub = stub
+                        self.link_id = ev.linked.link_id
+                        got_linked = True
+                        backoff = BACKOFF_MIN
+                        log.info("linked to main %s (%d sessions resumed)", addr,
+                                 sum(1 for i in ev.linked.session_ids if i))
+                        self.on_linked(tokens, list(ev.linked.session_ids))
+                        self.linked.set()
+                    else:
+                        self.on_event(ev)
+                log.warning("main %s ended the event stream", addr)
+            except grpc.aio.AioRpcError as exc:
+                if got_linked or backoff >= BACKOFF_MAX:
+                    log.warning("event stream to main %s: %s", addr, exc.code().name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event stream failed")
+            self.linked.clear()
+            self.link_id = ""
+            if not got_linked and len(self.addrs) > 1:
+                # This main did not answer: try the next one (stay on it once it links).
+                self._index = (self._index + 1) % len(self.addrs)
+                self.stub = self._stub(self.addr)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+

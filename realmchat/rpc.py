@@ -1,0 +1,59 @@
+"""The one translation between typed errors and gRPC status codes, used by the main server
+(ChatError -> status) and by gRPC clients such as the realm (status -> ChatError)."""
+
+from __future__ import annotations
+
+import grpc
+
+from .codes import Code
+from .errors import ChatError, Unavailable, error_for
+
+# Messages stay far below gRPC's 4 MiB default; chunks of files are this big.
+FILE_CHUNK = 256 * 1024
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def status_for(code: Code) -> grpc.StatusCode:
+    return grpc.StatusCode[code.value] if code is not Code.OK else grpc.StatusCode.OK
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
+    """A gRPC failure as the typed error the text protocol reports."""
+    status = exc.code()
+    details = exc.details() or ""
+    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                  grpc.StatusCode.CANCELLED):
+        return Unavailable("the main server is unavailable, try again shortly" +
+                           (f" ({details})" if details and status is not grpc.StatusCode.UNAVAILABLE else ""))
+    if status is grpc.StatusCode.UNKNOWN:
+        return error_for(Code.INTERNAL, "internal error in the main server")
+    return error_for(status.name, details)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def token_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[7:].strip()
+    return ""
+
+
+KEEPALIVE_OPTIONS = [
+    # Dead peers are found in seconds, not after the kernel's 2-hour TCP keepalive.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+SERVER_OPTIONS = [
+    *KEEPALIVE_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
