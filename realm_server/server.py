@@ -31,7 +31,7 @@ class Realm:
                                  on_event=self.dispatch, on_linked=self.on_linked, tokens=self.tokens)
         self.commands = Commands(self)
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
 
     # ---- sessions ----------------------------------------------------------------------------
 
@@ -70,7 +70,9 @@ class Realm:
                                       message="your session ended; log in again with auth USER PASS"))
             elif sid is None:
                 # Logged in while the link was being re-opened.
-                asyncio.create_task(self.attach(s))
+                task = asyncio.create_task(self.attach(s))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
 
     def dispatch(self, ev: pb.Event) -> None:
         kind = ev.WhichOneof("kind")

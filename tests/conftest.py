@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def uname() -> "callable":
+def uname() -> Callable[[str], str]:
     """Unique user/group names across a test session: uname('alice') -> 'alice_12_<pid>'."""
     pid = os.getpid() % 10000
 
