@@ -1,0 +1,39 @@
+"""`python -m chat_cli --host H --port P [--download-dir DIR] [--json]`: the terminal client."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from realmchat.config import EnvArgumentParser
+
+from .terminal import amain
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = EnvArgumentParser(
+        "REALMCHAT_CLI",
+        prog="python -m chat_cli",
+        description="Terminal client of a realmchat realm. Interactive when stdin is a terminal; "
+        "otherwise runs the piped commands in order and exits 1 if any failed.",
+    )
+    parser.add_option("--host", default="127.0.0.1", help="realm host")
+    parser.add_option("--port", default=8000, help="realm port")
+    parser.add_option("--download-dir", default="./downloads", help="where receivefile saves files")
+    parser.add_option("--json", default=False, help="print the raw protocol lines instead of human output")
+    parser.add_option("--wait", default=0.0,
+                      help="piped mode: after the last command, keep printing events for this many seconds")
+    parser.add_option("--reconnect", default=True,
+                      help="reconnect (and log in again) by itself when the connection is lost")
+    args = parser.parse_args(argv)
+    interactive = sys.stdin.isatty()
+    try:
+        return asyncio.run(amain(args.host, args.port, Path(args.download_dir), args.json, args.wait,
+                                 args.reconnect, interactive))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Human output of the terminal client, pure (no I/O): message lines, tables, sizes, errors and
+the sanitizing of everything a server or another user chose.
+
+Text from other users reaches the terminal only through `sanitize`: a raw ESC, CSI or OSC
+sequence could recolour or clear the screen, move the cursor, set the window title or (on some
+terminals) write the clipboard; a bidi override could make a message read differently than it is.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+
+from realmchat.errors import ChatError
+
+from .models import FileInfo, GroupInfo, Message, Presence, parse_ts
+
+# Characters that change how the rest of the line is displayed without being visible
+# themselves: bidi embeddings/overrides/isolates and marks, and Unicode line/paragraph separators.
+_INVISIBLE_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+)
+
+
+def _escape_char(c: str) -> str:
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def sanitize(text: str) -> str:
+    """`text` made safe to print: every C0/C1 control character (ESC included, which defuses all
+    ANSI sequences), DEL and invisible bidi/line-separator characters become visible escapes like
+    \\x1b or \\u202e. A tab becomes a space. Printable text, emoji and scripts pass unchanged."""
+    out: list[str] = []
+    for c in text:
+        if c == "\t":
+            out.append(" ")
+        elif c in _INVISIBLE_CONTROLS or unicodedata.category(c) == "Cc":
+            # Cc is exactly C0 (0x00-0x1f), DEL and C1 (0x80-0x9f).
+            out.append(_escape_char(c))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def fmt_time(ts: str, now: datetime | None = None) -> str:
+    """Local "HH:MM" for today, "YYYY-MM-DD HH:MM" for another day; the raw (sanitized) text if
+    unparsable."""
+    t = parse_ts(ts)
+    if t is None:
+        return sanitize(ts)
+    local = t.astimezone()
+    now = (now or datetime.now().astimezone()).astimezone(local.tzinfo)
+    if local.date() == now.date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def _is(a: str | None, b: str | None) -> bool:
+    # Names are unique ignoring case (realmchat.names), so compare them that way.
+    return a is not None and b is not None and a.lower() == b.lower()
+
+
+def fmt_message(msg: Message, me: str | None, now: datetime | None = None) -> str:
+    """`[alice → you 10:42] halo` for a private message, `[#progjar] bob: hi` for a group one."""
+    text = sanitize(msg.text)
+    if msg.group is not None:
+        sender = "you" if _is(msg.sender, me) else sanitize(msg.sender)
+        return f"[#{sanitize(msg.group)}] {sender}: {text}"
+    sender = "you" if _is(msg.sender, me) else sanitize(msg.sender)
+    to = "you" if _is(msg.to, me) else sanitize(msg.to or "?")
+    return f"[{sender} → {to} {fmt_time(msg.ts, now)}] {text}"
+
+
+def fmt_size(n: int) -> str:
+    """1536 -> '1.5 KiB'; bytes below 1 KiB are exact."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_file_offer(f: FileInfo) -> str:
+    """The live notice of a file sent to the user."""
+    return (f"[file from {sanitize(f.sender)}] {sanitize(f.name)} ({fmt_size(f.size)}), id {f.id}: "
+            f"type 'receivefile {f.id}' to download")
+
+
+def fmt_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain left-aligned table with a header and a rule; cells are sanitized."""
+    cells = [[sanitize(str(c)) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def fmt_who(online: Sequence[Presence]) -> str:
+    if not online:
+        return "nobody is online"
+    return fmt_table(("USER", "REALM"), [(p.user, p.realm) for p in online])
+
+
+def fmt_groups(groups: Sequence[GroupInfo]) -> str:
+    if not groups:
+        return "you are in no groups"
+    return fmt_table(("GROUP", "ROLE", "MEMBERS"), [("#" + g.name, g.role, g.members) for g in groups])
+
+
+def fmt_error(e: ChatError) -> str:
+    """`error NOT_FOUND: no user 'zed'` — one line, whatever the message contains."""
+    message = sanitize(" ".join(e.message.splitlines()))
+    return f"error {e.code.value}: {message}"
+
+
+def progress_bar(done: int, total: int, width: int = 30, rate: float | None = None) -> str:
+    """`[##########..........]  33% 6.7 MiB/20.0 MiB 12.0 MiB/s`."""
+    frac = 1.0 if total <= 0 else min(1.0, done / total)
+    filled = int(frac * width)
+    text = f"[{'#' * filled}{'.' * (width - filled)}] {frac * 100:3.0f}% {fmt_size(done)}/{fmt_size(total)}"
+    if rate:
+        text += f" {fmt_size(int(rate))}/s"
+    return text
