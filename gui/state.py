@@ -1,0 +1,182 @@
+"""The GUI's state as plain data: what the views render. The controller is the only writer.
+
+No Flet and no network here, so the state (and the controller that feeds it) is testable
+against a real stack without a browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from chat_cli.models import FileInfo, GroupInfo, Presence
+
+
+class Status(StrEnum):
+    """The connection as the user sees it (the status chip in the header)."""
+
+    OFFLINE = "offline"            # not connected (connect screen)
+    CONNECTING = "connecting"
+    ONLINE = "online"              # connected and logged in
+    CONNECTED = "connected"        # connected, not logged in yet
+    RECONNECTING = "reconnecting"  # lost the realm; the library is trying again
+
+
+class Kind(StrEnum):
+    PRIVATE = "private"
+    GROUP = "group"
+
+
+def conv_key(kind: Kind, name: str) -> str:
+    """Names are unique ignoring case (PROTOCOL.md), so keys are case-folded: 'Bob' and 'bob'
+    are one conversation."""
+    return f"{'#' if kind is Kind.GROUP else '@'}{name.casefold()}"
+
+
+def local_time(ts: datetime | None, now: datetime | None = None) -> str:
+    """A timestamp in the viewer's local time zone: 'HH:MM' today, 'Mon DD HH:MM' otherwise."""
+    if ts is None:
+        return ""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    local = ts.astimezone()
+    now = (now or datetime.now(UTC)).astimezone()
+    if local.date() == now.date():
+        return local.strftime("%H:%M")
+    return local.strftime("%b %d %H:%M")
+
+
+class LineKind(StrEnum):
+    TEXT = "text"
+    FILE = "file"
+    NOTICE = "notice"  # e.g. "you joined the group"
+
+
+@dataclass
+class ChatLine:
+    """One row of a conversation."""
+
+    sender: str
+    text: str
+    ts: datetime | None
+    own: bool = False
+    id: int | None = None             # server id once stored; None while sending
+    kind: LineKind = LineKind.TEXT
+    pending: bool = False             # own message sent, OK not received yet
+    error: str = ""                   # own message that the realm refused
+    file: FileInfo | None = None
+
+    @property
+    def time_label(self) -> str:
+        return local_time(self.ts)
+
+
+@dataclass
+class Conversation:
+    kind: Kind
+    name: str
+    lines: list[ChatLine] = field(default_factory=list)
+    unread: int = 0
+    history_loaded: bool = False
+    history_error: str = ""
+
+    @property
+    def key(self) -> str:
+        return conv_key(self.kind, self.name)
+
+    @property
+    def title(self) -> str:
+        return f"# {self.name}" if self.kind is Kind.GROUP else self.name
+
+    @property
+    def last(self) -> ChatLine | None:
+        return self.lines[-1] if self.lines else None
+
+    @property
+    def preview(self) -> str:
+        """The latest message, one line, for the side list."""
+        last = self.last
+        if last is None:
+            return ""
+        who = "you" if last.own else last.sender
+        text = " ".join(last.text.split())
+        if len(text) > 60:
+            text = text[:59] + "…"
+        return f"{who}: {text}" if self.kind is Kind.GROUP or last.own else text
+
+    @property
+    def sort_key(self) -> float:
+        last = self.last
+        return last.ts.timestamp() if last and last.ts else 0.0
+
+    def has_id(self, msg_id: int) -> bool:
+        # History and live events overlap (a message can arrive while history loads): ids
+        # de-duplicate them.
+        return any(line.id == msg_id for line in self.lines)
+
+    def add(self, line: ChatLine) -> bool:
+        """Appends in time order; False if a line with that server id is already there."""
+        if line.id is not None and self.has_id(line.id):
+            return False
+        self.lines.append(line)
+        if line.ts is not None and len(self.lines) > 1:
+            # Keep order by time, pending own lines (no server ts yet) stay at the end.
+            self.lines.sort(key=lambda ln: (ln.ts is None, ln.ts or datetime.max.replace(tzinfo=UTC)))
+        return True
+
+
+class TransferState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class Transfer:
+    """A file going up (send) or coming down (save), with progress for the view."""
+
+    tid: int
+    direction: str  # "up" | "down"
+    name: str
+    peer: str
+    size: int
+    done_bytes: int = 0
+    state: TransferState = TransferState.RUNNING
+    error: str = ""
+    path: str = ""     # down: where it was saved
+    sha256: str = ""
+
+    @property
+    def progress(self) -> float:
+        if self.state is TransferState.DONE:
+            return 1.0
+        return min(1.0, self.done_bytes / self.size) if self.size else 0.0
+
+
+@dataclass
+class ChatState:
+    status: Status = Status.OFFLINE
+    status_detail: str = ""
+    host: str = ""
+    port: int = 0
+    realm: str = ""           # the realm's name from its hello
+    user: str = ""
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    current: str | None = None
+    online: list[Presence] = field(default_factory=list)
+    groups: dict[str, GroupInfo] = field(default_factory=dict)
+    incoming_files: dict[int, FileInfo] = field(default_factory=dict)
+    saved_files: dict[int, str] = field(default_factory=dict)  # file id -> local path
+    transfers: list[Transfer] = field(default_factory=list)
+
+    @property
+    def logged_in(self) -> bool:
+        return bool(self.user)
+
+    def sorted_conversations(self) -> list[Conversation]:
+        return sorted(self.conversations.values(), key=lambda c: c.sort_key, reverse=True)
+
+    @property
+    def unread_total(self) -> int:
+        return sum(c.unread for c in self.conversations.values())
