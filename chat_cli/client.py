@@ -222,6 +222,11 @@ class ChatClient:
         return self._conn is not None and not self._conn.closed
 
     @property
+    def pending_calls(self) -> int:
+        """Commands sent and not yet answered (e.g. for a busy indicator)."""
+        return len(self._conn.pending) if self._conn is not None else 0
+
+    @property
     def user(self) -> str | None:
         """The authenticated user of this connection, or None."""
         return self._user
