@@ -132,7 +132,24 @@ class ChatService:
                 continue
             self.hub.attach(channel, c.session.id, c.session.user_key, c.session.user_name)
             ids.append(c.session.id)
+            await self._push_pending(c)
         return ids
+
+    async def _push_pending(self, caller: Caller) -> None:
+        """A resumed session never logged out: what arrived while its realm was cut off from
+        main is pushed now, as if it had arrived live, instead of waiting for inbox."""
+        user_key = caller.session.user_key
+        while True:
+            msgs = await self.storage.take_pending(user_key, self.config.inbox_page)
+            for m in msgs:
+                p = message_pb(m)
+                if m.group:
+                    await self._deliver(caller, [user_key], m, lambda ev, p=p: ev.group.CopyFrom(p), exclude=False)
+                else:
+                    await self._deliver(caller, [user_key], m, lambda ev, p=p: ev.private.CopyFrom(p),
+                                        exclude=False)
+            if len(msgs) < self.config.inbox_page:
+                return
 
     def close_channel(self, channel: Channel) -> list[Outgoing]:
         return self.hub.close_channel(channel)
@@ -155,8 +172,8 @@ class ChatService:
             raise ResourceExhausted(f"message too long: at most {self.config.max_message_bytes} bytes")
 
     async def _deliver(self, caller: Caller, users: list[str], message: MessageRecord,
-                       fill: Callable[[pb.Event], None]) -> None:
-        missed = self.hub.push(users, fill, caller.session.id, message)
+                       fill: Callable[[pb.Event], None], exclude: bool = True) -> None:
+        missed = self.hub.push(users, fill, caller.session.id if exclude else 0, message)
         if missed:
             await self.storage.requeue(missed, message)
 

@@ -21,7 +21,7 @@ from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 
 
 class Upstream:

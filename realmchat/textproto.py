@@ -99,8 +99,8 @@ def parse_line(line: str) -> Command | None:
     """
     if line.endswith("\r"):
         line = line[:-1]
-    stripped = line.strip(" \t")
-    if not stripped:
+    stripped = line.lstrip(" \t")
+    if not stripped.strip():
         return None
     verb_raw, _, remainder = stripped.partition(" ")
     verb = verb_raw.lower()

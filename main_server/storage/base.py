@@ -121,6 +121,11 @@ class Storage(ABC):
                                ) -> tuple[list[MessageRecord], bool]: ...
 
     @abstractmethod
+    async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
+        """Every undelivered message of the user, private and group (oldest first, at most
+        limit), now delivered."""
+
+    @abstractmethod
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]: ...
 
     @abstractmethod

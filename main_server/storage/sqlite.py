@@ -353,6 +353,17 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
+    async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
+        def op(c: sqlite3.Connection) -> list[MessageRecord]:
+            rows = c.execute(
+                "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
+                "WHERE d.user_key=? ORDER BY d.msg_id LIMIT ?", (user_key, limit)).fetchall()
+            c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?",
+                          [(user_key, r["id"]) for r in rows])
+            return [_message(r) for r in rows]
+
+        return await self._do(op)
+
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
             rows = c.execute(
