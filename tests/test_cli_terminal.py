@@ -1,0 +1,277 @@
+"""`python -m chat_cli` as a subprocess with piped stdin, against a real main + realms."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .stack import ROOT, Stack
+
+PW = "pw-secret1"
+MiB = 1024 * 1024
+TIME = r"\d\d:\d\d"
+
+
+def cli_argv(addr: tuple[str, int], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "chat_cli", "--host", addr[0], "--port", str(addr[1]), *extra]
+
+
+def run_cli(addr: tuple[str, int], lines: list[str], *extra: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Runs the client over piped stdin to completion."""
+    return subprocess.run(cli_argv(addr, *extra), input="".join(line + "\n" for line in lines),
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+class LiveCli:
+    """A client process kept running: lines are written as the test goes and its output is
+    collected by a thread, so the test can wait for events to show up."""
+
+    def __init__(self, addr: tuple[str, int], *extra: str) -> None:
+        self.proc = subprocess.Popen(cli_argv(addr, *extra), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1, cwd=ROOT)
+        self.lines: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> str:
+        """The first output line matching the regex `pattern` (polls until the deadline)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if rx.search(line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float = 20) -> int:
+        """Closes stdin (EOF) and returns the exit code."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(MiB), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_piped_session_messages_groups_tables_and_errors(stack: Stack, uname: Callable[[str], str]) -> None:
+    alice, bob, group = uname("alice"), uname("bob"), uname("progjar")
+    b = LiveCli(stack.realm("beta"))
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for(f"logged in as {bob} on realm beta")
+
+        r = run_cli(stack.realm("alpha"), [
+            f"register {alice} {PW}",
+            f"auth {alice} {PW}",
+            f"sendprivate {bob} halo apa kabar",
+            f"creategroup {group}",
+            "who",
+            "groups",
+            "# a comment line is skipped",
+            "",
+            "ping",
+        ])
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = r.stdout
+        assert f"logged in as {alice} on realm alpha" in out
+        assert re.search(rf"^\[you → {bob} {TIME}\] halo apa kabar$", out, re.M), out
+        assert f"created group #{group} (you are its owner)" in out
+        # who: a table with a header, a rule and one row per online user.
+        assert re.search(r"^USER +REALM\n-+ +-+$", out, re.M), out
+        assert re.search(rf"^{alice} +alpha$", out, re.M) and re.search(rf"^{bob} +beta$", out, re.M), out
+        assert re.search(rf"^#{group} +owner +1$", out, re.M), out
+        assert re.search(r"^pong \(\d+\.\d ms\)$", out, re.M), out
+
+        b.wait_for(rf"^\[{alice} → you {TIME}\] halo apa kabar$")
+        b.send(f"joingroup {group}")
+        b.wait_for(f"joined #{group}")
+        r2 = run_cli(stack.realm("alpha"), [
+            f"auth {alice} {PW}",
+            f"sendgroup {group} hi all",
+            f"sendprivate {uname('ghost')} hello?",
+            "frobnicate",
+            "history",
+            f"history {bob}",
+        ])
+        # Failed commands print one error line each and do not stop the rest; exit code 1.
+        assert r2.returncode == 1, r2.stdout
+        lines = r2.stdout.splitlines()
+        assert [ln.split(":")[0] for ln in lines if ln.startswith("error ")] == [
+            "error NOT_FOUND", "error UNIMPLEMENTED", "error INVALID_ARGUMENT"]
+        assert f"[#{group}] you: hi all" in lines
+        assert re.search(rf"^\[you → {bob} {TIME}\] halo apa kabar$", r2.stdout, re.M)  # history ran
+        b.wait_for(rf"^\[#{group}\] {alice}: hi all$")
+
+        b.send("quit")
+        assert b.proc.wait(20) == 0
+        assert b.lines[-1] == "bye"
+    finally:
+        b.kill()
+
+
+def test_sendfile_local_path_and_receivefile_into_download_dir(stack: Stack, uname: Callable[[str], str],
+                                                             tmp_path: Path) -> None:
+    alice, bob = uname("alice"), uname("bob")
+    home = tmp_path / "home"
+    home.mkdir()
+    src = home / "laporan akhir.pdf"
+    with open(src, "wb") as f:
+        for _ in range(20):
+            f.write(os.urandom(MiB))
+    digest = sha256_of(src)
+    dl = tmp_path / "downloads"
+    env = {"HOME": str(home)}
+
+    assert run_cli(stack.realm("beta"), [f"register {bob} {PW}"]).returncode == 0
+    r = run_cli(stack.realm("alpha"), [
+        f"register {alice} {PW}",
+        f"auth {alice} {PW}",
+        f"sendfile {bob} ~/laporan akhir.pdf",     # a local path with a space, ~ expanded
+        f"sendfile {bob} '{src}'",                  # quoted: the same file again
+        f"sendfile {bob} ~/missing.pdf",
+    ], env=env)
+    assert r.returncode == 1, r.stdout
+    sent = re.findall(rf"^sent laporan akhir\.pdf \(20\.0 MiB\) to {bob}: file id (\d+), sha256 (\w+) verified$",
+                      r.stdout, re.M)
+    assert [s[1] for s in sent] == [digest, digest], r.stdout
+    assert re.search(r"^error NOT_FOUND: no such local file: .*missing\.pdf", r.stdout, re.M), r.stdout
+
+    r = run_cli(stack.realm("beta"), [f"auth {bob} {PW}", "receivefile", "receivefile"],
+                "--download-dir", str(dl))
+    assert r.returncode == 0, r.stdout
+    got = re.findall(rf"^received laporan akhir\.pdf \(20\.0 MiB\) from {alice} -> (.+)\n"
+                     rf"  sha256 {digest} verified$", r.stdout, re.M)
+    # Both downloads landed; the second did not overwrite the first.
+    assert got == [str(dl / "laporan akhir.pdf"), str(dl / "laporan akhir (1).pdf")], r.stdout
+    assert r.stdout.rstrip().endswith("no files waiting")
+    for p in got:
+        assert sha256_of(Path(p)) == digest
+
+    # receivefile ID for one file; an unknown id is a clean error.
+    one = run_cli(stack.realm("alpha"), [f"auth {alice} {PW}", f"sendfile {bob} {home / 'laporan akhir.pdf'}"])
+    file_id = re.search(r"file id (\d+)", one.stdout).group(1)  # type: ignore[union-attr]
+    r = run_cli(stack.realm("beta"), [f"auth {bob} {PW}", f"receivefile {file_id}", "receivefile 99999999"],
+                "--download-dir", str(dl))
+    assert r.returncode == 1
+    assert f"-> {dl / 'laporan akhir (2).pdf'}" in r.stdout
+    assert re.search(r"^error NOT_FOUND: ", r.stdout, re.M), r.stdout
+    assert sorted(p.name for p in dl.iterdir()) == [
+        "laporan akhir (1).pdf", "laporan akhir (2).pdf", "laporan akhir.pdf"]
+
+
+def test_live_events_are_sanitized(stack: Stack, uname: Callable[[str], str]) -> None:
+    alice, bob = uname("alice"), uname("bob")
+    b = LiveCli(stack.realm("beta"))
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for("logged in as")
+        evil = "\x1b[2J\x1b]0;pwned\x07 hi \u202eevil\u202c \x9b31m"
+        r = run_cli(stack.realm("alpha"), [f"register {alice} {PW}", f"auth {alice} {PW}",
+                                           f"sendprivate {bob} {evil}"])
+        assert r.returncode == 0, r.stdout
+        line = b.wait_for(rf"^\[{alice} → you {TIME}\]")
+        assert line.endswith(r"] \x1b[2J\x1b]0;pwned\x07 hi \u202eevil\u202c \x9b31m"), line
+        for out in (r.stdout, "\n".join(b.lines)):
+            assert not any(c in out for c in "\x1b\x07\x9b\u202e"), repr(out)
+        assert b.finish() == 0
+    finally:
+        b.kill()
+
+
+def test_json_mode_prints_raw_protocol_lines(stack: Stack, uname: Callable[[str], str]) -> None:
+    alice = uname("alice")
+    r = run_cli(stack.realm("alpha"), [f"register {alice} {PW}", f"auth {alice} {PW}", "inbox",
+                                       "nosuchverb", "ping"], "--json")
+    assert r.returncode == 1
+    objs = [json.loads(line) for line in r.stdout.splitlines()]  # every line is JSON
+    assert objs[0] == {"event": "hello", "realm": "alpha", "protocol": 1}
+    assert objs[1] == {"status": "OK", "user": alice}
+    assert objs[2] == {"status": "OK", "user": alice, "realm": "alpha"}
+    assert objs[3]["status"] == "OK" and objs[3]["messages"] == []
+    assert objs[4]["status"] == "ERROR" and objs[4]["code"] == "UNIMPLEMENTED"
+    assert objs[5] == {"status": "OK", "pong": True}
+    assert len(objs) == 6
+
+
+def test_unreachable_realm_exits_non_zero(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with certainly nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = run_cli(("127.0.0.1", port), ["ping"])
+    assert r.returncode == 2
+    assert re.match(r"error UNAVAILABLE: cannot connect to realm 127\.0\.0\.1:\d+", r.stdout), r.stdout
+
+
+def test_realm_death_is_reported_and_commands_fail(fresh_stack: Stack, uname: Callable[[str], str]) -> None:
+    bob = uname("bob")
+    b = LiveCli(fresh_stack.realm("alpha"), "--no-reconnect")
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for("logged in as")
+        fresh_stack.realms["alpha"].kill()
+        b.wait_for(r"^\* disconnected: ")
+        b.send("ping")
+        b.wait_for(r"^error UNAVAILABLE: not connected to the realm")
+        assert b.finish() == 1
+    finally:
+        b.kill()
+
+
+def test_terminal_reconnects_and_logs_in_again(fresh_stack: Stack, uname: Callable[[str], str]) -> None:
+    from .stack import start_realm
+
+    alice, bob = uname("alice"), uname("bob")
+    assert run_cli(fresh_stack.realm("beta"), [f"register {alice} {PW}"]).returncode == 0
+    b = LiveCli(fresh_stack.realm("alpha"))  # --reconnect is the default
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for("logged in as")
+        old = fresh_stack.realms["alpha"]
+        old.kill()
+        b.wait_for(r"^\* disconnected: ")
+        b.wait_for(r"^\* reconnecting")
+        fresh_stack.realms["alpha"] = start_realm("alpha", fresh_stack.main.addr, old.port)
+        b.wait_for(rf"^\* reconnected to realm alpha: authenticated as {bob}$", timeout=30)
+        r = run_cli(fresh_stack.realm("beta"), [f"auth {alice} {PW}", f"sendprivate {bob} still there?"])
+        assert r.returncode == 0, r.stdout
+        b.wait_for(rf"^\[{alice} → you {TIME}\] still there\?$")
+        b.send("quit")
+        assert b.proc.wait(20) == 0
+    finally:
+        b.kill()
