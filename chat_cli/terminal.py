@@ -393,13 +393,26 @@ async def run_piped(term: Terminal, stdin: TextIO, linger: float) -> int:
     return 1 if term.failures else 0
 
 
+SECRET_VERBS = frozenset({"auth", "register"})
+
+
+def is_secret(line: str) -> bool:
+    """Lines that carry a password: kept for up-arrow in this session, never written to disk."""
+    return line.strip().split(" ", 1)[0].lower() in SECRET_VERBS
+
+
 def _history() -> History:
     """Command history kept across runs in ~/.realmchat_history (in memory if home is
-    read-only)."""
+    read-only); lines with passwords are not stored."""
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    class NoSecretsFileHistory(FileHistory):
+        def store_string(self, string: str) -> None:
+            if not is_secret(string):
+                super().store_string(string)
+
     path = Path(os.path.expanduser("~/.realmchat_history"))
-    return FileHistory(str(path)) if os.access(path.parent, os.W_OK) else InMemoryHistory()
+    return NoSecretsFileHistory(str(path)) if os.access(path.parent, os.W_OK) else InMemoryHistory()
 
 
 async def run_interactive(term: Terminal) -> int:

@@ -275,3 +275,80 @@ def test_terminal_reconnects_and_logs_in_again(fresh_stack: Stack, uname: Callab
         assert b.proc.wait(20) == 0
     finally:
         b.kill()
+
+
+class PtyCli:
+    """The client on a pseudo-terminal, so it runs interactively (prompt_toolkit)."""
+
+    def __init__(self, addr: tuple[str, int], home: Path) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        # No cursor-position requests: nobody answers them on this pty.
+        env = {**os.environ, "TERM": "xterm", "HOME": str(home), "PROMPT_TOOLKIT_NO_CPR": "1"}
+        self.proc = subprocess.Popen(cli_argv(addr), stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     cwd=ROOT, start_new_session=True)
+        os.close(slave)
+        self.out = b""
+
+    def read_until(self, needle: bytes, start: int = 0, timeout: float = 20) -> int:
+        """Reads the pty until `needle` appears at or after `start`; returns its index."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while (i := self.out.find(needle, start)) < 0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not seen; got {self.out[-2000:]!r}")
+            r, _, _ = select.select([self.master], [], [], 0.05)
+            if r:
+                try:
+                    self.out += os.read(self.master, 65536)
+                except OSError:  # the child closed the pty
+                    time.sleep(0.02)
+        return i
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.close(self.master)
+
+
+def test_interactive_tty_live_event_keeps_the_typed_line(stack: Stack, uname: Callable[[str], str],
+                                                         tmp_path: Path) -> None:
+    alice, bob = uname("alice"), uname("bob")
+    assert run_cli(stack.realm("alpha"), [f"register {alice} {PW}"]).returncode == 0
+    t = PtyCli(stack.realm("beta"), tmp_path)
+    try:
+        t.read_until(b"guest@beta>")
+        t.type(f"register {bob} {PW}\r")
+        t.read_until(f"registered {bob}".encode())
+        t.type(f"auth {bob} {PW}\r")
+        t.read_until(f"{bob}@beta>".encode())
+        t.type("wh\t")  # tab completes the verb (the "o" is drawn after the "wh")
+        t.read_until(b"o\x1b", t.read_until(b"> wh"))
+        t.type("\r")
+        at = t.read_until(b"USER")
+        t.read_until(f"{bob}  ".encode(), at)
+        # Half a command typed, not sent; a message arrives meanwhile.
+        t.type("sendprivate " + alice + " half")
+        typed = t.read_until(b"half", at)
+        assert run_cli(stack.realm("alpha"), [f"auth {alice} {PW}", f"sendprivate {bob} ping from alice"]
+                       ).returncode == 0
+        ev = t.read_until(b"ping from alice", typed)
+        # The event was printed above the prompt, and the prompt came back with the typed text.
+        t.read_until(f"{bob}@beta> sendprivate {alice} half".encode(), ev)
+        t.type(" done\r")
+        t.read_until(f"[you → {alice} ".encode(), ev)
+        t.read_until(b"] half done", ev)
+        t.type("\x04")  # Ctrl-D leaves
+        t.read_until(b"bye")
+        assert t.proc.wait(20) == 0
+        history = (tmp_path / ".realmchat_history").read_text()
+        assert "who" in history and "half done" in history
+        assert PW not in history  # auth/register lines are not written to disk
+    finally:
+        t.close()
