@@ -443,7 +443,12 @@ class ChatClient:
         conn.closed = True
         if self._conn is conn:
             self._conn = None
-        conn.writer.transport.abort() if not conn.expect_close else conn.writer.close()
+        if conn.expect_close:
+            conn.writer.close()
+        else:
+            # abort, not close: nothing queued for a dead or desynchronised stream is worth
+            # flushing.
+            conn.writer.transport.abort()
         pending, conn.pending = conn.pending, deque()
         for entry in pending:
             if not entry.future.done():
@@ -489,8 +494,9 @@ class ChatClient:
             if self.connected:
                 self._emit(ConnectionEvent(ConnState.RECONNECTED, detail, self._realm))
                 return
-            # Lost again while resuming: the reader already scheduled nothing (this task is
-            # still running), so keep looping.
+            # Lost again while resuming: _lost saw this task still running and started no
+            # other, so keep looping here.
+            await asyncio.sleep(self._backoff(attempt))
             attempt += 1
 
     async def _resume(self) -> str:
@@ -563,6 +569,10 @@ class ChatClient:
                 # we will never send, so the stream is unusable.
                 if body is not None:
                     self._lost(conn, "a file upload was interrupted")
+                if fut.done() and not fut.cancelled():
+                    fut.exception()  # we raise our own error; mark this one as seen
+                else:
+                    fut.cancel()
                 raise
         if self.call_timeout is None:
             return await fut
@@ -852,6 +862,13 @@ async def _download(header: dict[str, Any], lines: LineReader, fut: asyncio.Futu
         if progress:
             progress(0, size)
         async for chunk in lines.iter_payload(size, FILE_CHUNK):
+            if fut.done():
+                # The caller gave up mid-way: stop writing (the finally removes the temp file)
+                # but keep consuming, the stream must stay in sync.
+                if out is not None:
+                    out.close()
+                    out = None
+                continue
             digest.update(chunk)
             received += len(chunk)
             if out is not None:
@@ -863,6 +880,8 @@ async def _download(header: dict[str, Any], lines: LineReader, fut: asyncio.Futu
                     out = None
             if progress:
                 progress(received, size)
+        if fut.done():
+            return None
         if out is not None:
             out.close()
             out = None

@@ -504,3 +504,31 @@ async def test_expired_session_is_renewed_by_auto_reconnect(tmp_path: Path, unam
         await alice.close()
     finally:
         s.stop()
+
+
+async def test_cancelled_download_leaves_nothing_and_stays_in_sync(stack: Stack, uname: Callable[[str], str],
+                                                                  tmp_path: Path) -> None:
+    a_name = uname("alice")
+    alice, _ = await user(stack.realm("alpha"), a_name)
+    try:
+        src = tmp_path / "big.bin"
+        write_random_file(src, 8 * MiB)
+        up = await alice.send_file(a_name, src)
+        dl = tmp_path / "dl"
+        task: asyncio.Task[object] | None = None
+
+        def cancel_midway(done: int, total: int) -> None:
+            if done > MiB and task is not None and not task.done():
+                task.cancel()
+
+        task = asyncio.create_task(alice.receive_file(up.id, dl, cancel_midway))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The rest of the payload is consumed by the reader; the next responses line up.
+        sent = await alice.send_private(a_name, "after the cancel")
+        hist = await alice.history(a_name, 1)
+        assert [(m.id, m.text) for m in hist] == [(sent.id, "after the cancel")]
+        await until(lambda: alice.pending_calls == 0, what="idle connection")
+        assert list(dl.iterdir()) == []  # no partial file, no temp file
+    finally:
+        await alice.close()
