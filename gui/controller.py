@@ -427,6 +427,24 @@ class ChatController:
 
         return progress
 
+    def track_transfer(self, direction: str, name: str, peer: str, size: int) -> Transfer:
+        """A transfer the view drives itself (the browser uploading to the web server, before
+        send_file), shown with the others."""
+        t = Transfer(tid=next(self._tids), direction=direction, name=name, peer=peer, size=size)
+        self.state.transfers.append(t)
+        self._changed(Change.FILES)
+        return t
+
+    def update_transfer(self, t: Transfer, *, done_bytes: int | None = None, error: str = "",
+                        finished: bool = False) -> None:
+        if done_bytes is not None:
+            t.done_bytes = done_bytes
+        if error:
+            t.state, t.error = TransferState.FAILED, error
+        elif finished:
+            t.state = TransferState.DONE
+        self._changed(Change.FILES)
+
     async def send_file(self, to: str, path: Path | str, name: str | None = None) -> Transfer:
         """Uploads a local file to user `to` (progress in state.transfers). Shows a file line in
         the private chat when stored; raises the realm's error otherwise."""

@@ -1,0 +1,155 @@
+"""Wires one Flet page (one browser tab, or the desktop window) to its own ChatController and
+switches between the connect screen and the chat screen as the login state changes.
+
+Controller changes arrive from the chat client's reader task, often several per event; they
+are collected and rendered once per loop iteration, then pushed with one page.update().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import flet as ft
+
+from .config import GuiConfig
+from .controller import Change, ChatController
+from .prefs import Prefs
+from .views.chat import ChatView
+from .views.connect import ConnectView
+from .views.files import FileActions
+
+log = logging.getLogger("gui")
+
+
+class PageSession:
+    """Everything that belongs to one page: controller, views, pending redraws."""
+
+    def __init__(self, page: ft.Page, config: GuiConfig, upload_dir: Path | None) -> None:
+        self.page = page
+        self.config = config
+        self.controller = ChatController(config.downloads)
+        self.prefs = Prefs()
+        self.files = FileActions(self.controller, upload_dir, self.error, self.info)
+        self.connect_view = ConnectView(self.controller, self.prefs, config.realm_host, config.realm_port,
+                                        self._logged_in)
+        self.chat_view: ChatView | None = None
+        self._pending: set[Change] = set()
+        self._flush_scheduled = False
+        self.controller.subscribe(self._on_change)
+
+    async def start(self) -> None:
+        page = self.page
+        page.title = "realmchat"
+        page.padding = 0
+        page.theme_mode = ft.ThemeMode.LIGHT
+        page.theme = ft.Theme(color_scheme_seed=ft.Colors.INDIGO)
+        page.on_close = self._on_close
+        await self.connect_view.load_prefs()
+        self._show_connect()
+
+    # ---- screens -----------------------------------------------------------------------------
+
+    def _set_root(self, root: ft.Control) -> None:
+        self.page.controls = [root]
+        self.page.update()
+
+    def _show_connect(self) -> None:
+        self.chat_view = None
+        self._set_root(self.connect_view.root)
+
+    def _show_chat(self) -> None:
+        self.chat_view = ChatView(self.controller, self.files, self._logout, self.error)
+        self._set_root(self.chat_view.root)
+
+    async def _logged_in(self) -> None:
+        self._show_chat()
+
+    async def _logout(self) -> None:
+        await self.controller.logout()
+        self.connect_view.show_notice("You are logged out.")
+        self._show_connect()
+
+    # ---- controller changes ------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        self._pending.add(change)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        changes, self._pending = self._pending, set()
+        try:
+            self._render(changes)
+        except Exception:  # a rendering bug must not stop later updates
+            log.exception("render failed for %s", changes)
+
+    def _render(self, changes: set[Change]) -> None:
+        st = self.controller.state
+        if Change.NOTICE in changes and self.controller.notice:
+            self.info(self.controller.notice)
+        if self.chat_view is not None and not st.logged_in:
+            # Logged out behind our back (re-authentication failed after a reconnect).
+            self.connect_view.show_notice(self.controller.notice or "You were logged out.")
+            self._show_connect()
+            return
+        if self.chat_view is None:
+            if Change.STATUS in changes:
+                self.connect_view.show_connection(st.status_detail)
+                self.page.update()
+            return
+        self.chat_view.render(changes)
+        self.page.update()
+
+    # ---- messages for the user ---------------------------------------------------------------
+
+    def _snack(self, text: str, error: bool) -> None:
+        with contextlib.suppress(Exception):
+            self.page.show_dialog(ft.SnackBar(
+                ft.Text(text, color=ft.Colors.ON_ERROR if error else None),
+                bgcolor=ft.Colors.ERROR if error else None,
+                duration=ft.Duration(seconds=6 if error else 4),
+            ))
+
+    def error(self, text: str) -> None:
+        self._snack(text, error=True)
+
+    def info(self, text: str) -> None:
+        self._snack(text, error=False)
+
+    async def _on_close(self, e: ft.Event[ft.Page]) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.controller.close()
+
+
+class GuiApp:
+    """The Flet entry point: `main(page)` runs once per page (browser tab / window)."""
+
+    def __init__(self, config: GuiConfig, upload_dir: Path | None) -> None:
+        self.config = config
+        self.upload_dir = upload_dir
+        self.sessions: set[PageSession] = set()
+
+    async def main(self, page: ft.Page) -> None:
+        session = PageSession(page, self.config, self.upload_dir)
+        self.sessions.add(session)
+
+        async def closed(e: ft.Event[ft.Page]) -> None:
+            self.sessions.discard(session)
+            await session.close()
+
+        await session.start()
+        page.on_close = closed
+
+    async def close_all(self) -> None:
+        """Shutdown: say goodbye to the realm for every open page."""
+        sessions, self.sessions = list(self.sessions), set()
+        for s in sessions:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.close(), 5)
