@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .pg import PgCluster, PgSetupError
 from .stack import Stack, start_stack
 
 _names = itertools.count(1)
@@ -39,3 +40,27 @@ def uname() -> Callable[[str], str]:
         return f"{prefix}{next(_names)}_{pid}"
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL (tests/pg.py) for the whole session, started on first use. If it
+    cannot start, every test that needs it fails with the reason: never a silent skip."""
+    try:
+        cluster = PgCluster()
+    except PgSetupError as exc:
+        pytest.fail(f"PostgreSQL for the tests is not available: {exc}", pytrace=False)
+    try:
+        cluster.start()
+    except PgSetupError as exc:
+        cluster.stop()
+        pytest.fail(f"PostgreSQL for the tests did not start: {exc}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """A fresh, empty database per test (postgresql://postgres@127.0.0.1:PORT/NAME); for one
+    shared by a module or by several mains, call pg_cluster.create_database() yourself."""
+    return pg_cluster.create_database()

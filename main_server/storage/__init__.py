@@ -8,7 +8,8 @@ from .base import Storage
 
 
 def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL") -> Storage:
-    """The engine for a --db URL: '' or sqlite:///path (default: DATA_DIR/chat.db)."""
+    """The engine for a --db URL: '' or sqlite:///path (default: DATA_DIR/chat.db), or
+    postgresql://user[:password]@host:port/dbname[?pool_max=N] (asyncpg is imported only then)."""
     if db_url in ("", "sqlite"):
         from .sqlite import SQLiteStorage
 
@@ -17,4 +18,8 @@ def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL") -> Stor
         from .sqlite import SQLiteStorage
 
         return SQLiteStorage(Path(db_url.removeprefix("sqlite:///")), synchronous=synchronous)
-    raise ValueError(f"unsupported --db {db_url.split(':', 1)[0]!r}: use sqlite:///PATH (PostgreSQL is planned)")
+    if db_url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStorage
+
+        return PostgresStorage(db_url)
+    raise ValueError(f"unsupported --db {db_url.split(':', 1)[0]!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")

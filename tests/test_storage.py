@@ -1,0 +1,455 @@
+"""The storage suite, run against BOTH engines: SQLite on tmp_path and PostgreSQL in a
+throwaway cluster (tests/pg.py). Same calls, same records, same typed errors. A PostgreSQL
+that cannot start fails these tests (see conftest.pg_cluster); it never skips them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from main_server.storage import open_storage
+from main_server.storage.base import MessageRecord, Storage, User
+from main_server.storage.postgres import MIGRATIONS as PG_MIGRATIONS
+from main_server.storage.postgres import PostgresStorage, redact, split_pool_options
+from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from main_server.storage.sqlite import SQLiteStorage
+from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
+
+from .pg import PgCluster
+from .stack import start_stack
+from .test_durability import until_ok
+from .textclient import login
+
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # base.utc_now_iso()
+OFFLINE: Callable[[str], bool] = lambda _key: False  # noqa: E731
+
+
+def online(*keys: str) -> Callable[[str], bool]:
+    return lambda key: key in keys
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    # Only the postgres half asks for the cluster: the sqlite half runs without it.
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def store(db_url: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    s = open_storage(db_url, tmp_path)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def users(s: Storage, *names: str) -> list[User]:
+    return [await s.create_user(n.lower(), n, f"hash-{n}") for n in names]
+
+
+# ---- users and sessions ------------------------------------------------------------------------
+
+
+async def test_users(store: Storage) -> None:
+    alice = await store.create_user("alice", "Alice", "h1")
+    assert alice == User("alice", "Alice", "h1")
+    assert await store.get_user("alice") == alice
+    with pytest.raises(AlreadyExists, match="already exists"):
+        await store.create_user("alice", "ALICE", "h2")
+    assert await store.get_user("alice") == alice  # the failed insert changed nothing
+    # Keys are the caller's business (name_key): the engine compares them exactly.
+    assert await store.get_user("Alice") is None
+    assert await store.get_user("nobody") is None
+
+
+async def test_sessions(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    s1 = await store.create_session("th1", alice, "alpha")
+    s2 = await store.create_session("th2", bob, "")
+    assert (s1.user_key, s1.user_name, s1.realm) == ("alice", "Alice", "alpha")
+    assert s2.id > s1.id > 0
+    assert await store.get_session("th1", 3600) == s1
+    assert await store.get_session("th1", float("inf")) == s1
+    assert await store.get_session("nope", 3600) is None
+    # Too old: gone for good, even when asked again with a longer max age.
+    assert await store.get_session("th2", -1) is None
+    assert await store.get_session("th2", 3600) is None
+    await store.delete_session("th1")
+    assert await store.get_session("th1", 3600) is None
+    await store.delete_session("th1")  # deleting twice is fine
+    with pytest.raises(AlreadyExists):
+        await store.create_user("bob", "Bob", "x")
+
+
+# ---- messages ----------------------------------------------------------------------------------
+
+
+async def test_private_online_and_offline(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    pushed = await store.store_private(alice, "bob", "hi live", online("bob"))
+    assert pushed.online_recipients == ["bob"]
+    m = pushed.message
+    assert (m.sender, m.to, m.group, m.text) == ("Alice", "Bob", "", "hi live")
+    assert TS_RE.match(m.ts), m.ts
+    queued = await store.store_private(alice, "bob", "hi later", OFFLINE)
+    assert queued.online_recipients == []
+    assert queued.message.id > m.id
+    assert queued.message.ts >= m.ts
+    # Only what was not pushed waits in the inbox.
+    assert await store.take_inbox("bob", 10) == ([queued.message], False)
+    assert await store.take_inbox("bob", 10) == ([], False)
+    with pytest.raises(NotFound):
+        await store.store_private(alice, "ghost", "x", OFFLINE)
+
+
+async def test_group_online_and_offline(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    await store.create_group("g1", "G1", alice)
+    await store.join_group("g1", bob)
+    await store.join_group("g1", carol)
+    stored = await store.store_group(alice, "g1", "hello all", online("alice", "bob"))
+    # The sender is listed when online (its other sessions see the message); never queued.
+    assert sorted(stored.online_recipients) == ["alice", "bob"]
+    m = stored.message
+    assert (m.sender, m.to, m.group, m.text) == ("Alice", "", "G1", "hello all")
+    assert TS_RE.match(m.ts)
+    assert await store.take_inbox_group("carol", "g1", 10) == ([m], False)
+    assert await store.take_inbox_group("bob", "g1", 10) == ([], False)
+    assert await store.take_inbox_group("alice", "g1", 10) == ([], False)
+    offline_all = await store.store_group(bob, "g1", "nobody here", OFFLINE)
+    assert offline_all.online_recipients == []
+    assert [x.text for x in (await store.take_inbox_group("alice", "g1", 10))[0]] == ["nobody here"]
+    assert await store.take_inbox_group("bob", "g1", 10) == ([], False)  # not to the sender
+    assert await store.take_inbox("carol", 10) == ([], False)  # group mail is not private mail
+
+    dave, = await users(store, "Dave")
+    with pytest.raises(PermissionDenied):
+        await store.store_group(dave, "g1", "let me in", OFFLINE)
+    with pytest.raises(PermissionDenied):
+        await store.take_inbox_group("dave", "g1", 10)
+    with pytest.raises(NotFound):
+        await store.store_group(alice, "nogroup", "x", OFFLINE)
+    with pytest.raises(NotFound):
+        await store.take_inbox_group("alice", "nogroup", 10)
+
+
+async def test_inbox_paging(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    sent = [(await store.store_private(alice, "bob", f"m{i}", OFFLINE)).message for i in range(5)]
+    assert await store.take_inbox("bob", 2) == (sent[0:2], True)
+    assert await store.take_inbox("bob", 2) == (sent[2:4], True)
+    assert await store.take_inbox("bob", 2) == (sent[4:5], False)
+    assert await store.take_inbox("bob", 2) == ([], False)
+    # Exactly a page's worth: nothing more is waiting.
+    sent = [(await store.store_private(alice, "bob", f"n{i}", OFFLINE)).message for i in range(2)]
+    assert await store.take_inbox("bob", 2) == (sent, False)
+
+
+async def test_group_inbox_paging(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    await store.create_group("g", "G", alice)
+    await store.create_group("h", "H", alice)
+    await store.join_group("g", bob)
+    await store.join_group("h", bob)
+    g = [(await store.store_group(alice, "g", f"g{i}", OFFLINE)).message for i in range(3)]
+    h = [(await store.store_group(alice, "h", f"h{i}", OFFLINE)).message for i in range(2)]
+    assert await store.take_inbox_group("bob", "g", 2) == (g[:2], True)
+    assert await store.take_inbox_group("bob", "h", 5) == (h, False)  # queues are per group
+    assert await store.take_inbox_group("bob", "g", 2) == (g[2:], False)
+
+
+async def test_take_pending(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    await store.create_group("g", "G", alice)
+    await store.join_group("g", bob)
+    a = (await store.store_private(alice, "bob", "p1", OFFLINE)).message
+    b = (await store.store_group(alice, "g", "g1", OFFLINE)).message
+    c = (await store.store_private(alice, "bob", "p2", OFFLINE)).message
+    assert await store.take_pending("bob", 2) == [a, b]  # private and group, oldest first
+    assert await store.take_pending("bob", 2) == [c]
+    assert await store.take_pending("bob", 2) == []
+    assert await store.take_inbox("bob", 10) == ([], False)
+    assert await store.take_inbox_group("bob", "g", 10) == ([], False)
+
+
+async def test_requeue_is_idempotent(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    m = (await store.store_private(alice, "bob", "pushed, then lost", online("bob"))).message
+    await store.requeue(["bob"], m)
+    await store.requeue(["bob"], m)
+    await store.requeue([], m)
+    assert await store.take_inbox("bob", 10) == ([m], False)
+    await store.create_group("grp", "Grp", alice)
+    await store.join_group("grp", bob)
+    await store.join_group("grp", carol)
+    g = (await store.store_group(alice, "grp", "to all", online("alice", "bob", "carol"))).message
+    await store.requeue(["bob", "carol"], g)
+    await store.requeue(["bob", "carol"], g)
+    assert await store.take_inbox_group("bob", "grp", 10) == ([g], False)
+    assert await store.take_pending("carol", 10) == [g]
+
+
+async def test_history(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    sent: list[MessageRecord] = []
+    for i in range(6):
+        src, dst = (alice, "bob") if i % 2 == 0 else (bob, "alice")
+        sent.append((await store.store_private(src, dst, f"m{i}", online(dst))).message)
+    await store.store_private(alice, "carol", "not in this chat", OFFLINE)
+    await store.store_private(carol, "bob", "nor this", OFFLINE)
+    assert await store.history_private("alice", "bob", 100) == sent  # oldest first, both ways
+    assert await store.history_private("bob", "alice", 100) == sent
+    assert await store.history_private("alice", "bob", 3) == sent[-3:]  # the latest ones
+    assert await store.history_private("alice", "nobody", 10) == []
+    # History does not depend on delivery: taking the inbox leaves it.
+    await store.take_inbox("carol", 10)
+    assert [m.text for m in await store.history_private("carol", "alice", 10)] == ["not in this chat"]
+
+    await store.create_group("g", "G", alice)
+    await store.join_group("g", bob)
+    gs = [(await store.store_group(alice if i % 2 else bob, "g", f"g{i}", OFFLINE)).message for i in range(4)]
+    assert await store.history_group("alice", "g", 10) == gs
+    assert await store.history_group("bob", "g", 2) == gs[-2:]
+    with pytest.raises(PermissionDenied):
+        await store.history_group("carol", "g", 10)
+    with pytest.raises(NotFound):
+        await store.history_group("alice", "nogroup", 10)
+
+
+async def test_history_notes_to_self(store: Storage, request: pytest.FixtureRequest) -> None:
+    if isinstance(store, SQLiteStorage):
+        # Strict: once sqlite.py lists a note to self once, this XPASSes and the mark must go.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="sqlite history_private(a, a) lists "
+                                              "each note twice (UNION ALL of both directions)"))
+    alice, = await users(store, "Alice")
+    m = (await store.store_private(alice, "alice", "note to self", OFFLINE)).message
+    assert await store.history_private("alice", "alice", 10) == [m]
+
+
+# ---- groups ------------------------------------------------------------------------------------
+
+
+async def test_groups(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    g = await store.create_group("zeta", "Zeta", alice)
+    assert (g.key, g.name) == ("zeta", "Zeta")
+    with pytest.raises(AlreadyExists):
+        await store.create_group("zeta", "ZETA", bob)
+    assert await store.get_group("zeta") == g
+    assert await store.get_group("nope") is None
+    await store.create_group("alpha", "Alpha", bob)
+    assert await store.join_group("zeta", bob) == g
+    assert await store.join_group("zeta", bob) == g  # joining twice is fine
+    with pytest.raises(NotFound):
+        await store.join_group("nope", bob)
+    infos = await store.list_groups("bob")
+    assert [(i.name, i.role, i.members) for i in infos] == [("Alpha", "owner", 1), ("Zeta", "member", 2)]
+    assert [(i.name, i.role, i.members) for i in await store.list_groups("alice")] == [("Zeta", "owner", 2)]
+    assert await store.list_groups("nobody") == []
+
+    # Leaving drops what was queued for the leaver in that group.
+    await store.store_group(alice, "zeta", "while bob is away", OFFLINE)
+    assert await store.leave_group("zeta", bob) == g
+    with pytest.raises(PermissionDenied):
+        await store.leave_group("zeta", bob)
+    with pytest.raises(NotFound):
+        await store.leave_group("nope", bob)
+    await store.join_group("zeta", bob)
+    assert await store.take_inbox_group("bob", "zeta", 10) == ([], False)
+    assert [(i.name, i.members) for i in await store.list_groups("alice")] == [("Zeta", 2)]
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+
+async def test_files(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    sha = "ab" * 32
+    f1 = await store.add_file(alice, bob, "a.txt", 12, sha)
+    f2 = await store.add_file(alice, bob, "b.bin", 5 << 30, sha)  # sizes past 32 bits
+    assert (f1.sender, f1.to, f1.to_key, f1.name, f1.size, f1.sha256) == ("Alice", "Bob", "bob", "a.txt", 12, sha)
+    assert TS_RE.match(f1.ts)
+    assert f2.id > f1.id and f2.size == 5 << 30
+    assert await store.pending_files("bob") == [f1, f2]
+    assert await store.pending_files("alice") == []
+    assert await store.get_file(f1.id) == f1
+    assert await store.get_file(999_999) is None
+    await store.mark_downloaded(f1.id)
+    assert await store.pending_files("bob") == [f2]
+    assert await store.get_file(f1.id) == f1  # still downloadable again
+    await store.mark_downloaded(999_999)  # unknown: nothing happens
+
+
+# ---- concurrency (trivial for SQLite's single writer; real for PostgreSQL's pool) --------------
+
+
+async def test_concurrent_sends_and_takes(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    msgs = await asyncio.gather(*(store.store_private(alice, "bob", f"c{i}", OFFLINE) for i in range(60)))
+    ids = [s.message.id for s in msgs]
+    assert len(set(ids)) == 60
+    # Two sessions of bob taking at once never get the same message, and together get all.
+    pages = await asyncio.gather(*(store.take_inbox("bob", 7) for _ in range(12)))
+    got = [m.id for page, _ in pages for m in page]
+    assert sorted(got) == sorted(ids) and len(got) == len(set(got))
+
+
+async def test_concurrent_joins_and_sends(store: Storage) -> None:
+    owner, = await users(store, "Owner")
+    others = await users(store, *[f"U{i}" for i in range(8)])
+    await store.create_group("g", "G", owner)
+
+    async def join_and_send(u: User) -> None:
+        await store.join_group("g", u)
+        await store.store_group(u, "g", f"from {u.name}", OFFLINE)
+
+    await asyncio.gather(*(join_and_send(u) for u in others))
+    assert [i.members for i in await store.list_groups("owner")] == [9]
+    owner_msgs, more = await store.take_inbox_group("owner", "g", 100)
+    assert len(owner_msgs) == 8 and not more
+
+
+# ---- migrations --------------------------------------------------------------------------------
+
+
+async def test_migrations_rerun_is_a_noop(db_url: str, tmp_path: Path) -> None:
+    s = open_storage(db_url, tmp_path)
+    await s.open()
+    alice, _bob = await users(s, "Alice", "Bob")
+    m = (await s.store_private(alice, "bob", "kept", OFFLINE)).message
+    await s.close()
+    for _ in range(2):  # opened again on the same data: nothing re-created, nothing lost
+        s = open_storage(db_url, tmp_path)
+        await s.open()
+        assert await s.get_user("alice") == alice
+        assert await s.history_private("alice", "bob", 10) == [m]
+        await s.close()
+    if isinstance(s, SQLiteStorage):
+        with sqlite3.connect(s.path) as c:
+            assert c.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
+    else:
+        assert isinstance(s, PostgresStorage)
+        await s.open()
+        assert await s.schema_version() == len(PG_MIGRATIONS)
+        await s.close()
+
+
+async def test_postgres_replicas_migrate_once(pg_url: str, tmp_path: Path) -> None:
+    # Several mains starting at once on an empty database: one migrates, the others wait on the
+    # advisory lock and find the schema current.
+    replicas = [PostgresStorage(pg_url, min_size=1, max_size=2) for _ in range(4)]
+    await asyncio.gather(*(r.open() for r in replicas))
+    try:
+        alice, = await users(replicas[0], "Alice")
+        assert [await r.get_user("alice") for r in replicas] == [alice] * 4
+        session = await replicas[1].create_session("tok", alice, "alpha")
+        # A session made through one replica is accepted by every other.
+        assert await replicas[3].get_session("tok", 60) == session
+        assert await replicas[2].schema_version() == len(PG_MIGRATIONS)
+    finally:
+        await asyncio.gather(*(r.close() for r in replicas))
+
+
+async def test_postgres_newer_schema_is_refused(pg_cluster: PgCluster, pg_url: str) -> None:
+    s = PostgresStorage(pg_url)
+    await s.open()
+    await s.close()
+    pg_cluster.psql(f"INSERT INTO schema_version(version) VALUES ({len(PG_MIGRATIONS) + 1})",
+                    pg_url.rsplit("/", 1)[1])
+    with pytest.raises(RuntimeError, match="newer than this server"):
+        await PostgresStorage(pg_url).open()
+
+
+# ---- PostgreSQL connection trouble: typed errors, not driver exceptions ------------------------
+
+
+async def test_postgres_unreachable_is_a_clear_error() -> None:
+    from .pg import free_port
+
+    s = PostgresStorage(f"postgresql://postgres:secret@127.0.0.1:{free_port()}/none")
+    with pytest.raises(RuntimeError, match=r"cannot open PostgreSQL at postgresql://postgres:\*\*\*@127"):
+        await s.open()
+
+
+async def test_postgres_dropped_connections_recover(pg_cluster: PgCluster, pg_url: str) -> None:
+    s = PostgresStorage(pg_url, min_size=2, max_size=2)
+    await s.open()
+    try:
+        alice, = await users(s, "Alice")
+        dbname = pg_url.rsplit("/", 1)[1]
+        pg_cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+        # Connections the server closed fail on first use, before anything was committed: the
+        # operation runs again on a fresh connection and the caller sees nothing.
+        for _ in range(3):
+            assert await s.get_user("alice") == alice
+        assert s.retries >= 1
+        assert (await s.store_private(alice, "alice", "still here", OFFLINE)).message.text == "still here"
+    finally:
+        await s.close()
+
+
+async def test_postgres_down_is_unavailable(pg_cluster: PgCluster) -> None:
+    # A cluster of its own, so that stopping it harms no other test.
+    with PgCluster() as own:
+        s = PostgresStorage(own.create_database(), min_size=1, max_size=2)
+        await s.open()
+        try:
+            alice, = await users(s, "Alice")
+            own.stop()
+            # The database is gone: callers get UNAVAILABLE (a typed error, which realms and
+            # clients retry), quickly, and never a driver's exception.
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(Unavailable, match="try again"):
+                await s.get_user("alice")
+            with pytest.raises(Unavailable):
+                await s.store_private(alice, "alice", "lost", OFFLINE)
+            assert asyncio.get_running_loop().time() - t0 < 15
+        finally:
+            await s.close()
+
+
+def test_open_storage_selects_the_engine(tmp_path: Path) -> None:
+    assert isinstance(open_storage("", tmp_path), SQLiteStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path}/x.db", tmp_path), SQLiteStorage)
+    pg = open_storage("postgresql://u@h:5/db?pool_max=3&sslmode=disable", tmp_path)
+    assert isinstance(pg, PostgresStorage)
+    assert (pg.url, pg.max_size) == ("postgresql://u@h:5/db?sslmode=disable", 3)
+    assert isinstance(open_storage("postgres://u@h/db", tmp_path), PostgresStorage)
+    assert split_pool_options("postgresql://u@h/db?pool_min=20&pool_max=4", 2, 10) == ("postgresql://u@h/db", 4, 4)
+    assert redact("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_storage("mysql://x", tmp_path)
+
+
+# ---- end to end: the real main server on PostgreSQL ----------------------------------------------
+
+
+async def test_main_server_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    s = start_stack(tmp_path / "data", realms=("alpha",), main_extra=("--db", pg_url))
+    try:
+        host, port = s.realm("alpha")
+        a = await login(host, port, "pgalice")
+        b = await login(host, port, "pgbob")
+        await b.ok("logout")
+        r = await a.ok("sendprivate pgbob hello from postgres")
+        assert TS_RE.match(r["ts"]), r
+        # Sessions and messages live in PostgreSQL: a main killed and started again (on a data
+        # dir with no database in it) resumes alpha's session by token and still has the message.
+        s.restart_main()
+        assert not (tmp_path / "data" / "chat.db").exists()
+        await until_ok(a, "who")
+        await b.ok("auth pgbob pw-secret")
+        msgs = (await b.ok("inbox"))["messages"]
+        assert [(m["from"], m["text"], m["id"]) for m in msgs] == [("pgalice", "hello from postgres", r["id"])]
+        assert (await b.ok("inbox"))["messages"] == []
+        await a.close()
+        await b.close()
+    finally:
+        s.stop()
