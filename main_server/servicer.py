@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from realmchat.errors import ChatError, InvalidArgument
+from realmchat.errors import ChatError, InvalidArgument, Unimplemented
 from realmchat.names import check_name
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
@@ -28,6 +28,15 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         await context.abort(status_for(exc.code), exc.message)
     log.exception("unexpected error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+
+
+# Unary methods that Relay may call: name -> (undecorated method, needs auth, request class).
+RELAYABLE: dict[str, tuple[Any, bool, Any]] = {}
+_CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
+
+
+def _message_class(method: str) -> Any:
+    return getattr(pb, _CHAT.methods_by_name[method].input_type.name)
 
 
 def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
@@ -59,6 +68,7 @@ def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
             except (ChatError, Exception) as exc:
                 await _abort(context, exc)
 
+        RELAYABLE[fn.__name__] = (fn, auth, _message_class(fn.__name__))
         return unary
 
     return deco
@@ -215,6 +225,55 @@ class ChatServicer(pb_grpc.ChatServicer):
         self.service.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
         async for ev in self._drain(channel, None):
             yield ev
+
+    async def Relay(self, request_iterator: AsyncIterator[pb.RelayRequests], context: Any
+                    ) -> AsyncIterator[pb.RelayReplies]:
+        """Runs the calls of each batch concurrently (so storage can commit them together) and
+        streams results back in batches, as they complete."""
+        results: asyncio.Queue[pb.RelayResult | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def run_call(call: pb.RelayCall) -> None:
+            try:
+                entry = RELAYABLE.get(call.method)
+                if entry is None:
+                    raise Unimplemented(f"no unary method {call.method[:60]!r}")
+                fn, auth, request_class = entry
+                caller = await self.service.caller(call.token) if auth else None
+                response = await fn(self, request_class.FromString(call.payload), None, caller)
+                result = pb.RelayResult(id=call.id, payload=response.SerializeToString())
+            except ChatError as exc:
+                result = pb.RelayResult(id=call.id, code=exc.code.value, message=exc.message)
+            except Exception:
+                log.exception("relayed %s failed", call.method)
+                result = pb.RelayResult(id=call.id, code="INTERNAL", message="internal error; see the server log")
+            results.put_nowait(result)
+
+        async def read_calls() -> None:
+            try:
+                async for batch in request_iterator:
+                    for call in batch.calls:
+                        task = asyncio.create_task(run_call(call))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.wait(list(running))
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.create_task(read_calls())
+        try:
+            while (first := await results.get()) is not None:
+                batch = [first]
+                while not results.empty() and len(batch) < 4096:
+                    item = results.get_nowait()
+                    if item is None:
+                        results.put_nowait(None)
+                        break
+                    batch.append(item)
+                yield pb.RelayReplies(results=batch)
+        finally:
+            reader.cancel()
 
     async def wait_tasks(self) -> None:
         if self._tasks:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from realmchat.errors import Unavailable
+from realmchat.errors import Unavailable, error_for
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
@@ -41,6 +41,7 @@ class Upstream:
         self.link_id = ""
         self.linked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.relay = Relay(lambda: self.stub)
 
     def _stub(self, addr: str) -> pb_grpc.ChatStub:
         ch = self._channels.get(addr)
@@ -55,8 +56,10 @@ class Upstream:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._link_loop(), name="link")
+        self.relay.start()
 
     async def close(self) -> None:
+        await self.relay.close()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -67,7 +70,10 @@ class Upstream:
     # ---- calls -------------------------------------------------------------------------------
 
     async def call(self, method: str, request: Any, token: str = "", timeout: float | None = None) -> Any:
-        """A unary call to main; failures come back as typed ChatErrors."""
+        """A unary call to main, over the relay stream when it is up; failures come back as
+        typed ChatErrors."""
+        if self.relay.connected:
+            return await self.relay.call(method, request, token, timeout or self.timeout)
         fn = getattr(self.stub, method)
         try:
             return await fn(request, metadata=bearer(token) if token else None,
@@ -152,3 +158,98 @@ class Upstream:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+
+
+_CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
+
+
+def _response_class(method: str) -> Any:
+    return getattr(pb, _CHAT.methods_by_name[method].output_type.name)
+
+
+class Relay:
+    """Unary calls multiplexed on one bidirectional stream to main. Calls queued while a batch
+    is in flight go out together in the next stream message; results come back in batches."""
+
+    def __init__(self, stub: Callable[[], pb_grpc.ChatStub]) -> None:
+        self._stub = stub
+        self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
+        # One outbox per stream: a dead stream's request iterator must not take new calls.
+        self._outbox: asyncio.Queue[pb.RelayCall] | None = None
+        self._next_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._outbox is not None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="relay")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._fail_all()
+
+    async def call(self, method: str, request: Any, token: str, timeout: float) -> Any:
+        outbox = self._outbox
+        if outbox is None:
+            raise Unavailable("the main server is unavailable, try again shortly")
+        self._next_id += 1
+        call_id = self._next_id
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = (fut, method)
+        outbox.put_nowait(pb.RelayCall(id=call_id, method=method, token=token,
+                                       payload=request.SerializeToString()))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Unavailable(f"the main server did not answer within {timeout:g} s; try again") from None
+        finally:
+            self._pending.pop(call_id, None)
+
+    @staticmethod
+    async def _requests(outbox: asyncio.Queue[pb.RelayCall]) -> AsyncIterator[pb.RelayRequests]:
+        while True:
+            batch = [await outbox.get()]
+            while not outbox.empty() and len(batch) < 4096:
+                batch.append(outbox.get_nowait())
+            yield pb.RelayRequests(calls=batch)
+
+    def _fail_all(self) -> None:
+        self._outbox = None
+        for fut, _ in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Unavailable("the main server is unavailable, try again shortly"))
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            outbox: asyncio.Queue[pb.RelayCall] = asyncio.Queue()
+            call = self._stub().Relay(self._requests(outbox))
+            try:
+                await call.wait_for_connection()
+                self._outbox = outbox
+                async for replies in call:
+                    backoff = BACKOFF_MIN
+                    for r in replies.results:
+                        entry = self._pending.get(r.id)
+                        if entry is None or entry[0].done():
+                            continue  # timed out meanwhile
+                        fut, method = entry
+                        if r.code:
+                            fut.set_exception(error_for(r.code, r.message))
+                        else:
+                            fut.set_result(_response_class(method).FromString(r.payload))
+            except grpc.aio.AioRpcError:
+                pass
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            finally:
+                call.cancel()
+                self._fail_all()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
