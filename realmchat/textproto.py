@@ -9,9 +9,10 @@ Server-initiated lines are events: {"event": KIND, ...}.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .codes import Code
 from .errors import ChatError, InvalidArgument, Unimplemented
@@ -156,13 +157,10 @@ def base_file_name(name: str) -> str:
 
 # ---- encoding -------------------------------------------------------------------------------
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def encode(obj: dict[str, Any]) -> bytes:
     """One compact JSON object on one line. JSON escapes every control character, so no text a
     user sends can forge a line break or a raw terminal escape."""
-    return (_encoder.encode(obj) + "\n").encode()
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def ok(**fields: Any) -> bytes:
@@ -183,7 +181,7 @@ def event(kind: str, **fields: Any) -> bytes:
 
 def decode(line: bytes | str) -> dict[str, Any]:
     """Parses one response or event line (clients and tests)."""
-    obj = json.loads(line)
+    obj = orjson.loads(line)
     if not isinstance(obj, dict):
         raise ValueError(f"not a protocol object: {line!r}")
     return obj
