@@ -1,0 +1,302 @@
+"""One load-generator process. The coordinator (bench.runner) sends it operations over a pipe;
+it runs them on its own event loop (uvloop when installed) and answers with plain data.
+
+Every client connection of the process reads its events all the time, so deliveries are timed
+by whichever process holds the recipient, whatever process sent the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import os
+import re
+import time
+import traceback
+from array import array
+from collections.abc import Awaitable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .client import Client, Received, Sending
+
+PASSWORD = "bench-pw-1"
+CHUNK = 1 << 20
+
+
+def percentile_ms(values: list[int], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] / 1e6
+
+
+async def sleep_until(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def bounded(coros: list[Awaitable[Any]], concurrency: int) -> list[Any]:
+    """Runs the awaitables with at most `concurrency` at a time (logins, connects)."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(c: Awaitable[Any]) -> Any:
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+class FileConn:
+    """A stream connection for the file workload (binary payloads, not worth a Protocol)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def line(self) -> bytes:
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 120)
+            if not line:
+                raise ConnectionError("connection closed")
+            if not line.startswith(b'{"event"'):
+                return line
+
+    async def ok(self, cmd: str) -> dict[str, Any]:
+        import json
+
+        self.writer.write(cmd.encode() + b"\n")
+        r = json.loads(await self.line())
+        if r.get("status") != "OK":
+            raise RuntimeError(f"{cmd.split()[0]}: {r}")
+        return r
+
+
+class Worker:
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.clients: dict[int, Client] = {}
+        self.phases: dict[int, Received] = {}
+        self.files: dict[str, FileConn] = {}
+
+    def on_event(self, m: re.Match[bytes], now: int) -> None:
+        t, w, s, p = m.groups()
+        rec = self.phases.get(int(p))
+        if rec is None:
+            rec = self.phases[int(p)] = Received()
+        rec.add(int(w), int(s), now - int(t), now)
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    async def op_connect(self, clients: list[tuple[int, str, str, int]], concurrency: int = 100) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        async def one(cid: int, user: str, host: str, port: int) -> None:
+            _, c = await loop.create_connection(lambda: Client(cid, user, self.on_event), host, port)
+            await asyncio.wait_for(c.hello, 30)
+            self.clients[cid] = c
+
+        t0 = time.perf_counter()
+        await bounded([one(*c) for c in clients], concurrency)
+        return {"n": len(clients), "seconds": time.perf_counter() - t0}
+
+    async def _each(self, cmds: list[tuple[int, str]], concurrency: int) -> tuple[int, list[str]]:
+        errors: list[str] = []
+
+        async def one(cid: int, line: str) -> None:
+            r = await asyncio.wait_for(self.clients[cid].command(line), 300)
+            if not r.startswith(b'{"status":"OK"'):
+                errors.append(f"{line.split()[0]} {cid}: {r.decode(errors='replace')[:200]}")
+
+        await bounded([one(cid, line) for cid, line in cmds], concurrency)
+        return len(errors), errors[:5]
+
+    async def op_login(self, cids: list[int], steps: list[str], concurrency: int = 64) -> dict[str, Any]:
+        """Runs each step ("register", "auth") for every listed client; each step timed on its own."""
+        out: dict[str, Any] = {"errors": 0, "error_samples": []}
+        for verb in steps:
+            t0 = time.perf_counter()
+            n, samples = await self._each([(c, f"{verb} {self.clients[c].user} {PASSWORD}") for c in cids],
+                                          concurrency)
+            out[f"{verb}_s"] = time.perf_counter() - t0
+            out["errors"] += n
+            out["error_samples"] += samples
+        # Long-lived setup objects need no cyclic GC passes during the measurement.
+        gc.collect()
+        gc.freeze()
+        return out
+
+    async def op_commands(self, cmds: list[tuple[int, str]], concurrency: int = 64) -> dict[str, Any]:
+        n, samples = await self._each(cmds, concurrency)
+        return {"errors": n, "error_samples": samples}
+
+    async def op_prefix(self, prefixes: dict[int, str]) -> dict[str, Any]:
+        for cid, p in prefixes.items():
+            self.clients[cid].prefix = p.encode()
+        return {}
+
+    async def op_close(self) -> dict[str, Any]:
+        for c in self.clients.values():
+            c.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(c.closed for c in self.clients.values())), 10)
+        self.clients.clear()
+        for f in self.files.values():
+            f.writer.close()
+        self.files.clear()
+        gc.unfreeze()
+        return {}
+
+    # ---- load --------------------------------------------------------------------------------
+
+    async def op_send(self, phase: int, mode: str, start_ns: int, duration_s: float, rate: float,
+                      depth: int, senders: list[int], drain_s: float) -> dict[str, Any]:
+        """Open loop: message k is due at start + k/rate, sent by sender k mod n, and carries its
+        DUE time, so a generator or server that falls behind shows up as latency instead of
+        silently lowering the rate (no coordinated omission). Closed loop: each sender keeps
+        `depth` messages pipelined and refills on every ack until the end."""
+        end_ns = start_ns + int(duration_s * 1e9)
+        sending = Sending(self.wid, phase, mode == "closed", end_ns)
+        clients = [self.clients[c] for c in senders]
+        lags: list[int] = []
+        await sleep_until(start_ns)
+        if mode == "open" and clients and rate > 0:
+            interval = 1e9 / rate
+            total = int(rate * duration_s)
+            n = len(clients)
+            k = 0
+            while k < total:
+                now = time.monotonic_ns()
+                due = start_ns + int(k * interval)
+                if due > now:
+                    await asyncio.sleep((due - now) / 1e9)
+                    continue
+                lags.append(now - due)  # how late the generator is for the oldest due message
+                while k < total and due <= now:
+                    clients[k % n].send_message(sending, due)
+                    k += 1
+                    due = start_ns + int(k * interval)
+                # Yield so that reads (acks, deliveries) are timed while sending continues.
+                await asyncio.sleep(0)
+        elif mode == "closed":
+            now = time.monotonic_ns()
+            for c in clients:
+                for _ in range(depth):
+                    c.send_message(sending, now)
+            await sleep_until(end_ns)
+        sent_done_ns = time.monotonic_ns()
+        if sending.in_flight > 0:
+            sending.idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sending.idle.wait(), drain_s)
+        return {
+            "sent": sending.seq, "acked": sending.n_acked, "acked_map": bytes(sending.acked),
+            "errors": sending.errors, "error_samples": sending.error_samples, "unacked": sending.in_flight,
+            "ack_lat_us": sending.ack_lat_us.tobytes(), "sent_done_ns": sent_done_ns,
+            "lag_p99_ms": percentile_ms(lags, 0.99), "lag_max_ms": max(lags, default=0) / 1e6,
+        }
+
+    async def op_received(self, phase: int) -> dict[str, Any]:
+        rec = self.phases.get(phase)
+        return {"n": rec.n if rec else 0, "last_ns": rec.last_ns if rec else 0}
+
+    async def op_collect(self, phase: int) -> dict[str, Any]:
+        rec = self.phases.pop(phase, None) or Received()
+        return {"n": rec.n, "first_ns": rec.first_ns, "last_ns": rec.last_ns, "lat_us": rec.lat_us.tobytes(),
+                "counts": {w: bytes(c) for w, c in rec.counts.items()}}
+
+    # ---- files -------------------------------------------------------------------------------
+
+    async def op_file_login(self, name: str, host: str, port: int, user: str) -> dict[str, Any]:
+        # A 4 MiB stream limit: the reader pauses the socket less often on a large download.
+        reader, writer = await asyncio.open_connection(host, port, limit=4 << 20)
+        fc = FileConn(reader, writer)  # the hello event is skipped by line()
+        await fc.ok(f"register {user} {PASSWORD}")
+        await fc.ok(f"auth {user} {PASSWORD}")
+        self.files[name] = fc
+        return {}
+
+    async def op_file_up(self, name: str, to: str, size: int) -> dict[str, Any]:
+        import json
+
+        fc = self.files[name]
+        block = os.urandom(CHUNK)
+        sha = hashlib.sha256()
+        left = size
+        while left > 0:  # digest computed before the clock starts
+            sha.update(block[: min(CHUNK, left)])
+            left -= CHUNK
+        t0 = time.perf_counter()
+        fc.writer.write(f"sendfile {to} bench.bin {size}\n".encode())
+        left = size
+        while left > 0:
+            fc.writer.write(block[: min(CHUNK, left)])
+            left -= CHUNK
+            await fc.writer.drain()
+        r = json.loads(await fc.line())
+        seconds = time.perf_counter() - t0
+        if r.get("status") != "OK" or r.get("sha256") != sha.hexdigest():
+            raise RuntimeError(f"upload failed or corrupted: {r}")
+        return {"seconds": seconds, "id": r["id"], "sha256": r["sha256"]}
+
+    async def op_file_down(self, name: str, file_id: int, sha256: str) -> dict[str, Any]:
+        import json
+
+        fc = self.files[name]
+        t0 = time.perf_counter()
+        fc.writer.write(f"receivefile {file_id}\n".encode())
+        head = json.loads(await fc.line())
+        if head.get("status") != "OK":
+            raise RuntimeError(f"download refused: {head}")
+        size = int(head["size"])
+        sha = hashlib.sha256()
+        left = size
+        while left > 0:
+            data = await fc.reader.read(min(left, 4 << 20))
+            if not data:
+                raise ConnectionError(f"download cut with {left} bytes missing")
+            sha.update(data)
+            left -= len(data)
+        seconds = time.perf_counter() - t0
+        if sha.hexdigest() != sha256:
+            raise RuntimeError("downloaded bytes do not match the uploaded sha256")
+        return {"seconds": seconds, "size": size}
+
+
+async def serve(conn: Connection, wid: int) -> None:
+    worker = Worker(wid)
+    loop = asyncio.get_running_loop()
+    while True:
+        # The pipe is read on a thread so that the loop keeps serving sockets meanwhile.
+        msg = await loop.run_in_executor(None, conn.recv)
+        op = msg.pop("op")
+        if op == "exit":
+            conn.send({"ok": True})
+            return
+        try:
+            result = await getattr(worker, f"op_{op}")(**msg)
+            conn.send({"ok": True, **result})
+        except Exception:
+            conn.send({"ok": False, "error": f"worker {wid} {op}: {traceback.format_exc()}"})
+
+
+def run(conn: Connection, wid: int, use_uvloop: bool) -> None:
+    """Process entry point."""
+    if use_uvloop:
+        try:
+            import uvloop
+
+            uvloop.run(serve(conn, wid))
+            return
+        except ImportError:
+            pass
+    asyncio.run(serve(conn, wid))
+
+
+def unpack_lat(raw: bytes) -> array:
+    a = array("q")
+    a.frombytes(raw)
+    return a

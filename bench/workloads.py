@@ -1,0 +1,181 @@
+"""The seven workloads of issue 5. Each one adds rows to the Bench; the goals are carried in the
+rows so that the table and docs/PERFORMANCE.md show goal and figure side by side."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .runner import Bench, log
+
+# A message's target is on the other realm: client i talks to client i^1, and even clients live
+# on alpha, odd ones on beta (with two generator processes, sender and recipient of every
+# message are also in different processes).
+
+
+def realm_of(i: int) -> str:
+    return "alpha" if i % 2 == 0 else "beta"
+
+
+def private_clients(b: Bench, n: int, prefix: str = "p") -> list[int]:
+    n -= n % 2
+    users = [(f"{prefix}{i}", realm_of(i)) for i in range(n)]
+    t0 = time.perf_counter()
+    cids, _ = b.add_clients(users)
+    log(f"{n} clients registered and logged in ({n / (time.perf_counter() - t0):.0f}/s, cheap hash)")
+    base = cids[0]
+    b.set_prefixes({c: f"sendprivate {users[(c - base) ^ 1][0]} " for c in cids})
+    return cids
+
+
+def ensure_private(b: Bench) -> list[int]:
+    """Workloads 1-3 share one stack and one set of logged-in clients."""
+    if b.stack_key != "private":
+        b.use_stack("private")
+        b.private_cids = private_clients(b, b.args.clients)
+    return b.private_cids
+
+
+def warmup(b: Bench, senders: list[int], fanout: int, rate: float) -> None:
+    if b.args.warmup > 0:
+        res = b.run_phase(senders, fanout, b.args.warmup, rate=rate)
+        if res.lost:
+            b.row("-", "warmup", f"{rate:.0f}/s", res)
+
+
+def w1(b: Bench) -> None:
+    cids = ensure_private(b)
+    rate = b.args.rate1
+    warmup(b, cids, 1, rate)
+    res = b.run_phase(cids, 1, b.args.duration, rate=rate)
+    b.row("1", "private fixed", f"{rate:.0f}/s, {len(cids)} clients", res, goal="p50 <= 2 ms, p99 <= 10 ms")
+
+
+def w2(b: Bench) -> None:
+    cids = ensure_private(b)
+    rate = b.args.rate2
+    warmup(b, cids, 1, min(rate, b.args.rate1))
+    res = b.run_phase(cids, 1, b.args.duration, rate=rate)
+    keeps_up = res.rate >= 0.97 * rate and res.drain_s < 1.0 and res.errors == 0 and res.unacked == 0
+    r = b.row("2", "private fixed", f"{rate:.0f}/s, {len(cids)} clients", res,
+              goal="keeps up, p99 <= 30 ms")
+    r.extra["keeps_up"] = keeps_up
+
+
+def w3(b: Bench) -> None:
+    cids = ensure_private(b)
+    res = b.run_phase(cids, 1, b.args.full_duration, depth=b.args.depth, profile_tag="w3-private-max")
+    b.row("3", "private max", f"closed, {len(cids)}x{b.args.depth} in flight", res,
+          goal=">= 20,000 msg/s, every one committed before OK")
+
+
+def w4(b: Bench) -> None:
+    b.use_stack("group")
+    g, m = b.args.groups, b.args.group_size
+    users = [(f"g{i}", realm_of(i)) for i in range(g * m)]
+    cids, _ = b.add_clients(users)
+    base = cids[0]
+    b.commands([(base + gi * m, f"creategroup grp{gi}") for gi in range(g)])
+    b.commands([(base + gi * m + j, f"joingroup grp{gi}") for gi in range(g) for j in range(1, m)])
+    b.set_prefixes({c: f"sendgroup grp{(c - base) // m} " for c in cids})
+    fanout = m - 1  # every member but the sender (one session per member)
+    rate = b.args.group_rate
+    warmup(b, cids, fanout, rate)
+    res = b.run_phase(cids, fanout, b.args.duration, rate=rate)
+    r = b.row("4", "group fixed", f"{rate:.0f} sends/s, {g}x{m}", res,
+              goal=f"{rate * fanout:,.0f} deliveries/s at p99 <= 30 ms")
+    r.extra["sends_per_s"] = res.acked / b.args.duration
+    res = b.run_phase(cids, fanout, b.args.full_duration, depth=1, profile_tag="w4-group-max")
+    r = b.row("4", "group max", f"closed, {g}x{m}, 1 in flight", res, goal=">= 150,000 deliveries/s")
+    r.extra["sends_per_s"] = res.acked / b.args.full_duration
+
+
+def w5(b: Bench) -> None:
+    b.use_stack("idle")
+    active = private_clients(b, b.args.active_clients, prefix="a")
+    rate = b.args.active_rate
+    warmup(b, active, 1, rate)
+    res = b.run_phase(active, 1, b.args.duration, rate=rate)
+    b.row("5", "active, no idle", f"{rate:.0f}/s, {len(active)} clients", res, goal="baseline")
+    rss0 = b.meter.rss_mb()
+    t0 = time.perf_counter()
+    b.add_clients([(f"i{i}", "alpha") for i in range(b.args.idle)])
+    log(f"{b.args.idle} idle clients logged in on alpha in {time.perf_counter() - t0:.1f} s")
+    time.sleep(2)  # let allocator and gRPC settle before reading RSS
+    rss1 = b.meter.rss_mb()
+    res = b.run_phase(active, 1, b.args.duration, rate=rate)
+    r = b.row("5", f"active + {b.args.idle} idle", f"{rate:.0f}/s, idle on alpha", res,
+              goal="alpha RSS <= 100 MB, main <= 150 MB, latency unchanged")
+    r.extra["rss_before_idle_mb"] = {k: round(v, 1) for k, v in rss0.items()}
+    r.extra["rss_with_idle_mb"] = {k: round(v, 1) for k, v in rss1.items()}
+    r.extra["kib_per_idle_connection"] = {
+        k: round((rss1[k] - rss0.get(k, 0.0)) * 1024 / max(b.args.idle, 1), 2) for k in ("main", "alpha", "gen")}
+
+
+def w6(b: Bench) -> None:
+    stack = b.use_stack("file")
+    size = int(b.args.file_mib * (1 << 20))
+    ops: list[dict[str, Any] | None] = [None] * b.workers.n
+    for name, user, realm in (("up", "fup", "alpha"), ("down", "fdown", "beta")):
+        host, port = stack.realm(realm)
+        ops[0] = {"op": "file_login", "name": name, "host": host, "port": port, "user": user}
+        b.workers.call(ops)
+    win = b.meter.start()
+    ops[0] = {"op": "file_up", "name": "up", "to": "fdown", "size": size}
+    up = b.workers.call(ops)[0]
+    w = win.stop()
+    mb = size / 1e6
+    r = b.row("6", f"file up {b.args.file_mib:g} MiB", "alpha -> main", window=w, rate=mb / up["seconds"],
+              unit="MB/s", goal=">= 150 MB/s, RSS growth <= 50 MiB")
+    r.extra["rss_growth_mib"] = {k: round(w.peak_rss_mb.get(k, 0) - w.start_rss_mb.get(k, 0), 1)
+                                 for k in w.start_rss_mb}
+    win = b.meter.start()
+    ops[0] = {"op": "file_down", "name": "down", "file_id": up["id"], "sha256": up["sha256"]}
+    down = b.workers.call(ops)[0]
+    w = win.stop()
+    r = b.row("6", f"file down {b.args.file_mib:g} MiB", "main -> beta", window=w, rate=mb / down["seconds"],
+              unit="MB/s", goal=">= 150 MB/s, RSS growth <= 50 MiB")
+    r.extra["rss_growth_mib"] = {k: round(w.peak_rss_mb.get(k, 0) - w.start_rss_mb.get(k, 0), 1)
+                                 for k in w.start_rss_mb}
+
+
+def w7(b: Bench) -> None:
+    stack = b.use_stack("login", production_hash=True)
+    n = b.args.logins
+    users = [(f"l{i}", realm_of(i)) for i in range(n)]
+    cids, _ = b.add_clients(users, steps=())
+    for verb in ("register", "auth"):
+        win = b.meter.start()
+        res = b.login(cids, (verb,), concurrency=8)
+        w = win.stop()
+        seconds = max(r[f"{verb}_s"] for r in res)
+        b.row("7", verb, f"{n} users, production argon2id", window=w, rate=n / seconds, unit="/s",
+              goal="report logins/s")
+    # A main restart must not send everyone through the hash again: kill -9 main, restart it, and
+    # time until every session can send and receive again without a new auth.
+    base = cids[0]
+    b.set_prefixes({c: f"sendprivate {users[(c - base) ^ 1][0]} " for c in cids})
+    linked = {name: _links(p.log()) for name, p in stack.realms.items()}
+    t0 = time.perf_counter()
+    stack.restart_main(kill=True)
+    b.set_server_pids()
+    deadline = time.monotonic() + 60
+    # Resumed = both realms re-linked (their Link call carries every session token) and every
+    # session answers a command that needs it, without any auth.
+    while any(_links(p.log()) <= linked[name] for name, p in stack.realms.items()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the realms did not re-link to the restarted main within 60 s")
+        time.sleep(0.01)
+    b.commands([(c, "who") for c in cids])
+    resumed_s = time.perf_counter() - t0
+    res_phase = b.run_phase(cids, 1, 1.0, rate=max(n, 1))  # push works again for every session
+    r = b.row("7", "resume after main kill -9", f"{n} sessions, no re-login", res_phase,
+              rate=resumed_s, unit="s", goal="sessions resume by token")
+    r.extra["resume_seconds"] = round(resumed_s, 3)
+
+
+def _links(log_text: str) -> int:
+    return log_text.count("linked to main")
+
+
+WORKLOADS = {"1": w1, "2": w2, "3": w3, "4": w4, "5": w5, "6": w6, "7": w7}

@@ -1,0 +1,34 @@
+"""The benchmark must keep running: `python -m bench --quick` (every workload for a second or two
+at tiny scale) exits 0, loses nothing and reports a positive rate for every workload. A behaviour
+test, not a timed one: the figures themselves are in docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--data-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is True and doc["failures"] == []
+    rows = doc["rows"]
+    assert {r["workload"] for r in rows} >= {"1", "2", "3", "4", "5", "6", "7"}
+    for r in rows:
+        assert r["lost"] == 0, r
+        assert r["errors"] == 0, r
+        assert r["rate"] is not None and r["rate"] > 0, r
+        if r["p50_ms"] is not None:  # message workloads: every acked message was delivered
+            assert r["extra"]["delivered"] >= r["extra"]["expected_deliveries"] > 0, r
+        assert r["cpu_pct"].get("gen") is not None and r["rss_mb"].get("main", 0) > 0, r
+    assert "| workload" in proc.stdout  # the table was printed
