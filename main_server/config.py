@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from realmchat.config import EnvArgumentParser
 
@@ -27,6 +29,16 @@ class MainConfig:
     channel_max_queue: int = 100_000
     grace_s: float = 5.0
     log_level: str = "INFO"
+    metrics_port: int = -1  # -1: no /metrics endpoint
+    # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
+    login_max_failures: int = 10
+    login_window_s: float = 300.0
+    min_free_bytes: int = 64 * 1024 * 1024
+    keepalive_time_s: float = 10.0
+    keepalive_timeout_s: float = 5.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> MainConfig:
@@ -49,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--hash-concurrency", default=d.hash_concurrency, help="password hashes run at once")
     p.add_option("--grace-s", default=d.grace_s, help="graceful shutdown: time for in-flight calls")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_option("--metrics-port", default=d.metrics_port,
+                 help="serve Prometheus /metrics on this port of --host (0 = any free port, -1 = off)")
+    _add_hardening_options(p, d)
     a = p.parse_args(argv)
     return MainConfig(
         host=a.host, port=a.port, data_dir=Path(a.data_dir), db=a.db,
@@ -56,5 +71,33 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
         max_message_bytes=a.max_message_bytes, min_password_length=a.min_password_length,
         inbox_page=a.inbox_page, session_ttl_s=a.session_ttl_s, argon2_time_cost=a.argon2_time_cost,
         argon2_memory_kib=a.argon2_memory_kib, hash_concurrency=a.hash_concurrency,
-        grace_s=a.grace_s, log_level=a.log_level,
+        grace_s=a.grace_s, log_level=a.log_level, metrics_port=a.metrics_port,
+        **_hardening_values(p, a),
     )
+
+
+def _add_hardening_options(p: EnvArgumentParser, d: MainConfig) -> None:
+    p.add_option("--login-max-failures", default=d.login_max_failures,
+                 help="failed logins per account per login window before Auth is refused (0 = no limit)")
+    p.add_option("--login-window-s", default=d.login_window_s, help="window of --login-max-failures")
+    p.add_option("--min-free-bytes", default=d.min_free_bytes,
+                 help="free disk space kept in the data dir: new messages, users and files are refused below it")
+    p.add_option("--keepalive-time-s", default=d.keepalive_time_s,
+                 help="ping idle realm/client connections this often to find dead peers")
+    p.add_option("--keepalive-timeout-s", default=d.keepalive_timeout_s,
+                 help="a peer that does not answer a ping within this long is dropped (its users go offline)")
+    p.add_option("--tls-cert", default=d.tls_cert, help="PEM certificate (chain): serve gRPC over TLS")
+    p.add_option("--tls-key", default=d.tls_key, help="PEM private key of --tls-cert")
+    p.add_option("--tls-ca", default=d.tls_ca, help="PEM CA bundle: require client certificates signed by it (mTLS)")
+
+
+def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, Any]:
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if a.tls_ca and not a.tls_cert:
+        p.error("--tls-ca (mTLS) needs --tls-cert and --tls-key")
+    if a.keepalive_time_s <= 0 or a.keepalive_timeout_s <= 0:
+        p.error("--keepalive-time-s and --keepalive-timeout-s must be positive")
+    names = ("login_max_failures", "login_window_s", "min_free_bytes", "keepalive_time_s", "keepalive_timeout_s",
+             "tls_cert", "tls_key", "tls_ca")
+    return {n: getattr(a, n) for n in names}

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from realmchat.pb import chat_pb2 as pb
 
+from .metrics import CHANNELS, EVENT_QUEUE, SESSIONS
 from .storage.base import MessageRecord
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ class Outgoing:
     message: MessageRecord | None = None
     # Users reached through this channel only: if it dies before sending, they get an inbox entry.
     sole_users: list[str] = field(default_factory=list)
+    queued: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -60,6 +63,9 @@ class Hub:
         # user key -> {session id: channel}; read by the storage thread through is_online().
         self._online: dict[str, dict[int, Channel]] = {}
         self._names: dict[str, str] = {}
+        SESSIONS.set_function(lambda: sum(len(ch.sessions) for ch in list(self.channels.values())))
+        CHANNELS.set_function(lambda: len(self.channels))
+        EVENT_QUEUE.set_function(lambda: sum(ch.queue.qsize() for ch in list(self.channels.values())))
 
     def open_channel(self, realm: str) -> Channel:
         ch = Channel(id=secrets.token_urlsafe(18), realm=realm, max_queue=self.max_queue)

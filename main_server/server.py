@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
+from realmchat.metrics import serve_metrics
 from realmchat.rpc import SERVER_OPTIONS
 
 from .blobs import BlobStore
@@ -50,6 +51,8 @@ async def serve(config: MainConfig) -> None:
     for name in ("", CHAT_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     print(f"main_server listening on {config.host}:{port}", flush=True)
+    if config.metrics_port >= 0:
+        serve_metrics(config.host, config.metrics_port, "main_server")
     log.info("data in %s", config.data_dir)
 
     stop = asyncio.Event()

@@ -18,11 +18,13 @@ from realmchat.textproto import HISTORY_MAX, base_file_name
 from .blobs import BlobStore
 from .config import MainConfig
 from .hub import Channel, Hub, Outgoing
+from .metrics import MESSAGES
 from .passwords import PasswordHasher
 from .storage.base import FileRecord, GroupInfo, GroupRecord, MessageRecord, SessionRecord, Storage, User
 
 log = logging.getLogger(__name__)
 
+PRIVATE_STORED, GROUP_STORED, FILES_STORED = (MESSAGES.labels(k) for k in ("private", "group", "file"))
 BAD_LOGIN = "wrong user name or password"
 COMMON_PASSWORDS = frozenset({"password", "123456", "12345678", "qwerty", "111111", "letmein"})
 
@@ -181,6 +183,7 @@ class ChatService:
         check_name(to, "user")
         self._check_text(text)
         stored = await self.storage.store_private(caller.user, name_key(to), text, self.hub.is_online)
+        PRIVATE_STORED.inc()
         msg = stored.message
         if stored.online_recipients:
             m = message_pb(msg)
@@ -191,6 +194,7 @@ class ChatService:
         check_name(group, "group")
         self._check_text(text)
         stored = await self.storage.store_group(caller.user, name_key(group), text, self.hub.is_online)
+        GROUP_STORED.inc()
         msg = stored.message
         if stored.online_recipients:
             m = message_pb(msg)
@@ -258,6 +262,7 @@ class ChatService:
             up.abort()
             raise
         record = await self.storage.add_file(caller.user, to, name, header.size, digest)
+        FILES_STORED.inc()
         f = file_pb(record)
         self.hub.push([to.key], lambda ev: ev.file.CopyFrom(f), caller.session.id)
         return record

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import FILE_CHUNK, status_for, token_from
 
+from .metrics import EVENT_LAG, RPC_ERRORS, RPC_SECONDS
 from .service import Caller, ChatService, file_pb, message_pb
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
 # Unary methods that Relay may call: name -> (undecorated method, needs auth, request class).
 RELAYABLE: dict[str, tuple[Any, bool, Any]] = {}
 _CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
+
+
+def count_error(method: str, exc: BaseException) -> None:
+    RPC_ERRORS.labels(method, exc.code.value if isinstance(exc, ChatError) else "INTERNAL").inc()
 
 
 def _message_class(method: str) -> Any:
@@ -61,12 +67,18 @@ def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
 
             return stream
 
+        timer = RPC_SECONDS.labels(fn.__name__)
+
         @functools.wraps(fn)
         async def unary(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            t0 = time.perf_counter()
             try:
                 return await fn(self, request, context, await caller_of(self, context))
             except (ChatError, Exception) as exc:
+                count_error(fn.__name__, exc)
                 await _abort(context, exc)
+            finally:
+                timer.observe(time.perf_counter() - t0)
 
         RELAYABLE[fn.__name__] = (fn, auth, _message_class(fn.__name__))
         return unary
@@ -195,6 +207,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                 item = await channel.queue.get()
                 if item is None:
                     return
+                EVENT_LAG.observe(time.monotonic() - item.queued)
                 yield item.event
         finally:
             left = self.service.close_channel(channel)
@@ -234,6 +247,7 @@ class ChatServicer(pb_grpc.ChatServicer):
         running: set[asyncio.Task[None]] = set()
 
         async def run_call(call: pb.RelayCall) -> None:
+            t0 = time.perf_counter()
             try:
                 entry = RELAYABLE.get(call.method)
                 if entry is None:
@@ -242,11 +256,14 @@ class ChatServicer(pb_grpc.ChatServicer):
                 caller = await self.service.caller(call.token) if auth else None
                 response = await fn(self, request_class.FromString(call.payload), None, caller)
                 result = pb.RelayResult(id=call.id, payload=response.SerializeToString())
+                RPC_SECONDS.labels(call.method).observe(time.perf_counter() - t0)
             except ChatError as exc:
                 result = pb.RelayResult(id=call.id, code=exc.code.value, message=exc.message)
-            except Exception:
+                count_error(call.method[:40], exc)
+            except Exception as exc:
                 log.exception("relayed %s failed", call.method)
                 result = pb.RelayResult(id=call.id, code="INTERNAL", message="internal error; see the server log")
+                count_error(call.method[:40], exc)
             results.put_nowait(result)
 
         async def read_calls() -> None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
 
+from ..metrics import COMMIT_OPS, COMMIT_SECONDS
 from .base import (
     FileRecord,
     GroupInfo,
@@ -195,6 +196,7 @@ class SQLiteStorage(Storage):
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, Any, Any]]:
         results: list[tuple[Any, Any, Any]] = []
+        t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
@@ -211,6 +213,8 @@ class SQLiteStorage(Storage):
             conn.execute("COMMIT")
             self.commits += 1
             self.ops += len(batch)
+            COMMIT_SECONDS.observe(time.perf_counter() - t0)
+            COMMIT_OPS.observe(len(batch))
         except BaseException as exc:  # the commit itself failed: nobody's write happened
             log.exception("sqlite batch failed")
             if conn.in_transaction:
