@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
+from realmchat.framing import CHUNK
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
@@ -34,15 +35,30 @@ class Payload:
         self.size = size
         self.consumed = 0
 
+    async def _stalling(self, chunk: int) -> AsyncIterator[bytes]:
+        """The rest of the payload; a client that sends nothing for stall_timeout_s (slowloris
+        holding an upload open) gets ConnectionError, which closes the connection."""
+        stall = self.session.stall_timeout_s
+        it = aiter(self.session.lines.iter_payload(self.size - self.consumed, chunk))
+        while True:
+            try:
+                async with asyncio.timeout(stall if stall > 0 else None):
+                    data = await anext(it)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self.session.close_reason = "file payload stalled"
+                raise ConnectionError("the payload stalled") from None
+            self.consumed += len(data)
+            yield data
+
     async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self.session.lines.iter_payload(self.size - self.consumed, 256 * 1024):
-            self.consumed += len(chunk)
+        async for chunk in self._stalling(256 * 1024):
             yield chunk
 
     async def discard_rest(self) -> None:
-        if self.consumed < self.size:
-            await self.session.lines.discard(self.size - self.consumed)
-            self.consumed = self.size
+        async for _ in self._stalling(CHUNK):
+            pass
 
 
 class Commands:
@@ -51,6 +67,10 @@ class Commands:
         self.up = realm.upstream
         self.table: dict[str, Handler] = {verb: getattr(self, f"cmd_{verb}") for verb in tp.COMMANDS}
         self._payloads: dict[Session, Payload] = {}
+
+    async def discard_payload(self, session: Session, size: int) -> None:
+        """Drops the payload of a sendfile that is refused before it runs (flood control)."""
+        await Payload(session, size).discard_rest()
 
     async def run(self, session: Session, cmd: Command) -> bool:
         """Runs one command and queues its one response. False: close the connection."""
@@ -85,16 +105,26 @@ class Commands:
     # ---- accounts ----------------------------------------------------------------------------
 
     async def cmd_register(self, s: Session, cmd: Command) -> bytes:
+        # Per-IP limit: every registration costs main a password hash, so each one counts.
+        ip_key = self.realm.login_limit_key(s)
+        self.realm.login_attempts.check(ip_key)
+        self.realm.login_attempts.fail(ip_key)
         r = await self.up.call("Register", pb.RegisterRequest(user=cmd.args[0], password=cmd.args[1]),
                                timeout=self.up.timeout * 3)
         return tp.ok(user=r.user)
 
     async def cmd_auth(self, s: Session, cmd: Command) -> bytes:
+        ip_key = self.realm.login_limit_key(s)
+        self.realm.login_attempts.check(ip_key)  # before the old session ends or main hashes
         if s.authed:
             await self.realm.end_session(s)
         link_id = self.up.link_id
-        r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1], link_id=link_id),
-                               timeout=self.up.timeout * 3)
+        try:
+            r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1], link_id=link_id),
+                                   timeout=self.up.timeout * 3)
+        except (Unauthenticated, ResourceExhausted):
+            self.realm.login_attempts.fail(ip_key)  # a failed (or account-limited) attempt
+            raise
         self.realm.add_session(s, r.user, r.token, r.session_id)
         if not r.attached or link_id != self.up.link_id:
             await self.realm.attach(s)

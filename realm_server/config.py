@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from realmchat.config import EnvArgumentParser, parse_hostport
 from realmchat.names import check_name
 from realmchat.textproto import DEFAULT_MAX_LINE
+
+from .limits import parse_networks
 
 
 def default_name() -> str:
@@ -26,6 +30,26 @@ class RealmConfig:
     rpc_timeout_s: float = 5.0
     max_send_queue: int = 10_000
     log_level: str = "INFO"
+    # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
+    max_send_queue_bytes: int = 4 * 1024 * 1024
+    stall_timeout_s: float = 60.0
+    idle_timeout_s: float = 3600.0
+    login_timeout_s: float = 60.0
+    max_connections: int = 20_000
+    max_conns_per_ip: int = 32
+    trusted_nets: str = "127.0.0.0/8,::1/128"
+    cmd_rate: float = 100.0
+    cmd_burst: int = 500
+    flood_strikes: int = 50
+    login_attempts_per_ip: int = 20
+    login_window_s: float = 60.0
+    # TLS: on the client port (tls_cert/tls_key) and towards main (main_ca, optional client cert)
+    tls_cert: str = ""
+    tls_key: str = ""
+    main_ca: str = ""
+    main_cert: str = ""
+    main_key: str = ""
+    main_server_name: str = ""
 
     @property
     def main_addrs(self) -> list[str]:
@@ -47,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
     p.add_option("--max-send-queue", default=d.max_send_queue,
                  help="lines queued for a slow client before it is disconnected")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    _add_hardening_options(p, d)
     a = p.parse_args(argv)
     mains = tuple(parse_hostport(x, 8080) for x in a.main.split(",") if x.strip())
     if not mains:
@@ -57,4 +82,53 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
         p.error(str(e))
     return RealmConfig(host=a.host, port=a.port, mains=mains, name=a.name, max_line=a.max_line,
                        max_file_bytes=a.max_file_bytes, rpc_timeout_s=a.rpc_timeout_s,
-                       max_send_queue=a.max_send_queue, log_level=a.log_level)
+                       max_send_queue=a.max_send_queue, log_level=a.log_level,
+                       **_hardening_values(p, a))
+
+
+def _add_hardening_options(p: EnvArgumentParser, d: RealmConfig) -> None:
+    p.add_option("--max-send-queue-bytes", default=d.max_send_queue_bytes,
+                 help="bytes queued for a slow client before it is disconnected")
+    p.add_option("--stall-timeout-s", default=d.stall_timeout_s,
+                 help="a file payload or a write to the client that makes no progress this long closes it")
+    p.add_option("--idle-timeout-s", default=d.idle_timeout_s,
+                 help="close a connection that sends no command for this long (0 = never)")
+    p.add_option("--login-timeout-s", default=d.login_timeout_s,
+                 help="close a connection that is not logged in within this long (0 = never)")
+    p.add_option("--max-connections", default=d.max_connections, help="open connections in all (0 = no limit)")
+    p.add_option("--max-conns-per-ip", default=d.max_conns_per_ip,
+                 help="open connections per client IP address (0 = no limit)")
+    p.add_option("--trusted-nets", default=d.trusted_nets,
+                 help="comma-separated networks exempt from per-IP limits ('' = none)")
+    p.add_option("--cmd-rate", default=d.cmd_rate, help="commands per second per connection (0 = no limit)")
+    p.add_option("--cmd-burst", default=d.cmd_burst, help="commands a connection may send at once")
+    p.add_option("--flood-strikes", default=d.flood_strikes,
+                 help="commands refused for rate (per 10 s) before the connection is closed (0 = never)")
+    p.add_option("--login-attempts-per-ip", default=d.login_attempts_per_ip,
+                 help="failed auth and register attempts per IP per login window (0 = no limit)")
+    p.add_option("--login-window-s", default=d.login_window_s, help="window of --login-attempts-per-ip")
+    p.add_option("--tls-cert", default=d.tls_cert, help="PEM certificate (chain): serve clients over TLS")
+    p.add_option("--tls-key", default=d.tls_key, help="PEM private key of --tls-cert")
+    p.add_option("--main-ca", default=d.main_ca, help="PEM CA bundle: connect to main over TLS, verified by it")
+    p.add_option("--main-cert", default=d.main_cert, help="PEM client certificate for main (mTLS)")
+    p.add_option("--main-key", default=d.main_key, help="PEM private key of --main-cert")
+    p.add_option("--main-server-name", default=d.main_server_name,
+                 help="name to verify in main's certificate (default: the host of --main)")
+
+
+def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, Any]:
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
+    if bool(a.main_cert) != bool(a.main_key):
+        p.error("--main-cert and --main-key go together")
+    if a.main_cert and not a.main_ca:
+        p.error("--main-cert (mTLS) needs --main-ca")
+    try:
+        parse_networks(a.trusted_nets)
+    except ValueError as e:
+        p.error(f"--trusted-nets: {e}")
+    names = ("max_send_queue_bytes", "stall_timeout_s", "idle_timeout_s", "login_timeout_s", "max_connections",
+             "max_conns_per_ip", "trusted_nets", "cmd_rate", "cmd_burst", "flood_strikes",
+             "login_attempts_per_ip", "login_window_s", "tls_cert", "tls_key", "main_ca", "main_cert",
+             "main_key", "main_server_name")
+    return {n: getattr(a, n) for n in names}

@@ -10,13 +10,17 @@ import signal
 
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
-from realmchat.framing import LINE_TOO_LONG
+from realmchat.framing import LineTooLong
 from realmchat.pb import chat_pb2 as pb
+from realmchat.ratelimit import AttemptLimiter
+from realmchat.tls import channel_credentials, client_port_context
 
 from .commands import Commands
 from .config import RealmConfig
 from .convert import file_dict, message_dict
+from .limits import FloodGuard, IpTable, Verdict, parse_networks, peer_ip
 from .session import Session
+from .transport import SecureUpstream
 from .upstream import Upstream
 
 log = logging.getLogger("realm_server")
@@ -27,8 +31,18 @@ class Realm:
         self.config = config
         self.connections: set[Session] = set()
         self.by_session_id: dict[int, Session] = {}
-        self.upstream = Upstream(config.main_addrs, config.name, config.rpc_timeout_s,
-                                 on_event=self.dispatch, on_linked=self.on_linked, tokens=self.tokens)
+        if config.main_ca:
+            self.upstream: Upstream = SecureUpstream(
+                config.main_addrs, config.name, config.rpc_timeout_s, on_event=self.dispatch,
+                on_linked=self.on_linked, tokens=self.tokens,
+                credentials=channel_credentials(config.main_ca, config.main_cert, config.main_key),
+                server_name=config.main_server_name)
+        else:
+            self.upstream = Upstream(config.main_addrs, config.name, config.rpc_timeout_s,
+                                     on_event=self.dispatch, on_linked=self.on_linked, tokens=self.tokens)
+        self.ips = IpTable(config.max_conns_per_ip, parse_networks(config.trusted_nets))
+        self.login_attempts = AttemptLimiter(config.login_attempts_per_ip, config.login_window_s,
+                                             detail="login and register attempts from your address are limited")
         self.commands = Commands(self)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
@@ -92,38 +106,103 @@ class Realm:
 
     # ---- connections -------------------------------------------------------------------------
 
+    def login_limit_key(self, s: Session) -> str:
+        """The key that per-IP login limits count under; '' for trusted addresses (exempt)."""
+        ip = peer_ip(s.peer)
+        return "" if self.ips.is_trusted(ip) else ip
+
+    async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
+        """Answers a connection that is over a limit with one ERROR line, then closes it."""
+        with contextlib.suppress(Exception):
+            writer.write(tp.error_from(ResourceExhausted(message)))
+            await asyncio.wait_for(writer.drain(), 5)
+        with contextlib.suppress(Exception):
+            writer.close()
+
+    def _deadline(self, s: Session) -> tuple[float, str] | None:
+        """When the next line must have arrived, and which timeout that is."""
+        c = self.config
+        best: tuple[float, str] | None = None
+        if c.idle_timeout_s > 0:
+            best = (s.last_command + c.idle_timeout_s, "idle")
+        if c.login_timeout_s > 0 and not s.authed:
+            at = s.unauth_since + c.login_timeout_s
+            if best is None or at < best[0]:
+                best = (at, "login")
+        return best
+
+    def _timeout_event(self, reason: str) -> bytes:
+        if reason == "login":
+            msg = f"not logged in within {self.config.login_timeout_s:g} s: closing the connection"
+        else:
+            msg = f"no command for {self.config.idle_timeout_s:g} s: closing the connection (send ping to stay)"
+        return tp.event("closing", reason=f"{reason}_timeout", message=msg)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        c = self.config
+        ip = peer_ip(writer.get_extra_info("peername"))
+        if c.max_connections > 0 and len(self.connections) >= c.max_connections:
+            await self._refuse(writer, "the realm is full: too many connections, try again later")
+            return
+        if not self.ips.open(ip):
+            await self._refuse(writer, f"too many connections from your address: at most {c.max_conns_per_ip}")
+            return
         task = asyncio.current_task()
         if task:
             self._handlers.add(task)
-        s = Session(reader, writer, self.config.max_line, self.config.max_send_queue)
+        loop = asyncio.get_running_loop()
+        s = Session(reader, writer, c.max_line, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s)
+        guard = FloodGuard(c.cmd_rate, c.cmd_burst, c.flood_strikes, loop.time())
         self.connections.add(s)
-        s.send(tp.event("hello", realm=self.config.name, protocol=tp.PROTOCOL_VERSION))
+        s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
         try:
             while not s.closed.is_set():
-                line = await s.lines.read_line()
+                deadline = self._deadline(s)
+                try:
+                    async with asyncio.timeout_at(deadline[0] if deadline else None):
+                        line = await s.lines.read_line()
+                except TimeoutError:
+                    assert deadline is not None
+                    await s.close_with(self._timeout_event(deadline[1]), f"{deadline[1]} timeout")
+                    break
                 if line is None:
                     break
-                if line is LINE_TOO_LONG:
-                    s.send(tp.error_from(ResourceExhausted(
-                        f"line too long: at most {self.config.max_line} bytes; the rest of it is discarded")))
-                    continue
-                assert isinstance(line, bytes)
-                try:
-                    cmd = tp.parse_line(line.decode("utf-8"))
-                except UnicodeDecodeError:
-                    s.send(tp.error_from(InvalidArgument("the line is not valid UTF-8")))
-                    continue
-                except ChatError as exc:
-                    s.send(tp.error_from(exc))
-                    continue
-                if cmd is not None and not await self.commands.run(s, cmd):
+                now = loop.time()
+                s.last_command = now
+                cmd, err = self._parse(line)
+                if cmd is None and err is None:
+                    continue  # a blank line: no response, no cost
+                verdict = guard.admit(now)
+                if verdict is Verdict.KICK:
+                    await s.close_with(tp.event(
+                        "closing", reason="flood",
+                        message=f"too many commands after being told to slow down (at most {c.cmd_rate:g}/s)"),
+                        "flood")
                     break
-        except (ConnectionError, OSError):
+                if verdict is Verdict.REFUSE:
+                    s.send(tp.error_from(ResourceExhausted(
+                        f"too many commands: at most {c.cmd_rate:g} per second; wait "
+                        f"{guard.retry_after(now):.1f} s (keep flooding and the connection is closed)")))
+                    if cmd is not None and cmd.payload_size:
+                        await self.commands.discard_payload(s, cmd.payload_size)
+                    continue
+                if err is not None:
+                    s.send(tp.error_from(err))
+                    continue
+                assert cmd is not None
+                if not await self.commands.run(s, cmd):
+                    break
+                # A client that pipelines without reading its responses waits here (TCP pushes
+                # back on it) instead of growing its queue.
+                await s.wait_for_room()
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
+            if s.close_reason:
+                log.info("closed %s (%s): %s", s.peer, s.user or "-", s.close_reason)
+            self.ips.close(ip)
             self.connections.discard(s)
             if s.authed:
                 # A closed connection ends its session: main marks the user offline at once.
@@ -132,11 +211,24 @@ class Realm:
             if task:
                 self._handlers.discard(task)
 
+    def _parse(self, line: bytes | LineTooLong) -> tuple[tp.Command | None, ChatError | None]:
+        if isinstance(line, LineTooLong):
+            return None, ResourceExhausted(
+                f"line too long: at most {self.config.max_line} bytes; the rest of it is discarded")
+        try:
+            return tp.parse_line(line.decode("utf-8")), None
+        except UnicodeDecodeError:
+            return None, InvalidArgument("the line is not valid UTF-8")
+        except ChatError as exc:
+            return None, exc
+
     async def start(self) -> int:
         self.upstream.start()
         # limit: a line may be max_line bytes; the reader discards longer ones itself.
+        ssl_ctx = client_port_context(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
         self._server = await asyncio.start_server(self.handle, self.config.host, self.config.port,
-                                                  limit=self.config.max_line + 1, reuse_address=True)
+                                                  limit=self.config.max_line + 1, reuse_address=True,
+                                                  ssl=ssl_ctx, ssl_handshake_timeout=15 if ssl_ctx else None)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -26,16 +26,26 @@ class Stream:
 
 class Session:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_line: int,
-                 max_queue: int) -> None:
+                 max_queue: int, max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0) -> None:
         self.lines = LineReader(reader, max_line)
         self.writer = writer
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        # A write that makes no progress for this long means the client stopped reading.
+        self.stall_timeout_s = stall_timeout_s
         self.peer = writer.get_extra_info("peername")
         self.user: str = ""
         self.token: str = ""
         self.session_id = 0
         self.closed = asyncio.Event()
+        now = asyncio.get_running_loop().time()
+        self.last_command = now   # idle timeout runs from here
+        self.unauth_since = now   # login timeout runs from here (connect, or the last logout)
+        self.close_reason = ""    # why the realm dropped the connection, for the log
         self._out: asyncio.Queue[bytes | Stream | None] = asyncio.Queue()
+        self._queued_bytes = 0    # bytes in _out, not yet handed to the transport
+        self._room = asyncio.Event()  # set while _queued_bytes is under max_queue_bytes
+        self._room.set()
         self._writer_task = asyncio.create_task(self._write_loop())
 
     @property
@@ -47,28 +57,72 @@ class Session:
 
     def logout(self) -> None:
         self.user, self.token, self.session_id = "", "", 0
+        self.unauth_since = asyncio.get_running_loop().time()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def _put(self, line: bytes) -> None:
+        self._queued_bytes += len(line)
+        if self._queued_bytes >= self.max_queue_bytes:
+            self._room.clear()
+        self._out.put_nowait(line)
 
     def send(self, line: bytes) -> None:
-        """Queues a response line."""
+        """Queues a response line. Responses are not dropped: the connection handler waits for
+        room (wait_for_room) before reading the next command, so a client that pipelines
+        without reading is slowed down by TCP instead of growing this queue."""
         if not self.closed.is_set():
-            self._out.put_nowait(line)
+            self._put(line)
 
     def send_event(self, line: bytes) -> None:
         """Queues an event; a client that does not read its events is disconnected rather than
-        letting its queue grow without bound."""
+        letting its queue grow without bound (in lines or in bytes)."""
         if self.closed.is_set():
             return
-        if self._out.qsize() >= self.max_queue:
-            log.warning("%s (%s) does not read: disconnecting", self.peer, self.user)
+        if self._out.qsize() >= self.max_queue or self._queued_bytes + len(line) > self.max_queue_bytes:
+            log.warning("%s (%s) does not read: %d lines, %d bytes queued; disconnecting", self.peer,
+                        self.user, self._out.qsize(), self._queued_bytes)
+            self.close_reason = "send queue full"
             self.abort()
             return
-        self._out.put_nowait(line)
+        self._put(line)
+
+    async def wait_for_room(self) -> None:
+        """Returns once the queue is under its byte bound again (or the connection closed)."""
+        if self._room.is_set() or self.closed.is_set():
+            return
+        room = asyncio.ensure_future(self._room.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait((room, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            closed.cancel()
+
+    async def close_with(self, event_line: bytes, reason: str) -> None:
+        """Sends a last event saying why, then closes (used by timeouts and flood control)."""
+        self.close_reason = reason
+        if not self.closed.is_set():
+            self._put(event_line)  # even past the byte bound: it is the last line
+        await self.close()
 
     async def send_stream(self, header: bytes, chunks: AsyncIterator[bytes]) -> None:
         """Queues header + payload and waits until the writer has written all of it."""
         item = Stream(header, chunks)
         self._out.put_nowait(item)
         await item.done
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.wait_for(self.writer.drain(), self.stall_timeout_s if self.stall_timeout_s > 0 else None)
+        except TimeoutError:
+            log.warning("%s (%s) has not read for %g s: disconnecting", self.peer, self.user, self.stall_timeout_s)
+            self.close_reason = "write stalled"
+            # abort, not close: close() would wait forever to flush what the client won't read
+            self.writer.transport.abort()
+            raise ConnectionError("client stopped reading") from None
 
     async def _write_loop(self) -> None:
         w = self.writer
@@ -82,7 +136,7 @@ class Session:
                         w.write(item.header)
                         async for chunk in item.chunks:
                             w.write(chunk)
-                            await w.drain()
+                            await self._drain()
                     except BaseException as exc:
                         if not item.done.done():
                             item.done.set_exception(exc)
@@ -90,16 +144,20 @@ class Session:
                     if not item.done.done():
                         item.done.set_result(None)
                     continue
+                self._queued_bytes -= len(item)
+                if self._queued_bytes < self.max_queue_bytes // 2:
+                    self._room.set()
                 w.write(item)
                 if w.transport.get_write_buffer_size() > HIGH_WATER:
-                    await w.drain()
-            await w.drain()
+                    await self._drain()
+            await self._drain()
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("writer failed")
         finally:
             self.closed.set()
+            self._room.set()
             self._fail_pending()
             with contextlib.suppress(Exception):
                 w.close()
