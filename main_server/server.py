@@ -11,13 +11,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
-from realmchat.metrics import serve_metrics
-from realmchat.rpc import SERVER_OPTIONS
+from realmchat.rpc import server_options
+from realmchat.tls import server_credentials
 
 from .blobs import BlobStore
 from .config import MainConfig
+from .diskguard import guard
 from .hub import Hub
 from .passwords import PasswordHasher
 from .service import ChatService
@@ -34,17 +36,24 @@ async def serve(config: MainConfig) -> None:
     hub = Hub(config.channel_max_queue)
     hasher = PasswordHasher(config.argon2_time_cost, config.argon2_memory_kib,
                             concurrency=config.hash_concurrency)
-    service = ChatService(config, storage, hub, hasher, BlobStore(config.data_dir / "files"))
+    # Disk space is a limit: new data is refused with RESOURCE_EXHAUSTED before the disk is full.
+    guarded_storage, blobs = guard(storage, BlobStore(config.data_dir / "files"), config.data_dir,
+                                   config.min_free_bytes)
+    service = ChatService(config, guarded_storage, hub, hasher, blobs)
     servicer = ChatServicer(service)
 
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=server_options(config.keepalive_time_s, config.keepalive_timeout_s))
     pb_grpc.add_ChatServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (CHAT_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if config.tls_cert:
+        port = server.add_secure_port(f"{config.host}:{config.port}",
+                                      server_credentials(config.tls_cert, config.tls_key, config.tls_ca))
+    else:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise SystemExit(f"main_server: cannot listen on {config.host}:{config.port}")
     await server.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from realmchat.names import check_name, name_key
 from realmchat.pb import chat_pb2 as pb
+from realmchat.ratelimit import AttemptLimiter
 from realmchat.textproto import HISTORY_MAX, base_file_name
 
 from .blobs import BlobStore
@@ -65,6 +66,9 @@ class ChatService:
         self.hasher = hasher
         self.blobs = blobs
         self._sessions: dict[str, SessionRecord] = {}
+        # Hardening (docs/SECURITY.md): failed logins per account, keyed by the user key.
+        self.login_failures = AttemptLimiter(config.login_max_failures, config.login_window_s,
+                                             detail="failed logins for this account are limited")
 
     # ---- accounts and sessions -------------------------------------------------------------
 
@@ -86,9 +90,15 @@ class ChatService:
         return await self.storage.create_user(key, user, await self.hasher.hash(password))
 
     async def auth(self, user: str, password: str, link_id: str) -> tuple[str, SessionRecord, bool]:
+        # Login rate limit per account, checked before the slow hash. Unknown names are limited
+        # the same way, so the answer tells nothing about which accounts exist.
+        limit_key = name_key(user[:64])
+        self.login_failures.check(limit_key)
         record = await self.storage.get_user(name_key(user)) if len(user) <= 64 else None
         if not await self.hasher.verify(record.pw_hash if record else None, password[:1024]) or not record:
+            self.login_failures.fail(limit_key)
             raise Unauthenticated(BAD_LOGIN)
+        self.login_failures.reset(limit_key)
         channel = self.hub.channels.get(link_id) if link_id else None
         realm = channel.realm if channel else ""
         token = secrets.token_urlsafe(32)

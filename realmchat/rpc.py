@@ -57,3 +57,14 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.so_reuseport", 0),
 ]
+
+
+def server_options(keepalive_time_s: float = 10.0, keepalive_timeout_s: float = 5.0) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS with main's own keepalive: main pings each realm's connection every
+    keepalive_time_s and drops it after keepalive_timeout_s without an answer, so the users of a
+    realm whose host died (no FIN, no RST) go offline in seconds. The ping interval main accepts
+    from clients stays at 5 s: realms ping every 10 s (KEEPALIVE_OPTIONS)."""
+    tuned = {"grpc.keepalive_time_ms": int(keepalive_time_s * 1000),
+             "grpc.keepalive_timeout_ms": int(keepalive_timeout_s * 1000),
+             "grpc.http2.min_ping_interval_without_data_ms": min(5_000, int(keepalive_time_s * 1000))}
+    return [(k, tuned.get(k, v)) for k, v in SERVER_OPTIONS]
