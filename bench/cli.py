@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = {
     "clients": 40, "rate1": 200.0, "rate2": 1000.0, "duration": 1.5, "full_duration": 1.5, "warmup": 0.3,
     "groups": 2, "group_size": 5, "group_rate": 40.0, "idle": 200, "active_clients": 4, "active_rate": 50.0,
-    "file_mib": 4.0, "logins": 4, "drain": 10.0,
+    "file_mib": 4.0, "logins": 4, "drain": 60.0,
 }
 
 
@@ -53,11 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--active-rate", type=float, default=200.0, help="workload 5: active messages/s")
     p.add_argument("--file-mib", type=float, default=200.0, help="workload 6: file size in MiB")
     p.add_argument("--logins", type=int, default=32, help="workload 7: users registered and logged in")
-    p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for outstanding acks and deliveries")
+    p.add_argument("--drain", type=float, default=300.0,
+                   help="most seconds to wait, after sending, for outstanding acks and deliveries")
     p.add_argument("--production-hash", action="store_true",
                    help="production argon2id for every stack (slow: ~0.3 s of CPU per login)")
     p.add_argument("--no-uvloop", action="store_true", help="plain asyncio loop in the generator")
     p.add_argument("--profile", metavar="DIR", help="py-spy the servers during the full-speed runs (3, 4)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="py-spy --native: also sample C frames (gRPC core, protobuf, sqlite, the event loop)")
     p.add_argument("--data-dir", help="parent of the temporary data dirs (default: the system temp dir)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON results here")
     args = p.parse_args(argv)

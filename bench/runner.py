@@ -283,13 +283,18 @@ class Bench:
         sends = self.workers.call(ops, timeout=duration + self.args.drain + 120)
         acked = sum(s["acked"] for s in sends)
         expected = acked * fanout
-        # Deliveries may still be in flight after the last ack: wait for them (bounded).
+        # Deliveries may still be in flight after the last ack. Counting alone cannot tell when
+        # they are all in (a message answered with an error may be delivered too), so wait until
+        # the count reached what the acks promise AND stopped moving; the loss check below is
+        # then exact, per message.
         deadline = time.monotonic() + self.args.drain
+        prev = -1
         while True:
             got = sum(r["n"] for r in self.workers.all("received", phase=phase))
-            if got >= expected or time.monotonic() > deadline:
+            if (got >= expected and got == prev) or time.monotonic() > deadline:
                 break
-            time.sleep(0.05)
+            prev = got
+            time.sleep(0.25)
         win = window.stop()
         for p in profilers:
             p.wait(duration + 60)
@@ -327,8 +332,8 @@ class Bench:
         )
 
     def start_profilers(self, tag: str, duration: float) -> list[subprocess.Popen[bytes]]:
-        """py-spy on each server for the measured interval (--nonblocking: the servers are not
-        paused while sampled, so the figures stay comparable with unprofiled runs)."""
+        """py-spy on each server for the measured interval (--nonblocking unless --native: the
+        servers are not paused while sampled, so the figures stay comparable with unprofiled runs)."""
         if self.profile_dir is None or self.stack is None:
             return []
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -342,7 +347,9 @@ class Bench:
             out = self.profile_dir / f"{tag}-{name}.txt"
             procs.append(subprocess.Popen(
                 [spy, "record", "--pid", str(pid), "--rate", "250", "--duration", str(max(1, int(duration))),
-                 "--format", "raw", "--nonblocking", "--threads", "-o", str(out)],
+                 "--format", "raw", "--threads",
+                 # py-spy cannot unwind C frames without pausing the process
+                 *(["--native"] if self.args.profile_native else ["--nonblocking"]), "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return procs
 

@@ -188,14 +188,17 @@ class Worker:
                     c.send_message(sending, now)
             await sleep_until(end_ns)
         sent_done_ns = time.monotonic_ns()
+        # Wait for every response: an overloaded server holds a backlog, and the next phase must
+        # not start on top of it (its latencies would be this phase's queueing).
         if sending.in_flight > 0:
             sending.idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sending.idle.wait(), drain_s)
+        last_ack_ns = time.monotonic_ns()
         return {
             "sent": sending.seq, "acked": sending.n_acked, "acked_map": bytes(sending.acked),
             "errors": sending.errors, "error_samples": sending.error_samples, "unacked": sending.in_flight,
-            "ack_lat_us": sending.ack_lat_us.tobytes(), "sent_done_ns": sent_done_ns,
+            "ack_lat_us": sending.ack_lat_us.tobytes(), "sent_done_ns": sent_done_ns, "last_ack_ns": last_ack_ns,
             "lag_p99_ms": percentile_ms(lags, 0.99), "lag_max_ms": max(lags, default=0) / 1e6,
         }
 
