@@ -445,6 +445,16 @@ class ChatController:
             t.state = TransferState.DONE
         self._changed(Change.FILES)
 
+    def forget_transfer(self, t: Transfer) -> None:
+        with contextlib.suppress(ValueError):
+            self.state.transfers.remove(t)
+        self._changed(Change.FILES)
+
+    def mark_saved(self, file_id: int, where: str) -> None:
+        """Records where a received file ended up (the web view hands it to the browser)."""
+        self.state.saved_files[file_id] = where
+        self._changed(Change.FILES, Change.MESSAGES)
+
     async def send_file(self, to: str, path: Path | str, name: str | None = None) -> Transfer:
         """Uploads a local file to user `to` (progress in state.transfers). Shows a file line in
         the private chat when stored; raises the realm's error otherwise."""

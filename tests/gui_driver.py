@@ -133,6 +133,17 @@ class CDPSession:
             raise CDPError(f"{method}: {msg['error']}")
         return msg.get("result", {})
 
+    async def wait_event(self, method: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first collected event named `method` (removed from the list), waiting for it."""
+
+        async def check() -> dict[str, Any] | None:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method:
+                    return self.events.pop(i)
+            return None
+
+        return await wait_for(check, timeout, f"the DevTools event {method}", interval=0.1)
+
     async def close(self) -> None:
         self._reader.cancel()
         with contextlib.suppress(BaseException):
@@ -321,11 +332,36 @@ class Browser:
                                 windowsVirtualKeyCode=13, nativeVirtualKeyCode=13,
                                 **({"text": "\r"} if kind == "keyDown" else {}))
 
-    async def fill(self, label: str, text: str, timeout: float = 20.0) -> None:
-        """Focuses the text field labelled `label` and types `text` into it."""
+    # --- files -----------------------------------------------------------------------------------
+
+    async def intercept_file_chooser(self) -> None:
+        """From now on a file dialog opened by the page raises Page.fileChooserOpened instead of
+        showing a native dialog (there is none in headless mode)."""
+        await self.cdp.send("Page.setInterceptFileChooserDialog", enabled=True)
+
+    async def choose_file(self, path: Path, timeout: float = 20.0) -> None:
+        """Answers the next file dialog the page opens with `path`."""
+        ev = await self.cdp.wait_event("Page.fileChooserOpened", timeout)
+        await self.cdp.send("DOM.setFileInputFiles", files=[str(path)],
+                            backendNodeId=ev["params"]["backendNodeId"])
+
+    async def allow_downloads(self, directory: Path) -> None:
+        """Downloads the page starts land in `directory` (no prompt)."""
+        await self.cdp.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(directory))
+
+    async def select_all(self) -> None:
+        for kind in ("keyDown", "keyUp"):
+            await self.cdp.send("Input.dispatchKeyEvent", type=kind, key="a", code="KeyA",
+                                windowsVirtualKeyCode=65, modifiers=2)  # 2 = Ctrl
+
+    async def fill(self, label: str, text: str, timeout: float = 20.0, replace: bool = False) -> None:
+        """Focuses the text field labelled `label` and types `text` into it (over its current
+        content if `replace`)."""
         node = await self.wait_text(label, timeout, role="textbox")
         await self.click(node)
         await asyncio.sleep(0.2)
+        if replace:
+            await self.select_all()
         await self.type_text(text)
 
 

@@ -8,15 +8,23 @@ the other user. Screenshots of the login and chat screens go to test-artifacts/.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from chat_cli import ChatClient, FileEvent
 
 from .gui_driver import Browser, wait_for
 from .stack import PYTHON, ROOT, ServerProcess, Stack
 from .textclient import TextClient, login
 
+T = TypeVar("T")
 ARTIFACTS = ROOT / "test-artifacts"
 PW = "pw-secret"
 
@@ -97,28 +105,49 @@ async def test_login_receive_and_reply_in_the_browser(
         await bob_client.close()
 
 
-async def test_logout_returns_to_the_connect_screen(
+async def test_other_realm_remembered_logout_and_errors(
         stack: Stack, gui_server: ServerProcess, browser: Browser, uname: Callable[[str], str]) -> None:
+    """Log in on realm beta by editing the address; the address is remembered for the next
+    visit; a taken name and a down realm show their errors on the form; log out works."""
     carol = uname("carol")
     b = browser
     c = await TextClient.connect(*stack.realm("alpha"))
     await c.ok(f"register {carol} {PW}")
     await c.close()
+    _, beta_port = stack.realm("beta")
     await b.wait_text("Create account", 90, role="button")
-    # The name is taken: the realm's ALREADY_EXISTS message shows on the form.
+
+    # A realm that is down: the error is on the address.
+    await b.fill("Port", "1", replace=True)
     await b.fill("User name", carol)
     await b.fill("Password", PW)
+    await b.click(await b.wait_text("Log in", role="button"))
+    await b.wait_text("cannot reach the realm", 20)
+
+    # The name is taken: the realm's ALREADY_EXISTS message shows on the form.
+    await b.fill("Port", str(beta_port), replace=True)
     await b.click(await b.wait_text("Create account", role="button"))
     await b.wait_text(re.compile("(?i)exist|taken"), 20)
     await b.click(await b.wait_text("Log in", role="button"))
-    await b.wait_text(f"{carol} @ alpha", 30)
+    await b.wait_text(f"{carol} @ beta", 30)
+
     await b.click(await b.wait_text("Log out", role="button"))
     await b.wait_text("You are logged out.", 20)
 
-    async def on_connect_screen() -> bool:
-        return await b.find("Create account", role="button") is not None
+    # A new visit (same browser: its local storage; a new tab: no Flet session to resume)
+    # proposes the realm and the user name used last time.
+    await b.evaluate("sessionStorage.clear(); setTimeout(() => location.reload(), 0); true")
+    await b.wait_text("Create account", 60, role="button")
+    # Flutter mirrors a text field's value into the accessibility tree only while it has focus.
+    for label, expected in (("Port", str(beta_port)), ("User name", carol)):
+        await b.click(await b.wait_text(label, role="textbox"))
 
-    assert await wait_for(on_connect_screen, 10, "the connect screen")
+        async def shows(label: str = label, expected: str = expected) -> bool:
+            node = await b.find(label, role="textbox")
+            return node is not None and node.value == expected
+
+        await wait_for(shows, 20, f"{label} prefilled with {expected!r}")
+    assert await b.find("You are logged out.") is None  # really a new session
 
 
 def test_readme_screenshot_is_fresh() -> None:
@@ -127,3 +156,74 @@ def test_readme_screenshot_is_fresh() -> None:
     assert png.exists(), "docs/gui-chat.png is missing"
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 400_000
+
+
+async def register_in_browser(b: Browser, user: str, realm: str = "alpha") -> None:
+    await b.wait_text("Create account", 90, role="button")
+    await b.fill("User name", user)
+    await b.fill("Password", PW)
+    await b.click(await b.wait_text("Create account", role="button"))
+    await b.wait_text(f"{user} @ {realm}", 30)
+
+
+async def test_files_both_ways_through_the_browser(
+        stack: Stack, browser: Browser, uname: Callable[[str], str], tmp_path: Path) -> None:
+    """Upload: the browser's file goes to the web server, then to the realm; the other user gets
+    it intact. Download: a file sent to the browser user is verified and handed to the browser."""
+    erin, dave = uname("erin"), uname("dave")
+    b = browser
+    downloads = tmp_path / "browser-downloads"
+    downloads.mkdir()
+    await b.allow_downloads(downloads)
+    await b.intercept_file_chooser()
+
+    dave_client = await ChatClient.connect(*stack.realm("beta"))
+    events = dave_client.events()
+    try:
+        await dave_client.register(dave, PW)
+        await dave_client.auth(dave, PW)
+        await register_in_browser(b, erin)
+
+        # Start the private chat through the dialog.
+        await b.click(await b.wait_text("Chat", role="button"))
+        await b.fill("User name", dave)
+        await b.click(await b.wait_text("Start chat", role="button"))
+        await b.wait_text("Send file", 20, role="button")
+
+        # ---- browser -> dave ----------------------------------------------------------------
+        payload = os.urandom(300_000) + b"end of upload"
+        src = tmp_path / "from the browser.bin"
+        src.write_bytes(payload)
+        await b.click(await b.wait_text("Send file", role="button"))
+        await b.choose_file(src)
+        ev = await asyncio.wait_for(anext(_aiter_kind(events, FileEvent)), 60)
+        assert ev.file.name == src.name and ev.file.size == len(payload) and ev.file.sender == erin
+        got = await dave_client.receive_file(ev.file.id, tmp_path / "dave")
+        assert await asyncio.to_thread(Path(got.path).read_bytes) == payload
+        assert got.sha256 == hashlib.sha256(payload).hexdigest()
+        await b.wait_text(f"sent to {dave}", 20)  # the transfer row in the side list
+
+        # ---- dave -> browser ----------------------------------------------------------------
+        back = b"file for the browser\n" * 5000
+        back_src = tmp_path / "for erin.txt"
+        back_src.write_bytes(back)
+        await dave_client.send_file(erin, back_src)
+        await b.wait_text(re.compile(r"sent a file: for erin\.txt"), 20)
+        await b.click(await b.wait_text("Save", role="button"))
+
+        async def downloaded() -> Path | None:
+            done = [p for p in downloads.iterdir() if not p.name.endswith(".crdownload")]
+            return done[0] if done and done[0].stat().st_size == len(back) else None
+
+        saved = await wait_for(downloaded, 30, "the browser's download")
+        assert saved.name == "for erin.txt" and await asyncio.to_thread(saved.read_bytes) == back
+        await b.wait_text("downloaded (checksum verified)", 10)
+        await b.screenshot(ARTIFACTS / "gui-files.png")
+    finally:
+        await dave_client.close()
+
+
+async def _aiter_kind(events: AsyncIterator[object], kind: type[T]) -> AsyncIterator[T]:
+    async for ev in events:
+        if isinstance(ev, kind):
+            yield ev

@@ -201,21 +201,21 @@ class Sidebar:
             conv = await self.controller.start_private(name)
             await self.on_open(conv.key)
 
-        ask_name("Start a private chat", "User name", "Chat", submit)
+        ask_name("Start a private chat", "User name", "Start chat", submit)
 
     async def _new_group(self, e: ft.Event[ft.Control]) -> None:
         async def submit(name: str) -> None:
             conv = await self.controller.create_group(name)
             await self.on_open(conv.key)
 
-        ask_name("Create a group", "Group name", "Create", submit)
+        ask_name("Create a group", "Group name", "Create group", submit)
 
     async def _join_group(self, e: ft.Event[ft.Control]) -> None:
         async def submit(name: str) -> None:
             conv = await self.controller.join_group(name)
             await self.on_open(conv.key)
 
-        ask_name("Join a group", "Group name", "Join", submit)
+        ask_name("Join a group", "Group name", "Join group", submit)
 
     async def _refresh_online(self, e: ft.Event[ft.Control]) -> None:
         try:
@@ -225,16 +225,24 @@ class Sidebar:
 
 
 def transfer_row(t: Transfer) -> ft.Control:
-    arrow = "↑" if t.direction == "up" else "↓"
-    if t.state is TransferState.FAILED:
-        label = f"{arrow} {t.name}: failed: {t.error}"
-    elif t.state is TransferState.DONE:
-        label = f"{arrow} {t.name}: " + (f"saved to {t.path}" if t.direction == "down" else f"sent to {t.peer}")
+    if t.direction == "browser":
+        verb = "uploading from the browser"
+    elif t.direction == "up":
+        verb = f"sent to {t.peer}" if t.state is TransferState.DONE else f"sending to {t.peer}"
     else:
-        label = f"{arrow} {t.name} {human_size(t.done_bytes)} / {human_size(t.size)}"
+        verb = f"saved to {t.path}" if t.state is TransferState.DONE else f"saving from {t.peer}"
+    if t.state is TransferState.FAILED:
+        label = f"{t.name}: failed: {t.error}"
+    elif t.state is TransferState.DONE:
+        label = f"{t.name}: {verb}"
+    else:
+        label = f"{t.name}: {verb} {human_size(t.done_bytes)} / {human_size(t.size)}"
     color = ft.Colors.ERROR if t.state is TransferState.FAILED else None
+    icon = ft.Icons.UPLOAD if t.direction in ("up", "browser") else ft.Icons.DOWNLOAD
     return ft.Column(
-        [ft.Text(label, size=11, color=color, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
+        [ft.Row([ft.Icon(icon, size=14),
+                 ft.Text(label, size=11, color=color, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS,
+                         expand=True)], spacing=4),
          ft.ProgressBar(value=t.progress, bar_height=4, semantics_label=f"transfer of {t.name}")],
         spacing=2,
     )

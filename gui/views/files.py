@@ -93,7 +93,8 @@ class FileActions:
                 self.controller.update_transfer(t, error=e.message)
                 raise
             await self._wait_complete(local, f.size)
-            self.controller.update_transfer(t, done_bytes=f.size, finished=True)
+            # The browser's part is done; the realm upload (its own transfer row) takes over.
+            self.controller.forget_transfer(t)
             await self.controller.send_file(to, local, name=f.name)
         finally:
             self._uploads.pop(f.name, None)
@@ -156,7 +157,8 @@ class FileActions:
             with contextlib.suppress(Exception):  # the user may cancel the browser's save
                 await self.picker.save_file(file_name=path.name, src_bytes=data)
             # The copy on this server is gone; the chat shows where the user got it.
-            self.controller.state.saved_files[file_id] = "your browser's downloads"
+            t.path = "your browser's downloads"
+            self.controller.mark_saved(file_id, t.path)
             self.on_info(f"{name} downloaded (checksum verified)")
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
