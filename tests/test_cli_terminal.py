@@ -52,7 +52,7 @@ class LiveCli:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
+    def wait_for(self, pattern: str, timeout: float = 45) -> str:
         """The first output line matching the regex `pattern` (polls until the deadline)."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -291,7 +291,7 @@ class PtyCli:
         os.close(slave)
         self.out = b""
 
-    def read_until(self, needle: bytes, start: int = 0, timeout: float = 20) -> int:
+    def read_until(self, needle: bytes, start: int = 0, timeout: float = 45) -> int:
         """Reads the pty until `needle` appears at or after `start`; returns its index."""
         import select
 
@@ -306,6 +306,22 @@ class PtyCli:
                 except OSError:  # the child closed the pty
                     time.sleep(0.02)
         return i
+
+    def read_until_re(self, pattern: bytes, start: int = 0, timeout: float = 45) -> int:
+        import select
+
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while (m := rx.search(self.out, start)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} not seen; got {self.out[-2000:]!r}")
+            r, _, _ = select.select([self.master], [], [], 0.05)
+            if r:
+                try:
+                    self.out += os.read(self.master, 65536)
+                except OSError:
+                    time.sleep(0.02)
+        return m.end()
 
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())
@@ -327,9 +343,10 @@ def test_interactive_tty_live_event_keeps_the_typed_line(stack: Stack, uname: Ca
         t.type(f"register {bob} {PW}\r")
         t.read_until(f"registered {bob}".encode())
         t.type(f"auth {bob} {PW}\r")
-        t.read_until(f"{bob}@beta>".encode())
-        t.type("wh\t")  # tab completes the verb (the "o" is drawn after the "wh")
-        t.read_until(b"o\x1b", t.read_until(b"> wh"))
+        logged_in = t.read_until(f"logged in as {bob}".encode())
+        t.read_until(f"{bob}@beta>".encode(), logged_in)
+        t.type("wh\t")  # tab completes the verb; the "o" may be drawn apart from the "wh"
+        t.read_until_re(rb"wh(\x1b\[[0-9;?]*[A-Za-z])*o", logged_in)
         t.type("\r")
         at = t.read_until(b"USER")
         t.read_until(f"{bob}  ".encode(), at)

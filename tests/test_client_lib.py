@@ -55,7 +55,7 @@ class Recorder:
         return [e.state for e in self.events if isinstance(e, ConnectionEvent)]
 
 
-async def until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+async def until(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
     """Polls `cond` until it is truthy; fails the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not cond():
