@@ -532,3 +532,23 @@ async def test_cancelled_download_leaves_nothing_and_stays_in_sync(stack: Stack,
         assert list(dl.iterdir()) == []  # no partial file, no temp file
     finally:
         await alice.close()
+
+
+async def test_refused_uploads_answer_not_found_and_keep_the_connection(stack: Stack, uname: Callable[[str], str],
+                                                                        tmp_path: Path) -> None:
+    """An upload to an unknown user is refused while its bytes are still streaming; every time
+    the answer must be NOT_FOUND and the connection must stay in sync (repeated because the
+    realm-side failure modes are races)."""
+    a_name = uname("alice")
+    alice, rec = await user(stack.realm("alpha"), a_name)
+    src = tmp_path / "refused.bin"
+    write_random_file(src, MiB)
+    try:
+        for i in range(20):
+            with pytest.raises(ChatError) as e:
+                await alice.send_file(uname("nobody"), src)
+            assert e.value.code is Code.NOT_FOUND, (i, e.value)
+            assert await alice.ping() >= 0, i
+        assert ConnState.DISCONNECTED not in rec.states()
+    finally:
+        await alice.close()
