@@ -1,6 +1,16 @@
-"""Rules for user and group names: 1-32 characters of A-Z a-z 0-9 _ . -, unique ignoring case.
-The ASCII-only alphabet is the look-alike policy: no homoglyphs, invisible or bidi characters
-can get in, so case folding is the only normalisation needed."""
+"""Rules for user, group and realm names: 1-32 characters of A-Z a-z 0-9 _ . -, unique ignoring case.
+
+The ASCII-only alphabet is the look-alike policy (docs/SECURITY.md):
+- homoglyphs cannot get in: Cyrillic a (U+0430), Greek omicron (U+03BF), fullwidth a (U+FF41),
+  mathematical bold a (U+1D41A), the Kelvin sign (U+212A), ligatures - every non-ASCII character
+  is refused, so a Cyrillic-a "alice" can never pose as the Latin one;
+- invisible and direction-changing characters cannot get in: zero-width space/joiners, BOM, soft
+  hyphen, bidi overrides and isolates (RLO U+202E ...), control characters, any whitespace;
+- so NFKC normalisation and Unicode case folding are moot: input that they would change is
+  refused, not silently mapped. Uniqueness is on the ASCII lower case (name_key).
+The pattern must stay free of re.IGNORECASE: with it, Python matches the Kelvin sign and the long
+s against k and s. Names are refused with INVALID_ARGUMENT, never normalised.
+"""
 
 from __future__ import annotations
 
