@@ -46,15 +46,18 @@ def uname() -> Callable[[str], str]:
 def pg_cluster() -> Iterator[PgCluster]:
     """A throwaway PostgreSQL (tests/pg.py) for the whole session, started on first use. If it
     cannot start, every test that needs it fails with the reason: never a silent skip."""
+    cluster: PgCluster | None = None
+    error = ""
     try:
         cluster = PgCluster()
-    except PgSetupError as exc:
-        pytest.fail(f"PostgreSQL for the tests is not available: {exc}", pytrace=False)
-    try:
         cluster.start()
     except PgSetupError as exc:
-        cluster.stop()
-        pytest.fail(f"PostgreSQL for the tests did not start: {exc}", pytrace=False)
+        error = str(exc)
+    if cluster is None or error:
+        if cluster is not None:
+            cluster.stop()
+        # Outside the except block: the report shows the reason alone, without a traceback.
+        pytest.fail(f"PostgreSQL for the tests could not be started: {error}", pytrace=False)
     yield cluster
     cluster.stop()
 

@@ -20,7 +20,7 @@ from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from main_server.storage.sqlite import SQLiteStorage
 from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
 
-from .pg import PgCluster
+from .pg import PgCluster, PgSetupError, find_bin_dir
 from .stack import start_stack
 from .test_durability import until_ok
 from .textclient import login
@@ -390,6 +390,13 @@ async def test_postgres_dropped_connections_recover(pg_cluster: PgCluster, pg_ur
         for _ in range(3):
             assert await s.get_user("alice") == alice
         assert s.retries >= 1
+        # The usual case: connections dropped while idle are noticed by the pool and replaced,
+        # so even writes that are never retried (they might have committed) just work.
+        pg_cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+        await asyncio.sleep(0.5)
+        for i in range(3):
+            await s.store_private(alice, "alice", f"after {i}", OFFLINE)
         assert (await s.store_private(alice, "alice", "still here", OFFLINE)).message.text == "still here"
     finally:
         await s.close()
@@ -413,6 +420,18 @@ async def test_postgres_down_is_unavailable(pg_cluster: PgCluster) -> None:
             assert asyncio.get_running_loop().time() - t0 < 15
         finally:
             await s.close()
+
+
+def test_postgres_is_installed() -> None:
+    # A FAILED line of its own (not only setup errors of the tests that need it) when the
+    # Debian package is missing: PostgreSQL is required, never skipped.
+    error = ""
+    try:
+        find_bin_dir()
+    except PgSetupError as exc:
+        error = str(exc)
+    if error:
+        pytest.fail(error, pytrace=False)
 
 
 def test_open_storage_selects_the_engine(tmp_path: Path) -> None:

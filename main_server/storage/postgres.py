@@ -1,18 +1,27 @@
 """PostgreSQL engine (asyncpg): the store several main replicas share.
 
-One transaction per operation on a pooled connection. There is no group commit of our own:
-PostgreSQL already flushes the WAL once for all the backends whose commits are waiting, so
-concurrent operations on different pooled connections share fsyncs by themselves.
+No group commit of our own: PostgreSQL already flushes the WAL once for all the backends whose
+commits are waiting, so concurrent operations on pooled connections share fsyncs by themselves.
+What costs here is round trips (each one is CPU in this process and in a backend), so the hot
+operations are ONE statement in autocommit (atomic by itself; writable CTEs where a message and
+its inbox rows go in together), and only operations that must read before they write run in
+an explicit transaction (BEGIN and COMMIT are two more round trips).
 
 Semantics follow the SQLite engine, whose single writer makes every operation serializable.
-Here operations run concurrently under READ COMMITTED, so the few that read-then-write take a
-lock first (see _lock_user and the FOR UPDATE / FOR KEY SHARE on groups), and the ones that can
-deadlock or hit a serialization failure are retried as a whole: an operation is a pure function
-of the database (is_online has no side effects), so running it again is safe."""
+Here operations run concurrently under READ COMMITTED, so:
+- membership changes and group sends exclude each other by an advisory lock per group
+  (exclusive for join/leave, shared for sends: sends to one group still run side by side);
+- taking an inbox is one DELETE ... RETURNING over rows locked with SKIP LOCKED: a row is
+  returned by exactly one taker, and concurrent takers get disjoint pages;
+- deadlocks and serialization failures run the whole operation again (nothing of it was
+  committed, and is_online has no side effects), and so does a lost connection whenever
+  nothing can have been committed yet."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -120,6 +129,9 @@ _DOWN = (
     TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
+    # What asyncpg raises when the server's goodbye (FATAL, then EOF) arrives on an idle
+    # connection that is used before the loop noticed: the connection is gone all the same.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
@@ -128,6 +140,56 @@ _DOWN = (
 
 _MSG_COLS = "id, sender, text, ts, to_name, group_name"
 _FILE_COLS = "id, sender, to_name, to_key, name, size, sha256, ts"
+
+
+
+def _group_lock(key: str, shared: bool) -> str:
+    """BEGIN plus an advisory lock on a group, sent as ONE simple query (one round trip). The
+    lock id is a stable hash computed here (the same in every replica), so the SQL holds only
+    integers: nothing to quote. Key space (2, id): class 2 = groups."""
+    lock_id = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"BEGIN; SELECT {fn}(2, {lock_id})"
+
+
+# One round trip: the recipient's name, the message and (if $5) its inbox row. No row = no user.
+_STORE_PRIVATE = """
+WITH u AS (SELECT name FROM users WHERE key = $2),
+m AS (INSERT INTO messages(sender, sender_key, to_name, to_key, text)
+      SELECT $1, $3, u.name, $2, $4 FROM u RETURNING id, ts, to_name),
+q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FROM m WHERE $5)
+SELECT id, ts, to_name FROM m"""
+
+# The message and the inbox rows of its offline members ($6) in one statement.
+_STORE_GROUP = """
+WITH m AS (INSERT INTO messages(sender, sender_key, group_name, group_key, text)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id, ts),
+q AS (INSERT INTO undelivered(user_key, group_key, msg_id)
+      SELECT u, $4, m.id FROM m, unnest($6::text[]) AS u)
+SELECT id, ts FROM m"""
+
+# The group and its owner's membership together; no row when the key is taken.
+_CREATE_GROUP = """
+WITH g AS (INSERT INTO groups(key, name, owner_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING key),
+m AS (INSERT INTO members(group_key, user_key, role) SELECT key, $3, 'owner' FROM g)
+SELECT count(*) FROM g"""
+
+# Taking a page of an inbox is one DELETE ... RETURNING. Concurrent takes of one user (two
+# sessions) lock disjoint rows (SKIP LOCKED): each returns a full page of its own, nothing is
+# delivered twice, nothing is left behind. limit + 1 rows are looked at to tell whether more
+# are waiting; every output row carries that flag.
+_TAKE = """
+WITH picked AS (
+    SELECT ctid AS tid, msg_id FROM undelivered WHERE user_key = $1 {where} ORDER BY msg_id LIMIT $2 + 1
+    FOR UPDATE SKIP LOCKED),
+gone AS (
+    -- By ctid (a TID scan; our row locks keep them valid): a join back on the key columns
+    -- was planned as a scan of the whole table.
+    DELETE FROM undelivered WHERE ctid = ANY(ARRAY(SELECT tid FROM picked ORDER BY msg_id LIMIT $2))
+    RETURNING msg_id),
+n AS (SELECT count(*) AS n FROM picked)
+SELECT m.id, m.sender, m.text, m.ts, m.to_name, m.group_name, n.n > $2 AS more
+FROM messages m, n WHERE m.id IN (SELECT msg_id FROM gone) ORDER BY m.id"""
 
 
 def _message(r: asyncpg.Record) -> MessageRecord:
@@ -145,6 +207,13 @@ def _no_nul(*values: str) -> None:
     for v in values:
         if "\x00" in v:
             raise InvalidArgument("text must not contain NUL characters (U+0000)")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, in place of asyncpg's default (pg_advisory_unlock_all,
+    CLOSE ALL, UNLISTEN *, RESET ALL: one more round trip per operation). Pooled connections
+    keep no session state: no SET, no cursors, no session locks; LISTEN needs a connection
+    of its own. An open transaction is still rolled back by asyncpg before this runs."""
 
 
 def redact(url: str) -> str:
@@ -189,7 +258,7 @@ class PostgresStorage(Storage):
             # timeout: connecting; asyncpg's default (60 s) would hold callers far past the
             # point where UNAVAILABLE (and a realm's failover) is the better answer.
             self._pool = await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size,
-                                                   timeout=CONNECT_TIMEOUT_S)
+                                                   timeout=CONNECT_TIMEOUT_S, reset=_keep_session)
         except (*_DOWN, asyncpg.exceptions.PostgresError) as exc:
             raise RuntimeError(f"cannot open PostgreSQL at {redact(self.url)}: {exc}") from exc
         try:
@@ -228,34 +297,64 @@ class PostgresStorage(Storage):
                 log.info("postgres schema migrated to version %d", i + 1)
 
     async def schema_version(self) -> int:
-        return await self._tx(lambda c: c.fetchval("SELECT max(version) FROM schema_version"))
+        return await self._auto(lambda c: c.fetchval("SELECT max(version) FROM schema_version"))
 
-    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Runs fn in one transaction on a pooled connection; returns after COMMIT."""
+    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], begin: str = "BEGIN") -> T:
+        """Runs fn in one transaction on a pooled connection; returns after COMMIT. begin may
+        take locks in the same round trip (see _group_lock)."""
+        return await self._run(fn, begin=begin, idempotent=False)
+
+    async def _auto(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], idempotent: bool = True) -> T:
+        """Runs fn (ONE statement, or reads) in autocommit. idempotent=False for a write that
+        must not run twice: its statement commits as it ends, so a connection lost during it
+        may have committed it."""
+        return await self._run(fn, begin="", idempotent=idempotent)
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], begin: str, idempotent: bool) -> T:
         if self._pool is None:
             raise RuntimeError("storage is closed")
-        for attempt in range(RETRIES):
-            committing = False
+        conflicts = 0
+        stale = 0
+        while True:
+            acquired = maybe_committed = False
             try:
-                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as c, c.transaction():
-                    value = await fn(c)
-                    committing = True  # from here on the outcome of a failure is unknown
+                async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as c:
+                    acquired = True
+                    if begin:
+                        # BEGIN/COMMIT by hand rather than c.transaction(): BEGIN can carry the
+                        # operation's lock in the same round trip.
+                        await c.execute(begin)
+                        try:
+                            value = await fn(c)
+                        except Exception:
+                            with contextlib.suppress(Exception):  # a dead connection: nothing to undo
+                                await c.execute("ROLLBACK")
+                            raise
+                        maybe_committed = True  # from here on a failure's outcome is unknown
+                        await c.execute("COMMIT")
+                    else:
+                        maybe_committed = not idempotent
+                        value = await fn(c)
                 self.ops += 1
                 return value
             except _RETRY:
-                if attempt == RETRIES - 1:
+                conflicts += 1
+                if conflicts >= RETRIES:
                     raise
                 self.retries += 1
-                await asyncio.sleep(0.005 * (attempt + 1))
+                await asyncio.sleep(0.005 * conflicts)
             except _DOWN as exc:
-                # A pooled connection the server closed (restart, failover, idle timeout) fails on
-                # first use; nothing was committed before COMMIT, so once more on a fresh one.
-                if not committing and attempt == 0 and not isinstance(exc, TimeoutError):
+                # Pooled connections the server closed (restart, failover, idle timeout) fail on
+                # first use: while nothing can have been committed, go on with the next one (at
+                # worst every pooled connection is stale). A failure to connect is not retried:
+                # the database is down, and callers should hear it now.
+                if acquired and not maybe_committed and not isinstance(exc, TimeoutError) \
+                        and stale <= self.max_size:
+                    stale += 1
                     self.retries += 1
                     continue
-                # Past COMMIT it may or may not have happened; UNAVAILABLE never promises it did.
+                # It may or may not have happened: UNAVAILABLE never promises that it did.
                 raise Unavailable(f"the database is unavailable ({type(exc).__name__}): try again") from exc
-        raise AssertionError("unreachable")
 
     # ---- users and sessions ------------------------------------------------------------------
 
@@ -263,14 +362,14 @@ class PostgresStorage(Storage):
         _no_nul(key, name, pw_hash)
 
         async def op(c: asyncpg.Connection) -> User:
-            # ON CONFLICT instead of catching UniqueViolation: the transaction stays usable.
+            # ON CONFLICT instead of catching UniqueViolation: no error path in the server log.
             done = await c.fetchval("INSERT INTO users(key, name, pw_hash) VALUES ($1, $2, $3) "
                                     "ON CONFLICT DO NOTHING RETURNING 1", key, name, pw_hash)
             if done is None:
                 raise AlreadyExists(f"user {name!r} already exists: pick another name")
             return User(key, name, pw_hash)
 
-        return await self._tx(op)
+        return await self._auto(op, idempotent=False)
 
     async def get_user(self, key: str) -> User | None:
         _no_nul(key)
@@ -279,7 +378,7 @@ class PostgresStorage(Storage):
             r = await c.fetchrow("SELECT key, name, pw_hash FROM users WHERE key=$1", key)
             return User(r["key"], r["name"], r["pw_hash"]) if r else None
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     async def create_session(self, token_hash: str, user: User, realm: str) -> SessionRecord:
         _no_nul(token_hash, realm)
@@ -289,7 +388,7 @@ class PostgresStorage(Storage):
                                    "RETURNING id", token_hash, user.key, realm)
             return SessionRecord(sid, user.key, user.name, realm)
 
-        return await self._tx(op)
+        return await self._auto(op, idempotent=False)
 
     async def get_session(self, token_hash: str, max_age_s: float) -> SessionRecord | None:
         _no_nul(token_hash)
@@ -308,7 +407,7 @@ class PostgresStorage(Storage):
                 return None
             return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"])
 
-        return await self._tx(op)
+        return await self._auto(op)  # a read, and deleting an expired session twice is harmless
 
     async def delete_session(self, token_hash: str) -> None:
         _no_nul(token_hash)
@@ -316,45 +415,41 @@ class PostgresStorage(Storage):
         async def op(c: asyncpg.Connection) -> None:
             await c.execute("DELETE FROM sessions WHERE token_hash=$1", token_hash)
 
-        await self._tx(op)
+        await self._auto(op)
 
     # ---- messages ----------------------------------------------------------------------------
 
     async def store_private(self, sender: User, to_key: str, text: str,
                             is_online: Callable[[str], bool]) -> Stored:
         _no_nul(to_key, text)
+        # Asked just before the one statement instead of between its reads and writes: the
+        # answer can change before COMMIT either way, and the caller requeues a push that finds
+        # nobody, exactly as with SQLite.
+        online = [to_key] if is_online(to_key) else []
 
         async def op(c: asyncpg.Connection) -> Stored:
-            to_name = await c.fetchval("SELECT name FROM users WHERE key=$1", to_key)
-            if to_name is None:
+            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text, not online)
+            if r is None:
                 raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
-            r = await c.fetchrow(
-                "INSERT INTO messages(sender, sender_key, to_name, to_key, text) VALUES ($1, $2, $3, $4, $5) "
-                "RETURNING id, ts", sender.name, sender.key, to_name, to_key, text)
-            online = [to_key] if is_online(to_key) else []
-            if not online:
-                await c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES ($1, '', $2)",
-                                to_key, r["id"])
-            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=to_name), online)
+            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"]), online)
 
-        return await self._tx(op)
+        return await self._auto(op, idempotent=False)
 
     async def store_group(self, sender: User, group_key: str, text: str,
                           is_online: Callable[[str], bool]) -> Stored:
         _no_nul(group_key, text)
 
         async def op(c: asyncpg.Connection) -> Stored:
-            # KEY SHARE: sends to one group run side by side, but not beside a join or leave
-            # (FOR UPDATE there), so the member list read here stays true until commit.
-            g = await c.fetchval("SELECT name FROM groups WHERE key=$1 FOR KEY SHARE", group_key)
-            if g is None:
+            # The shared lock was taken by BEGIN, so this statement's snapshot is newer than it:
+            # no join or leave commits between this read of the members and our COMMIT.
+            r = await c.fetchrow("SELECT name, ARRAY(SELECT user_key FROM members WHERE group_key=$1) AS members "
+                                 "FROM groups WHERE key=$1", group_key)
+            if r is None:
                 raise NotFound(f"no group {group_key!r}: create it with creategroup")
-            members = [r[0] for r in await c.fetch("SELECT user_key FROM members WHERE group_key=$1", group_key)]
+            g: str = r["name"]
+            members: list[str] = r["members"]
             if sender.key not in members:
                 raise PermissionDenied(f"you are not a member of {g!r}: joingroup first")
-            r = await c.fetchrow(
-                "INSERT INTO messages(sender, sender_key, group_name, group_key, text) VALUES ($1, $2, $3, $4, $5) "
-                "RETURNING id, ts", sender.name, sender.key, g, group_key, text)
             online: list[str] = []
             offline: list[str] = []
             for m in members:
@@ -362,13 +457,10 @@ class PostgresStorage(Storage):
                     online.append(m)
                 elif m != sender.key:
                     offline.append(m)
-            if offline:
-                # One statement for all offline members instead of a round trip each.
-                await c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) "
-                                "SELECT u, $2, $3 FROM unnest($1::text[]) AS u", offline, group_key, r["id"])
+            r = await c.fetchrow(_STORE_GROUP, sender.name, sender.key, g, group_key, text, offline)
             return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], group=g), online)
 
-        return await self._tx(op)
+        return await self._tx(op, _group_lock(group_key, shared=True))
 
     async def requeue(self, user_keys: list[str], message: MessageRecord) -> None:
         group_key = message.group.lower()
@@ -379,59 +471,33 @@ class PostgresStorage(Storage):
                             user_keys, group_key, message.id)
 
         if user_keys:
-            await self._tx(op)
+            await self._auto(op)  # ON CONFLICT DO NOTHING: running it twice is harmless
 
     @staticmethod
-    async def _lock_user(c: asyncpg.Connection, user_key: str) -> None:
-        # Two takes for one user (two sessions calling inbox at once) must not both return the
-        # same messages: they queue on a per-user lock held until commit. A hash collision
-        # only makes two users' takes wait for each other.
-        await c.execute("SELECT pg_advisory_xact_lock(hashtextextended('inbox:' || $1, 0))", user_key)
-
-    async def _take(self, c: asyncpg.Connection, user_key: str, group_key: str | None, limit: int
+    async def _take(c: asyncpg.Connection, user_key: str, group_key: str | None, limit: int
                     ) -> tuple[list[MessageRecord], bool]:
-        await self._lock_user(c, user_key)
+        if limit <= 0:
+            waiting = await c.fetchval("SELECT EXISTS (SELECT 1 FROM undelivered WHERE user_key=$1 "
+                                       "AND group_key = coalesce($2, group_key))", user_key, group_key)
+            return [], bool(waiting)
         if group_key is None:
-            rows = await c.fetch(
-                f"SELECT {_MSG_COLS} FROM messages WHERE id IN ("
-                "SELECT msg_id FROM undelivered WHERE user_key=$1 ORDER BY msg_id LIMIT $2) ORDER BY id",
-                user_key, limit + 1)
+            rows = await c.fetch(_TAKE.format(where=""), user_key, limit)
         else:
-            rows = await c.fetch(
-                f"SELECT {_MSG_COLS} FROM messages WHERE id IN ("
-                "SELECT msg_id FROM undelivered WHERE user_key=$1 AND group_key=$2 ORDER BY msg_id LIMIT $3) "
-                "ORDER BY id", user_key, group_key, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if rows:
-            # Exactly the rows returned: a message whose id is lower but that committed after
-            # our snapshot (ids are taken before commit) stays queued for the next take.
-            ids = [r["id"] for r in rows]
-            if group_key is None:
-                await c.execute("DELETE FROM undelivered WHERE user_key=$1 AND msg_id = ANY($2::bigint[])",
-                                user_key, ids)
-            else:
-                await c.execute("DELETE FROM undelivered WHERE user_key=$1 AND group_key=$2 "
-                                "AND msg_id = ANY($3::bigint[])", user_key, group_key, ids)
-        return [_message(r) for r in rows], more
+            rows = await c.fetch(_TAKE.format(where="AND group_key = $3"), user_key, limit, group_key)
+        return [_message(r) for r in rows], bool(rows) and rows[0]["more"]
 
     async def take_inbox(self, user_key: str, limit: int) -> tuple[list[MessageRecord], bool]:
-        return await self._tx(lambda c: self._take(c, user_key, "", limit))
+        # Not retried on a lost connection: what it deleted may be committed and never returned.
+        return await self._auto(lambda c: self._take(c, user_key, "", limit), idempotent=False)
 
     async def take_inbox_group(self, user_key: str, group_key: str, limit: int
                                ) -> tuple[list[MessageRecord], bool]:
-        async def op(c: asyncpg.Connection) -> tuple[list[MessageRecord], bool]:
-            await self._check_member(c, group_key, user_key)
-            return await self._take(c, user_key, group_key, limit)
-
-        return await self._tx(op)
+        await self._auto(lambda c: self._check_member(c, group_key, user_key))
+        return await self._auto(lambda c: self._take(c, user_key, group_key, limit), idempotent=False)
 
     async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
-        async def op(c: asyncpg.Connection) -> list[MessageRecord]:
-            msgs, _ = await self._take(c, user_key, None, limit)
-            return msgs
-
-        return await self._tx(op)
+        msgs, _ = await self._auto(lambda c: self._take(c, user_key, None, limit), idempotent=False)
+        return msgs
 
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
@@ -447,7 +513,7 @@ class PostgresStorage(Storage):
                 "ORDER BY id DESC LIMIT $3", a_key, b_key, limit)
             return [_message(r) for r in reversed(rows)]
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
@@ -456,20 +522,19 @@ class PostgresStorage(Storage):
                                  group_key, limit)
             return [_message(r) for r in reversed(rows)]
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     # ---- groups ------------------------------------------------------------------------------
 
     @staticmethod
-    async def _group(c: asyncpg.Connection, key: str, lock: str = "") -> GroupRecord:
-        g = await c.fetchrow(f"SELECT key, name FROM groups WHERE key=$1 {lock}", key)
+    async def _group(c: asyncpg.Connection, key: str) -> GroupRecord:
+        g = await c.fetchrow("SELECT key, name FROM groups WHERE key=$1", key)
         if g is None:
             raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
         return GroupRecord(g["key"], g["name"])
 
-    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str,
-                            lock: str = "") -> GroupRecord:
-        g = await self._group(c, group_key, lock)
+    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str) -> GroupRecord:
+        g = await self._group(c, group_key)
         if await c.fetchval("SELECT 1 FROM members WHERE group_key=$1 AND user_key=$2", group_key, user_key) is None:
             raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
         return g
@@ -478,15 +543,11 @@ class PostgresStorage(Storage):
         _no_nul(key, name)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
-            done = await c.fetchval("INSERT INTO groups(key, name, owner_key) VALUES ($1, $2, $3) "
-                                    "ON CONFLICT DO NOTHING RETURNING 1", key, name, owner.key)
-            if done is None:
+            if not await c.fetchval(_CREATE_GROUP, key, name, owner.key):
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it")
-            await c.execute("INSERT INTO members(group_key, user_key, role) VALUES ($1, $2, 'owner')",
-                            key, owner.key)
             return GroupRecord(key, name)
 
-        return await self._tx(op)
+        return await self._auto(op, idempotent=False)
 
     async def get_group(self, key: str) -> GroupRecord | None:
         _no_nul(key)
@@ -497,40 +558,41 @@ class PostgresStorage(Storage):
             except NotFound:
                 return None
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     async def join_group(self, key: str, user: User) -> GroupRecord:
         _no_nul(key)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
-            g = await self._group(c, key, "FOR UPDATE")  # waits for sends in flight (KEY SHARE)
+            g = await self._group(c, key)
             await c.execute("INSERT INTO members(group_key, user_key, role) VALUES ($1, $2, 'member') "
                             "ON CONFLICT DO NOTHING", key, user.key)
             return g
 
-        return await self._tx(op)
+        return await self._tx(op, _group_lock(key, shared=False))  # waits for sends in flight
 
     async def leave_group(self, key: str, user: User) -> GroupRecord:
         _no_nul(key)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
-            # FOR UPDATE: no send can queue a message for this user after its queue is emptied.
-            g = await self._check_member(c, key, user.key, "FOR UPDATE")
+            g = await self._check_member(c, key, user.key)
             await c.execute("DELETE FROM members WHERE group_key=$1 AND user_key=$2", key, user.key)
             await c.execute("DELETE FROM undelivered WHERE user_key=$1 AND group_key=$2", user.key, key)
             return g
 
-        return await self._tx(op)
+        # Exclusive: no send can queue a message for this user after its queue is emptied.
+        return await self._tx(op, _group_lock(key, shared=False))
 
     async def list_groups(self, user_key: str) -> list[GroupInfo]:
         async def op(c: asyncpg.Connection) -> list[GroupInfo]:
+            # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
             rows = await c.fetch(
                 "SELECT g.name, m.role, (SELECT count(*) FROM members x WHERE x.group_key = g.key) AS n "
                 "FROM members m JOIN groups g ON g.key = m.group_key WHERE m.user_key=$1 "
                 'ORDER BY g.key COLLATE "C"', user_key)
             return [GroupInfo(r["name"], r["role"], r["n"]) for r in rows]
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -543,7 +605,7 @@ class PostgresStorage(Storage):
                 "RETURNING id, ts", sender.name, to.name, to.key, name, size, sha256)
             return FileRecord(r["id"], sender.name, to.name, to.key, name, size, sha256, r["ts"])
 
-        return await self._tx(op)
+        return await self._auto(op, idempotent=False)
 
     async def pending_files(self, user_key: str) -> list[FileRecord]:
         async def op(c: asyncpg.Connection) -> list[FileRecord]:
@@ -551,7 +613,7 @@ class PostgresStorage(Storage):
                                  user_key)
             return [_file(r) for r in rows]
 
-        return await self._tx(op)
+        return await self._auto(op)
 
     async def get_file(self, file_id: int) -> FileRecord | None:
         async def op(c: asyncpg.Connection) -> FileRecord | None:
@@ -560,12 +622,11 @@ class PostgresStorage(Storage):
 
         if not -(1 << 63) <= file_id < 1 << 63:
             return None  # out of BIGINT range: no such file (not a driver overflow error)
-        return await self._tx(op)
+        return await self._auto(op)
 
     async def mark_downloaded(self, file_id: int) -> None:
         async def op(c: asyncpg.Connection) -> None:
             await c.execute("UPDATE files SET downloaded = true WHERE id=$1", file_id)
 
         if -(1 << 63) <= file_id < 1 << 63:
-            await self._tx(op)
-
+            await self._auto(op)
