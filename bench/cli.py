@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="py-spy --native: also sample C frames (gRPC core, protobuf, sqlite, the event loop)")
     p.add_argument("--data-dir", help="parent of the temporary data dirs (default: the system temp dir)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON results here")
+    p.add_argument("--quiet-below", type=float, metavar="PCT",
+                   help="before each measurement, wait until other processes use < PCT %% of a core")
+    p.add_argument("--quiet-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
     args = p.parse_args(argv)
     if args.quick:
         defaults = {a.dest: a.default for a in p._actions}

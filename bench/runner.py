@@ -161,7 +161,7 @@ class Bench:
         self.args = args
         self.workers = Workers(args.workers, not args.no_uvloop)
         self.meter = Meter()
-        self.meter.set("gen", self.workers.pids)
+        self.meter.set("gen", [*self.workers.pids, os.getpid()])  # generators + this coordinator
         self.stack: Stack | None = None
         self.stack_key = ""
         self.data_dir: Path | None = None
@@ -264,6 +264,25 @@ class Bench:
 
     # ---- one measured phase ------------------------------------------------------------------
 
+    def wait_quiet(self) -> None:
+        """With --quiet-below PCT: before a measurement, wait (at most --quiet-wait s) until the
+        rest of the machine uses less than PCT % of one core, so that a shared machine (other
+        people's test runs) does not pass for realmchat's own figures."""
+        limit = self.args.quiet_below
+        if limit is None:
+            return
+        deadline = time.monotonic() + self.args.quiet_wait
+        waited = 0.0
+        while True:
+            w = self.meter.start(threads=False)
+            time.sleep(1.0)
+            other = w.stop().cpu_pct.get("other", 0.0)
+            if other < limit or time.monotonic() > deadline:
+                break
+            waited += 1.0
+        if waited:
+            log(f"waited {waited:.0f} s for a quiet machine (other CPU now {other:.0f} %)")
+
     def run_phase(self, senders: list[int], fanout: int, duration: float, rate: float = 0.0,
                   depth: int = 0, profile_tag: str = "") -> PhaseResult:
         """rate > 0: open loop at `rate` msg/s in total; else closed loop, `depth` in flight per
@@ -274,6 +293,7 @@ class Bench:
         for cid in senders:
             per[self.worker_of(cid)].append(cid)
         mode = "open" if rate > 0 else "closed"
+        self.wait_quiet()
         window = self.meter.start()
         start_ns = time.monotonic_ns() + 300_000_000  # every generator starts its clock together
         profilers = self.start_profilers(profile_tag, duration) if profile_tag else []
@@ -389,7 +409,7 @@ class Bench:
 # ---- formatting ---------------------------------------------------------------------------------
 
 COLS = ("workload", "target", "delivered/s", "p50 ms", "p99 ms", "p999 ms", "lost", "err",
-        "CPU% main/alpha/beta/gen", "RSS MB main/alpha/beta/gen", "load1")
+        "CPU% main/alpha/beta/gen", "RSS MB main/alpha/beta/gen", "other CPU%", "load1")
 
 
 def _num(v: float | None, digits: int = 1) -> str:
@@ -408,7 +428,7 @@ def row_cells(r: Row) -> list[str]:
     rate = "-" if r.rate is None else f"{_num(r.rate)} {r.unit}" if r.unit != "msg/s" else _num(r.rate)
     return [f"{r.workload} {r.name}", r.target, rate, _num(r.p50_ms, 2), _num(r.p99_ms, 2),
             _num(r.p999_ms, 2), str(r.lost), str(r.errors), _quad(r.cpu_pct), _quad(r.rss_mb),
-            f"{r.load1:.2f}"]
+            f"{r.cpu_pct['other']:.0f}" if "other" in r.cpu_pct else "-", f"{r.load1:.2f}"]
 
 
 def format_row(r: Row) -> str:

@@ -120,6 +120,7 @@ def w6(b: Bench) -> None:
         host, port = stack.realm(realm)
         ops[0] = {"op": "file_login", "name": name, "host": host, "port": port, "user": user}
         b.workers.call(ops)
+    b.wait_quiet()
     win = b.meter.start()
     ops[0] = {"op": "file_up", "name": "up", "to": "fdown", "size": size}
     up = b.workers.call(ops)[0]
@@ -129,6 +130,7 @@ def w6(b: Bench) -> None:
               unit="MB/s", goal=">= 150 MB/s, RSS growth <= 50 MiB")
     r.extra["rss_growth_mib"] = {k: round(w.peak_rss_mb.get(k, 0) - w.start_rss_mb.get(k, 0), 1)
                                  for k in w.start_rss_mb}
+    b.wait_quiet()
     win = b.meter.start()
     ops[0] = {"op": "file_down", "name": "down", "file_id": up["id"], "sha256": up["sha256"]}
     down = b.workers.call(ops)[0]
@@ -145,6 +147,7 @@ def w7(b: Bench) -> None:
     users = [(f"l{i}", realm_of(i)) for i in range(n)]
     cids, _ = b.add_clients(users, steps=())
     for verb in ("register", "auth"):
+        b.wait_quiet()
         win = b.meter.start()
         res = b.login(cids, (verb,), concurrency=8)
         w = win.stop()
