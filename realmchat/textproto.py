@@ -9,6 +9,8 @@ Server-initiated lines are events: {"event": KIND, ...}.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +159,19 @@ def base_file_name(name: str) -> str:
 
 # ---- encoding -------------------------------------------------------------------------------
 
+# Characters JSON may leave raw that still act on a screen: DEL, C1 controls (0x9b is a CSI),
+# line/paragraph separators and bidi overrides (U+200E/F, U+202A-E, U+2066-9, U+061C), as UTF-8.
+_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]|\xd8\x9c")
+
+
 def encode(obj: dict[str, Any]) -> bytes:
-    """One compact JSON object on one line. JSON escapes every control character, so no text a
-    user sends can forge a line break or a raw terminal escape."""
-    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    """One compact JSON object on one line. JSON escapes every C0 control character, and lines
+    holding other characters that act on a terminal or on text direction are re-encoded with
+    \\u escapes, so no text a user sends can forge a line or reach a screen raw."""
+    line = orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    if _UNSAFE.search(line):
+        return (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    return line
 
 
 def ok(**fields: Any) -> bytes:

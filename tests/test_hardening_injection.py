@@ -9,8 +9,6 @@ import asyncio
 import json
 from collections.abc import Callable
 
-import pytest
-
 from .hardutil import Grpc
 from .stack import Stack
 from .textclient import TextClient, login
@@ -97,8 +95,6 @@ async def test_error_messages_do_not_echo_raw_controls(stack: Stack) -> None:
 # DEL, the C1 controls (U+0085 NEL; U+009B is CSI on terminals that honour 8-bit controls), the
 # Unicode line/paragraph separators (str.splitlines() splits on them) and bidi overrides pass
 # through realmchat.textproto.encode raw (orjson escapes only U+0000-U+001F).
-@pytest.mark.xfail(strict=True, reason="textproto.encode passes DEL, C1, U+2028/9 and bidi controls raw; "
-                                       "owned by the codec's owner, reported")
 async def test_c1_del_separators_and_bidi_are_escaped_too(stack: Stack, uname: Names) -> None:
     a, b = uname("inj_e"), uname("inj_f")
     cb = await login(*stack.realm("alpha"), b)

@@ -109,3 +109,11 @@ def test_encoded_lines_cannot_be_forged() -> None:
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
     assert b"\x1b" not in line and b"\x00" not in line and b"\r" not in line
     assert tp.decode(line)["text"] == "hi\n{\"status\":\"OK\"}\r\x1b[31m\x00"
+
+
+def test_screen_acting_characters_are_escaped() -> None:
+    text = "del\x7f csi\x9b31m ls\u2028 rlo\u202e lri\u2066 alm\u061c ok é"
+    line = tp.event("private", text=text)
+    assert tp.decode(line)["text"] == text
+    raw = line.decode()
+    assert not any(ch == "\x7f" or "\x80" <= ch <= "\x9f" or ch in "\u2028\u202e\u2066\u061c" for ch in raw)
