@@ -161,14 +161,17 @@ class Browser:
         self.cdp = cdp
 
     @classmethod
-    async def launch(cls, url: str = "about:blank", timeout: float = 30.0) -> Browser:
+    async def launch(cls, url: str = "about:blank", timeout: float = 30.0,
+                     setup: Callable[[Browser], Awaitable[None]] | None = None) -> Browser:
+        """Starts chromium on a blank page, applies the viewport (and `setup`, e.g. download or
+        file-chooser settings, which need an attached page), then opens `url`."""
         if not await asyncio.to_thread(os.path.exists, CHROMIUM):
             raise AssertionError(f"{CHROMIUM} is missing: `make setup` installs the Debian package "
                                  "chromium (listed in scripts/apt-packages.txt)")
         profile = Path(tempfile.mkdtemp(prefix="realmchat-chromium-"))
         proc = await asyncio.to_thread(
             subprocess.Popen,
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # so close() can end the whole process group it spawned
         )
@@ -204,6 +207,14 @@ class Browser:
         await cdp.send("Page.enable")
         await cdp.send("Runtime.enable")
         await cdp.send("Accessibility.enable")
+        try:
+            if setup is not None:
+                await setup(browser)
+            if url != "about:blank":
+                await browser.navigate(url)
+        except BaseException:
+            await browser.close()
+            raise
         return browser
 
     async def close(self) -> None:
@@ -354,15 +365,41 @@ class Browser:
             await self.cdp.send("Input.dispatchKeyEvent", type=kind, key="a", code="KeyA",
                                 windowsVirtualKeyCode=65, modifiers=2)  # 2 = Ctrl
 
+    async def focused_value(self) -> str | None:
+        """The value of the focused text input, or None if no text input has focus. Flutter web
+        edits text through one hidden <input>/<textarea> that exists only while a field has focus."""
+        return await self.evaluate(
+            "(() => { const el = document.activeElement;"
+            " return el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA') ? el.value : null; })()")
+
+    async def _text_input_focused(self) -> bool:
+        return await self.focused_value() is not None
+
     async def fill(self, label: str, text: str, timeout: float = 20.0, replace: bool = False) -> None:
         """Focuses the text field labelled `label` and types `text` into it (over its current
-        content if `replace`)."""
-        node = await self.wait_text(label, timeout, role="textbox")
-        await self.click(node)
-        await asyncio.sleep(0.2)
+        content if `replace`). Waits until the field has focus before typing and until the text
+        is in it afterwards: under load Flutter may take a while to set up its editing input."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # Look the field up again on every attempt: the layout may have moved since.
+            node = await self.wait_text(label, max(1.0, deadline - time.monotonic()), role="textbox")
+            await self.click(node)
+            try:
+                await wait_for(self._text_input_focused, 3.0, f"the {label!r} field to take focus",
+                               interval=0.1)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
         if replace:
             await self.select_all()
         await self.type_text(text)
+
+        async def typed() -> bool:
+            value = await self.focused_value()
+            return value is not None and (value == text if replace else text in value)
+
+        await wait_for(typed, timeout, f"{text!r} in the {label!r} field", interval=0.1)
 
 
 def _http_json(url: str) -> Any:

@@ -45,8 +45,17 @@ def gui_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-async def browser(gui_server: ServerProcess) -> AsyncIterator[Browser]:
-    b = await Browser.launch(f"http://{gui_server.addr}/")
+async def browser(gui_server: ServerProcess, tmp_path: Path) -> AsyncIterator[Browser]:
+    """A fresh headless chromium (fresh profile) on the GUI's page. Downloads land in
+    tmp_path/browser-downloads; file dialogs are intercepted (answered with choose_file)."""
+    downloads = tmp_path / "browser-downloads"
+    downloads.mkdir()
+
+    async def setup(b: Browser) -> None:
+        await b.allow_downloads(downloads)
+        await b.intercept_file_chooser()
+
+    b = await Browser.launch(f"http://{gui_server.addr}/", setup=setup)
     yield b
     await b.close()
 
@@ -94,7 +103,7 @@ async def test_login_receive_and_reply_in_the_browser(
         reply = f"hi {bob}, greetings from the browser"
         await b.fill("Message", reply)
         await b.press_enter()
-        ev = await bob_client.event(20)
+        ev = await bob_client.event(30)
         assert ev["event"] == "private" and ev["from"] == alice and ev["text"] == reply, ev
         await b.wait_text(re.compile(rf"^you \d\d:\d\d {re.escape(reply)}$"), 20)
 
@@ -173,9 +182,6 @@ async def test_files_both_ways_through_the_browser(
     erin, dave = uname("erin"), uname("dave")
     b = browser
     downloads = tmp_path / "browser-downloads"
-    downloads.mkdir()
-    await b.allow_downloads(downloads)
-    await b.intercept_file_chooser()
 
     dave_client = await ChatClient.connect(*stack.realm("beta"))
     events = dave_client.events()

@@ -263,7 +263,7 @@ class ConversationPane:
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
         self.composer = ft.TextField(hint_text="Write a message…", expand=True, dense=True,
-                                     on_submit=self._send, shift_enter=True, min_lines=1, max_lines=4,
+                                     on_submit=self._send, multiline=True, shift_enter=True, min_lines=1, max_lines=4,
                                      label="Message")
         self.send_button = ft.IconButton(ft.Icons.SEND, tooltip="Send", on_click=self._send)
         self.composer_error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
