@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from realmchat.pb import chat_pb2 as pb
 
 from .metrics import CHANNELS, EVENT_QUEUE, SESSIONS
-from .storage.base import MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +22,9 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class Outgoing:
     event: pb.Event
-    message: MessageRecord | None = None
-    # Users reached through this channel only: if it dies before sending, they get an inbox entry.
-    sole_users: list[str] = field(default_factory=list)
+    message_id: int = 0  # 0: nothing to mark delivered (file events)
+    # Users this event delivers the message to: marked delivered once it is sent.
+    users: list[str] = field(default_factory=list)
     queued: float = field(default_factory=time.monotonic)
 
 
@@ -42,8 +41,8 @@ class Channel:
         if self.closed:
             return False
         if self.queue.qsize() >= self.max_queue:
-            # The realm does not keep up: drop its stream (it reconnects); the queued events
-            # are requeued to inboxes by the stream's cleanup.
+            # The realm does not keep up: drop its stream (it reconnects and its sessions get
+            # what they missed: it stayed undelivered).
             log.warning("channel %s (%s) overloaded: closing it", self.id[:8], self.realm)
             self.close()
             return False
@@ -60,9 +59,11 @@ class Hub:
     def __init__(self, max_queue: int = 100_000) -> None:
         self.max_queue = max_queue
         self.channels: dict[str, Channel] = {}
-        # user key -> {session id: channel}; read by the storage thread through is_online().
-        self._online: dict[str, dict[int, Channel]] = {}
+        self._online: dict[str, dict[int, Channel]] = {}  # user key -> {session id: channel}
         self._names: dict[str, str] = {}
+        # user key -> {message id: events queued or sent but not yet marked delivered}; inbox
+        # skips these so a message is never both pushed and returned by inbox.
+        self._inflight: dict[str, dict[int, int]] = {}
         SESSIONS.set_function(lambda: sum(len(ch.sessions) for ch in list(self.channels.values())))
         CHANNELS.set_function(lambda: len(self.channels))
         EVENT_QUEUE.set_function(lambda: sum(ch.queue.qsize() for ch in list(self.channels.values())))
@@ -72,18 +73,16 @@ class Hub:
         self.channels[ch.id] = ch
         return ch
 
-    def close_channel(self, ch: Channel) -> list[Outgoing]:
-        """Detaches every session of the channel; returns the events it never sent."""
+    def close_channel(self, ch: Channel) -> None:
+        """Detaches every session of the channel; what it never sent stays undelivered."""
         ch.close()
         self.channels.pop(ch.id, None)
         for sid, user_key in list(ch.sessions.items()):
             self.detach(sid, user_key)
-        left: list[Outgoing] = []
         while not ch.queue.empty():
             item = ch.queue.get_nowait()
             if item is not None:
-                left.append(item)
-        return left
+                self.settle(item)
 
     def attach(self, ch: Channel, session_id: int, user_key: str, user_name: str) -> None:
         # A session lives on one channel at a time: a realm reconnect moves it.
@@ -106,6 +105,23 @@ class Hub:
     def is_online(self, user_key: str) -> bool:
         return user_key in self._online
 
+    def inflight(self, user_key: str) -> frozenset[int]:
+        return frozenset(self._inflight.get(user_key, ()))
+
+    def settle(self, item: Outgoing) -> None:
+        """The event was sent (and is being marked delivered) or dropped: no longer in flight."""
+        for u in item.users:
+            ids = self._inflight.get(u)
+            if ids is None:
+                continue
+            n = ids.get(item.message_id, 0) - 1
+            if n > 0:
+                ids[item.message_id] = n
+            else:
+                ids.pop(item.message_id, None)
+                if not ids:
+                    del self._inflight[u]
+
     def who(self) -> list[tuple[str, str]]:
         out: set[tuple[str, str]] = set()
         for user_key, sessions in list(self._online.items()):
@@ -115,30 +131,27 @@ class Hub:
         return sorted(out, key=lambda p: (p[0].lower(), p[1]))
 
     def push(self, user_keys: list[str], fill: Callable[[pb.Event], None], exclude_session: int = 0,
-             message: MessageRecord | None = None) -> list[str]:
-        """Queues one event per channel for the users' sessions (except exclude_session).
-        Returns the users it could not reach: they had no session left."""
-        per_channel: dict[Channel, list[int]] = {}
-        sole: dict[Channel, list[str]] = {}
-        missed: list[str] = []
+             message_id: int = 0, track: frozenset[str] = frozenset()) -> None:
+        """Queues one event per channel for the users' sessions (except exclude_session). Users
+        in `track` have an undelivered entry for message_id, marked once the event is sent."""
+        per_channel: dict[Channel, tuple[list[int], list[str]]] = {}
         for u in user_keys:
             sessions = self._online.get(u)
             if not sessions:
-                missed.append(u)
                 continue
-            channels: set[Channel] = set()
             for sid, ch in sessions.items():
                 if sid == exclude_session or ch.closed:
                     continue
-                per_channel.setdefault(ch, []).append(sid)
-                channels.add(ch)
-            if len(channels) == 1:
-                sole.setdefault(next(iter(channels)), []).append(u)
-            elif not channels and not any(sid == exclude_session for sid in sessions):
-                missed.append(u)
-        for ch, sids in per_channel.items():
+                sids, users = per_channel.setdefault(ch, ([], []))
+                sids.append(sid)
+                if u in track and (not users or users[-1] != u):
+                    users.append(u)
+        for ch, (sids, users) in per_channel.items():
             ev = pb.Event(session_ids=sids)
             fill(ev)
-            if not ch.put(Outgoing(ev, message, sole.get(ch, []))):
-                missed.extend(sole.get(ch, []))
-        return missed
+            for u in users:
+                ids = self._inflight.setdefault(u, {})
+                ids[message_id] = ids.get(message_id, 0) + 1
+            item = Outgoing(ev, message_id, users)
+            if not ch.put(item):
+                self.settle(item)

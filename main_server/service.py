@@ -3,10 +3,11 @@ the gRPC servicer is only a translation layer over this."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class ChatService:
         self.hasher = hasher
         self.blobs = blobs
         self._sessions: dict[str, SessionRecord] = {}
+        self._delivered: list[tuple[str, int]] = []
+        self._sent_items: list[Outgoing] = []
+        self._flusher: asyncio.Task[None] | None = None
         # Hardening (docs/SECURITY.md): failed logins per account, keyed by the user key.
         self.login_failures = AttemptLimiter(config.login_max_failures, config.login_window_s,
                                              detail="failed logins for this account are limited")
@@ -149,28 +153,50 @@ class ChatService:
 
     async def _push_pending(self, caller: Caller) -> None:
         """A resumed session never logged out: what arrived while its realm was cut off from
-        main is pushed now, as if it had arrived live, instead of waiting for inbox."""
+        main (or was queued but not sent when main died) is pushed now, as if live, instead of
+        waiting for inbox. The realm drops ids a session has already seen."""
         user_key = caller.session.user_key
-        while True:
-            msgs = await self.storage.take_pending(user_key, self.config.inbox_page)
-            for m in msgs:
-                p = message_pb(m)
-                if m.group:
-                    await self._deliver(caller, [user_key], m, lambda ev, p=p: ev.group.CopyFrom(p), exclude=False)
-                else:
-                    await self._deliver(caller, [user_key], m, lambda ev, p=p: ev.private.CopyFrom(p),
-                                        exclude=False)
-            if len(msgs) < self.config.inbox_page:
-                return
+        for m in await self.storage.peek_pending(user_key, self.config.inbox_page):
+            if m.id in self.hub.inflight(user_key):
+                continue
+            self._push_message(m, [user_key], {user_key}, exclude_session=0)
 
-    def close_channel(self, channel: Channel) -> list[Outgoing]:
-        return self.hub.close_channel(channel)
+    def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str],
+                      exclude_session: int) -> None:
+        p = message_pb(m)
+        if m.group:
+            self.hub.push(users, lambda ev: ev.group.CopyFrom(p), exclude_session, m.id, frozenset(track))
+        else:
+            self.hub.push(users, lambda ev: ev.private.CopyFrom(p), exclude_session, m.id, frozenset(track))
 
-    async def requeue(self, left: list[Outgoing]) -> None:
-        """Events a dead channel never sent: queue them for users it was the only way to."""
-        for item in left:
-            if item.message is not None and item.sole_users:
-                await self.storage.requeue(item.sole_users, item.message)
+    def close_channel(self, channel: Channel) -> None:
+        self.hub.close_channel(channel)
+
+    def sent(self, item: Outgoing) -> None:
+        """An event left on its stream: its users' undelivered entries go (in batches)."""
+        if item.message_id and item.users:
+            self._delivered.extend((u, item.message_id) for u in item.users)
+            self._sent_items.append(item)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_delivered())
+
+    async def _flush_delivered(self) -> None:
+        while self._delivered:
+            pairs, self._delivered = self._delivered, []
+            items, self._sent_items = self._sent_items, []
+            try:
+                await self.storage.mark_delivered(pairs)
+            except Exception:
+                # They stay undelivered: inbox or the next resume brings them (at least once).
+                log.exception("marking %d deliveries failed", len(pairs))
+            finally:
+                for item in items:
+                    self.hub.settle(item)
+
+    async def flush(self) -> None:
+        """Waits until every sent event is marked delivered (graceful shutdown)."""
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
 
     def who(self) -> list[tuple[str, str]]:
         return self.hub.who()
@@ -183,41 +209,33 @@ class ChatService:
         if len(text.encode()) > self.config.max_message_bytes:
             raise ResourceExhausted(f"message too long: at most {self.config.max_message_bytes} bytes")
 
-    async def _deliver(self, caller: Caller, users: list[str], message: MessageRecord,
-                       fill: Callable[[pb.Event], None], exclude: bool = True) -> None:
-        missed = self.hub.push(users, fill, caller.session.id if exclude else 0, message)
-        if missed:
-            await self.storage.requeue(missed, message)
-
     async def send_private(self, caller: Caller, to: str, text: str) -> MessageRecord:
         check_name(to, "user")
         self._check_text(text)
-        stored = await self.storage.store_private(caller.user, name_key(to), text, self.hub.is_online)
+        stored = await self.storage.store_private(caller.user, name_key(to), text)
         PRIVATE_STORED.inc()
-        msg = stored.message
-        if stored.online_recipients:
-            m = message_pb(msg)
-            await self._deliver(caller, stored.online_recipients, msg, lambda ev: ev.private.CopyFrom(m))
-        return msg
+        self._push_message(stored.message, stored.recipients, stored.recipients, caller.session.id)
+        return stored.message
 
     async def send_group(self, caller: Caller, group: str, text: str) -> MessageRecord:
         check_name(group, "group")
         self._check_text(text)
-        stored = await self.storage.store_group(caller.user, name_key(group), text, self.hub.is_online)
+        stored = await self.storage.store_group(caller.user, name_key(group), text)
         GROUP_STORED.inc()
-        msg = stored.message
-        if stored.online_recipients:
-            m = message_pb(msg)
-            await self._deliver(caller, stored.online_recipients, msg, lambda ev: ev.group.CopyFrom(m))
-        return msg
+        # The sender's other sessions see it too; only recipients have entries to mark.
+        self._push_message(stored.message, [*stored.recipients, caller.session.user_key], stored.recipients,
+                           caller.session.id)
+        return stored.message
 
     async def inbox(self, caller: Caller) -> tuple[list[MessageRecord], bool]:
-        return await self.storage.take_inbox(caller.session.user_key, self.config.inbox_page)
+        user_key = caller.session.user_key
+        return await self.storage.take_inbox(user_key, self.config.inbox_page, self.hub.inflight(user_key))
 
     async def inbox_group(self, caller: Caller, group: str) -> tuple[list[MessageRecord], bool]:
         check_name(group, "group")
-        return await self.storage.take_inbox_group(caller.session.user_key, name_key(group),
-                                                   self.config.inbox_page)
+        user_key = caller.session.user_key
+        return await self.storage.take_inbox_group(user_key, name_key(group), self.config.inbox_page,
+                                                   self.hub.inflight(user_key))
 
     async def history(self, caller: Caller, peer: str, limit: int) -> list[MessageRecord]:
         if limit <= 0:
@@ -252,8 +270,8 @@ class ChatService:
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def upload(self, caller: Caller, header: pb.UploadHeader, chunks: AsyncIterator[bytes]
-                     ) -> FileRecord:
+    async def check_upload(self, header: pb.UploadHeader) -> tuple[User, str]:
+        """The recipient and the bare file name, or the error the upload would end with."""
         check_name(header.to, "user")
         name = base_file_name(header.name)
         if header.size < 0:
@@ -263,6 +281,11 @@ class ChatService:
         to = await self.storage.get_user(name_key(header.to))
         if to is None:
             raise NotFound(f"no user {header.to!r}: check the name")
+        return to, name
+
+    async def upload(self, caller: Caller, header: pb.UploadHeader, chunks: AsyncIterator[bytes]
+                     ) -> FileRecord:
+        to, name = await self.check_upload(header)
         up = self.blobs.upload(header.size)
         try:
             async for chunk in chunks:

@@ -93,7 +93,6 @@ def _messages(msgs: list[Any], more: bool = False) -> pb.MessageList:
 class ChatServicer(pb_grpc.ChatServicer):
     def __init__(self, service: ChatService) -> None:
         self.service = service
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- accounts ----------------------------------------------------------------------------
 
@@ -183,6 +182,11 @@ class ChatServicer(pb_grpc.ChatServicer):
         return file_pb(await self.service.upload(caller, first.header, chunks()))
 
     @rpc()
+    async def CheckUpload(self, request: pb.UploadHeader, context: Any, caller: Caller) -> pb.CheckUploadResponse:
+        _, name = await self.service.check_upload(request)
+        return pb.CheckUploadResponse(name=name)
+
+    @rpc()
     async def ListFiles(self, request: pb.ListFilesRequest, context: Any, caller: Caller) -> pb.FileList:
         return pb.FileList(files=[file_pb(f) for f in await self.service.pending_files(caller)])
 
@@ -200,6 +204,7 @@ class ChatServicer(pb_grpc.ChatServicer):
     # ---- push --------------------------------------------------------------------------------
 
     async def _drain(self, channel: Any, first: pb.Event | None) -> AsyncIterator[pb.Event]:
+        unconfirmed = None  # yielded, but the transport has not asked for the next one yet
         try:
             if first is not None:
                 yield first
@@ -208,14 +213,16 @@ class ChatServicer(pb_grpc.ChatServicer):
                 if item is None:
                     return
                 EVENT_LAG.observe(time.monotonic() - item.queued)
+                unconfirmed = item
                 yield item.event
+                unconfirmed = None
+                self.service.sent(item)
         finally:
-            left = self.service.close_channel(channel)
-            if left:
-                # Run to completion even if this handler is being cancelled.
-                task = asyncio.ensure_future(self.service.requeue(left))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if unconfirmed is not None:
+                # Perhaps sent, perhaps not: it stays undelivered (a resume re-sends it and the
+                # realm drops what a session has already seen).
+                self.service.hub.settle(unconfirmed)
+            self.service.close_channel(channel)
 
     @rpc(auth=False)
     async def Link(self, request: pb.LinkRequest, context: Any, _: None) -> AsyncIterator[pb.Event]:
@@ -293,5 +300,4 @@ class ChatServicer(pb_grpc.ChatServicer):
             reader.cancel()
 
     async def wait_tasks(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.service.flush()

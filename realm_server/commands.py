@@ -198,6 +198,8 @@ class Commands:
         if payload.size > self.realm.config.max_file_bytes:
             raise ResourceExhausted(f"file too large: at most {self.realm.config.max_file_bytes} bytes")
         header = pb.UploadHeader(to=to, name=name, size=payload.size)
+        # Refusals (unknown user, bad name, size) come back before any byte is streamed.
+        await self.up.call("CheckUpload", header, s.token)
         f = await self.up.upload(s.token, header, payload.chunks())
         return tp.ok(id=f.id, name=f.name, size=f.size, sha256=f.sha256)
 

@@ -90,10 +90,13 @@ class Realm:
 
     def dispatch(self, ev: pb.Event) -> None:
         kind = ev.WhichOneof("kind")
+        msg_id = 0
         if kind == "private":
             line = tp.event("private", **message_dict(ev.private))
+            msg_id = ev.private.id
         elif kind == "group":
             line = tp.event("group", **message_dict(ev.group))
+            msg_id = ev.group.id
         elif kind == "file":
             line = tp.event("file", **file_dict(ev.file))
         else:
@@ -101,7 +104,7 @@ class Realm:
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
             s = self.by_session_id.get(sid)
-            if s is not None:
+            if s is not None and (not msg_id or s.first_sight(msg_id)):
                 s.send_event(line)
 
     # ---- connections -------------------------------------------------------------------------

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from realmchat.framing import LineReader
 
 log = logging.getLogger(__name__)
+SEEN_IDS = 4096
 HIGH_WATER = 256 * 1024
 
 
@@ -47,6 +49,20 @@ class Session:
         self._room = asyncio.Event()  # set while _queued_bytes is under max_queue_bytes
         self._room.set()
         self._writer_task = asyncio.create_task(self._write_loop())
+        # Message ids this session was sent lately: after a main restart, main re-sends what it
+        # could not confirm as sent, and a session must not see a message twice.
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+
+    def first_sight(self, msg_id: int) -> bool:
+        """True the first time a message id is pushed to this session (bounded memory)."""
+        if msg_id in self._seen:
+            return False
+        self._seen.add(msg_id)
+        self._seen_order.append(msg_id)
+        if len(self._seen_order) > SEEN_IDS:
+            self._seen.discard(self._seen_order.popleft())
+        return True
 
     @property
     def authed(self) -> bool:

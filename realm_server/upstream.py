@@ -82,15 +82,25 @@ class Upstream:
             raise error_from_rpc(exc) from None
 
     async def upload(self, token: str, header: pb.UploadHeader, chunks: AsyncIterator[bytes]) -> pb.FileInfo:
-        async def requests() -> AsyncIterator[pb.UploadRequest]:
-            yield pb.UploadRequest(header=header)
-            async for chunk in chunks:
-                yield pb.UploadRequest(chunk=chunk)
-
+        """Streams header and chunks. The chunks are read here, in the caller's task (not by a
+        gRPC task), so when main refuses midway the caller can consume the rest of the payload
+        without two readers on one socket."""
+        call = self.stub.UploadFile(metadata=bearer(token))
         try:
-            return await self.stub.UploadFile(requests(), metadata=bearer(token))
+            await call.write(pb.UploadRequest(header=header))
+            async for chunk in chunks:
+                await call.write(pb.UploadRequest(chunk=chunk))
+            await call.done_writing()
+            return await call
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
+        except asyncio.InvalidStateError:
+            # Main ended the call (refused the upload) while we were writing: its status says why.
+            code, details = await call.code(), await call.details()
+            raise error_for(code.name, details or "upload refused") from None
+        except BaseException:
+            call.cancel()
+            raise
 
     async def download(self, token: str, file_id: int) -> tuple[pb.FileInfo, AsyncIterator[bytes]]:
         """The header, then an iterator over the bytes. Errors before the header are raised here;

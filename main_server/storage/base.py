@@ -4,7 +4,6 @@ AlreadyExists, PermissionDenied, ...) so callers never see a driver's exception.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -66,11 +65,12 @@ class GroupInfo:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A message just stored, with the recipients it was NOT queued for (they were online:
-    the caller pushes to them, and requeues whoever turns out to be gone)."""
+    """A message just stored, with its recipients. Each recipient has an undelivered entry
+    until a push reaches them (mark_delivered) or their inbox returns it: a crash between the
+    commit and the push loses nothing."""
 
     message: MessageRecord
-    online_recipients: list[str]
+    recipients: list[str]
 
 
 class Storage(ABC):
@@ -98,32 +98,31 @@ class Storage(ABC):
     @abstractmethod
     async def delete_session(self, token_hash: str) -> None: ...
 
-    # messages: is_online(user_key) decides, inside the transaction, who gets an inbox entry
+    # messages: every recipient gets an undelivered entry (the sender of a group message not)
     @abstractmethod
-    async def store_private(self, sender: User, to_key: str, text: str,
-                            is_online: Callable[[str], bool]) -> Stored: ...
+    async def store_private(self, sender: User, to_key: str, text: str) -> Stored: ...
 
     @abstractmethod
-    async def store_group(self, sender: User, group_key: str, text: str,
-                          is_online: Callable[[str], bool]) -> Stored: ...
+    async def store_group(self, sender: User, group_key: str, text: str) -> Stored: ...
 
     @abstractmethod
-    async def requeue(self, user_keys: list[str], message: MessageRecord) -> None:
-        """Queue a message for users a push did not reach."""
+    async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
+        """(user key, message id) pairs a push has reached: no longer undelivered."""
 
     @abstractmethod
-    async def take_inbox(self, user_key: str, limit: int) -> tuple[list[MessageRecord], bool]:
+    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+                         ) -> tuple[list[MessageRecord], bool]:
         """Undelivered private messages (oldest first, at most limit), now delivered; and
-        whether more are waiting."""
+        whether more are waiting. Ids in skip (being pushed right now) are left alone."""
 
     @abstractmethod
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int
-                               ) -> tuple[list[MessageRecord], bool]: ...
+    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+                               skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]: ...
 
     @abstractmethod
-    async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
-        """Every undelivered message of the user, private and group (oldest first, at most
-        limit), now delivered."""
+    async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
+        """Undelivered messages of the user, private and group (oldest first, at most limit),
+        left undelivered (a push marks them)."""
 
     @abstractmethod
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]: ...

@@ -97,6 +97,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_pending ON files(to_key, id) WHERE downloaded = 0;
     """,
+    # Deliveries are marked by (user, message) without the group.
+    """
+    CREATE INDEX undelivered_by_msg ON undelivered(user_key, msg_id);
+    """,
 ]
 
 _STOP = object()
@@ -277,8 +281,7 @@ class SQLiteStorage(Storage):
 
     # ---- messages ----------------------------------------------------------------------------
 
-    async def store_private(self, sender: User, to_key: str, text: str,
-                            is_online: Callable[[str], bool]) -> Stored:
+    async def store_private(self, sender: User, to_key: str, text: str) -> Stored:
         def op(c: sqlite3.Connection) -> Stored:
             r = c.execute("SELECT name FROM users WHERE key=?", (to_key,)).fetchone()
             if r is None:
@@ -288,16 +291,12 @@ class SQLiteStorage(Storage):
                 "INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) VALUES (?,?,?,?,?,?)",
                 (sender.name, sender.key, r["name"], to_key, text, ts))
             msg_id = int(cur.lastrowid or 0)
-            online = [to_key] if is_online(to_key) else []
-            if not online:
-                c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
-                          (to_key, "", msg_id))
-            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"]), online)
+            c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)", (to_key, "", msg_id))
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"]), [to_key])
 
         return await self._do(op)
 
-    async def store_group(self, sender: User, group_key: str, text: str,
-                          is_online: Callable[[str], bool]) -> Stored:
+    async def store_group(self, sender: User, group_key: str, text: str) -> Stored:
         def op(c: sqlite3.Connection) -> Stored:
             g = c.execute("SELECT name FROM groups WHERE key=?", (group_key,)).fetchone()
             if g is None:
@@ -311,59 +310,46 @@ class SQLiteStorage(Storage):
                 "INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts) "
                 "VALUES (?,?,?,?,?,?)", (sender.name, sender.key, g["name"], group_key, text, ts))
             msg_id = int(cur.lastrowid or 0)
-            online: list[str] = []
-            offline: list[tuple[str, str, int]] = []
-            for m in members:
-                if is_online(m):
-                    online.append(m)
-                elif m != sender.key:
-                    offline.append((m, group_key, msg_id))
-            if offline:
-                c.executemany("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)", offline)
-            return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"]), online)
+            recipients = [m for m in members if m != sender.key]
+            c.executemany("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
+                          [(m, group_key, msg_id) for m in recipients])
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"]), recipients)
 
         return await self._do(op)
 
-    async def requeue(self, user_keys: list[str], message: MessageRecord) -> None:
-        group_key = message.group.lower()
+    async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
+        await self._do(lambda c: c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?", pairs))
 
-        def op(c: sqlite3.Connection) -> None:
-            c.executemany("INSERT OR IGNORE INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
-                          [(u, group_key, message.id) for u in user_keys])
-
-        await self._do(op)
-
-    def _take(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int
+    def _take(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
               ) -> tuple[list[MessageRecord], bool]:
         rows = c.execute(
             "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
             "WHERE d.user_key=? AND d.group_key=? ORDER BY d.msg_id LIMIT ?",
-            (user_key, group_key, limit + 1)).fetchall()
+            (user_key, group_key, limit + 1 + len(skip))).fetchall()
+        rows = [r for r in rows if r["id"] not in skip]
         more = len(rows) > limit
         rows = rows[:limit]
-        if rows:
-            c.execute("DELETE FROM undelivered WHERE user_key=? AND group_key=? AND msg_id<=?",
-                      (user_key, group_key, rows[-1]["id"]))
+        c.executemany("DELETE FROM undelivered WHERE user_key=? AND group_key=? AND msg_id=?",
+                      [(user_key, group_key, r["id"]) for r in rows])
         return [_message(r) for r in rows], more
 
-    async def take_inbox(self, user_key: str, limit: int) -> tuple[list[MessageRecord], bool]:
-        return await self._do(lambda c: self._take(c, user_key, "", limit))
+    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+                         ) -> tuple[list[MessageRecord], bool]:
+        return await self._do(lambda c: self._take(c, user_key, "", limit, skip))
 
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int
-                               ) -> tuple[list[MessageRecord], bool]:
+    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+                               skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]:
         def op(c: sqlite3.Connection) -> tuple[list[MessageRecord], bool]:
             self._check_member(c, group_key, user_key)
-            return self._take(c, user_key, group_key, limit)
+            return self._take(c, user_key, group_key, limit, skip)
 
         return await self._do(op)
 
-    async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
+    async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
             rows = c.execute(
                 "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
                 "WHERE d.user_key=? ORDER BY d.msg_id LIMIT ?", (user_key, limit)).fetchall()
-            c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?",
-                          [(user_key, r["id"]) for r in rows])
             return [_message(r) for r in rows]
 
         return await self._do(op)
