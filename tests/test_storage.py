@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +26,6 @@ from .test_durability import until_ok
 from .textclient import login
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # base.utc_now_iso()
-OFFLINE: Callable[[str], bool] = lambda _key: False  # noqa: E731
-
-
-def online(*keys: str) -> Callable[[str], bool]:
-    return lambda key: key in keys
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -90,65 +83,74 @@ async def test_sessions(store: Storage) -> None:
 # ---- messages ----------------------------------------------------------------------------------
 
 
-async def test_private_online_and_offline(store: Storage) -> None:
+async def test_private_queued_until_delivered(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
-    pushed = await store.store_private(alice, "bob", "hi live", online("bob"))
-    assert pushed.online_recipients == ["bob"]
-    m = pushed.message
-    assert (m.sender, m.to, m.group, m.text) == ("Alice", "Bob", "", "hi live")
+    stored = await store.store_private(alice, "bob", "hi")
+    assert stored.recipients == ["bob"]
+    m = stored.message
+    assert (m.sender, m.to, m.group, m.text) == ("Alice", "Bob", "", "hi")
     assert TS_RE.match(m.ts), m.ts
-    queued = await store.store_private(alice, "bob", "hi later", OFFLINE)
-    assert queued.online_recipients == []
-    assert queued.message.id > m.id
-    assert queued.message.ts >= m.ts
-    # Only what was not pushed waits in the inbox.
-    assert await store.take_inbox("bob", 10) == ([queued.message], False)
+    later = (await store.store_private(alice, "bob", "hi again")).message
+    assert later.id > m.id and later.ts >= m.ts
+    # Every message waits until a push marks it delivered or an inbox returns it.
+    await store.mark_delivered([("bob", m.id)])
+    assert await store.take_inbox("bob", 10) == ([later], False)
     assert await store.take_inbox("bob", 10) == ([], False)
+    assert await store.take_inbox("alice", 10) == ([], False)  # nothing queued for the sender
     with pytest.raises(NotFound):
-        await store.store_private(alice, "ghost", "x", OFFLINE)
+        await store.store_private(alice, "ghost", "x")
 
 
-async def test_group_online_and_offline(store: Storage) -> None:
+async def test_group_queued_for_members_but_sender(store: Storage) -> None:
     alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
     await store.create_group("g1", "G1", alice)
     await store.join_group("g1", bob)
     await store.join_group("g1", carol)
-    stored = await store.store_group(alice, "g1", "hello all", online("alice", "bob"))
-    # The sender is listed when online (its other sessions see the message); never queued.
-    assert sorted(stored.online_recipients) == ["alice", "bob"]
+    stored = await store.store_group(alice, "g1", "hello all")
+    assert sorted(stored.recipients) == ["bob", "carol"]
     m = stored.message
     assert (m.sender, m.to, m.group, m.text) == ("Alice", "", "G1", "hello all")
     assert TS_RE.match(m.ts)
+    await store.mark_delivered([("bob", m.id)])
     assert await store.take_inbox_group("carol", "g1", 10) == ([m], False)
     assert await store.take_inbox_group("bob", "g1", 10) == ([], False)
     assert await store.take_inbox_group("alice", "g1", 10) == ([], False)
-    offline_all = await store.store_group(bob, "g1", "nobody here", OFFLINE)
-    assert offline_all.online_recipients == []
-    assert [x.text for x in (await store.take_inbox_group("alice", "g1", 10))[0]] == ["nobody here"]
-    assert await store.take_inbox_group("bob", "g1", 10) == ([], False)  # not to the sender
     assert await store.take_inbox("carol", 10) == ([], False)  # group mail is not private mail
 
     dave, = await users(store, "Dave")
     with pytest.raises(PermissionDenied):
-        await store.store_group(dave, "g1", "let me in", OFFLINE)
+        await store.store_group(dave, "g1", "let me in")
     with pytest.raises(PermissionDenied):
         await store.take_inbox_group("dave", "g1", 10)
     with pytest.raises(NotFound):
-        await store.store_group(alice, "nogroup", "x", OFFLINE)
+        await store.store_group(alice, "nogroup", "x")
     with pytest.raises(NotFound):
         await store.take_inbox_group("alice", "nogroup", 10)
+    alone = await store.create_group("solo", "Solo", dave)
+    assert (await store.store_group(dave, alone.key, "echo")).recipients == []
 
 
 async def test_inbox_paging(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
-    sent = [(await store.store_private(alice, "bob", f"m{i}", OFFLINE)).message for i in range(5)]
+    sent = [(await store.store_private(alice, "bob", f"m{i}")).message for i in range(5)]
     assert await store.take_inbox("bob", 2) == (sent[0:2], True)
     assert await store.take_inbox("bob", 2) == (sent[2:4], True)
     assert await store.take_inbox("bob", 2) == (sent[4:5], False)
     assert await store.take_inbox("bob", 2) == ([], False)
     # Exactly a page's worth: nothing more is waiting.
-    sent = [(await store.store_private(alice, "bob", f"n{i}", OFFLINE)).message for i in range(2)]
+    sent = [(await store.store_private(alice, "bob", f"n{i}")).message for i in range(2)]
     assert await store.take_inbox("bob", 2) == (sent, False)
+
+
+async def test_inbox_skips_messages_being_pushed(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    sent = [(await store.store_private(alice, "bob", f"m{i}")).message for i in range(4)]
+    in_flight = frozenset({sent[0].id, sent[2].id})
+    assert await store.take_inbox("bob", 1, in_flight) == ([sent[1]], True)
+    assert await store.take_inbox("bob", 5, in_flight) == ([sent[3]], False)
+    # What was skipped stays queued: the push marks it, or a later inbox returns it.
+    assert await store.peek_pending("bob", 10) == [sent[0], sent[2]]
+    assert await store.take_inbox("bob", 5) == ([sent[0], sent[2]], False)
 
 
 async def test_group_inbox_paging(store: Storage) -> None:
@@ -157,42 +159,42 @@ async def test_group_inbox_paging(store: Storage) -> None:
     await store.create_group("h", "H", alice)
     await store.join_group("g", bob)
     await store.join_group("h", bob)
-    g = [(await store.store_group(alice, "g", f"g{i}", OFFLINE)).message for i in range(3)]
-    h = [(await store.store_group(alice, "h", f"h{i}", OFFLINE)).message for i in range(2)]
-    assert await store.take_inbox_group("bob", "g", 2) == (g[:2], True)
+    g = [(await store.store_group(alice, "g", f"g{i}")).message for i in range(4)]
+    h = [(await store.store_group(alice, "h", f"h{i}")).message for i in range(2)]
+    assert await store.take_inbox_group("bob", "g", 2, frozenset({g[0].id})) == (g[1:3], True)
     assert await store.take_inbox_group("bob", "h", 5) == (h, False)  # queues are per group
-    assert await store.take_inbox_group("bob", "g", 2) == (g[2:], False)
+    assert await store.take_inbox_group("bob", "g", 2) == ([g[0], g[3]], False)
 
 
-async def test_take_pending(store: Storage) -> None:
+async def test_peek_pending_leaves_messages_queued(store: Storage) -> None:
     alice, bob = await users(store, "Alice", "Bob")
     await store.create_group("g", "G", alice)
     await store.join_group("g", bob)
-    a = (await store.store_private(alice, "bob", "p1", OFFLINE)).message
-    b = (await store.store_group(alice, "g", "g1", OFFLINE)).message
-    c = (await store.store_private(alice, "bob", "p2", OFFLINE)).message
-    assert await store.take_pending("bob", 2) == [a, b]  # private and group, oldest first
-    assert await store.take_pending("bob", 2) == [c]
-    assert await store.take_pending("bob", 2) == []
-    assert await store.take_inbox("bob", 10) == ([], False)
+    a = (await store.store_private(alice, "bob", "p1")).message
+    b = (await store.store_group(alice, "g", "g1")).message
+    c = (await store.store_private(alice, "bob", "p2")).message
+    assert await store.peek_pending("bob", 2) == [a, b]  # private and group, oldest first
+    assert await store.peek_pending("bob", 10) == [a, b, c]  # still there: a push marks them
+    await store.mark_delivered([("bob", a.id), ("bob", b.id)])
+    assert await store.peek_pending("bob", 10) == [c]
     assert await store.take_inbox_group("bob", "g", 10) == ([], False)
+    assert await store.peek_pending("alice", 10) == []
 
 
-async def test_requeue_is_idempotent(store: Storage) -> None:
+async def test_mark_delivered_is_idempotent(store: Storage) -> None:
     alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
-    m = (await store.store_private(alice, "bob", "pushed, then lost", online("bob"))).message
-    await store.requeue(["bob"], m)
-    await store.requeue(["bob"], m)
-    await store.requeue([], m)
-    assert await store.take_inbox("bob", 10) == ([m], False)
     await store.create_group("grp", "Grp", alice)
     await store.join_group("grp", bob)
     await store.join_group("grp", carol)
-    g = (await store.store_group(alice, "grp", "to all", online("alice", "bob", "carol"))).message
-    await store.requeue(["bob", "carol"], g)
-    await store.requeue(["bob", "carol"], g)
-    assert await store.take_inbox_group("bob", "grp", 10) == ([g], False)
-    assert await store.take_pending("carol", 10) == [g]
+    g = (await store.store_group(alice, "grp", "to all")).message
+    p = (await store.store_private(alice, "bob", "to bob")).message
+    pairs = [("bob", g.id), ("bob", p.id)]
+    await store.mark_delivered(pairs)
+    await store.mark_delivered(pairs)  # twice: a retried flush
+    await store.mark_delivered([])
+    await store.mark_delivered([("nobody", g.id), ("carol", 999_999)])  # unknown: nothing happens
+    assert await store.peek_pending("bob", 10) == []
+    assert await store.peek_pending("carol", 10) == [g]  # only the pairs named
 
 
 async def test_history(store: Storage) -> None:
@@ -200,9 +202,9 @@ async def test_history(store: Storage) -> None:
     sent: list[MessageRecord] = []
     for i in range(6):
         src, dst = (alice, "bob") if i % 2 == 0 else (bob, "alice")
-        sent.append((await store.store_private(src, dst, f"m{i}", online(dst))).message)
-    await store.store_private(alice, "carol", "not in this chat", OFFLINE)
-    await store.store_private(carol, "bob", "nor this", OFFLINE)
+        sent.append((await store.store_private(src, dst, f"m{i}")).message)
+    await store.store_private(alice, "carol", "not in this chat")
+    await store.store_private(carol, "bob", "nor this")
     assert await store.history_private("alice", "bob", 100) == sent  # oldest first, both ways
     assert await store.history_private("bob", "alice", 100) == sent
     assert await store.history_private("alice", "bob", 3) == sent[-3:]  # the latest ones
@@ -213,7 +215,7 @@ async def test_history(store: Storage) -> None:
 
     await store.create_group("g", "G", alice)
     await store.join_group("g", bob)
-    gs = [(await store.store_group(alice if i % 2 else bob, "g", f"g{i}", OFFLINE)).message for i in range(4)]
+    gs = [(await store.store_group(alice if i % 2 else bob, "g", f"g{i}")).message for i in range(4)]
     assert await store.history_group("alice", "g", 10) == gs
     assert await store.history_group("bob", "g", 2) == gs[-2:]
     with pytest.raises(PermissionDenied):
@@ -228,7 +230,7 @@ async def test_history_notes_to_self(store: Storage, request: pytest.FixtureRequ
         request.applymarker(pytest.mark.xfail(strict=True, reason="sqlite history_private(a, a) lists "
                                               "each note twice (UNION ALL of both directions)"))
     alice, = await users(store, "Alice")
-    m = (await store.store_private(alice, "alice", "note to self", OFFLINE)).message
+    m = (await store.store_private(alice, "alice", "note to self")).message
     assert await store.history_private("alice", "alice", 10) == [m]
 
 
@@ -254,7 +256,7 @@ async def test_groups(store: Storage) -> None:
     assert await store.list_groups("nobody") == []
 
     # Leaving drops what was queued for the leaver in that group.
-    await store.store_group(alice, "zeta", "while bob is away", OFFLINE)
+    await store.store_group(alice, "zeta", "while bob is away")
     assert await store.leave_group("zeta", bob) == g
     with pytest.raises(PermissionDenied):
         await store.leave_group("zeta", bob)
@@ -291,7 +293,7 @@ async def test_files(store: Storage) -> None:
 
 async def test_concurrent_sends_and_takes(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
-    msgs = await asyncio.gather(*(store.store_private(alice, "bob", f"c{i}", OFFLINE) for i in range(60)))
+    msgs = await asyncio.gather(*(store.store_private(alice, "bob", f"c{i}") for i in range(60)))
     ids = [s.message.id for s in msgs]
     assert len(set(ids)) == 60
     # Two sessions of bob taking at once never get the same message, and together get all.
@@ -300,19 +302,26 @@ async def test_concurrent_sends_and_takes(store: Storage) -> None:
     assert sorted(got) == sorted(ids) and len(got) == len(set(got))
 
 
-async def test_concurrent_joins_and_sends(store: Storage) -> None:
+async def test_concurrent_joins_leaves_and_sends(store: Storage) -> None:
     owner, = await users(store, "Owner")
     others = await users(store, *[f"U{i}" for i in range(8)])
     await store.create_group("g", "G", owner)
 
-    async def join_and_send(u: User) -> None:
+    async def join_send_leave(u: User, leave: bool) -> None:
         await store.join_group("g", u)
-        await store.store_group(u, "g", f"from {u.name}", OFFLINE)
+        await store.store_group(u, "g", f"from {u.name}")
+        if leave:
+            await store.leave_group("g", u)
 
-    await asyncio.gather(*(join_and_send(u) for u in others))
-    assert [i.members for i in await store.list_groups("owner")] == [9]
+    await asyncio.gather(*(join_send_leave(u, i % 2 == 1) for i, u in enumerate(others)))
+    assert [i.members for i in await store.list_groups("owner")] == [5]
     owner_msgs, more = await store.take_inbox_group("owner", "g", 100)
     assert len(owner_msgs) == 8 and not more
+    # Whoever left has nothing of the group left queued (leave and sends are serialized).
+    for i, u in enumerate(others):
+        pending = await store.peek_pending(u.key, 100)
+        if i % 2 == 1:
+            assert pending == [], u
 
 
 # ---- migrations --------------------------------------------------------------------------------
@@ -322,7 +331,7 @@ async def test_migrations_rerun_is_a_noop(db_url: str, tmp_path: Path) -> None:
     s = open_storage(db_url, tmp_path)
     await s.open()
     alice, _bob = await users(s, "Alice", "Bob")
-    m = (await s.store_private(alice, "bob", "kept", OFFLINE)).message
+    m = (await s.store_private(alice, "bob", "kept")).message
     await s.close()
     for _ in range(2):  # opened again on the same data: nothing re-created, nothing lost
         s = open_storage(db_url, tmp_path)
@@ -396,8 +405,8 @@ async def test_postgres_dropped_connections_recover(pg_cluster: PgCluster, pg_ur
                         f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
         await asyncio.sleep(0.5)
         for i in range(3):
-            await s.store_private(alice, "alice", f"after {i}", OFFLINE)
-        assert (await s.store_private(alice, "alice", "still here", OFFLINE)).message.text == "still here"
+            await s.store_private(alice, "alice", f"after {i}")
+        assert (await s.store_private(alice, "alice", "still here")).message.text == "still here"
     finally:
         await s.close()
 
@@ -416,7 +425,7 @@ async def test_postgres_down_is_unavailable(pg_cluster: PgCluster) -> None:
             with pytest.raises(Unavailable, match="try again"):
                 await s.get_user("alice")
             with pytest.raises(Unavailable):
-                await s.store_private(alice, "alice", "lost", OFFLINE)
+                await s.store_private(alice, "alice", "lost")
             assert asyncio.get_running_loop().time() - t0 < 15
         finally:
             await s.close()

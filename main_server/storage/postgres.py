@@ -11,11 +11,11 @@ Semantics follow the SQLite engine, whose single writer makes every operation se
 Here operations run concurrently under READ COMMITTED, so:
 - membership changes and group sends exclude each other by an advisory lock per group
   (exclusive for join/leave, shared for sends: sends to one group still run side by side);
+  a group send is one call of a function the migrations create (see MIGRATIONS[1]);
 - taking an inbox is one DELETE ... RETURNING over rows locked with SKIP LOCKED: a row is
   returned by exactly one taker, and concurrent takers get disjoint pages;
 - deadlocks and serialization failures run the whole operation again (nothing of it was
-  committed, and is_online has no side effects), and so does a lost connection whenever
-  nothing can have been committed yet."""
+  committed), and so does a lost connection whenever nothing can have been committed yet."""
 
 from __future__ import annotations
 
@@ -118,6 +118,47 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX files_pending ON files(to_key, id) WHERE NOT downloaded;
     """,
+    # Every recipient is queued and a push marks (user, message) delivered: that lookup, and
+    # peek_pending's oldest-first scan over all of a user's queues, need (user_key, msg_id).
+    # store_group moves into the database so that it is one round trip AND exact: a VOLATILE
+    # function takes a fresh snapshot per statement, so the member list it reads after taking
+    # the group's lock (shared: sends run side by side; join/leave take it exclusive) stays
+    # true until commit. A statement of ours could not do that: its snapshot predates any lock
+    # it takes.
+    """
+    CREATE INDEX undelivered_by_msg ON undelivered(user_key, msg_id);
+    CREATE FUNCTION realmchat_store_group(p_sender text, p_sender_key text, p_group_key text,
+                                          p_text text, p_lock integer)
+    RETURNS TABLE (out_name text, out_id bigint, out_ts text, out_recipients text[])
+    LANGUAGE plpgsql VOLATILE AS $fn$
+    DECLARE
+        v_name text;
+        v_id bigint;
+        v_ts text;
+        v_recipients text[];
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(2, p_lock);
+        SELECT g.name INTO v_name FROM groups g WHERE g.key = p_group_key;
+        IF v_name IS NULL THEN
+            RETURN;  -- no row: no such group
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM members m WHERE m.group_key = p_group_key AND m.user_key = p_sender_key) THEN
+            RETURN QUERY SELECT v_name, NULL::bigint, NULL::text, NULL::text[];  -- not a member
+            RETURN;
+        END IF;
+        INSERT INTO messages(sender, sender_key, group_name, group_key, text)
+            VALUES (p_sender, p_sender_key, v_name, p_group_key, p_text)
+            RETURNING messages.id, messages.ts INTO v_id, v_ts;
+        WITH q AS (
+            INSERT INTO undelivered(user_key, group_key, msg_id)
+            SELECT m.user_key, p_group_key, v_id FROM members m
+            WHERE m.group_key = p_group_key AND m.user_key <> p_sender_key
+            RETURNING undelivered.user_key)
+        SELECT coalesce(array_agg(q.user_key ORDER BY q.user_key), '{}') INTO v_recipients FROM q;
+        RETURN QUERY SELECT v_name, v_id, v_ts, v_recipients;
+    END
+    $fn$;
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.
@@ -142,31 +183,25 @@ _MSG_COLS = "id, sender, text, ts, to_name, group_name"
 _FILE_COLS = "id, sender, to_name, to_key, name, size, sha256, ts"
 
 
-
-def _group_lock(key: str, shared: bool) -> str:
-    """BEGIN plus an advisory lock on a group, sent as ONE simple query (one round trip). The
-    lock id is a stable hash computed here (the same in every replica), so the SQL holds only
-    integers: nothing to quote. Key space (2, id): class 2 = groups."""
-    lock_id = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
-    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    return f"BEGIN; SELECT {fn}(2, {lock_id})"
+def _group_lock_id(key: str) -> int:
+    """The advisory lock id of a group: a stable hash computed here (the same in every
+    replica; realmchat_store_group gets it as an argument). Key space (2, id): 2 = groups."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
 
 
-# One round trip: the recipient's name, the message and (if $5) its inbox row. No row = no user.
+def _group_lock(key: str) -> str:
+    """BEGIN plus the group's exclusive lock, as ONE simple query (one round trip); the SQL
+    holds only integers, so there is nothing to quote."""
+    return f"BEGIN; SELECT pg_advisory_xact_lock(2, {_group_lock_id(key)})"
+
+
+# One round trip: the recipient's name, the message and its undelivered row. No row = no user.
 _STORE_PRIVATE = """
 WITH u AS (SELECT name FROM users WHERE key = $2),
 m AS (INSERT INTO messages(sender, sender_key, to_name, to_key, text)
       SELECT $1, $3, u.name, $2, $4 FROM u RETURNING id, ts, to_name),
-q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FROM m WHERE $5)
+q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FROM m)
 SELECT id, ts, to_name FROM m"""
-
-# The message and the inbox rows of its offline members ($6) in one statement.
-_STORE_GROUP = """
-WITH m AS (INSERT INTO messages(sender, sender_key, group_name, group_key, text)
-           VALUES ($1, $2, $3, $4, $5) RETURNING id, ts),
-q AS (INSERT INTO undelivered(user_key, group_key, msg_id)
-      SELECT u, $4, m.id FROM m, unnest($6::text[]) AS u)
-SELECT id, ts FROM m"""
 
 # The group and its owner's membership together; no row when the key is taken.
 _CREATE_GROUP = """
@@ -176,11 +211,13 @@ SELECT count(*) FROM g"""
 
 # Taking a page of an inbox is one DELETE ... RETURNING. Concurrent takes of one user (two
 # sessions) lock disjoint rows (SKIP LOCKED): each returns a full page of its own, nothing is
-# delivered twice, nothing is left behind. limit + 1 rows are looked at to tell whether more
-# are waiting; every output row carries that flag.
+# delivered twice, nothing is left behind. Ids in $4 are being pushed right now: left alone.
+# limit + 1 rows are looked at to tell whether more are waiting; every output row carries it.
 _TAKE = """
 WITH picked AS (
-    SELECT ctid AS tid, msg_id FROM undelivered WHERE user_key = $1 {where} ORDER BY msg_id LIMIT $2 + 1
+    SELECT ctid AS tid, msg_id FROM undelivered
+    WHERE user_key = $1 AND group_key = $3 AND msg_id <> ALL($4::bigint[])
+    ORDER BY msg_id LIMIT $2 + 1
     FOR UPDATE SKIP LOCKED),
 gone AS (
     -- By ctid (a TID scan; our row locks keep them valid): a join back on the key columns
@@ -419,85 +456,72 @@ class PostgresStorage(Storage):
 
     # ---- messages ----------------------------------------------------------------------------
 
-    async def store_private(self, sender: User, to_key: str, text: str,
-                            is_online: Callable[[str], bool]) -> Stored:
+    async def store_private(self, sender: User, to_key: str, text: str) -> Stored:
         _no_nul(to_key, text)
-        # Asked just before the one statement instead of between its reads and writes: the
-        # answer can change before COMMIT either way, and the caller requeues a push that finds
-        # nobody, exactly as with SQLite.
-        online = [to_key] if is_online(to_key) else []
 
         async def op(c: asyncpg.Connection) -> Stored:
-            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text, not online)
+            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text)
             if r is None:
                 raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
-            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"]), online)
+            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"]), [to_key])
 
         return await self._auto(op, idempotent=False)
 
-    async def store_group(self, sender: User, group_key: str, text: str,
-                          is_online: Callable[[str], bool]) -> Stored:
+    async def store_group(self, sender: User, group_key: str, text: str) -> Stored:
         _no_nul(group_key, text)
 
         async def op(c: asyncpg.Connection) -> Stored:
-            # The shared lock was taken by BEGIN, so this statement's snapshot is newer than it:
-            # no join or leave commits between this read of the members and our COMMIT.
-            r = await c.fetchrow("SELECT name, ARRAY(SELECT user_key FROM members WHERE group_key=$1) AS members "
-                                 "FROM groups WHERE key=$1", group_key)
+            r = await c.fetchrow("SELECT * FROM realmchat_store_group($1, $2, $3, $4, $5)",
+                                 sender.name, sender.key, group_key, text, _group_lock_id(group_key))
             if r is None:
                 raise NotFound(f"no group {group_key!r}: create it with creategroup")
-            g: str = r["name"]
-            members: list[str] = r["members"]
-            if sender.key not in members:
-                raise PermissionDenied(f"you are not a member of {g!r}: joingroup first")
-            online: list[str] = []
-            offline: list[str] = []
-            for m in members:
-                if is_online(m):
-                    online.append(m)
-                elif m != sender.key:
-                    offline.append(m)
-            r = await c.fetchrow(_STORE_GROUP, sender.name, sender.key, g, group_key, text, offline)
-            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], group=g), online)
+            if r["out_id"] is None:
+                raise PermissionDenied(f"you are not a member of {r['out_name']!r}: joingroup first")
+            return Stored(MessageRecord(r["out_id"], sender.name, text, r["out_ts"], group=r["out_name"]),
+                          list(r["out_recipients"]))
 
-        return await self._tx(op, _group_lock(group_key, shared=True))
+        return await self._auto(op, idempotent=False)
 
-    async def requeue(self, user_keys: list[str], message: MessageRecord) -> None:
-        group_key = message.group.lower()
-
+    async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
         async def op(c: asyncpg.Connection) -> None:
-            await c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) "
-                            "SELECT u, $2, $3 FROM unnest($1::text[]) AS u ON CONFLICT DO NOTHING",
-                            user_keys, group_key, message.id)
+            await c.execute("DELETE FROM undelivered d USING unnest($1::text[], $2::bigint[]) AS p(u, m) "
+                            "WHERE d.user_key = p.u AND d.msg_id = p.m",
+                            [u for u, _ in pairs], [m for _, m in pairs])
 
-        if user_keys:
-            await self._auto(op)  # ON CONFLICT DO NOTHING: running it twice is harmless
+        if pairs:
+            await self._auto(op)  # deleting twice is harmless: retried on a stale connection
 
     @staticmethod
-    async def _take(c: asyncpg.Connection, user_key: str, group_key: str | None, limit: int
+    async def _take(c: asyncpg.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
                     ) -> tuple[list[MessageRecord], bool]:
+        skipped = sorted(skip)
         if limit <= 0:
             waiting = await c.fetchval("SELECT EXISTS (SELECT 1 FROM undelivered WHERE user_key=$1 "
-                                       "AND group_key = coalesce($2, group_key))", user_key, group_key)
+                                       "AND group_key=$2 AND msg_id <> ALL($3::bigint[]))",
+                                       user_key, group_key, skipped)
             return [], bool(waiting)
-        if group_key is None:
-            rows = await c.fetch(_TAKE.format(where=""), user_key, limit)
-        else:
-            rows = await c.fetch(_TAKE.format(where="AND group_key = $3"), user_key, limit, group_key)
+        rows = await c.fetch(_TAKE, user_key, limit, group_key, skipped)
         return [_message(r) for r in rows], bool(rows) and rows[0]["more"]
 
-    async def take_inbox(self, user_key: str, limit: int) -> tuple[list[MessageRecord], bool]:
+    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+                         ) -> tuple[list[MessageRecord], bool]:
         # Not retried on a lost connection: what it deleted may be committed and never returned.
-        return await self._auto(lambda c: self._take(c, user_key, "", limit), idempotent=False)
+        return await self._auto(lambda c: self._take(c, user_key, "", limit, skip), idempotent=False)
 
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int
-                               ) -> tuple[list[MessageRecord], bool]:
+    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+                               skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]:
         await self._auto(lambda c: self._check_member(c, group_key, user_key))
-        return await self._auto(lambda c: self._take(c, user_key, group_key, limit), idempotent=False)
+        return await self._auto(lambda c: self._take(c, user_key, group_key, limit, skip), idempotent=False)
 
-    async def take_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
-        msgs, _ = await self._auto(lambda c: self._take(c, user_key, None, limit), idempotent=False)
-        return msgs
+    async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
+        async def op(c: asyncpg.Connection) -> list[MessageRecord]:
+            rows = await c.fetch(
+                f"SELECT {_MSG_COLS} FROM messages WHERE id IN ("
+                "SELECT msg_id FROM undelivered WHERE user_key=$1 ORDER BY msg_id LIMIT $2) ORDER BY id",
+                user_key, limit)
+            return [_message(r) for r in rows]
+
+        return await self._auto(op)
 
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
@@ -569,7 +593,7 @@ class PostgresStorage(Storage):
                             "ON CONFLICT DO NOTHING", key, user.key)
             return g
 
-        return await self._tx(op, _group_lock(key, shared=False))  # waits for sends in flight
+        return await self._tx(op, _group_lock(key))  # waits for sends in flight
 
     async def leave_group(self, key: str, user: User) -> GroupRecord:
         _no_nul(key)
@@ -581,7 +605,7 @@ class PostgresStorage(Storage):
             return g
 
         # Exclusive: no send can queue a message for this user after its queue is emptied.
-        return await self._tx(op, _group_lock(key, shared=False))
+        return await self._tx(op, _group_lock(key))
 
     async def list_groups(self, user_key: str) -> list[GroupInfo]:
         async def op(c: asyncpg.Connection) -> list[GroupInfo]:
