@@ -45,6 +45,10 @@ KEEPALIVE_OPTIONS = [
     # Dead peers are found in seconds, not after the kernel's 2-hour TCP keepalive.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # grpcio 1.85 waits for a keepalive ping's ack up to the general ping timeout (60 s by
+    # default) whatever keepalive_timeout_ms says: without this a hung peer (SIGSTOP, a frozen
+    # host) is found after ~70 s, not 15 s (tests/test_faults.py measures it).
+    ("grpc.http2.ping_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -66,5 +70,6 @@ def server_options(keepalive_time_s: float = 10.0, keepalive_timeout_s: float = 
     from clients stays at 5 s: realms ping every 10 s (KEEPALIVE_OPTIONS)."""
     tuned = {"grpc.keepalive_time_ms": int(keepalive_time_s * 1000),
              "grpc.keepalive_timeout_ms": int(keepalive_timeout_s * 1000),
+             "grpc.http2.ping_timeout_ms": int(keepalive_timeout_s * 1000),
              "grpc.http2.min_ping_interval_without_data_ms": min(5_000, int(keepalive_time_s * 1000))}
     return [(k, tuned.get(k, v)) for k, v in SERVER_OPTIONS]

@@ -123,3 +123,33 @@ class Grpc:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+async def until_ok(c: TextClient, line: str, within: float = 20.0) -> dict[str, Any]:
+    """Repeats a command while main is (re)starting (UNAVAILABLE) until it succeeds."""
+    deadline = time.monotonic() + within
+    while True:
+        r = await c.cmd(line)
+        if r["status"] == "OK":
+            return r
+        assert r["code"] == "UNAVAILABLE", r
+        assert time.monotonic() < deadline, f"still unavailable after {within}s"
+        await asyncio.sleep(0.1)
+
+
+async def drain_events(c: TextClient, quiet: float = 0.3) -> list[dict[str, Any]]:
+    """Every event that arrives until none has for `quiet` seconds."""
+    out: list[dict[str, Any]] = []
+    while True:
+        if not c.events.empty():
+            out.append(c.events.get_nowait())
+            continue
+        try:
+            line = await asyncio.wait_for(c.reader.readline(), quiet)
+        except TimeoutError:
+            return out
+        if not line:
+            return out
+        obj = json.loads(line)
+        assert "event" in obj, f"unexpected response {obj}"
+        out.append(obj)
