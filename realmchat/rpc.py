@@ -13,6 +13,14 @@ FILE_CHUNK = 256 * 1024
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
+# grpcio aio (grpc/grpc#36066): when the server ends a client-streaming call (an upload) while the
+# client is still sending - it refused the file from its header, or its disk filled up - a write
+# that races with the status replaces the server's code and details with this INTERNAL error.
+CORE_WRITE_RACE = "Internal error from Core"
+EARLY_END = ("the main server ended the transfer early (it refused it or could not store it: check the "
+             "recipient and the size, or try again later); nothing was stored")
+
+
 def status_for(code: Code) -> grpc.StatusCode:
     return grpc.StatusCode[code.value] if code is not Code.OK else grpc.StatusCode.OK
 
@@ -27,6 +35,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
                            (f" ({details})" if details and status is not grpc.StatusCode.UNAVAILABLE else ""))
     if status is grpc.StatusCode.UNKNOWN:
         return error_for(Code.INTERNAL, "internal error in the main server")
+    if status is grpc.StatusCode.INTERNAL and details == CORE_WRITE_RACE:
+        return Unavailable(EARLY_END)
     return error_for(status.name, details)
 
 
