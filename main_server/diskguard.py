@@ -147,6 +147,7 @@ class GuardedBlobStore:
 
 
 def guard(storage: Storage, blobs: BlobStore, data_dir: Path, reserve: int) -> tuple[Storage, BlobStore]:
-    """The storage and blob store to hand to ChatService."""
-    space = DiskSpace(data_dir, reserve)
-    return cast(Storage, GuardedStorage(storage, space)), cast(BlobStore, GuardedBlobStore(blobs, space))
+    """The storage and blob store to hand to ChatService. The file store may live on another
+    mount than the data dir (--files-dir): each is measured where it writes."""
+    return (cast(Storage, GuardedStorage(storage, DiskSpace(data_dir, reserve))),
+            cast(BlobStore, GuardedBlobStore(blobs, DiskSpace(blobs.root, reserve))))
