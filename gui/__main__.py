@@ -54,7 +54,10 @@ async def serve_web(config: GuiConfig) -> int:
         secret_key=os.environ.get("FLET_SECRET_KEY") or secrets.token_urlsafe(32),
         app_name="realmchat",
         app_short_name="realmchat",
-        session_timeout_seconds=600,
+        # A closed tab keeps its Flet session (and its realm login) this long, so a reload or a
+        # flaky network resumes where the user was; after that the session and its realm
+        # connection are closed.
+        session_timeout_seconds=120,
     )
     sock = _bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
@@ -82,7 +85,7 @@ def run_desktop(config: GuiConfig) -> int:
     from .app import GuiApp
 
     gui = GuiApp(config, upload_dir=None)
-    ft.run(gui.main, view=ft.AppView.FLET_APP, name="realmchat")
+    ft.run(gui.main, view=ft.AppView.FLET_APP)
     return 0
 
 

@@ -46,7 +46,6 @@ class PageSession:
         page.padding = 0
         page.theme_mode = ft.ThemeMode.LIGHT
         page.theme = ft.Theme(color_scheme_seed=ft.Colors.INDIGO)
-        page.on_close = self._on_close
         await self.connect_view.load_prefs()
         self._show_connect()
 
@@ -120,9 +119,6 @@ class PageSession:
 
     def info(self, text: str) -> None:
         self._snack(text, error=False)
-
-    async def _on_close(self, e: ft.Event[ft.Page]) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self.controller.close()

@@ -106,6 +106,12 @@ async def test_login_receive_and_reply_in_the_browser(
         ev = await bob_client.event(30)
         assert ev["event"] == "private" and ev["from"] == alice and ev["text"] == reply, ev
         await b.wait_text(re.compile(rf"^you \d\d:\d\d {re.escape(reply)}$"), 20)
+        # The send button works too (and has a name a screen reader can say).
+        await b.fill("Message", "see you")
+        await b.click(await b.wait_text("Send", role="button"))
+        ev = await bob_client.event(30)
+        assert ev["text"] == "see you", ev
+        await b.wait_text(re.compile(r"^you \d\d:\d\d see you$"), 20)
 
         # The chat screen with both messages: the artifact, and the README's picture.
         shot = await b.screenshot(ARTIFACTS / "gui-chat.png")

@@ -11,7 +11,7 @@ from realmchat.errors import ChatError
 
 from ..controller import Change, ChatController, human_size
 from ..state import ChatLine, Conversation, Kind, LineKind, Status, Transfer, TransferState
-from .common import section_title, update
+from .common import icon_button, section_title, update
 from .dialogs import ask_name
 from .files import FileActions
 
@@ -97,8 +97,8 @@ class Sidebar:
                     section_title("CONVERSATIONS"),
                     self.conversations,
                     ft.Divider(height=1),
-                    ft.Row([self.online_title, ft.IconButton(ft.Icons.REFRESH, icon_size=16, tooltip="refresh",
-                                                             on_click=self._refresh_online)],
+                    ft.Row([self.online_title, icon_button(ft.Icons.REFRESH, "Refresh who is online",
+                                                           self._refresh_online, icon_size=16)],
                            alignment=ft.MainAxisAlignment.SPACE_BETWEEN),
                     self.online,
                     self.files_box,
@@ -161,7 +161,6 @@ class Sidebar:
                 trailing=ft.Text(p.realm, size=11, color=ft.Colors.ON_SURFACE_VARIANT),
                 dense=True,
                 on_click=None if me else clicked,
-                tooltip=None if me else f"chat with {p.user}",
             ))
         self.online.controls = rows
 
@@ -176,7 +175,7 @@ class Sidebar:
                 [ft.Icon(ft.Icons.INSERT_DRIVE_FILE, size=16),
                  ft.Text(f"{f.name} ({human_size(f.size)}) from {f.sender}", size=12, expand=True,
                          max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
-                 ft.IconButton(ft.Icons.DOWNLOAD, icon_size=18, tooltip=f"save {f.name}", on_click=save)],
+                 icon_button(ft.Icons.DOWNLOAD, f"Save {f.name}", save, icon_size=18)],
                 spacing=4,
             ))
         self.incoming.controls = incoming
@@ -265,7 +264,7 @@ class ConversationPane:
         self.composer = ft.TextField(hint_text="Write a message…", expand=True, dense=True,
                                      on_submit=self._send, multiline=True, shift_enter=True, min_lines=1, max_lines=4,
                                      label="Message")
-        self.send_button = ft.IconButton(ft.Icons.SEND, tooltip="Send", on_click=self._send)
+        self.send_button = icon_button(ft.Icons.SEND, "Send", self._send)
         self.composer_error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.empty = ft.Container(
             expand=True, alignment=ft.Alignment.CENTER,
@@ -290,6 +289,9 @@ class ConversationPane:
         )
         self.root = ft.Container(expand=True, content=self.empty)
         self._shown_key: str | None = None
+        # Bubbles are reused while their line is unchanged: Flet diffs by control, so a reused
+        # bubble costs nothing on update, and a new message sends one bubble, not the whole list.
+        self._bubbles: dict[int, tuple[tuple[object, ...], ft.Control]] = {}
 
     def render(self) -> None:
         conv = self.controller.current
@@ -301,6 +303,7 @@ class ConversationPane:
         if self._shown_key != conv.key:
             self._shown_key = conv.key
             self.composer_error.visible = False
+            self._bubbles = {}
         self.title.value = conv.title
         st = self.controller.state
         if conv.kind is Kind.GROUP:
@@ -316,10 +319,23 @@ class ConversationPane:
             lines.append(ft.Text("loading history…", size=12, italic=True))
         if conv.history_error:
             lines.append(ft.Text(conv.history_error, size=12, color=ft.Colors.ERROR))
-        lines.extend(self._bubble(line, conv) for line in conv.lines)
+        lines.extend(self._cached_bubble(line, conv) for line in conv.lines)
         if conv.history_loaded and not conv.lines:
             lines.append(ft.Text("No messages yet. Say hello!", size=12, color=ft.Colors.ON_SURFACE_VARIANT))
         self.messages.controls = lines
+
+    def _cached_bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
+        st = self.controller.state
+        file_id = line.file.id if line.file is not None else None
+        version = (line.sender, line.text, line.ts, line.id, line.pending, line.error, line.time_label,
+                   st.saved_files.get(file_id) if file_id is not None else None,
+                   file_id in st.incoming_files)
+        cached = self._bubbles.get(id(line))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        control = self._bubble(line, conv)
+        self._bubbles[id(line)] = (version, control)
+        return control
 
     def _bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
         head = ft.Row(
