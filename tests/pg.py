@@ -66,6 +66,7 @@ class PgCluster:
         self.port = 0
         self.tmp: Path | None = None
         self._started = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
         # initdb and postgres refuse to run as root: as root we run them as `postgres`.
         self._as_postgres = os.geteuid() == 0
 
@@ -128,10 +129,27 @@ class PgCluster:
                     raise
                 continue  # most likely the port was taken in between: pick another
             self._started = True
+            self._start_watchdog(data)
             return self
         raise AssertionError("unreachable")
 
+    def _start_watchdog(self, data: Path) -> None:
+        """A detached shell that stops the cluster and removes its directory once this process
+        is gone: a test run killed by a timeout or kill -9 runs no finalizer, and a leaked
+        postgres would hold memory and a port on a shared machine until reboot."""
+        assert self.tmp is not None
+        stop = self._cmd(str(self.bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        script = ('owner=$1; dir=$2; shift 2; while kill -0 "$owner" 2>/dev/null; do sleep 1; done; '
+                  '"$@" >/dev/null 2>&1; rm -rf "$dir"')
+        self._watchdog = subprocess.Popen(["sh", "-c", script, "pg-watchdog", str(os.getpid()), str(self.tmp), *stop],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)
+
     def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
         if self.tmp is None:
             return
         if self._started:
