@@ -25,7 +25,8 @@ CHEAP = ("--argon2-time-cost", "1", "--argon2-memory-kib", "8192")
 
 @pytest.fixture
 def cheap_stack(tmp_path: Path) -> Iterator[Stack]:
-    s = start_stack(tmp_path / "data", main_extra=CHEAP)
+    # no flood control: the burst test pipelines 900 commands in a few seconds on one connection
+    s = start_stack(tmp_path / "data", main_extra=CHEAP, realm_extra=("--cmd-rate", "0"))
     yield s
     for p in [s.main, *s.realms.values()]:
         p.signal(signal.SIGCONT)  # a test that stopped a process must not leave it stopped
