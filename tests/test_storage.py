@@ -181,6 +181,15 @@ async def test_peek_pending_leaves_messages_queued(store: Storage) -> None:
     assert await store.peek_pending("alice", 10) == []
 
 
+async def test_get_messages(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    await store.create_group("g", "G", alice)
+    a = (await store.store_private(alice, "bob", "one")).message
+    b = (await store.store_group(alice, "g", "two")).message
+    assert await store.get_messages([b.id, a.id, 999_999]) == [a, b]  # by id; unknown ids left out
+    assert await store.get_messages([]) == []
+
+
 async def test_mark_delivered_is_idempotent(store: Storage) -> None:
     alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
     await store.create_group("grp", "Grp", alice)

@@ -533,10 +533,11 @@ class PostgresStorage(Storage):
 
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
-            rows = await c.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id", ids)
+            rows = await c.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id", wanted)
             return [_message(r) for r in rows]
 
-        return await self._auto(op) if ids else []
+        wanted = [i for i in ids if 0 < i < 1 << 63]  # others name no message (and overflow BIGINT)
+        return await self._auto(op) if wanted else []
 
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
