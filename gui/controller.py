@@ -109,6 +109,12 @@ class ChatController:
         task.add_done_callback(self._task_done)
         return task
 
+    @staticmethod
+    async def _quietly(aw: Any) -> None:
+        """For refreshes nobody asked for: a failure (e.g. while reconnecting) is not news."""
+        with contextlib.suppress(ChatError):
+            await aw
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -341,6 +347,9 @@ class ChatController:
         self.state.current = key
         conv.unread = 0
         self._changed(Change.CONVERSATIONS, Change.MESSAGES)
+        if conv.kind is Kind.GROUP:
+            # Member counts have no events: refresh them when a group is looked at.
+            self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
         if not conv.history_loaded:
             await self.load_history(conv)
         return conv

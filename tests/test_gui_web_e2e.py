@@ -165,6 +165,47 @@ async def test_other_realm_remembered_logout_and_errors(
     assert await b.find("You are logged out.") is None  # really a new session
 
 
+async def test_group_and_reconnect_in_the_browser(
+        fresh_stack: Stack, uname: Callable[[str], str], tmp_path: Path) -> None:
+    """A group made through the dialog gets a message from a member on the other realm; then
+    the realm is killed: the header says so, the page reconnects by itself once the realm is
+    back, and messages arrive again."""
+    from .stack import start_realm
+
+    frank, gina, hikers = uname("frank"), uname("gina"), uname("hikers")
+    host, port = fresh_stack.realm("alpha")
+    gui = ServerProcess("gui-reconnect", [PYTHON, "-m", "gui", "--web", "--port", "0", "--realm", f"{host}:{port}",
+                                          "--downloads", str(tmp_path / "downloads")])
+    b: Browser | None = None
+    gina_client: TextClient | None = None
+    try:
+        b = await Browser.launch(f"http://{gui.addr}/")
+        gina_client = await login(*fresh_stack.realm("beta"), gina)
+        await register_in_browser(b, frank)
+        await b.click(await b.wait_text("New group", role="button"))
+        await b.fill("Group name", hikers)
+        await b.click(await b.wait_text("Create group", role="button"))
+        await b.wait_text(re.compile(r"^group · 1 member · you are owner"), 20)
+        await gina_client.ok(f"joingroup {hikers}")
+        await gina_client.ok(f"sendgroup {hikers} count me in")
+        await b.wait_text(re.compile(rf"^{re.escape(gina)} \d\d:\d\d count me in$"), 20)
+
+        realm = fresh_stack.realms["alpha"]
+        realm.kill()
+        await b.wait_text("reconnecting…", 30)
+        await b.screenshot(ARTIFACTS / "gui-reconnecting.png")
+        fresh_stack.realms["alpha"] = start_realm("alpha", fresh_stack.main.addr, port)
+        await b.wait_text("online · realm alpha", 60)
+        await gina_client.ok(f"sendgroup {hikers} still there?")
+        await b.wait_text(re.compile(rf"^{re.escape(gina)} \d\d:\d\d still there\?$"), 30)
+    finally:
+        if gina_client is not None:
+            await gina_client.close()
+        if b is not None:
+            await b.close()
+        assert gui.terminate() == 0, gui.log()
+
+
 def test_readme_screenshot_is_fresh() -> None:
     """docs/gui-chat.png is what the README shows; keep it a real (small) PNG of the chat."""
     png = ROOT / "docs" / "gui-chat.png"

@@ -308,7 +308,8 @@ class ConversationPane:
         st = self.controller.state
         if conv.kind is Kind.GROUP:
             g = st.groups.get(conv.name.casefold())
-            self.subtitle.value = f"group · {g.members} members · you are {g.role}" if g else "group"
+            members = f"{g.members} member{'' if g.members == 1 else 's'}" if g else ""
+            self.subtitle.value = f"group · {members} · you are {g.role}" if g else "group"
         else:
             online = [p.realm for p in st.online if p.user.casefold() == conv.name.casefold()]
             self.subtitle.value = f"online on realm {', '.join(online)}" if online else "private chat"
