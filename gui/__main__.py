@@ -63,9 +63,10 @@ async def serve_web(config: GuiConfig) -> int:
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", ws="websockets-sansio",
                                            lifespan="off"))
-    # uvicorn re-raises the signal it caught after its graceful shutdown; with a no-op handler
-    # in place that re-raise is harmless and SIGTERM ends the process with exit code 0.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    # uvicorn re-raises the signal it caught after its graceful shutdown; with no-op handlers
+    # in place that re-raise is harmless and SIGTERM or Ctrl-C end the process with exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     # The socket already listens, so the address can be announced now: a browser that comes
     # early waits in the accept queue until uvicorn takes it.
     shown = f"[{host}]" if ":" in host else host
