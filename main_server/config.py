@@ -30,6 +30,7 @@ class MainConfig:
     grace_s: float = 5.0
     log_level: str = "INFO"
     metrics_port: int = -1  # -1: no /metrics endpoint
+    files_dir: str = ""  # default DATA_DIR/files; replicas share one (a shared mount)
     # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
     login_max_failures: int = 10
     login_window_s: float = 300.0
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--host", default=d.host, help="address to listen on")
     p.add_option("--port", default=d.port, help="gRPC port (0 = any free port)")
     p.add_option("--data-dir", default=str(d.data_dir), help="directory for the database and files")
-    p.add_option("--db", default=d.db, help="database URL: empty for DATA_DIR/chat.db, or sqlite:///PATH")
+    p.add_option("--db", default=d.db, help="database: empty for DATA_DIR/chat.db, sqlite:///PATH, or postgresql://USER@HOST:PORT/DB")
     p.add_option("--sqlite-synchronous", default=d.sqlite_synchronous, choices=["FULL", "NORMAL"],
                  help="SQLite synchronous mode (FULL survives power loss; NORMAL only process crashes)")
     p.add_option("--max-file-bytes", default=d.max_file_bytes, help="largest file accepted")
@@ -61,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--hash-concurrency", default=d.hash_concurrency, help="password hashes run at once")
     p.add_option("--grace-s", default=d.grace_s, help="graceful shutdown: time for in-flight calls")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_option("--files-dir", default=d.files_dir,
+                 help="file store (default DATA_DIR/files); main replicas must share one")
     p.add_option("--metrics-port", default=d.metrics_port,
                  help="serve Prometheus /metrics on this port of --host (0 = any free port, -1 = off)")
     _add_hardening_options(p, d)
@@ -71,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
         max_message_bytes=a.max_message_bytes, min_password_length=a.min_password_length,
         inbox_page=a.inbox_page, session_ttl_s=a.session_ttl_s, argon2_time_cost=a.argon2_time_cost,
         argon2_memory_kib=a.argon2_memory_kib, hash_concurrency=a.hash_concurrency,
-        grace_s=a.grace_s, log_level=a.log_level, metrics_port=a.metrics_port,
+        grace_s=a.grace_s, log_level=a.log_level, metrics_port=a.metrics_port, files_dir=a.files_dir,
         **_hardening_values(p, a),
     )
 

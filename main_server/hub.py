@@ -11,12 +11,19 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from realmchat.pb import chat_pb2 as pb
 
 from .metrics import CHANNELS, EVENT_QUEUE, SESSIONS
 
 log = logging.getLogger(__name__)
+
+
+class PresenceObserver(Protocol):
+    def attached(self, session_id: int, user_name: str, realm: str) -> None: ...
+
+    def detached(self, session_id: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,6 +71,7 @@ class Hub:
         # user key -> {message id: events queued or sent but not yet marked delivered}; inbox
         # skips these so a message is never both pushed and returned by inbox.
         self._inflight: dict[str, dict[int, int]] = {}
+        self.observer: PresenceObserver | None = None  # other replicas, told of (de)attachments
         SESSIONS.set_function(lambda: sum(len(ch.sessions) for ch in list(self.channels.values())))
         CHANNELS.set_function(lambda: len(self.channels))
         EVENT_QUEUE.set_function(lambda: sum(ch.queue.qsize() for ch in list(self.channels.values())))
@@ -90,6 +98,8 @@ class Hub:
         ch.sessions[session_id] = user_key
         self._online.setdefault(user_key, {})[session_id] = ch
         self._names[user_key] = user_name
+        if self.observer is not None:
+            self.observer.attached(session_id, user_name, ch.realm)
 
     def detach(self, session_id: int, user_key: str) -> None:
         sessions = self._online.get(user_key)
@@ -98,6 +108,8 @@ class Hub:
         ch = sessions.pop(session_id, None)
         if ch is not None:
             ch.sessions.pop(session_id, None)
+            if self.observer is not None:
+                self.observer.detached(session_id)
         if not sessions:
             del self._online[user_key]
             self._names.pop(user_key, None)
@@ -122,8 +134,16 @@ class Hub:
                 if not ids:
                     del self._inflight[u]
 
-    def who(self) -> list[tuple[str, str]]:
-        out: set[tuple[str, str]] = set()
+    def local_sessions(self) -> list[tuple[int, str, str]]:
+        """(session id, user key, user name) of every attached session."""
+        return [(sid, u, self._names.get(u, u)) for u, sessions in list(self._online.items()) for sid in sessions]
+
+    def local_presence(self) -> list[tuple[int, str, str]]:
+        return [(sid, self._names.get(u, u), ch.realm) for u, sessions in list(self._online.items())
+                for sid, ch in sessions.items()]
+
+    def who(self, remote: set[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+        out: set[tuple[str, str]] = set(remote or ())
         for user_key, sessions in list(self._online.items()):
             name = self._names.get(user_key, user_key)
             for ch in sessions.values():

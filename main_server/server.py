@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +19,7 @@ from realmchat.rpc import server_options
 from realmchat.tls import server_credentials
 
 from .blobs import BlobStore
+from .cluster import Cluster
 from .config import MainConfig
 from .diskguard import guard
 from .hub import Hub
@@ -31,16 +33,24 @@ CHAT_SERVICE = pb.DESCRIPTOR.services_by_name["Chat"].full_name
 
 
 async def serve(config: MainConfig) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)  # also with PostgreSQL: the disk guard watches it
     storage = open_storage(config.db, config.data_dir, config.sqlite_synchronous)
     await storage.open()
     hub = Hub(config.channel_max_queue)
     hasher = PasswordHasher(config.argon2_time_cost, config.argon2_memory_kib,
                             concurrency=config.hash_concurrency)
     # Disk space is a limit: new data is refused with RESOURCE_EXHAUSTED before the disk is full.
-    guarded_storage, blobs = guard(storage, BlobStore(config.data_dir / "files"), config.data_dir,
-                                   config.min_free_bytes)
+    files_dir = Path(config.files_dir) if config.files_dir else config.data_dir / "files"
+    guarded_storage, blobs = guard(storage, BlobStore(files_dir), config.data_dir, config.min_free_bytes)
     service = ChatService(config, guarded_storage, hub, hasher, blobs)
     servicer = ChatServicer(service)
+    cluster = None
+    if config.db.startswith(("postgresql://", "postgres://")):
+        # Replicas on one database: events and presence cross between them by LISTEN/NOTIFY.
+        cluster = Cluster(config.db, hub.local_presence)
+        await cluster.start(service.on_notice, service.push_all_pending)
+        service.cluster = cluster
+        hub.observer = cluster
 
     server = grpc.aio.server(options=server_options(config.keepalive_time_s, config.keepalive_timeout_s))
     pb_grpc.add_ChatServicer_to_server(servicer, server)
@@ -78,5 +88,7 @@ async def serve(config: MainConfig) -> None:
         channel.close()
     await server.stop(config.grace_s)
     await servicer.wait_tasks()
+    if cluster is not None:
+        await cluster.close()
     await storage.close()
     log.info("stopped")

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from realmchat.names import check_name, name_key
@@ -18,6 +19,7 @@ from realmchat.ratelimit import AttemptLimiter
 from realmchat.textproto import HISTORY_MAX, base_file_name
 
 from .blobs import BlobStore
+from .cluster import Cluster
 from .config import MainConfig
 from .hub import Channel, Hub, Outgoing
 from .metrics import MESSAGES
@@ -70,6 +72,7 @@ class ChatService:
         self._delivered: list[tuple[str, int]] = []
         self._sent_items: list[Outgoing] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.cluster: Cluster | None = None  # set when replicas share a PostgreSQL database
         # Hardening (docs/SECURITY.md): failed logins per account, keyed by the user key.
         self.login_failures = AttemptLimiter(config.login_max_failures, config.login_window_s,
                                              detail="failed logins for this account are limited")
@@ -161,13 +164,36 @@ class ChatService:
                 continue
             self._push_message(m, [user_key], {user_key}, exclude_session=0)
 
-    def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str],
-                      exclude_session: int) -> None:
+    def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str] | list[str],
+                      exclude_session: int, publish: bool = True) -> None:
         p = message_pb(m)
         if m.group:
             self.hub.push(users, lambda ev: ev.group.CopyFrom(p), exclude_session, m.id, frozenset(track))
         else:
             self.hub.push(users, lambda ev: ev.private.CopyFrom(p), exclude_session, m.id, frozenset(track))
+        if publish and self.cluster is not None:
+            self.cluster.publish_message(m.id, users, list(track), exclude_session)
+
+    async def on_notice(self, notice: dict[str, Any]) -> None:
+        """Another replica stored something for users who may be attached here."""
+        local = [u for u in notice["u"] if self.hub.is_online(u)]
+        if not local:
+            return
+        if notice["k"] == "m":
+            for m in await self.storage.get_messages([notice["id"]]):
+                self._push_message(m, local, [u for u in notice["t"] if u in local], notice["x"], publish=False)
+        elif notice["k"] == "f":
+            record = await self.storage.get_file(notice["id"])
+            if record is not None:
+                f = file_pb(record)
+                self.hub.push(local, lambda ev: ev.file.CopyFrom(f), notice["x"])
+
+    async def push_all_pending(self) -> None:
+        """Pushes every attached session's undelivered messages (another replica died and may
+        have stored messages for them that it never announced). Realms drop repeats."""
+        for sid, user_key, user_name in self.hub.local_sessions():
+            caller = Caller(SessionRecord(sid, user_key, user_name, ""), "")
+            await self._push_pending(caller)
 
     def close_channel(self, channel: Channel) -> None:
         self.hub.close_channel(channel)
@@ -199,13 +225,15 @@ class ChatService:
             await self._flusher
 
     def who(self) -> list[tuple[str, str]]:
-        return self.hub.who()
+        return self.hub.who(self.cluster.who() if self.cluster is not None else None)
 
     # ---- messages ----------------------------------------------------------------------------
 
     def _check_text(self, text: str) -> None:
         if not text.strip():
             raise InvalidArgument("the message must not be empty")
+        if "\x00" in text:  # PostgreSQL cannot store it; refused on every engine alike
+            raise InvalidArgument("the message must not contain NUL characters (U+0000)")
         if len(text.encode()) > self.config.max_message_bytes:
             raise ResourceExhausted(f"message too long: at most {self.config.max_message_bytes} bytes")
 
@@ -298,6 +326,8 @@ class ChatService:
         FILES_STORED.inc()
         f = file_pb(record)
         self.hub.push([to.key], lambda ev: ev.file.CopyFrom(f), caller.session.id)
+        if self.cluster is not None:
+            self.cluster.publish_file(record.id, to.key, caller.session.id)
         return record
 
     async def pending_files(self, caller: Caller) -> list[FileRecord]:

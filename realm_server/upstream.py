@@ -161,10 +161,13 @@ class Upstream:
                 log.exception("event stream failed")
             self.linked.clear()
             self.link_id = ""
-            if not got_linked and len(self.addrs) > 1:
-                # This main did not answer: try the next one (stay on it once it links).
+            if len(self.addrs) > 1:
+                # This main failed or did not answer: calls and the next link go to the next
+                # one at once (we stay on whichever links).
                 self._index = (self._index + 1) % len(self.addrs)
                 self.stub = self._stub(self.addr)
+                if got_linked:
+                    continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 

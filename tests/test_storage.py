@@ -233,11 +233,7 @@ async def test_history(store: Storage) -> None:
         await store.history_group("alice", "nogroup", 10)
 
 
-async def test_history_notes_to_self(store: Storage, request: pytest.FixtureRequest) -> None:
-    if isinstance(store, SQLiteStorage):
-        # Strict: once sqlite.py lists a note to self once, this XPASSes and the mark must go.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="sqlite history_private(a, a) lists "
-                                              "each note twice (UNION ALL of both directions)"))
+async def test_history_notes_to_self(store: Storage) -> None:
     alice, = await users(store, "Alice")
     m = (await store.store_private(alice, "alice", "note to self")).message
     assert await store.history_private("alice", "alice", 10) == [m]

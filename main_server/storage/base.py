@@ -125,6 +125,10 @@ class Storage(ABC):
         left undelivered (a push marks them)."""
 
     @abstractmethod
+    async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
+        """The messages with these ids (another replica stored them and asks us to push)."""
+
+    @abstractmethod
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]: ...
 
     @abstractmethod

@@ -354,8 +354,19 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
+    async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
+        def op(c: sqlite3.Connection) -> list[MessageRecord]:
+            marks = ",".join("?" * len(ids))
+            return [_message(r) for r in c.execute(f"SELECT * FROM messages WHERE id IN ({marks}) ORDER BY id", ids)]
+
+        return await self._do(op) if ids else []
+
     async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
+            if a_key == b_key:  # notes to self: one direction, or UNION ALL would list each twice
+                rows = c.execute("SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=? "
+                                 "ORDER BY id DESC LIMIT ?", (a_key, a_key, limit)).fetchall()
+                return [_message(r) for r in reversed(rows)]
             rows = c.execute(
                 "SELECT * FROM (SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=? "
                 "UNION ALL SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=?) "

@@ -1,0 +1,172 @@
+"""Several main replicas on one PostgreSQL database.
+
+Replicas talk through PostgreSQL's LISTEN/NOTIFY (no extra server): a replica that stores a
+message notifies the others with its id and recipients, and each pushes it to the sessions
+attached to it (marking delivery as usual; what no replica pushes stays undelivered in the
+database for inbox or the next resume). Presence is replicated the same way: attach and detach
+notices, a heartbeat, and a snapshot on request; a replica not heard from for
+STALE_AFTER_S is dropped, so `who` stays right when one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "realmchat"
+HEARTBEAT_S = 1.0
+STALE_AFTER_S = 4.0
+PAYLOAD_MAX = 7000  # NOTIFY payloads must stay under 8000 bytes
+USERS_PER_NOTICE = 150
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Cluster:
+    def __init__(self, url: str, local_presence: Callable[[], list[tuple[int, str, str]]]) -> None:
+        self.url = url
+        self.replica = secrets.token_hex(6)
+        self.local_presence = local_presence  # [(session id, user name, realm)] attached here
+        # replica -> (last heard, {session id: (user name, realm)})
+        self.remote: dict[str, tuple[float, dict[int, tuple[str, str]]]] = {}
+        self._out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._listen_conn: Any = None
+        self._publish_conn: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handler: Handler | None = None
+        self._on_lost: Callable[[], Awaitable[None]] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self, handler: Handler, on_lost: Callable[[], Awaitable[None]] | None = None) -> None:
+        """handler gets message and file notices; on_lost runs when a replica goes silent (what
+        it stored but never announced is still undelivered: push it to our sessions)."""
+        import asyncpg
+
+        self._handler = handler
+        self._on_lost = on_lost
+        self._listen_conn = await asyncpg.connect(self.url)
+        self._publish_conn = await asyncpg.connect(self.url)
+        await self._listen_conn.add_listener(CHANNEL, self._on_notify)
+        self._tasks = [asyncio.create_task(self._publisher(), name="cluster-publish"),
+                       asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")]
+        self.publish({"k": "hello"})
+        log.info("cluster replica %s listening", self.replica)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for conn in (self._listen_conn, self._publish_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+    # ---- sending -------------------------------------------------------------------------
+
+    def publish(self, notice: dict[str, Any]) -> None:
+        notice["r"] = self.replica
+        self._out.put_nowait(notice)
+
+    def publish_message(self, msg_id: int, users: list[str], track: list[str], exclude_session: int) -> None:
+        track_set = set(track)
+        for i in range(0, len(users), USERS_PER_NOTICE):
+            part = users[i:i + USERS_PER_NOTICE]
+            self.publish({"k": "m", "id": msg_id, "u": part, "t": [u for u in part if u in track_set],
+                          "x": exclude_session})
+
+    def publish_file(self, file_id: int, user: str, exclude_session: int) -> None:
+        self.publish({"k": "f", "id": file_id, "u": [user], "x": exclude_session})
+
+    async def _publisher(self) -> None:
+        # Notices are packed into as few NOTIFYs as fit: one round trip carries many.
+        while True:
+            first = await self._out.get()
+            lines = [orjson.dumps(first)]
+            size = len(lines[0])
+            while not self._out.empty():
+                nxt = orjson.dumps(self._out._queue[0])  # peek: stop before overflowing
+                if size + len(nxt) + 1 > PAYLOAD_MAX:
+                    break
+                self._out.get_nowait()
+                lines.append(nxt)
+                size += len(nxt) + 1
+            try:
+                await self._publish_conn.execute("SELECT pg_notify($1, $2)", CHANNEL, b"\n".join(lines).decode())
+            except Exception:
+                log.exception("cluster notify failed (%d notices dropped: receivers catch up on resume)",
+                              len(lines))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.publish({"k": "hb"})
+            now = time.monotonic()
+            for replica, (heard, _) in list(self.remote.items()):
+                if now - heard > STALE_AFTER_S:
+                    log.warning("replica %s silent for %.0f s: dropping its presence", replica, now - heard)
+                    del self.remote[replica]
+                    if self._on_lost is not None:
+                        self._running.add(task := asyncio.create_task(self._on_lost()))
+                        task.add_done_callback(self._running.discard)
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for line in payload.split("\n"):
+            try:
+                notice = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if notice.get("r") == self.replica:
+                continue
+            self._seen(notice["r"])
+            task = asyncio.create_task(self._dispatch(notice))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _seen(self, replica: str) -> dict[int, tuple[str, str]]:
+        entry = self.remote.get(replica)
+        sessions = entry[1] if entry else {}
+        self.remote[replica] = (time.monotonic(), sessions)
+        return sessions
+
+    async def _dispatch(self, notice: dict[str, Any]) -> None:
+        kind = notice.get("k")
+        sessions = self._seen(notice["r"])
+        if kind == "att":
+            sessions[notice["s"]] = (notice["n"], notice["realm"])
+        elif kind == "det":
+            sessions.pop(notice["s"], None)
+        elif kind == "hello":
+            # A new replica: tell it who is attached here (in parts that fit a NOTIFY).
+            local = [[sid, n, realm] for sid, n, realm in self.local_presence()]
+            for i in range(0, max(len(local), 1), 100):
+                self.publish({"k": "snap", "p": local[i:i + 100], "reset": i == 0})
+        elif kind == "snap":
+            if notice.get("reset"):
+                sessions.clear()
+            sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
+        elif kind in ("m", "f") and self._handler is not None:
+            try:
+                await self._handler(notice)
+            except Exception:
+                log.exception("cluster notice %s failed", kind)
+
+    # ---- presence --------------------------------------------------------------------------
+
+    def attached(self, session_id: int, user_name: str, realm: str) -> None:
+        self.publish({"k": "att", "s": session_id, "n": user_name, "realm": realm})
+
+    def detached(self, session_id: int) -> None:
+        self.publish({"k": "det", "s": session_id})
+
+    def who(self) -> set[tuple[str, str]]:
+        return {(n, realm) for _, sessions in self.remote.values() for n, realm in sessions.values()}
