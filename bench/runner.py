@@ -401,6 +401,13 @@ class Bench:
             r.extra["peak_rss_mb"] = {k: round(v, 1) for k, v in win.peak_rss_mb.items()}
             r.extra["thread_cpu_pct"] = win.threads
             r.extra["seconds"] = round(win.seconds, 2)
+            if res is not None and res.acked:
+                # CPU cost per message is what contention cannot distort: 2 cores give
+                # 2,000,000 CPU-us per second to share between all processes.
+                cpu_s = {k: v / 100 * win.seconds for k, v in win.cpu_pct.items() if k != "other"}
+                r.extra["cpu_us_per_send"] = {k: round(v / res.acked * 1e6, 1) for k, v in cpu_s.items()}
+                r.extra["cpu_us_per_delivery"] = {k: round(v / max(res.delivered, 1) * 1e6, 1)
+                                                  for k, v in cpu_s.items()}
         self.rows.append(r)
         log(format_row(r))
         return r
