@@ -1,9 +1,11 @@
 # realmchat: `make run` and `make test` work on a fresh machine; both start with `make setup`.
+# make run: main (8080), realm alpha (8000) and the web GUI (8550), data in ./data.
 PY := .venv/bin/python
 DATA ?= ./data
 MAIN_PORT ?= 8080
 REALM_PORT ?= 8000
 REALM ?= alpha
+GUI_PORT ?= 8550
 
 .PHONY: setup run test lint bench gui gui-web clean
 
@@ -11,7 +13,7 @@ setup:
 	@./scripts/setup.sh
 
 run: setup
-	@./scripts/run.sh "$(DATA)" "$(MAIN_PORT)" "$(REALM_PORT)" "$(REALM)"
+	@./scripts/run.sh "$(DATA)" "$(MAIN_PORT)" "$(REALM_PORT)" "$(REALM)" "$(GUI_PORT)"
 
 test: setup
 	$(PY) -m ruff check .

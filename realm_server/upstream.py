@@ -188,7 +188,7 @@ class Relay:
         self._stub = stub
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         # One outbox per stream: a dead stream's request iterator must not take new calls.
-        self._outbox: asyncio.Queue[pb.RelayCall] | None = None
+        self._outbox: asyncio.Queue[pb.RelayCall | None] | None = None
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -224,11 +224,16 @@ class Relay:
             self._pending.pop(call_id, None)
 
     @staticmethod
-    async def _requests(outbox: asyncio.Queue[pb.RelayCall]) -> AsyncIterator[pb.RelayRequests]:
-        while True:
-            batch = [await outbox.get()]
+    async def _requests(outbox: asyncio.Queue[pb.RelayCall | None]) -> AsyncIterator[pb.RelayRequests]:
+        # None ends the iterator (the stream failed): gRPC's consuming task must not outlive it.
+        while (first := await outbox.get()) is not None:
+            batch = [first]
             while not outbox.empty() and len(batch) < 4096:
-                batch.append(outbox.get_nowait())
+                item = outbox.get_nowait()
+                if item is None:
+                    yield pb.RelayRequests(calls=batch)
+                    return
+                batch.append(item)
             yield pb.RelayRequests(calls=batch)
 
     def _fail_all(self) -> None:
@@ -240,7 +245,7 @@ class Relay:
     async def _run(self) -> None:
         backoff = BACKOFF_MIN
         while True:
-            outbox: asyncio.Queue[pb.RelayCall] = asyncio.Queue()
+            outbox: asyncio.Queue[pb.RelayCall | None] = asyncio.Queue()
             call = self._stub().Relay(self._requests(outbox))
             try:
                 await call.wait_for_connection()
@@ -262,6 +267,7 @@ class Relay:
                 call.cancel()
                 raise
             finally:
+                outbox.put_nowait(None)
                 call.cancel()
                 self._fail_all()
             await asyncio.sleep(backoff)
