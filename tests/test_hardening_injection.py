@@ -93,8 +93,8 @@ async def test_error_messages_do_not_echo_raw_controls(stack: Stack) -> None:
 
 
 # DEL, the C1 controls (U+0085 NEL; U+009B is CSI on terminals that honour 8-bit controls), the
-# Unicode line/paragraph separators (str.splitlines() splits on them) and bidi overrides pass
-# through realmchat.textproto.encode raw (orjson escapes only U+0000-U+001F).
+# Unicode line/paragraph separators (str.splitlines() splits on them) and bidi overrides are valid
+# in JSON strings but act on screens: the codec escapes them too.
 async def test_c1_del_separators_and_bidi_are_escaped_too(stack: Stack, uname: Names) -> None:
     a, b = uname("inj_e"), uname("inj_f")
     cb = await login(*stack.realm("alpha"), b)

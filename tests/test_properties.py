@@ -1,0 +1,330 @@
+"""Property-based tests (hypothesis).
+
+- The text parser: parse_line never raises anything but ChatError, keeps the rest of the line
+  exactly, never returns an argument with a line break or (outside the message) whitespace, and
+  respects every command's arity.
+- The encoder: any text becomes exactly one line with no raw ASCII control byte, and decodes back.
+- The bounded line reader: under any chunking of any bytes, it returns exactly the lines a simple
+  model says (over-long lines become one LINE_TOO_LONG, their tails are never lines).
+- Delivery, as a state machine against a real main and two realms: random register / auth /
+  sendprivate / inbox / logout; no message is lost, none is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from realmchat import textproto as tp
+from realmchat.errors import ChatError
+from realmchat.framing import LINE_TOO_LONG, LineReader
+
+from .stack import Stack, start_stack
+from .textclient import TextClient
+
+VERBS = list(tp.COMMANDS)
+names = st.from_regex(r"[A-Za-z0-9_.\-]{1,32}", fullmatch=True)
+verb_forms = st.sampled_from(VERBS).flatmap(lambda v: st.sampled_from([v, v.upper(), v.capitalize()]))
+# Lines that look like commands, and lines that are anything at all.
+command_like = st.builds(lambda v, sep, rest: v + sep + rest, verb_forms, st.sampled_from([" ", "  ", "\t", ""]),
+                         st.text(max_size=80))
+any_line = st.one_of(st.text(max_size=120), command_like)
+
+
+# ---- the parser ----------------------------------------------------------------------------
+
+@settings(max_examples=600, deadline=None)
+@given(any_line)
+def test_parse_line_raises_only_chat_errors_and_keeps_its_promises(line: str) -> None:
+    try:
+        cmd = tp.parse_line(line)
+    except ChatError as exc:
+        assert exc.code in ("UNIMPLEMENTED", "INVALID_ARGUMENT") and exc.message
+        return
+    if cmd is None:
+        assert not line.removesuffix("\r").strip()
+        return
+    spec = tp.COMMANDS[cmd.verb]
+    assert cmd.verb == cmd.verb.lower()
+    assert spec.min_args <= len(cmd.args) <= spec.max_args
+    if "\n" not in line:
+        assert not any("\n" in a for a in cmd.args)
+    if spec.rest:
+        assert cmd.args[-1].strip()  # a message is never empty
+        assert not any(ch.isspace() for ch in cmd.args[0])
+    elif cmd.verb != "sendfile":
+        assert not any(ch.isspace() for a in cmd.args for ch in a)
+    else:
+        assert cmd.payload_size == int(cmd.args[2])
+
+
+message_text = st.text(min_size=1, max_size=200).filter(
+    lambda t: "\n" not in t and not t.endswith("\r") and t.strip() != "")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["sendprivate", "sendgroup", "SENDPRIVATE"]), names, message_text)
+def test_rest_of_line_text_round_trips(verb: str, target: str, text: str) -> None:
+    cmd = tp.parse_line(f"{verb} {target} {text}")
+    assert cmd is not None and cmd.args == (target, text)
+    cmd_cr = tp.parse_line(f"{verb} {target} {text}\r")  # nc -C / telnet line ends
+    assert cmd_cr is not None and cmd_cr.args == (target, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(names, st.text(min_size=1, max_size=60).filter(lambda n: n.strip(" ") and "\n" not in n and "\r" not in n),
+       st.integers(min_value=0, max_value=2**40))
+def test_sendfile_size_is_the_last_word(to: str, name: str, size: int) -> None:
+    try:
+        cmd = tp.parse_line(f"sendfile {to} {name} {size}")
+    except ChatError:
+        return  # e.g. a name of spaces only: a usage error, never a crash
+    assert cmd is not None and cmd.payload_size == size and cmd.args[0] == to
+
+
+# ---- the encoder ---------------------------------------------------------------------------
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                           max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(), st.dictionaries(st.text(max_size=10), json_values, max_size=4))
+def test_encoded_events_are_one_clean_line(text: str, extra: dict) -> None:
+    line = tp.event("private", **{**{f"x_{k}": v for k, v in extra.items()}, "text": text})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert not any(b < 0x20 for b in line[:-1])
+    raw = line.decode()
+    assert not [ch for ch in raw if ch == "\x7f" or "\x80" <= ch <= "\x9f" or ch in "\u2028\u2029\u061c"
+                or "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u200e\u200f"]
+    assert tp.decode(line)["text"] == text
+
+
+# ---- the bounded line reader ---------------------------------------------------------------
+
+LIMIT = 16
+
+
+def model(data: bytes, strict_eof: bool = False) -> list[bytes | str]:
+    """What the realm must see: each line up to LIMIT bytes; each longer one as TOO_LONG once.
+    A final line without newline that is exactly LIMIT + 1 bytes is dropped silently at EOF
+    (known edge, reported; strict_eof=True is what it should be - see the xfail test below)."""
+    *complete, last = data.split(b"\n")
+    out: list[bytes | str] = [seg if len(seg) <= LIMIT else "TOO_LONG" for seg in complete]
+    if last and (strict_eof or len(last) != LIMIT + 1):
+        out.append(last if len(last) <= LIMIT else "TOO_LONG")
+    return out
+
+
+async def read_all(data: bytes, cuts: list[int]) -> list[bytes | str]:
+    reader = asyncio.StreamReader(limit=LIMIT + 1)  # as the realm sets it: max_line + 1
+    lines = LineReader(reader, LIMIT)
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+
+    async def feed() -> None:
+        for a, b in itertools.pairwise(bounds):
+            reader.feed_data(data[a:b])
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.ensure_future(feed())
+    out: list[bytes | str] = []
+    while (line := await lines.read_line()) is not None:
+        out.append("TOO_LONG" if line is LINE_TOO_LONG else line)
+    await feeder
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=LIMIT + 8), st.binary(min_size=LIMIT - 1, max_size=3 * LIMIT)),
+                max_size=8).map(lambda segs: b"\n".join(segs).replace(b"\n\n\n", b"\n")),
+       st.lists(st.integers(min_value=0, max_value=10_000), max_size=6))
+def test_line_reader_matches_the_model_under_any_chunking(data: bytes, cuts: list[int]) -> None:
+    assert asyncio.run(read_all(data, cuts)) == model(data)
+
+
+@pytest.mark.xfail(strict=True, reason="LineReader returns None, not LINE_TOO_LONG, for an unterminated final "
+                                       "line of exactly limit + 1 bytes (realmchat/framing.py, reported)")
+def test_final_line_one_byte_over_the_limit_is_reported() -> None:
+    data = b"x" * (LIMIT + 1)
+    assert asyncio.run(read_all(data, [])) == model(data, strict_eof=True)
+
+
+# ---- delivery, as a state machine against real servers -------------------------------------
+
+@pytest.fixture(scope="module")
+def dstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Cheap argon2 (tests only): the machine registers and logs in a lot.
+    s = start_stack(tmp_path_factory.mktemp("data"), main_extra=("--argon2-time-cost", "1", "--argon2-memory-kib",
+                                                                  "8192"))
+    yield s
+    s.stop()
+
+
+_examples = itertools.count()
+USERS = 3
+
+
+class Delivery(RuleBasedStateMachine):
+    """Each user has at most one logged-in connection; connections that logged out stay open
+    (an event already on its way to them still counts). Every message sent to a user must reach
+    it exactly once: as an event on one of its connections, or from its inbox."""
+
+    stack: Stack
+    loop: asyncio.AbstractEventLoop
+
+    def __init__(self) -> None:
+        super().__init__()
+        n = next(_examples)
+        self.users = [f"p{n}_{i}_{os.getpid() % 10000}" for i in range(USERS)]
+        self.live: dict[str, TextClient] = {}
+        self.old: dict[str, list[TextClient]] = {u: [] for u in self.users}
+        self.expected: dict[str, set[int]] = {u: set() for u in self.users}
+        self.received: dict[str, Counter[int]] = {u: Counter() for u in self.users}
+        self.texts = itertools.count()
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    async def _connect(self, realm: str) -> TextClient:
+        return await TextClient.connect(*self.stack.realm(realm))
+
+    def _take_events(self, user: str, c: TextClient) -> None:
+        while not c.events.empty():
+            ev = c.events.get_nowait()
+            if ev.get("event") == "private":
+                self.received[user][ev["id"]] += 1
+
+    async def _read_pending(self, user: str, c: TextClient, wait: float) -> None:
+        """Reads whatever events arrive on c within `wait` seconds of quiet."""
+        while True:
+            try:
+                line = await asyncio.wait_for(c.reader.readline(), wait)
+            except TimeoutError:
+                break
+            if not line:
+                break
+            obj = json.loads(line)
+            assert "event" in obj, obj
+            c.events.put_nowait(obj)
+        self._take_events(user, c)
+
+    @initialize()
+    def register_all(self) -> None:
+        async def go() -> None:
+            c = await self._connect("alpha")
+            for u in self.users:
+                await c.ok(f"register {u} pw-secret")
+            await c.close()
+
+        self.run(go())
+
+    @precondition(lambda self: len(self.live) < USERS)
+    @rule(i=st.integers(0, USERS - 1), realm=st.sampled_from(["alpha", "beta"]))
+    def auth(self, i: int, realm: str) -> None:
+        u = self.users[i]
+        if u in self.live:
+            return
+
+        async def go() -> None:
+            c = await self._connect(realm)
+            await c.ok(f"auth {u} pw-secret")
+            self.live[u] = c
+
+        self.run(go())
+
+    @precondition(lambda self: bool(self.live))
+    @rule(i=st.integers(0, USERS - 1))
+    def logout(self, i: int) -> None:
+        u = self.users[i]
+        c = self.live.pop(u, None)
+        if c is None:
+            return
+        self.run(c.ok("logout"))
+        self._take_events(u, c)
+        self.old[u].append(c)
+
+    @precondition(lambda self: bool(self.live))
+    @rule(i=st.integers(0, USERS - 1), j=st.integers(1, USERS - 1))
+    def send(self, i: int, j: int) -> None:
+        sender = self.users[i]
+        c = self.live.get(sender)
+        if c is None:
+            return
+        to = self.users[(i + j) % USERS]  # never to oneself
+        r = self.run(c.ok(f"sendprivate {to} m{next(self.texts)}"))
+        self.expected[to].add(r["id"])
+        self._take_events(sender, c)
+
+    @precondition(lambda self: bool(self.live))
+    @rule(i=st.integers(0, USERS - 1))
+    def inbox(self, i: int) -> None:
+        u = self.users[i]
+        c = self.live.get(u)
+        if c is None:
+            return
+        r = self.run(c.ok("inbox"))
+        for m in r["messages"]:
+            self.received[u][m["id"]] += 1
+        self._take_events(u, c)
+
+    @invariant()
+    def never_twice_never_unsent(self) -> None:
+        for u in self.users:
+            twice = [k for k, v in self.received[u].items() if v > 1]
+            assert not twice, f"{u} got {twice} twice"
+            assert set(self.received[u]) <= self.expected[u]
+
+    def teardown(self) -> None:
+        """Everything sent must have arrived: read what is still on its way, then each user's
+        inbox (logging in where needed)."""
+        async def go() -> None:
+            await asyncio.sleep(0.2)
+            for u in self.users:
+                for c in [*self.old[u], *([self.live[u]] if u in self.live else [])]:
+                    await self._read_pending(u, c, 0.05)
+            for u in self.users:
+                c = self.live.get(u) or await self._connect("alpha")
+                if u not in self.live:
+                    await c.ok(f"auth {u} pw-secret")
+                r = await c.ok("inbox")
+                for m in r["messages"]:
+                    self.received[u][m["id"]] += 1
+                self._take_events(u, c)
+                await c.ok("logout")
+                await self._read_pending(u, c, 0.05)
+                self.live[u] = c
+            for u in self.users:
+                missing = self.expected[u] - set(self.received[u])
+                assert not missing, f"{u} never got {sorted(missing)}"
+                twice = [k for k, v in self.received[u].items() if v > 1]
+                assert not twice, f"{u} got {twice} twice"
+            for c in [*self.live.values(), *(c for cs in self.old.values() for c in cs)]:
+                await c.close()
+
+        self.run(go())
+
+
+def test_delivery_state_machine(dstack: Stack) -> None:
+    """12 random runs of up to 30 steps (about 15 s); DELIVERY_EXAMPLES=60 for a longer hunt."""
+    loop = asyncio.new_event_loop()
+    Delivery.stack, Delivery.loop = dstack, loop
+    try:
+        run = Delivery.TestCase
+        run.settings = settings(max_examples=int(os.environ.get("DELIVERY_EXAMPLES", "12")), stateful_step_count=30,
+                                deadline=None,
+                                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        run("runTest").runTest()
+    finally:
+        loop.close()
+
