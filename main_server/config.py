@@ -29,6 +29,7 @@ class MainConfig:
     channel_max_queue: int = 100_000
     grace_s: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"
     metrics_port: int = -1  # -1: no /metrics endpoint
     files_dir: str = ""  # default DATA_DIR/files; replicas share one (a shared mount)
     # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--hash-concurrency", default=d.hash_concurrency, help="password hashes run at once")
     p.add_option("--grace-s", default=d.grace_s, help="graceful shutdown: time for in-flight calls")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_option("--log-format", default=d.log_format, choices=["text", "json"], help="log lines as text or JSON")
     p.add_option("--files-dir", default=d.files_dir,
                  help="file store (default DATA_DIR/files); main replicas must share one")
     p.add_option("--metrics-port", default=d.metrics_port,
@@ -74,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
         max_message_bytes=a.max_message_bytes, min_password_length=a.min_password_length,
         inbox_page=a.inbox_page, session_ttl_s=a.session_ttl_s, argon2_time_cost=a.argon2_time_cost,
         argon2_memory_kib=a.argon2_memory_kib, hash_concurrency=a.hash_concurrency,
-        grace_s=a.grace_s, log_level=a.log_level, metrics_port=a.metrics_port, files_dir=a.files_dir,
+        grace_s=a.grace_s, log_level=a.log_level, log_format=a.log_format, metrics_port=a.metrics_port,
+        files_dir=a.files_dir,
         **_hardening_values(p, a),
     )
 

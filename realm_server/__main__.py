@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
+
+from realmchat.logs import setup_logging
 
 from .config import parse_args
 from .server import serve
@@ -12,8 +12,7 @@ from .server import serve
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s realm[{config.name}] %(levelname)s %(name)s: %(message)s")
+    setup_logging(config.log_level, config.log_format, f"realm[{config.name}]")
     try:
         import uvloop
 

@@ -16,6 +16,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
 from .convert import file_dict, message_dict
+from .metrics import COMMANDS
 from .session import Session
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Handler = Callable[[Session, Command], Awaitable[bytes | None]]
 CLOSE = b""  # returned by a handler: send nothing more, close the connection
+ERROR_PREFIX = b'{"status":"ERROR","code":"'  # how every error line starts (textproto.error)
 
 
 class Payload:
@@ -91,8 +93,12 @@ class Commands:
         finally:
             self._payloads.pop(session, None)
         if response == CLOSE:
+            COMMANDS.labels(cmd.verb, "OK").inc()
             return False
         if response is not None:
+            # Error lines start {"status":"ERROR","code":"X"...: the code is read without parsing.
+            COMMANDS.labels(cmd.verb, "OK" if response.startswith(b'{"status":"OK"') else
+                            response[len(ERROR_PREFIX):].split(b'"', 1)[0].decode()).inc()
             session.send(response)
         if payload:
             # Bytes of a refused upload are read and dropped, never parsed as commands.

@@ -30,6 +30,8 @@ class RealmConfig:
     rpc_timeout_s: float = 5.0
     max_send_queue: int = 10_000
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_port: int = -1  # -1: no /metrics endpoint
     # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
     max_send_queue_bytes: int = 4 * 1024 * 1024
     stall_timeout_s: float = 60.0
@@ -71,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
     p.add_option("--max-send-queue", default=d.max_send_queue,
                  help="lines queued for a slow client before it is disconnected")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_option("--log-format", default=d.log_format, choices=["text", "json"], help="log lines as text or JSON")
+    p.add_option("--metrics-port", default=d.metrics_port,
+                 help="serve Prometheus /metrics on this port of --host (0 = any free port, -1 = off)")
     _add_hardening_options(p, d)
     a = p.parse_args(argv)
     mains = tuple(parse_hostport(x, 8080) for x in a.main.split(",") if x.strip())
@@ -82,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
         p.error(str(e))
     return RealmConfig(host=a.host, port=a.port, mains=mains, name=a.name, max_line=a.max_line,
                        max_file_bytes=a.max_file_bytes, rpc_timeout_s=a.rpc_timeout_s,
-                       max_send_queue=a.max_send_queue, log_level=a.log_level,
+                       max_send_queue=a.max_send_queue, log_level=a.log_level, log_format=a.log_format,
+                       metrics_port=a.metrics_port,
                        **_hardening_values(p, a))
 
 

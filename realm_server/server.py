@@ -11,6 +11,7 @@ import signal
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
 from realmchat.framing import LineTooLong
+from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
 from realmchat.tls import channel_credentials, client_port_context
@@ -19,6 +20,7 @@ from .commands import Commands
 from .config import RealmConfig
 from .convert import file_dict, message_dict
 from .limits import FloodGuard, IpTable, Verdict, parse_networks, peer_ip
+from .metrics import COMMANDS, CONNECTIONS, EVENTS, LINK_UP, SESSIONS
 from .session import Session
 from .transport import SecureUpstream
 from .upstream import Upstream
@@ -44,6 +46,9 @@ class Realm:
         self.login_attempts = AttemptLimiter(config.login_attempts_per_ip, config.login_window_s,
                                              detail="login and register attempts from your address are limited")
         self.commands = Commands(self)
+        CONNECTIONS.set_function(lambda: len(self.connections))
+        SESSIONS.set_function(lambda: len(self.by_session_id))
+        LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
 
@@ -101,6 +106,7 @@ class Realm:
             line = tp.event("file", **file_dict(ev.file))
         else:
             return
+        EVENTS.labels(kind).inc(len(ev.session_ids))
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
             s = self.by_session_id.get(sid)
@@ -190,6 +196,7 @@ class Realm:
                         await self.commands.discard_payload(s, cmd.payload_size)
                     continue
                 if err is not None:
+                    COMMANDS.labels("-", err.code.value).inc()  # unparsed: no verb to name
                     s.send(tp.error_from(err))
                     continue
                 assert cmd is not None
@@ -250,6 +257,8 @@ async def serve(config: RealmConfig) -> None:
     port = await realm.start()
     print(f"realm_server {config.name} listening on {config.host}:{port}", flush=True)
     log.info("main server(s): %s", ", ".join(config.main_addrs))
+    if config.metrics_port >= 0:
+        serve_metrics(config.host, config.metrics_port, f"realm_server {config.name}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

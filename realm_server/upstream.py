@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from realmchat.errors import Unavailable, error_for
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
+
+from .metrics import UPSTREAM_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +75,16 @@ class Upstream:
     async def call(self, method: str, request: Any, token: str = "", timeout: float | None = None) -> Any:
         """A unary call to main, over the relay stream when it is up; failures come back as
         typed ChatErrors."""
-        if self.relay.connected:
-            return await self.relay.call(method, request, token, timeout or self.timeout)
-        fn = getattr(self.stub, method)
+        t0 = time.perf_counter()
         try:
-            return await fn(request, metadata=bearer(token) if token else None,
-                            timeout=timeout or self.timeout)
+            if self.relay.connected:
+                return await self.relay.call(method, request, token, timeout or self.timeout)
+            fn = getattr(self.stub, method)
+            return await fn(request, metadata=bearer(token) if token else None, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
+        finally:
+            UPSTREAM_SECONDS.labels(method).observe(time.perf_counter() - t0)
 
     async def upload(self, token: str, header: pb.UploadHeader, chunks: AsyncIterator[bytes]) -> pb.FileInfo:
         """Streams header and chunks. The chunks are read here, in the caller's task (not by a
