@@ -45,6 +45,7 @@ def hstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(tmp_path_factory.mktemp("data"), realms=("tight",), main_extra=MAIN, realm_extra=TIGHT)
     try:
         add_realm(s, "bulk", *BULK)
+        add_realm(s, "small", "--max-connections", "3")
         yield s
     finally:
         s.stop()
@@ -100,6 +101,17 @@ async def test_connections_per_ip_are_refused_with_an_error_line(hstack: Stack) 
     again = await connect(host, port, ip)  # a slot is free again
     await again.ok("ping")
     await first[1].ok("ping")
+
+
+async def test_a_full_realm_refuses_with_an_error_line(hstack: Stack) -> None:
+    host, port = hstack.realm("small")
+    clients = [await connect(host, port) for _ in range(3)]
+    extra = await connect(host, port, hello=False)
+    assert await read_to_end(extra) == [{"status": "ERROR", "code": "RESOURCE_EXHAUSTED",
+                                         "message": "the realm is full: too many connections, try again later"}]
+    await clients[0].close()
+    await asyncio.sleep(0.2)
+    await (await connect(host, port)).ok("ping")
 
 
 async def test_loopback_is_trusted_by_default(hstack: Stack) -> None:

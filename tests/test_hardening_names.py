@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -15,10 +15,21 @@ from realmchat.names import check_name, is_valid_name, name_key
 from realmchat.pb import chat_pb2 as pb
 
 from .hardutil import Grpc
-from .stack import Stack
+from .stack import Stack, start_stack
 from .textclient import TextClient, login
 
 Names = Callable[[str], str]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's own stack, with cheap argon2 (tests only): it registers a lot. The register
+    race still races: every racer passes the 'name taken?' check before the first insert lands,
+    or loses at the insert (the unique key); both paths must end in ALREADY_EXISTS."""
+    s = start_stack(tmp_path_factory.mktemp("data"), main_extra=("--argon2-time-cost", "1",
+                                                                  "--argon2-memory-kib", "8192"))
+    yield s
+    s.stop()
 
 # (what, name): each looks like, or hides inside, the plain "alice".
 HOSTILE = [
