@@ -1,13 +1,16 @@
 """Message text with control characters can never forge a protocol line: text sent over gRPC
 (where \\r and \\n are legal, as with grpcurl) or over the text protocol reaches a realm client as
-exactly one JSON line, with every control character JSON-escaped, so no raw ESC, CR, LF or NUL
-ever reaches another user's socket or terminal."""
+exactly one JSON line, with every control character JSON-escaped, so no raw ESC, CR or LF ever
+reaches another user's socket or terminal. NUL is refused outright with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Callable
+
+import grpc
+import pytest
 
 from .hardutil import Grpc
 from .stack import Stack
@@ -20,7 +23,7 @@ FORGERIES = [
     'hi\n{"event":"private","id":1,"from":"admin","to":"you","text":"pay me","ts":"x"}\n',  # a fake event
     "\x1b[2J\x1b[H\x1b[31mred alert\x1b[0m",                                    # ANSI: clear screen, colour
     "\x1b]0;pwned title\x07\x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\",  # OSC title, hyperlink
-    "nul\x00byte and bell\x07 and backspace\x08\x08",
+    "bell\x07 and backspace\x08\x08 and vertical tab\x0b form feed\x0c",
     "\r" * 5 + "carriage returns only",
     "\x1bP+q\x1b\\ device control string",
 ]
@@ -51,6 +54,10 @@ async def test_grpc_text_with_controls_is_one_escaped_line(stack: Stack, uname: 
             assert b"\\u001b" in raw or "\x1b" not in text  # ESC travels as the six characters \u001b
         await cb.no_event(0.3)  # nothing forged came after
         await cb.ok("ping")
+        # NUL is refused outright (storage engines cannot keep it), with a clear error
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            await g.send_private(token, b, "nul\x00byte")
+        assert ei.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "NUL" in (ei.value.details() or "")
         # The same texts waiting in an inbox: one response line holding all of them.
         await cb.ok("logout")
         for text in FORGERIES:
@@ -69,11 +76,13 @@ async def test_text_protocol_controls_inside_a_line_are_escaped(stack: Stack, un
     a, b = uname("inj_c"), uname("inj_d")
     ca = await login(*stack.realm("alpha"), a)
     cb = await login(*stack.realm("beta"), b)
-    text = "x\ry \x1b[31mred\x1b[0m \x00 \x07 end"  # \r inside a line is text, not a line end
+    text = "x\ry \x1b[31mred\x1b[0m \x07 end"  # \r inside a line is text, not a line end
     await ca.ok(f"sendprivate {b} {text}")
     raw = await raw_line(cb)
     assert_clean(raw)
     assert json.loads(raw)["text"] == text
+    r = await ca.err(f"sendprivate {b} nul\x00inside", "INVALID_ARGUMENT")  # refused, and the
+    assert "\x00" not in r["message"]                                      # refusal is clean
     g = uname("inj_g")
     await ca.ok(f"creategroup {g}")
     await cb.ok(f"joingroup {g}")
