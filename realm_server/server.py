@@ -166,6 +166,9 @@ class Realm:
         s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
         try:
             while not s.closed.is_set():
+                # A client that sends without reading its responses waits here (TCP pushes back
+                # on it) instead of growing its queue: every response, error or refusal counts.
+                await s.wait_for_room()
                 deadline = self._deadline(s)
                 try:
                     async with asyncio.timeout_at(deadline[0] if deadline else None):
@@ -202,9 +205,6 @@ class Realm:
                 assert cmd is not None
                 if not await self.commands.run(s, cmd):
                     break
-                # A client that pipelines without reading its responses waits here (TCP pushes
-                # back on it) instead of growing its queue.
-                await s.wait_for_room()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
