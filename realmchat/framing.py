@@ -39,7 +39,8 @@ class LineReader:
                 if self._discarding or not e.partial:
                     return None
                 if len(e.partial) > self.limit:
-                    return None
+                    self._discarding = True  # reported once; the next read is EOF
+                    return LINE_TOO_LONG
                 return e.partial
             except asyncio.LimitOverrunError as e:
                 # Drop what is buffered of this line (up to, not including, any newline found);

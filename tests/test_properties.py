@@ -115,13 +115,12 @@ def test_encoded_events_are_one_clean_line(text: str, extra: dict) -> None:
 LIMIT = 16
 
 
-def model(data: bytes, strict_eof: bool = False) -> list[bytes | str]:
-    """What the realm must see: each line up to LIMIT bytes; each longer one as TOO_LONG once.
-    A final line without newline that is exactly LIMIT + 1 bytes is dropped silently at EOF
-    (known edge, reported; strict_eof=True is what it should be - see the xfail test below)."""
+def model(data: bytes) -> list[bytes | str]:
+    """What the realm must see: each line up to LIMIT bytes; each longer one as TOO_LONG once,
+    including a final line without newline."""
     *complete, last = data.split(b"\n")
     out: list[bytes | str] = [seg if len(seg) <= LIMIT else "TOO_LONG" for seg in complete]
-    if last and (strict_eof or len(last) != LIMIT + 1):
+    if last:
         out.append(last if len(last) <= LIMIT else "TOO_LONG")
     return out
 
@@ -153,11 +152,9 @@ def test_line_reader_matches_the_model_under_any_chunking(data: bytes, cuts: lis
     assert asyncio.run(read_all(data, cuts)) == model(data)
 
 
-@pytest.mark.xfail(strict=True, reason="LineReader returns None, not LINE_TOO_LONG, for an unterminated final "
-                                       "line of exactly limit + 1 bytes (realmchat/framing.py, reported)")
 def test_final_line_one_byte_over_the_limit_is_reported() -> None:
     data = b"x" * (LIMIT + 1)
-    assert asyncio.run(read_all(data, [])) == model(data, strict_eof=True)
+    assert asyncio.run(read_all(data, [])) == model(data) == ["TOO_LONG"]
 
 
 # ---- delivery, as a state machine against real servers -------------------------------------
