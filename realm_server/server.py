@@ -26,6 +26,7 @@ from .transport import SecureUpstream
 from .upstream import Upstream
 
 log = logging.getLogger("realm_server")
+ENDED_GRACE_S = 10.0  # how long events for a session that just logged out still reach its connection
 
 
 class Realm:
@@ -51,6 +52,7 @@ class Realm:
         LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
+        self._ended: dict[int, tuple[Session, float]] = {}  # session id -> its connection, until when
 
     # ---- sessions ----------------------------------------------------------------------------
 
@@ -72,7 +74,15 @@ class Realm:
 
     async def end_session(self, s: Session) -> None:
         token = s.token
-        self.by_session_id.pop(s.session_id, None)
+        sid = s.session_id
+        self.by_session_id.pop(sid, None)
+        # Events main pushed before it saw the Logout may still be on their way: they still go
+        # to this connection for a while (main counts them as delivered; dropping them here
+        # lost messages to users who logged out just as a message to them was sent).
+        now = asyncio.get_running_loop().time()
+        for old in [k for k, (_, until) in self._ended.items() if until < now]:
+            del self._ended[old]
+        self._ended[sid] = (s, now + ENDED_GRACE_S)
         s.logout()
         with contextlib.suppress(ChatError):
             await self.upstream.call("Logout", pb.LogoutRequest(), token)
@@ -109,9 +119,14 @@ class Realm:
         EVENTS.labels(kind).inc(len(ev.session_ids))
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
-            s = self.by_session_id.get(sid)
+            s = self.by_session_id.get(sid) or self._ended_session(sid)
             if s is not None and (not msg_id or s.first_sight(msg_id)):
                 s.send_event(line)
+
+    def _ended_session(self, sid: int) -> Session | None:
+        """The connection of a session that logged out less than ENDED_GRACE_S ago."""
+        s, until = self._ended.get(sid, (None, 0.0))
+        return s if s is not None and until >= asyncio.get_running_loop().time() else None
 
     # ---- connections -------------------------------------------------------------------------
 
