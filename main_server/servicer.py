@@ -203,35 +203,45 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     # ---- push --------------------------------------------------------------------------------
 
-    async def _drain(self, channel: Any, first: pb.Event | None) -> AsyncIterator[pb.Event]:
-        unconfirmed = None  # yielded, but the transport has not asked for the next one yet
+    async def _drain(self, channel: Any, batch_max: int) -> AsyncIterator[list[pb.Event]]:
+        """Yields the channel's events in batches of what is waiting (at most batch_max): under
+        load one stream message carries many events."""
+        unconfirmed: list[Any] = []  # yielded, but the transport has not asked for more yet
         try:
-            if first is not None:
-                yield first
             while True:
                 item = await channel.queue.get()
                 if item is None:
                     return
-                EVENT_LAG.observe(time.monotonic() - item.queued)
-                unconfirmed = item
-                yield item.event
-                unconfirmed = None
-                self.service.sent(item)
+                items = [item]
+                while len(items) < batch_max and not channel.queue.empty():
+                    nxt = channel.queue.get_nowait()
+                    if nxt is None:
+                        channel.queue.put_nowait(None)
+                        break
+                    items.append(nxt)
+                now = time.monotonic()
+                for i in items:
+                    EVENT_LAG.observe(now - i.queued)
+                unconfirmed = items
+                yield [i.event for i in items]
+                unconfirmed = []
+                for i in items:
+                    self.service.sent(i)
         finally:
-            if unconfirmed is not None:
+            for i in unconfirmed:
                 # Perhaps sent, perhaps not: it stays undelivered (a resume re-sends it and the
                 # realm drops what a session has already seen).
-                self.service.hub.settle(unconfirmed)
+                self.service.hub.settle(i)
             self.service.close_channel(channel)
 
     @rpc(auth=False)
-    async def Link(self, request: pb.LinkRequest, context: Any, _: None) -> AsyncIterator[pb.Event]:
+    async def Link(self, request: pb.LinkRequest, context: Any, _: None) -> AsyncIterator[pb.EventBatch]:
         realm = check_name(request.realm, "realm")
         channel = self.service.hub.open_channel(realm)
         ids = await self.service.resume(list(request.resume_tokens), channel)
-        linked = pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))
-        async for ev in self._drain(channel, linked):
-            yield ev
+        yield pb.EventBatch(events=[pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))])
+        async for events in self._drain(channel, 1024):
+            yield pb.EventBatch(events=events)
 
     @rpc()
     async def Attach(self, request: pb.AttachRequest, context: Any, caller: Caller) -> pb.AttachResponse:
@@ -243,8 +253,8 @@ class ChatServicer(pb_grpc.ChatServicer):
                         ) -> AsyncIterator[pb.Event]:
         channel = self.service.hub.open_channel("grpc")
         self.service.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
-        async for ev in self._drain(channel, None):
-            yield ev
+        async for events in self._drain(channel, 1):
+            yield events[0]
 
     async def Relay(self, request_iterator: AsyncIterator[pb.RelayRequests], context: Any
                     ) -> AsyncIterator[pb.RelayReplies]:

@@ -144,18 +144,19 @@ class Upstream:
             got_linked = False
             try:
                 call = stub.Link(pb.LinkRequest(realm=self.realm, resume_tokens=tokens))
-                async for ev in call:
-                    if ev.HasField("linked"):
-                        self.stub = stub
-                        self.link_id = ev.linked.link_id
-                        got_linked = True
-                        backoff = BACKOFF_MIN
-                        log.info("linked to main %s (%d sessions resumed)", addr,
-                                 sum(1 for i in ev.linked.session_ids if i))
-                        self.on_linked(tokens, list(ev.linked.session_ids))
-                        self.linked.set()
-                    else:
-                        self.on_event(ev)
+                async for batch in call:
+                    for ev in batch.events:
+                        if ev.HasField("linked"):
+                            self.stub = stub
+                            self.link_id = ev.linked.link_id
+                            got_linked = True
+                            backoff = BACKOFF_MIN
+                            log.info("linked to main %s (%d sessions resumed)", addr,
+                                     sum(1 for i in ev.linked.session_ids if i))
+                            self.on_linked(tokens, list(ev.linked.session_ids))
+                            self.linked.set()
+                        else:
+                            self.on_event(ev)
                 log.warning("main %s ended the event stream", addr)
             except grpc.aio.AioRpcError as exc:
                 if got_linked or backoff >= BACKOFF_MAX:
