@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench.rows
     lost = sum(r.lost for r in rows)
     ok = not failures and lost == 0 and all(r.ok for r in rows)
+    if bench.server_warnings:
+        log(f"server warnings: {json.dumps(bench.server_warnings, indent=1)[:3000]}")
     doc = {**info, "load_after": os.getloadavg(), "ok": ok, "failures": failures,
+           "server_warnings": bench.server_warnings,
            "rows": [dataclasses.asdict(r) for r in rows]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     paths = [RESULTS / f"{started}.json"] + ([Path(args.json)] if args.json else [])

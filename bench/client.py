@@ -166,8 +166,10 @@ class Client(asyncio.Protocol):
     def command(self, line: str) -> asyncio.Future[bytes]:
         """Sends a control command; the future gets its raw response line."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            fut.set_exception(ConnectionError(f"client {self.user}: connection closed by the realm"))
+            return fut
         self.pending.append(fut)
-        assert self.transport is not None
         self.transport.write(line.encode() + b"\n")
         return fut
 

@@ -35,6 +35,15 @@ CHEAP_HASH = ("--argon2-time-cost", "1", "--argon2-memory-kib", "1024")
 REALMS = ("alpha", "beta")
 
 
+def realm_extra() -> tuple[str, ...]:
+    """The realm's per-connection flood guard (commands/s) would refuse a full-speed client: it
+    protects the realm from one abuser and is not what a capacity run measures. Older realms
+    have no such option, hence the check."""
+    helptext = subprocess.run([sys.executable, "-m", "realm_server", "--help"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent).stdout
+    return ("--cmd-rate", "0") if "--cmd-rate" in helptext else ()
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -170,6 +179,7 @@ class Bench:
         self.phase = 0
         self.rows: list[Row] = []
         self.private_cids: list[int] = []
+        self.server_warnings: dict[str, list[str]] = {}
         self.profile_dir: Path | None = Path(args.profile) if args.profile else None
 
     # ---- stack -------------------------------------------------------------------------------
@@ -181,7 +191,7 @@ class Bench:
         self.stop_stack()
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"realmchat-bench-{key}-", dir=self.args.data_dir))
         extra = () if production_hash or self.args.production_hash else CHEAP_HASH
-        self.stack = start_stack(self.data_dir / "data", REALMS, main_extra=extra)
+        self.stack = start_stack(self.data_dir / "data", REALMS, main_extra=extra, realm_extra=realm_extra())
         self.stack_key = key
         self.set_server_pids()
         log(f"stack {key}: main {self.stack.main.addr} (pid {self.stack.main.pid}), "
@@ -200,6 +210,12 @@ class Bench:
             return
         self.workers.all("close")
         self.stack.stop()
+        # What the servers complained about (overload, disconnects) explains odd figures.
+        for name, proc in (("main", self.stack.main), *self.stack.realms.items()):
+            lines = [ln for ln in proc.log().splitlines()
+                     if any(w in ln for w in ("WARNING", "ERROR", "Traceback", "overloaded"))]
+            if lines:
+                self.server_warnings[f"{self.stack_key}/{name}"] = lines[:20]
         for name in ("main", *REALMS):
             self.meter.drop(name)
         if self.data_dir is not None:
