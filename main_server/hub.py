@@ -43,11 +43,15 @@ class Channel:
     queue: asyncio.Queue[Outgoing | None] = field(default_factory=asyncio.Queue)
     sessions: dict[int, str] = field(default_factory=dict)  # session id -> user key
     closed: bool = False
+    # Realm links acknowledge what they received: batch seq -> its events, until acknowledged.
+    seq: int = 0
+    unacked: dict[int, list[Outgoing]] = field(default_factory=dict)
+    unacked_events: int = 0
 
     def put(self, item: Outgoing) -> bool:
         if self.closed:
             return False
-        if self.queue.qsize() >= self.max_queue:
+        if self.queue.qsize() + self.unacked_events >= self.max_queue:
             # The realm does not keep up: drop its stream (it reconnects and its sessions get
             # what they missed: it stayed undelivered).
             log.warning("channel %s (%s) overloaded: closing it", self.id[:8], self.realm)
@@ -91,6 +95,10 @@ class Hub:
             item = ch.queue.get_nowait()
             if item is not None:
                 self.settle(item)
+        for items in ch.unacked.values():  # sent, but never acknowledged: still undelivered
+            for item in items:
+                self.settle(item)
+        ch.unacked.clear()
 
     def attach(self, ch: Channel, session_id: int, user_key: str, user_name: str) -> None:
         # A session lives on one channel at a time: a realm reconnect moves it.

@@ -198,6 +198,17 @@ class ChatService:
     def close_channel(self, channel: Channel) -> None:
         self.hub.close_channel(channel)
 
+    def acked(self, link_id: str, seq: int) -> None:
+        """A realm received every batch up to seq: those events are delivered."""
+        channel = self.hub.channels.get(link_id)
+        if channel is None:
+            return
+        for s in [s for s in channel.unacked if s <= seq]:
+            items = channel.unacked.pop(s)
+            channel.unacked_events -= len(items)
+            for item in items:
+                self.sent(item)
+
     def sent(self, item: Outgoing) -> None:
         """An event left on its stream: its users' undelivered entries go (in batches)."""
         if item.message_id and item.users:

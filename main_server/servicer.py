@@ -203,9 +203,10 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     # ---- push --------------------------------------------------------------------------------
 
-    async def _drain(self, channel: Any, batch_max: int) -> AsyncIterator[list[pb.Event]]:
+    async def _drain(self, channel: Any, batch_max: int, acked: bool) -> AsyncIterator[list[pb.Event]]:
         """Yields the channel's events in batches of what is waiting (at most batch_max): under
-        load one stream message carries many events."""
+        load one stream message carries many events. With acked, a batch counts as delivered
+        when the realm acknowledges its seq (AckEvents), else once the transport took it."""
         unconfirmed: list[Any] = []  # yielded, but the transport has not asked for more yet
         try:
             while True:
@@ -222,6 +223,12 @@ class ChatServicer(pb_grpc.ChatServicer):
                 now = time.monotonic()
                 for i in items:
                     EVENT_LAG.observe(now - i.queued)
+                if acked:
+                    channel.seq += 1
+                    channel.unacked[channel.seq] = items
+                    channel.unacked_events += len(items)
+                    yield [i.event for i in items]
+                    continue
                 unconfirmed = items
                 yield [i.event for i in items]
                 unconfirmed = []
@@ -240,8 +247,14 @@ class ChatServicer(pb_grpc.ChatServicer):
         channel = self.service.hub.open_channel(realm)
         ids = await self.service.resume(list(request.resume_tokens), channel)
         yield pb.EventBatch(events=[pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))])
-        async for events in self._drain(channel, 1024):
-            yield pb.EventBatch(events=events)
+        async for events in self._drain(channel, 1024, acked=True):
+            yield pb.EventBatch(events=events, seq=channel.seq)
+
+    @rpc(auth=False)
+    async def AckEvents(self, request: pb.AckEventsRequest, context: Any, _: None) -> pb.AckEventsResponse:
+        # The link id is the capability: only the realm holding the stream knows it.
+        self.service.acked(request.link_id, request.seq)
+        return pb.AckEventsResponse()
 
     @rpc()
     async def Attach(self, request: pb.AttachRequest, context: Any, caller: Caller) -> pb.AttachResponse:
@@ -253,7 +266,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                         ) -> AsyncIterator[pb.Event]:
         channel = self.service.hub.open_channel("grpc")
         self.service.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
-        async for events in self._drain(channel, 1):
+        async for events in self._drain(channel, 1, acked=False):
             yield events[0]
 
     async def Relay(self, request_iterator: AsyncIterator[pb.RelayRequests], context: Any

@@ -45,6 +45,24 @@ class Upstream:
         self.linked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.relay = Relay(lambda: self.stub)
+        self._ack_seq = 0
+        self._ack_task: asyncio.Task[None] | None = None
+
+    def _ack(self, seq: int) -> None:
+        # Acks are coalesced: one call in flight at a time carries the latest seq.
+        self._ack_seq = seq
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        sent = ("", 0)
+        while (latest := (self.link_id, self._ack_seq)) != sent and latest[0]:
+            sent = latest
+            try:
+                await self.call("AckEvents", pb.AckEventsRequest(link_id=latest[0], seq=latest[1]))
+            except Exception as exc:  # unacked events stay undelivered: inbox or a resume has them
+                log.info("ack of batch %d failed: %s", latest[1], exc)
+                return
 
     def _stub(self, addr: str) -> pb_grpc.ChatStub:
         ch = self._channels.get(addr)
@@ -157,6 +175,8 @@ class Upstream:
                             self.linked.set()
                         else:
                             self.on_event(ev)
+                    if batch.seq:
+                        self._ack(batch.seq)
                 log.warning("main %s ended the event stream", addr)
             except grpc.aio.AioRpcError as exc:
                 if got_linked or backoff >= BACKOFF_MAX:
