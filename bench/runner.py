@@ -209,13 +209,14 @@ class Bench:
         if self.stack is None:
             return
         self.workers.all("close")
-        self.stack.stop()
-        # What the servers complained about (overload, disconnects) explains odd figures.
+        # What the servers complained about (overload, disconnects) explains odd figures; read
+        # before the shutdown, whose own warnings ("main ended the event stream") are expected.
         for name, proc in (("main", self.stack.main), *self.stack.realms.items()):
             lines = [ln for ln in proc.log().splitlines()
                      if any(w in ln for w in ("WARNING", "ERROR", "Traceback", "overloaded"))]
             if lines:
                 self.server_warnings[f"{self.stack_key}/{name}"] = lines[:20]
+        self.stack.stop()
         for name in ("main", *REALMS):
             self.meter.drop(name)
         if self.data_dir is not None:
