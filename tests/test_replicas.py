@@ -16,7 +16,7 @@ import pytest
 
 from .pg import PgCluster
 from .stack import ServerProcess, start_main, start_realm
-from .textclient import TextClient, login
+from .textclient import login
 
 Names = Callable[[str], str]
 
