@@ -401,7 +401,7 @@ class Bench:
             a50, a99, a999 = percentiles(res.ack_lat_us)
             r.rate = res.rate if r.rate is None else r.rate
             r.p50_ms, r.p99_ms, r.p999_ms = p50, p99, p999
-            r.lost = res.lost + 0
+            r.lost = res.lost
             r.errors = res.errors + res.unacked
             r.extra.update({
                 "sent": res.sent, "acked": res.acked, "unacked": res.unacked, "delivered": res.delivered,

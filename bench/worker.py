@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import re
 import time
@@ -66,8 +67,6 @@ class FileConn:
                 return line
 
     async def ok(self, cmd: str) -> dict[str, Any]:
-        import json
-
         self.writer.write(cmd.encode() + b"\n")
         r = json.loads(await self.line())
         if r.get("status") != "OK":
@@ -223,8 +222,6 @@ class Worker:
         return {}
 
     async def op_file_up(self, name: str, to: str, size: int) -> dict[str, Any]:
-        import json
-
         fc = self.files[name]
         block = os.urandom(CHUNK)
         sha = hashlib.sha256()
@@ -246,8 +243,6 @@ class Worker:
         return {"seconds": seconds, "id": r["id"], "sha256": r["sha256"]}
 
     async def op_file_down(self, name: str, file_id: int, sha256: str) -> dict[str, Any]:
-        import json
-
         fc = self.files[name]
         t0 = time.perf_counter()
         fc.writer.write(f"receivefile {file_id}\n".encode())
