@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from realmchat.logs import setup_logging
+from realmchat.runtime import run
 
 from .config import parse_args
 from .server import serve
@@ -13,13 +12,7 @@ from .server import serve
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config.log_level, config.log_format, "main")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve(config))
+    run(serve(config))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@ shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 
 import grpc
@@ -16,6 +14,7 @@ from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import server_options
+from realmchat.runtime import until_stopped
 from realmchat.tls import server_credentials
 
 from .blobs import BlobStore
@@ -74,11 +73,7 @@ async def serve(config: MainConfig) -> None:
         serve_metrics(config.host, config.metrics_port, "main_server")
     log.info("data in %s", config.data_dir)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
 
     log.info("shutting down")
     await health_servicer.enter_graceful_shutdown()

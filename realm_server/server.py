@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
@@ -14,6 +13,7 @@ from realmchat.framing import LineTooLong
 from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
+from realmchat.runtime import until_stopped
 from realmchat.tls import channel_credentials, client_port_context
 
 from .commands import Commands
@@ -274,11 +274,7 @@ async def serve(config: RealmConfig) -> None:
     log.info("main server(s): %s", ", ".join(config.main_addrs))
     if config.metrics_port >= 0:
         serve_metrics(config.host, config.metrics_port, f"realm_server {config.name}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("shutting down")
     await realm.stop()
     log.info("stopped")

@@ -125,16 +125,6 @@ class Grpc:
         await self.channel.close()
 
 
-async def until_ok(c: TextClient, line: str, within: float = 20.0) -> dict[str, Any]:
-    """Repeats a command while main is (re)starting (UNAVAILABLE) until it succeeds."""
-    deadline = time.monotonic() + within
-    while True:
-        r = await c.cmd(line)
-        if r["status"] == "OK":
-            return r
-        assert r["code"] == "UNAVAILABLE", r
-        assert time.monotonic() < deadline, f"still unavailable after {within}s"
-        await asyncio.sleep(0.1)
 
 
 async def drain_events(c: TextClient, quiet: float = 0.3) -> list[dict[str, Any]]:

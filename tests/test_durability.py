@@ -3,27 +3,15 @@ users keep working without logging in again."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .stack import Stack
-from .textclient import TextClient, login
+from .textclient import login, until_ok
 
 Names = Callable[[str], str]
 
 
-async def until_ok(c: TextClient, line: str, within: float = 20.0) -> dict[str, Any]:
-    """Repeats a command while main is coming back (UNAVAILABLE) until it succeeds."""
-    deadline = time.monotonic() + within
-    while True:
-        r = await c.cmd(line)
-        if r["status"] == "OK":
-            return r
-        assert r["code"] == "UNAVAILABLE", r
-        assert time.monotonic() < deadline, f"still unavailable after {within}s"
-        await asyncio.sleep(0.1)
 
 
 async def test_acknowledged_messages_survive_kill_9(fresh_stack: Stack, uname: Names) -> None:

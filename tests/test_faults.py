@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from .hardutil import connect, drain_events, tmp_files, until_ok, wait_until
+from .hardutil import connect, drain_events, tmp_files, wait_until
 from .stack import Stack, start_stack
-from .textclient import TextClient, login
+from .textclient import TextClient, login, until_ok
 
 Names = Callable[[str], str]
 CHEAP = ("--argon2-time-cost", "1", "--argon2-memory-kib", "8192")

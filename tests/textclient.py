@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from realmchat.textproto import decode
@@ -88,6 +89,18 @@ class TextClient:
             await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+async def until_ok(c: TextClient, line: str, within: float = 20.0) -> dict[str, Any]:
+    """Repeats a command while main is (re)starting (UNAVAILABLE) until it succeeds."""
+    deadline = time.monotonic() + within
+    while True:
+        r = await c.cmd(line)
+        if r["status"] == "OK":
+            return r
+        assert r["code"] == "UNAVAILABLE", r
+        assert time.monotonic() < deadline, f"still unavailable after {within}s"
+        await asyncio.sleep(0.1)
 
 
 async def login(host: str, port: int, user: str, password: str = "pw-secret",
