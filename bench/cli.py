@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="py-spy --native: also sample C frames (gRPC core, protobuf, sqlite, the event loop)")
     p.add_argument("--data-dir", help="parent of the temporary data dirs (default: the system temp dir)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON results here")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where <timestamp>.json is written")
     p.add_argument("--quiet-below", type=float, metavar="PCT",
                    help="before each measurement, wait until other processes use < PCT %% of a core")
     p.add_argument("--quiet-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {**info, "load_after": os.getloadavg(), "ok": ok, "failures": failures,
            "server_warnings": bench.server_warnings,
            "rows": [dataclasses.asdict(r) for r in rows]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    paths = [RESULTS / f"{started}.json"] + ([Path(args.json)] if args.json else [])
+    paths = [Path(args.results_dir) / f"{started}.json"] + ([Path(args.json)] if args.json else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(300)
 def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--data-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out), "--data-dir", str(tmp_path),
+                           "--results-dir", str(tmp_path)],  # keep test runs out of bench/results
                           cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     doc = json.loads(out.read_text())
