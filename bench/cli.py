@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="DIR", help="py-spy the servers during the full-speed runs (3, 4)")
     p.add_argument("--profile-native", action="store_true",
                    help="py-spy --native: also sample C frames (gRPC core, protobuf, sqlite, the event loop)")
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                   help="main's storage engine: embedded SQLite, or a throwaway PostgreSQL (Debian's, fsync on) "
+                        "with a fresh database per stack")
     p.add_argument("--data-dir", help="parent of the temporary data dirs (default: the system temp dir)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON results here")
     p.add_argument("--results-dir", default=str(RESULTS), help="where <timestamp>.json is written")

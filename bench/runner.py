@@ -181,6 +181,7 @@ class Bench:
         self.private_cids: list[int] = []
         self.server_warnings: dict[str, list[str]] = {}
         self.profile_dir: Path | None = Path(args.profile) if args.profile else None
+        self.pg: Any = None  # tests.pg.PgCluster with --db postgres
 
     # ---- stack -------------------------------------------------------------------------------
 
@@ -190,13 +191,20 @@ class Bench:
             return self.stack
         self.stop_stack()
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"realmchat-bench-{key}-", dir=self.args.data_dir))
-        extra = () if production_hash or self.args.production_hash else CHEAP_HASH
+        production = production_hash or self.args.production_hash
+        extra: tuple[str, ...] = () if production else CHEAP_HASH
+        if self.args.db == "postgres":
+            if self.pg is None:
+                from tests.pg import PgCluster
+
+                self.pg = PgCluster(fsync=True).start()  # durable like SQLite's FULL: a fair comparison
+            extra = (*extra, "--db", self.pg.create_database())
         self.stack = start_stack(self.data_dir / "data", REALMS, main_extra=extra, realm_extra=realm_extra())
         self.stack_key = key
         self.set_server_pids()
         log(f"stack {key}: main {self.stack.main.addr} (pid {self.stack.main.pid}), "
             + ", ".join(f"{n} {p.addr} (pid {p.pid})" for n, p in self.stack.realms.items())
-            + ("" if extra else ", production argon2id"))
+            + (", production argon2id" if production else "") + f", {self.args.db}")
         return self.stack
 
     def set_server_pids(self) -> None:
@@ -231,6 +239,8 @@ class Bench:
         finally:
             self.workers.close()
             self.meter.close()
+            if self.pg is not None:
+                self.pg.stop()
 
     # ---- clients -----------------------------------------------------------------------------
 
