@@ -160,10 +160,17 @@ class Session:
                     if not item.done.done():
                         item.done.set_result(None)
                     continue
-                self._queued_bytes -= len(item)
+                # Every line already queued goes out in one write (one syscall, not one per line).
+                lines = [item]
+                while not self._out.empty() and isinstance(self._out._queue[0], bytes):  # type: ignore[attr-defined]
+                    lines.append(self._out.get_nowait())  # type: ignore[arg-type]
+                data = lines[0] if len(lines) == 1 else b"".join(lines)
+                self._queued_bytes -= len(data)
                 if self._queued_bytes < self.max_queue_bytes // 2:
                     self._room.set()
-                w.write(item)
+                w.write(data)
+                # Drop references: an idle connection must not keep its last lines alive.
+                del item, lines, data
                 if w.transport.get_write_buffer_size() > HIGH_WATER:
                     await self._drain()
             await self._drain()

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
+ACK_DELAY_S = 0.02
 
 
 class Upstream:
@@ -55,6 +56,8 @@ class Upstream:
             self._ack_task = asyncio.create_task(self._send_acks())
 
     async def _send_acks(self) -> None:
+        # A short wait lets one call acknowledge many batches when events arrive steadily.
+        await asyncio.sleep(ACK_DELAY_S)
         sent = ("", 0)
         while (latest := (self.link_id, self._ack_seq)) != sent and latest[0]:
             sent = latest
