@@ -6,7 +6,7 @@ Wraps the storage engine and the blob store that ChatService is given, so it hol
 path into the domain code (unary calls, streams, relayed calls) without touching them:
 - a write that creates new data (user, message, group, membership) needs `reserve` free bytes;
 - an upload needs its declared size plus `reserve` before a byte is written;
-- reads, deliveries and deletes are never refused: requeueing a message a push did not reach
+- reads, deliveries and deletes are never refused: marking a message delivered
   must not fail because the disk is low, and deleting is how space comes back.
 """
 
