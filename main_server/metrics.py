@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from realmchat.metrics import LATENCY_BUCKETS
+from realmchat.metrics import LATENCY_BUCKETS, labelled
 
 RPC_SECONDS = Histogram("realmchat_main_rpc_seconds", "Time to answer a call (unary or relayed)",
                         ["method"], buckets=LATENCY_BUCKETS)
@@ -19,3 +19,6 @@ EVENT_LAG = Histogram("realmchat_main_event_lag_seconds", "From push to the even
 SESSIONS = Gauge("realmchat_main_online_sessions", "Sessions attached to an event stream")
 CHANNELS = Gauge("realmchat_main_event_streams", "Open event streams (realm links and subscribers)")
 EVENT_QUEUE = Gauge("realmchat_main_event_queue", "Events waiting in stream queues")
+
+rpc_seconds = labelled(RPC_SECONDS)
+rpc_errors = labelled(RPC_ERRORS)

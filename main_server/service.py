@@ -159,8 +159,9 @@ class ChatService:
         main (or was queued but not sent when main died) is pushed now, as if live, instead of
         waiting for inbox. The realm drops ids a session has already seen."""
         user_key = caller.session.user_key
+        inflight = self.hub.inflight(user_key)
         for m in await self.storage.peek_pending(user_key, self.config.inbox_page):
-            if m.id in self.hub.inflight(user_key):
+            if m.id in inflight:
                 continue
             self._push_message(m, [user_key], {user_key}, exclude_session=0)
 

@@ -19,7 +19,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import FILE_CHUNK, status_for, token_from
 
-from .metrics import EVENT_LAG, RPC_ERRORS, RPC_SECONDS
+from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
 from .service import Caller, ChatService, file_pb, message_pb
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ _CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
 
 
 def count_error(method: str, exc: BaseException) -> None:
-    RPC_ERRORS.labels(method, exc.code.value if isinstance(exc, ChatError) else "INTERNAL").inc()
+    rpc_errors(method, exc.code.value if isinstance(exc, ChatError) else "INTERNAL").inc()
 
 
 def _message_class(method: str) -> Any:
@@ -67,7 +67,7 @@ def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
 
             return stream
 
-        timer = RPC_SECONDS.labels(fn.__name__)
+        timer = rpc_seconds(fn.__name__)
 
         @functools.wraps(fn)
         async def unary(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -286,7 +286,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                 caller = await self.service.caller(call.token) if auth else None
                 response = await fn(self, request_class.FromString(call.payload), None, caller)
                 result = pb.RelayResult(id=call.id, payload=response.SerializeToString())
-                RPC_SECONDS.labels(call.method).observe(time.perf_counter() - t0)
+                rpc_seconds(call.method).observe(time.perf_counter() - t0)
             except ChatError as exc:
                 result = pb.RelayResult(id=call.id, code=exc.code.value, message=exc.message)
                 count_error(call.method[:40], exc)

@@ -16,7 +16,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
 from .convert import file_dict, message_dict
-from .metrics import COMMANDS
+from .metrics import commands
 from .session import Session
 
 if TYPE_CHECKING:
@@ -93,11 +93,11 @@ class Commands:
         finally:
             self._payloads.pop(session, None)
         if response == CLOSE:
-            COMMANDS.labels(cmd.verb, "OK").inc()
+            commands(cmd.verb, "OK").inc()
             return False
         if response is not None:
             # Error lines start {"status":"ERROR","code":"X"...: the code is read without parsing.
-            COMMANDS.labels(cmd.verb, "OK" if response.startswith(b'{"status":"OK"') else
+            commands(cmd.verb, "OK" if response.startswith(b'{"status":"OK"') else
                             response[len(ERROR_PREFIX):].split(b'"', 1)[0].decode()).inc()
             session.send(response)
         if payload:

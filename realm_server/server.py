@@ -20,7 +20,7 @@ from .commands import Commands
 from .config import RealmConfig
 from .convert import file_dict, message_dict
 from .limits import FloodGuard, IpTable, Verdict, parse_networks, peer_ip
-from .metrics import COMMANDS, CONNECTIONS, EVENTS, LINK_UP, SESSIONS
+from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
 from .session import Session
 from .transport import SecureUpstream
 from .upstream import Upstream
@@ -116,7 +116,7 @@ class Realm:
             line = tp.event("file", **file_dict(ev.file))
         else:
             return
-        EVENTS.labels(kind).inc(len(ev.session_ids))
+        events(kind).inc(len(ev.session_ids))
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
             s = self.by_session_id.get(sid) or self._ended_session(sid)
@@ -214,7 +214,7 @@ class Realm:
                         await self.commands.discard_payload(s, cmd.payload_size)
                     continue
                 if err is not None:
-                    COMMANDS.labels("-", err.code.value).inc()  # unparsed: no verb to name
+                    commands("-", err.code.value).inc()  # unparsed: no verb to name
                     s.send(tp.error_from(err))
                     continue
                 assert cmd is not None

@@ -19,7 +19,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
 
-from .metrics import UPSTREAM_SECONDS
+from .metrics import upstream_seconds
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Upstream:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
-            UPSTREAM_SECONDS.labels(method).observe(time.perf_counter() - t0)
+            upstream_seconds(method).observe(time.perf_counter() - t0)
 
     async def upload(self, token: str, header: pb.UploadHeader, chunks: AsyncIterator[bytes]) -> pb.FileInfo:
         """Streams header and chunks. The chunks are read here, in the caller's task (not by a

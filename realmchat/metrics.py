@@ -3,6 +3,10 @@ registry (which also carries process CPU, RSS and open fds)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import start_http_server
 
 # Latency buckets from 100 µs to 10 s: commits and relayed calls sit at the low end.
@@ -16,3 +20,9 @@ def serve_metrics(host: str, port: int, component: str) -> int:
     real_port = server.server_port
     print(f"{component} metrics on http://{host}:{real_port}/metrics", flush=True)
     return real_port
+
+
+def labelled(metric: Any) -> Callable[..., Any]:
+    """metric.labels(...) memoised: on hot paths (a call per message) prometheus' own lookup takes
+    a lock each time. Label values here come from closed sets (verbs, methods, codes)."""
+    return functools.lru_cache(maxsize=1024)(metric.labels)
