@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
+from realmchat.realmauth import DEFAULT_FILE, CredentialError, ensure_secret
 from realmchat.rpc import server_options
 from realmchat.runtime import until_stopped
 from realmchat.tls import server_credentials
@@ -42,7 +43,12 @@ async def serve(config: MainConfig) -> None:
     files_dir = Path(config.files_dir) if config.files_dir else config.data_dir / "files"
     guarded_storage, blobs = guard(storage, BlobStore(files_dir), config.data_dir, config.min_free_bytes)
     service = ChatService(config, guarded_storage, hub, hasher, blobs)
-    servicer = ChatServicer(service)
+    try:
+        realm_secret = ensure_secret(Path(config.realm_secret_file) if config.realm_secret_file
+                                     else config.data_dir / DEFAULT_FILE)
+    except CredentialError as exc:
+        raise SystemExit(f"main_server: {exc}") from None
+    servicer = ChatServicer(service, realm_secret)
     cluster = None
     if config.db.startswith(("postgresql://", "postgres://")):
         # Replicas on one database: events and presence cross between them by LISTEN/NOTIFY.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -12,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
+from realmchat.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from realmchat.names import check_name, name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
@@ -21,7 +29,8 @@ from realmchat.textproto import HISTORY_MAX, base_file_name
 from .blobs import BlobStore
 from .cluster import Cluster
 from .config import MainConfig
-from .hub import Channel, Hub, Outgoing
+from .hub import Channel, Hub
+from .ledger import Entry, Outcome
 from .metrics import MESSAGES
 from .passwords import PasswordHasher
 from .storage.base import FileRecord, GroupInfo, GroupRecord, MessageRecord, SessionRecord, Storage, User
@@ -30,7 +39,46 @@ log = logging.getLogger(__name__)
 
 PRIVATE_STORED, GROUP_STORED, FILES_STORED = (MESSAGES.labels(k) for k in ("private", "group", "file"))
 BAD_LOGIN = "wrong user name or password"
+REPUSH_DELAY_S = 0.05
 COMMON_PASSWORDS = frozenset({"password", "123456", "12345678", "qwerty", "111111", "letmein"})
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSpec:
+    """What an upload announces before its bytes."""
+
+    to: str
+    name: str
+    size: int
+    sha256: str = ""
+
+
+RELINKING = "the realm is reconnecting to the main server; try again shortly"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Messages for a reply. `delivery` (seq on link `delivery_link`): the realm reports back
+    whether it wrote them to the client; until then they stay undelivered."""
+
+    messages: list[MessageRecord]
+    more: bool = False
+    delivery: int = 0
+    delivery_link: str = ""
+
+
+def fit_bytes(msgs: list[MessageRecord], max_bytes: int, newest: bool = False) -> tuple[list[MessageRecord], bool]:
+    """The oldest (or newest) messages whose encoded size stays under max_bytes (always at least
+    one), so that no reply comes near the transport's message cap; and whether any were cut."""
+    total = 0
+    kept: list[MessageRecord] = []
+    for m in reversed(msgs) if newest else msgs:
+        size = len(m.text.encode()) + len(m.sender) + len(m.to) + len(m.group) + len(m.ts) + 32
+        if kept and total + size > max_bytes:
+            break
+        total += size
+        kept.append(m)
+    return (kept[::-1] if newest else kept), len(kept) < len(msgs)
 
 
 def token_hash(token: str) -> str:
@@ -40,10 +88,12 @@ def token_hash(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated caller: the session and the hash of its token."""
+    """An authenticated caller: the session and the hash of its token; via_realm when a realm
+    (holding the realm credential) makes the call for the session's connection."""
 
     session: SessionRecord
     token_hash: str
+    via_realm: bool = False
 
     @property
     def user(self) -> User:
@@ -69,9 +119,12 @@ class ChatService:
         self.hasher = hasher
         self.blobs = blobs
         self._sessions: dict[str, SessionRecord] = {}
-        self._delivered: list[tuple[str, int]] = []
-        self._sent_items: list[Outgoing] = []
+        self._delivered: list[Entry] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._returned: set[str] = set()  # users with entries back in undelivered
+        self._repusher: asyncio.Task[None] | None = None
+        self._direct_calls = itertools.count(1)
+        hub.on_outcome = self._on_outcome
         self.cluster: Cluster | None = None  # set when replicas share a PostgreSQL database
         # Hardening (docs/SECURITY.md): failed logins per account, keyed by the user key.
         self.login_failures = AttemptLimiter(config.login_max_failures, config.login_window_s,
@@ -116,7 +169,7 @@ class ChatService:
             self.hub.attach(channel, session.id, session.user_key, session.user_name)
         return token, session, channel is not None
 
-    async def caller(self, token: str) -> Caller:
+    async def caller(self, token: str, via_realm: bool = False) -> Caller:
         if not token or len(token) > 200:
             raise Unauthenticated("missing or invalid token: call Auth and send 'authorization: Bearer TOKEN'")
         th = token_hash(token)
@@ -128,7 +181,7 @@ class ChatService:
             if len(self._sessions) > 200_000:  # bounded cache; the database is the truth
                 self._sessions.clear()
             self._sessions[th] = session
-        return Caller(session, th)
+        return Caller(session, th, via_realm)
 
     async def logout(self, caller: Caller) -> None:
         self._sessions.pop(caller.token_hash, None)
@@ -151,19 +204,23 @@ class ChatService:
                 continue
             self.hub.attach(channel, c.session.id, c.session.user_key, c.session.user_name)
             ids.append(c.session.id)
-            await self._push_pending(c)
+            await self._push_pending(c.session.user_key)
         return ids
 
-    async def _push_pending(self, caller: Caller) -> None:
-        """A resumed session never logged out: what arrived while its realm was cut off from
-        main (or was queued but not sent when main died) is pushed now, as if live, instead of
-        waiting for inbox. The realm drops ids a session has already seen."""
-        user_key = caller.session.user_key
-        inflight = self.hub.inflight(user_key)
-        for m in await self.storage.peek_pending(user_key, self.config.inbox_page):
-            if m.id in inflight:
-                continue
-            self._push_message(m, [user_key], {user_key}, exclude_session=0)
+    async def _push_pending(self, user_key: str) -> None:
+        """Pushes the user's undelivered messages to their attached sessions, as if live: a
+        resumed session (what arrived while its realm was cut off) or a user whose delivery was
+        dropped while they still have a connection. Nothing in flight is pushed twice."""
+        ledger = self.hub.ledger
+        ledger.begin_read(user_key)
+        msgs: list[MessageRecord] = []
+        try:
+            msgs = await self.storage.peek_pending(user_key, self.config.inbox_page)
+        finally:
+            fresh = set(ledger.end_read(user_key, [m.id for m in msgs]))
+        for m in msgs:
+            if m.id in fresh:
+                self._push_message(m, [user_key], {user_key}, exclude_session=0, publish=False)
 
     def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str] | list[str],
                       exclude_session: int, publish: bool = True) -> None:
@@ -192,44 +249,54 @@ class ChatService:
     async def push_all_pending(self) -> None:
         """Pushes every attached session's undelivered messages (another replica died and may
         have stored messages for them that it never announced). Realms drop repeats."""
-        for sid, user_key, user_name in self.hub.local_sessions():
-            caller = Caller(SessionRecord(sid, user_key, user_name, ""), "")
-            await self._push_pending(caller)
+        for user_key in {u for _, u, _ in self.hub.local_sessions()}:
+            await self._push_pending(user_key)
 
     def close_channel(self, channel: Channel) -> None:
         self.hub.close_channel(channel)
 
-    def acked(self, link_id: str, seq: int) -> None:
-        """A realm received every batch up to seq: those events are delivered."""
-        channel = self.hub.channels.get(link_id)
-        if channel is None:
-            return
-        for s in [s for s in channel.unacked if s <= seq]:
-            items = channel.unacked.pop(s)
-            channel.unacked_events -= len(items)
-            for item in items:
-                self.sent(item)
+    def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
+        """A realm's report on its link's deliveries (see main_server/ledger.py)."""
+        if link_id not in self.hub.channels:
+            return  # a closed link: everything on it went back to undelivered already
+        self.hub.written(link_id, written)
+        self.hub.dropped(link_id, dropped)
 
-    def sent(self, item: Outgoing) -> None:
-        """An event left on its stream: its users' undelivered entries go (in batches)."""
-        if item.message_id and item.users:
-            self._delivered.extend((u, item.message_id) for u in item.users)
-            self._sent_items.append(item)
+    def _on_outcome(self, out: Outcome) -> None:
+        if out.delivered:
+            self._delivered.extend(out.delivered)
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush_delivered())
+        for user, _ in out.returned:
+            if self.hub.is_online(user):
+                self._returned.add(user)
+        if self._returned and (self._repusher is None or self._repusher.done()):
+            self._repusher = asyncio.create_task(self._repush())
 
     async def _flush_delivered(self) -> None:
         while self._delivered:
             pairs, self._delivered = self._delivered, []
-            items, self._sent_items = self._sent_items, []
             try:
                 await self.storage.mark_delivered(pairs)
             except Exception:
                 # They stay undelivered: inbox or the next resume brings them (at least once).
                 log.exception("marking %d deliveries failed", len(pairs))
             finally:
-                for item in items:
-                    self.hub.settle(item)
+                self.hub.ledger.committed(pairs)
+
+    async def _repush(self) -> None:
+        """Entries that went back to undelivered while their user is still online are pushed
+        again. The short wait lets a burst of drops (a session closing) settle first, and keeps
+        a session the realm does not know yet from bouncing deliveries at full speed."""
+        while self._returned:
+            await asyncio.sleep(REPUSH_DELAY_S)
+            users, self._returned = self._returned, set()
+            for user in users:
+                if self.hub.is_online(user):
+                    try:
+                        await self._push_pending(user)
+                    except Exception:
+                        log.exception("pushing returned messages to %s failed", user)
 
     async def flush(self) -> None:
         """Waits until every sent event is marked delivered (graceful shutdown)."""
@@ -267,17 +334,46 @@ class ChatService:
                            caller.session.id)
         return stored.message
 
-    async def inbox(self, caller: Caller) -> tuple[list[MessageRecord], bool]:
-        user_key = caller.session.user_key
-        return await self.storage.take_inbox(user_key, self.config.inbox_page, self.hub.inflight(user_key))
+    async def inbox(self, caller: Caller) -> Page:
+        return await self._inbox_page(caller, "")
 
-    async def inbox_group(self, caller: Caller, group: str) -> tuple[list[MessageRecord], bool]:
+    async def inbox_group(self, caller: Caller, group: str) -> Page:
         check_name(group, "group")
-        user_key = caller.session.user_key
-        return await self.storage.take_inbox_group(user_key, name_key(group), self.config.inbox_page,
-                                                   self.hub.inflight(user_key))
+        return await self._inbox_page(caller, name_key(group))
 
-    async def history(self, caller: Caller, peer: str, limit: int) -> list[MessageRecord]:
+    async def _inbox_page(self, caller: Caller, group_key: str) -> Page:
+        """A page of undelivered messages. Through a realm, its entries stay undelivered until the
+        realm reports the response written (the page is a delivery on the session's link);
+        answered directly (grpcurl), they are delivered as the page is returned."""
+        sid, user = caller.session.id, caller.session.user_key
+        if caller.via_realm and self.hub.channel_of(sid, user) is None:
+            raise Unavailable(RELINKING)
+        ledger = self.hub.ledger
+        ledger.begin_read(user)
+        msgs: list[MessageRecord] = []
+        try:
+            skip = ledger.in_flight(user)
+            if group_key:
+                msgs, more = await self.storage.peek_inbox_group(user, group_key, self.config.inbox_page, skip)
+            else:
+                msgs, more = await self.storage.peek_inbox(user, self.config.inbox_page, skip)
+        finally:
+            fresh = set(ledger.end_read(user, [m.id for m in msgs]))
+        page, cut = fit_bytes([m for m in msgs if m.id in fresh], self.config.reply_max_bytes)
+        ids = [m.id for m in page]
+        if caller.via_realm:
+            channel = self.hub.channel_of(sid, user)
+            if channel is None:  # the link closed while storage answered
+                raise Unavailable(RELINKING)
+            seq = ledger.record(channel.id, {sid: user}, {user: ids})
+            return Page(page, more or cut, seq, channel.id)
+        link = f"call-{next(self._direct_calls)}"
+        ledger.open(link)
+        self._on_outcome(ledger.written(link, ledger.record(link, {sid: user}, {user: ids}), sid))
+        ledger.close(link)
+        return Page(page, more or cut)
+
+    async def history(self, caller: Caller, peer: str, limit: int) -> Page:
         if limit <= 0:
             limit = self.config.history_default
         limit = min(limit, HISTORY_MAX)
@@ -286,10 +382,13 @@ class ChatService:
         check_name(name, "group" if force_group else "user or group")
         key = name_key(name)
         if not force_group and await self.storage.get_user(key) is not None:
-            return await self.storage.history_private(caller.session.user_key, key, limit)
-        if await self.storage.get_group(key) is None:
+            msgs = await self.storage.history_private(caller.session.user_key, key, limit)
+        elif await self.storage.get_group(key) is None:
             raise NotFound(f"no user or group {name!r}")
-        return await self.storage.history_group(caller.session.user_key, key, limit)
+        else:
+            msgs = await self.storage.history_group(caller.session.user_key, key, limit)
+        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=True)
+        return Page(page, cut)
 
     # ---- groups ------------------------------------------------------------------------------
 
@@ -310,7 +409,7 @@ class ChatService:
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def check_upload(self, header: pb.UploadHeader) -> tuple[User, str]:
+    async def check_upload(self, header: UploadSpec) -> tuple[User, str]:
         """The recipient and the bare file name, or the error the upload would end with."""
         check_name(header.to, "user")
         name = base_file_name(header.name)
@@ -323,7 +422,7 @@ class ChatService:
             raise NotFound(f"no user {header.to!r}: check the name")
         return to, name
 
-    async def upload(self, caller: Caller, header: pb.UploadHeader, chunks: AsyncIterator[bytes]
+    async def upload(self, caller: Caller, header: UploadSpec, chunks: AsyncIterator[bytes]
                      ) -> FileRecord:
         to, name = await self.check_upload(header)
         up = self.blobs.upload(header.size)

@@ -1,164 +1,223 @@
-"""The gRPC servicer: thin. One decorator resolves the caller's token and translates typed
-errors to gRPC status codes; each method only converts between protobuf and the service."""
+"""The gRPC servicer: thin. Every call enters through one function, `invoke(method, request,
+identity)`, whether it came as a unary RPC or relayed by a realm on its Relay stream: the same
+access check (public, user token, realm credential), the same metrics (a closed set of method
+labels) and the same error mapping. Handlers only convert between protobuf and the service's
+plain records."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
-import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from realmchat.errors import ChatError, InvalidArgument, Unimplemented
+from realmchat import realmauth
+from realmchat.errors import (
+    ChatError,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unimplemented,
+)
 from realmchat.names import check_name
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
-from realmchat.rpc import FILE_CHUNK, status_for, token_from
+from realmchat.rpc import FILE_CHUNK, MAX_MESSAGE_BYTES, status_for, token_from
 
 from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
-from .service import Caller, ChatService, file_pb, message_pb
+from .service import Caller, ChatService, Page, UploadSpec, file_pb, message_pb
 
 log = logging.getLogger(__name__)
 
+# One Link or Relay stream message stays far under the transport's cap (MAX_MESSAGE_BYTES).
+BATCH_MAX_BYTES = 1 << 20
+LINK_BATCH_MAX = 1024
+# A single relayed reply larger than this fails alone (RESOURCE_EXHAUSTED), never the stream.
+REPLY_MAX_BYTES = MAX_MESSAGE_BYTES // 2
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    if isinstance(exc, ChatError):
-        await context.abort(status_for(exc.code), exc.message)
-    log.exception("unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+
+class Access(enum.Enum):
+    PUBLIC = "public"  # Register, Auth
+    USER = "user"  # a user's bearer token
+    REALM = "realm"  # the realm credential
+    REALM_USER = "realm_user"  # both: a realm acting for one of its sessions
 
 
-# Unary methods that Relay may call: name -> (undecorated method, needs auth, request class).
-RELAYABLE: dict[str, tuple[Any, bool, Any]] = {}
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: the bearer token (if any), whether the realm credential came with it."""
+
+    token: str = ""
+    realm: bool = False
+
+
+Handler = Callable[["ChatServicer", Any, Caller | None, Identity], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    handler: Handler
+    access: Access
+    request_class: Any
+
+
+METHODS: dict[str, Method] = {}  # every unary method, by name: the closed set of labels
 _CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
 
 
-def count_error(method: str, exc: BaseException) -> None:
-    rpc_errors(method, exc.code.value if isinstance(exc, ChatError) else "INTERNAL").inc()
+def unary(access: Access = Access.USER) -> Callable[[Handler], Any]:
+    """Registers a handler `(self, request, caller, identity) -> response` as a unary method:
+    the gRPC entry point it returns goes through invoke like a relayed call does."""
 
-
-def _message_class(method: str) -> Any:
-    return getattr(pb, _CHAT.methods_by_name[method].input_type.name)
-
-
-def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
-    """Wraps a servicer method (unary, client-streaming or server-streaming). With auth, the
-    method gets the Caller for the request's bearer token, or the call fails UNAUTHENTICATED."""
-
-    def deco(fn: Any) -> Any:
-        async def caller_of(self: ChatServicer, context: grpc.aio.ServicerContext) -> Caller | None:
-            if not auth:
-                return None
-            return await self.service.caller(token_from(context.invocation_metadata()))
-
-        if inspect.isasyncgenfunction(fn):
-            @functools.wraps(fn)
-            async def stream(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    c = await caller_of(self, context)
-                    async for item in fn(self, request, context, c):
-                        yield item
-                except (ChatError, Exception) as exc:
-                    await _abort(context, exc)
-
-            return stream
-
-        timer = rpc_seconds(fn.__name__)
+    def deco(fn: Handler) -> Any:
+        name = fn.__name__
+        METHODS[name] = Method(fn, access, getattr(pb, _CHAT.methods_by_name[name].input_type.name))
 
         @functools.wraps(fn)
-        async def unary(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            t0 = time.perf_counter()
+        async def entry(self: ChatServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                return await fn(self, request, context, await caller_of(self, context))
-            except (ChatError, Exception) as exc:
-                count_error(fn.__name__, exc)
-                await _abort(context, exc)
-            finally:
-                timer.observe(time.perf_counter() - t0)
+                return await self.invoke(name, request, self.identify(context))
+            except ChatError as exc:
+                await context.abort(status_for(exc.code), exc.message)
 
-        RELAYABLE[fn.__name__] = (fn, auth, _message_class(fn.__name__))
-        return unary
+        return entry
 
     return deco
 
 
-def _messages(msgs: list[Any], more: bool = False) -> pb.MessageList:
-    return pb.MessageList(messages=[message_pb(m) for m in msgs], more=more)
+def as_chat_error(exc: BaseException, what: str) -> ChatError:
+    """Typed errors pass; anything else is a bug: logged once, INTERNAL to the caller."""
+    if isinstance(exc, ChatError):
+        return exc
+    log.error("%s failed", what, exc_info=exc)
+    return Internal("internal error; the server log has details")
+
+
+def _messages(page: Page) -> pb.MessageList:
+    return pb.MessageList(messages=[message_pb(m) for m in page.messages], more=page.more,
+                          delivery=page.delivery, delivery_link=page.delivery_link)
 
 
 class ChatServicer(pb_grpc.ChatServicer):
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, realm_secret: str) -> None:
         self.service = service
+        self.realm_secret = realm_secret
+
+    # ---- the one entry point -----------------------------------------------------------------
+
+    def identify(self, context: grpc.aio.ServicerContext) -> Identity:
+        md = context.invocation_metadata()
+        return Identity(token_from(md), realmauth.matches(realmauth.presented(md), self.realm_secret))
+
+    async def authorize(self, access: Access, identity: Identity) -> Caller | None:
+        if access in (Access.REALM, Access.REALM_USER) and not identity.realm:
+            if identity.token:
+                raise PermissionDenied("this call is for realm servers only")
+            raise Unauthenticated("this call needs the realm credential (x-realm-credential metadata)")
+        if access in (Access.USER, Access.REALM_USER):
+            return await self.service.caller(identity.token, via_realm=identity.realm)
+        return None
+
+    async def invoke(self, method: str, request: Any, identity: Identity) -> Any:
+        """Runs one unary method for a caller; raises ChatError (unexpected failures become
+        Internal, logged once)."""
+        spec = METHODS.get(method)
+        label = method if spec is not None else "unknown"
+        t0 = time.perf_counter()
+        try:
+            if spec is None:
+                raise Unimplemented(f"no unary method {method[:60]!r}")
+            return await spec.handler(self, request, await self.authorize(spec.access, identity), identity)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            err = as_chat_error(exc, method if spec is not None else "unknown method")
+            rpc_errors(label, err.code.value).inc()
+            raise err from None
+        finally:
+            rpc_seconds(label).observe(time.perf_counter() - t0)
+
+    async def _streaming(self, context: grpc.aio.ServicerContext, access: Access) -> Caller | None:
+        try:
+            return await self.authorize(access, self.identify(context))
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
+            raise
 
     # ---- accounts ----------------------------------------------------------------------------
 
-    @rpc(auth=False)
-    async def Register(self, request: pb.RegisterRequest, context: Any, _: None) -> pb.RegisterResponse:
+    @unary(Access.PUBLIC)
+    async def Register(self, request: pb.RegisterRequest, _: None, identity: Identity) -> pb.RegisterResponse:
         user = await self.service.register(request.user, request.password)
         return pb.RegisterResponse(user=user.name)
 
-    @rpc(auth=False)
-    async def Auth(self, request: pb.AuthRequest, context: Any, _: None) -> pb.AuthResponse:
+    @unary(Access.PUBLIC)
+    async def Auth(self, request: pb.AuthRequest, _: None, identity: Identity) -> pb.AuthResponse:
+        if request.link_id and not identity.realm:
+            raise PermissionDenied("link_id is for realm servers only: leave it empty")
         token, session, attached = await self.service.auth(request.user, request.password, request.link_id)
         return pb.AuthResponse(user=session.user_name, token=token, session_id=session.id,
                                realm=session.realm, attached=attached)
 
-    @rpc()
-    async def Logout(self, request: pb.LogoutRequest, context: Any, caller: Caller) -> pb.LogoutResponse:
+    @unary()
+    async def Logout(self, request: pb.LogoutRequest, caller: Caller, identity: Identity) -> pb.LogoutResponse:
         await self.service.logout(caller)
         return pb.LogoutResponse()
 
-    @rpc()
-    async def Who(self, request: pb.WhoRequest, context: Any, caller: Caller) -> pb.WhoResponse:
+    @unary()
+    async def Who(self, request: pb.WhoRequest, caller: Caller, identity: Identity) -> pb.WhoResponse:
         return pb.WhoResponse(online=[pb.Presence(user=u, realm=r) for u, r in self.service.who()])
 
     # ---- messages ----------------------------------------------------------------------------
 
-    @rpc()
-    async def SendPrivate(self, request: pb.SendPrivateRequest, context: Any, caller: Caller
+    @unary()
+    async def SendPrivate(self, request: pb.SendPrivateRequest, caller: Caller, identity: Identity
                           ) -> pb.SendResponse:
         m = await self.service.send_private(caller, request.to, request.text)
         return pb.SendResponse(id=m.id, ts=m.ts)
 
-    @rpc()
-    async def Inbox(self, request: pb.InboxRequest, context: Any, caller: Caller) -> pb.MessageList:
-        msgs, more = await self.service.inbox(caller)
-        return _messages(msgs, more)
+    @unary()
+    async def Inbox(self, request: pb.InboxRequest, caller: Caller, identity: Identity) -> pb.MessageList:
+        return _messages(await self.service.inbox(caller))
 
-    @rpc()
-    async def SendGroup(self, request: pb.SendGroupRequest, context: Any, caller: Caller) -> pb.SendResponse:
+    @unary()
+    async def SendGroup(self, request: pb.SendGroupRequest, caller: Caller, identity: Identity) -> pb.SendResponse:
         m = await self.service.send_group(caller, request.group, request.text)
         return pb.SendResponse(id=m.id, ts=m.ts)
 
-    @rpc()
-    async def InboxGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.MessageList:
-        msgs, more = await self.service.inbox_group(caller, request.group)
-        return _messages(msgs, more)
+    @unary()
+    async def InboxGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.MessageList:
+        return _messages(await self.service.inbox_group(caller, request.group))
 
-    @rpc()
-    async def History(self, request: pb.HistoryRequest, context: Any, caller: Caller) -> pb.MessageList:
+    @unary()
+    async def History(self, request: pb.HistoryRequest, caller: Caller, identity: Identity) -> pb.MessageList:
         return _messages(await self.service.history(caller, request.peer, request.limit))
 
     # ---- groups ------------------------------------------------------------------------------
 
-    @rpc()
-    async def CreateGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+    @unary()
+    async def CreateGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
         return pb.GroupResponse(group=(await self.service.create_group(caller, request.group)).name)
 
-    @rpc()
-    async def JoinGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+    @unary()
+    async def JoinGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
         return pb.GroupResponse(group=(await self.service.join_group(caller, request.group)).name)
 
-    @rpc()
-    async def LeaveGroup(self, request: pb.GroupRequest, context: Any, caller: Caller) -> pb.GroupResponse:
+    @unary()
+    async def LeaveGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
         return pb.GroupResponse(group=(await self.service.leave_group(caller, request.group)).name)
 
-    @rpc()
-    async def ListGroups(self, request: pb.ListGroupsRequest, context: Any, caller: Caller
+    @unary()
+    async def ListGroups(self, request: pb.ListGroupsRequest, caller: Caller, identity: Identity
                          ) -> pb.ListGroupsResponse:
         groups = await self.service.list_groups(caller)
         return pb.ListGroupsResponse(groups=[pb.GroupInfo(group=g.name, role=g.role, members=g.members)
@@ -166,134 +225,146 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     # ---- files -------------------------------------------------------------------------------
 
-    @rpc()
-    async def UploadFile(self, request_iterator: AsyncIterator[pb.UploadRequest], context: Any,
-                         caller: Caller) -> pb.FileInfo:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise InvalidArgument("the first UploadRequest must carry the header")
+    @staticmethod
+    def _upload_spec(h: pb.UploadHeader) -> UploadSpec:
+        return UploadSpec(to=h.to, name=h.name, size=h.size, sha256=h.sha256)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async for part in request_iterator:
-                if part.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only the first UploadRequest may carry a header")
-                yield part.chunk
+    async def UploadFile(self, request_iterator: AsyncIterator[pb.UploadRequest], context: Any) -> pb.FileInfo:
+        caller = await self._streaming(context, Access.USER)
+        assert caller is not None
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("part") != "header":
+                raise InvalidArgument("the first UploadRequest must carry the header")
 
-        return file_pb(await self.service.upload(caller, first.header, chunks()))
+            async def chunks() -> AsyncIterator[bytes]:
+                async for part in request_iterator:
+                    if part.WhichOneof("part") != "chunk":
+                        raise InvalidArgument("only the first UploadRequest may carry a header")
+                    yield part.chunk
 
-    @rpc()
-    async def CheckUpload(self, request: pb.UploadHeader, context: Any, caller: Caller) -> pb.CheckUploadResponse:
-        _, name = await self.service.check_upload(request)
+            return file_pb(await self.service.upload(caller, self._upload_spec(first.header), chunks()))
+        except Exception as exc:
+            err = as_chat_error(exc, "UploadFile")
+            await context.abort(status_for(err.code), err.message)
+            raise
+
+    @unary()
+    async def CheckUpload(self, request: pb.UploadHeader, caller: Caller, identity: Identity
+                          ) -> pb.CheckUploadResponse:
+        _, name = await self.service.check_upload(self._upload_spec(request))
         return pb.CheckUploadResponse(name=name)
 
-    @rpc()
-    async def ListFiles(self, request: pb.ListFilesRequest, context: Any, caller: Caller) -> pb.FileList:
+    @unary()
+    async def ListFiles(self, request: pb.ListFilesRequest, caller: Caller, identity: Identity) -> pb.FileList:
         return pb.FileList(files=[file_pb(f) for f in await self.service.pending_files(caller)])
 
-    @rpc()
-    async def DownloadFile(self, request: pb.DownloadRequest, context: Any, caller: Caller
-                           ) -> AsyncIterator[pb.DownloadResponse]:
-        record, path = await self.service.open_download(caller, request.id)
-        yield pb.DownloadResponse(header=file_pb(record))
-        with path.open("rb") as f:
-            while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
-                yield pb.DownloadResponse(chunk=chunk)
-        # Reached only after the last chunk was taken by the transport.
-        await self.service.mark_downloaded(record.id)
+    async def DownloadFile(self, request: pb.DownloadRequest, context: Any) -> AsyncIterator[pb.DownloadResponse]:
+        caller = await self._streaming(context, Access.USER)
+        assert caller is not None
+        try:
+            record, path = await self.service.open_download(caller, request.id)
+            yield pb.DownloadResponse(header=file_pb(record))
+            with path.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
+                    yield pb.DownloadResponse(chunk=chunk)
+            # Reached only after the last chunk was taken by the transport.
+            await self.service.mark_downloaded(record.id)
+        except Exception as exc:
+            err = as_chat_error(exc, "DownloadFile")
+            await context.abort(status_for(err.code), err.message)
 
     # ---- push --------------------------------------------------------------------------------
 
-    async def _drain(self, channel: Any, batch_max: int, acked: bool) -> AsyncIterator[list[pb.Event]]:
-        """Yields the channel's events in batches of what is waiting (at most batch_max): under
-        load one stream message carries many events. With acked, a batch counts as delivered
-        when the realm acknowledges its seq (AckEvents), else once the transport took it."""
-        unconfirmed: list[Any] = []  # yielded, but the transport has not asked for more yet
+    async def _batches(self, channel: Any, max_events: int) -> AsyncIterator[list[pb.Event]]:
+        """The channel's events in batches of what is waiting, bounded in count and bytes: under
+        load one stream message carries many."""
         try:
             while True:
                 item = await channel.queue.get()
                 if item is None:
                     return
-                items = [item]
-                while len(items) < batch_max and not channel.queue.empty():
-                    nxt = channel.queue.get_nowait()
-                    if nxt is None:
-                        channel.queue.put_nowait(None)
+                items, size = [item], item.size
+                while len(items) < max_events and not channel.queue.empty():
+                    nxt = channel.queue._queue[0]  # type: ignore[attr-defined]
+                    if nxt is None or size + nxt.size > BATCH_MAX_BYTES:
                         break
-                    items.append(nxt)
+                    items.append(channel.queue.get_nowait())
+                    size += nxt.size
                 now = time.monotonic()
                 for i in items:
                     EVENT_LAG.observe(now - i.queued)
-                if acked:
-                    channel.seq += 1
-                    channel.unacked[channel.seq] = items
-                    channel.unacked_events += len(items)
-                    yield [i.event for i in items]
-                    continue
-                unconfirmed = items
                 yield [i.event for i in items]
-                unconfirmed = []
-                for i in items:
-                    self.service.sent(i)
         finally:
-            for i in unconfirmed:
-                # Perhaps sent, perhaps not: it stays undelivered (a resume re-sends it and the
-                # realm drops what a session has already seen).
-                self.service.hub.settle(i)
+            # What was not written stays undelivered (the ledger returns it with the link).
             self.service.close_channel(channel)
 
-    @rpc(auth=False)
-    async def Link(self, request: pb.LinkRequest, context: Any, _: None) -> AsyncIterator[pb.EventBatch]:
-        realm = check_name(request.realm, "realm")
+    async def Link(self, request: pb.LinkRequest, context: Any) -> AsyncIterator[pb.EventBatch]:
+        await self._streaming(context, Access.REALM)
+        try:
+            realm = check_name(request.realm, "realm")
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
         channel = self.service.hub.open_channel(realm)
         ids = await self.service.resume(list(request.resume_tokens), channel)
         yield pb.EventBatch(events=[pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))])
-        async for events in self._drain(channel, 1024, acked=True):
-            yield pb.EventBatch(events=events, seq=channel.seq)
+        async for events in self._batches(channel, LINK_BATCH_MAX):
+            yield pb.EventBatch(events=events)
 
-    @rpc(auth=False)
-    async def AckEvents(self, request: pb.AckEventsRequest, context: Any, _: None) -> pb.AckEventsResponse:
-        # The link id is the capability: only the realm holding the stream knows it.
-        self.service.acked(request.link_id, request.seq)
+    @unary(Access.REALM)
+    async def AckEvents(self, request: pb.AckEventsRequest, _: None, identity: Identity) -> pb.AckEventsResponse:
+        self.service.acked(request.link_id, [(d.seq, d.session_id) for d in request.written],
+                           [(d.seq, d.session_id) for d in request.dropped])
         return pb.AckEventsResponse()
 
-    @rpc()
-    async def Attach(self, request: pb.AttachRequest, context: Any, caller: Caller) -> pb.AttachResponse:
+    @unary(Access.REALM_USER)
+    async def Attach(self, request: pb.AttachRequest, caller: Caller, identity: Identity) -> pb.AttachResponse:
         self.service.attach(caller, request.link_id)
         return pb.AttachResponse()
 
-    @rpc()
-    async def Subscribe(self, request: pb.SubscribeRequest, context: Any, caller: Caller
-                        ) -> AsyncIterator[pb.Event]:
-        channel = self.service.hub.open_channel("grpc")
-        self.service.hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
-        async for events in self._drain(channel, 1, acked=False):
-            yield events[0]
+    async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> AsyncIterator[pb.Event]:
+        caller = await self._streaming(context, Access.USER)
+        assert caller is not None
+        hub = self.service.hub
+        channel = hub.open_channel("grpc")
+        hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
+        async for events in self._batches(channel, 1):
+            ev = events[0]
+            yield ev
+            # The transport took it and asked for the next one: as far as main can tell, written.
+            hub.written(channel.id, [(ev.seq, sid) for sid in ev.session_ids])
 
     async def Relay(self, request_iterator: AsyncIterator[pb.RelayRequests], context: Any
                     ) -> AsyncIterator[pb.RelayReplies]:
         """Runs the calls of each batch concurrently (so storage can commit them together) and
-        streams results back in batches, as they complete."""
+        streams results back in batches, as they complete. A call that fails fails alone."""
+        await self._streaming(context, Access.REALM)
         results: asyncio.Queue[pb.RelayResult | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
 
         async def run_call(call: pb.RelayCall) -> None:
-            t0 = time.perf_counter()
             try:
-                entry = RELAYABLE.get(call.method)
-                if entry is None:
-                    raise Unimplemented(f"no unary method {call.method[:60]!r}")
-                fn, auth, request_class = entry
-                caller = await self.service.caller(call.token) if auth else None
-                response = await fn(self, request_class.FromString(call.payload), None, caller)
-                result = pb.RelayResult(id=call.id, payload=response.SerializeToString())
-                rpc_seconds(call.method).observe(time.perf_counter() - t0)
+                spec = METHODS.get(call.method)
+                try:
+                    request = spec.request_class.FromString(call.payload) if spec is not None else None
+                except DecodeError:
+                    raise InvalidArgument(f"the payload of {call.method} does not parse") from None
+                identity = Identity(call.token, realm=True)
+                # Past the realm's deadline nobody waits for the answer: stop (a login the realm
+                # gave up on must leave no session behind).
+                async with asyncio.timeout(call.timeout_ms / 1000 if call.timeout_ms else None):
+                    response = await self.invoke(call.method, request, identity)
+                payload = response.SerializeToString()
+                if len(payload) > REPLY_MAX_BYTES:
+                    raise ResourceExhausted("the reply is too large to send: ask for less")
+                result = pb.RelayResult(id=call.id, payload=payload)
             except ChatError as exc:
                 result = pb.RelayResult(id=call.id, code=exc.code.value, message=exc.message)
-                count_error(call.method[:40], exc)
+            except TimeoutError:
+                result = pb.RelayResult(id=call.id, code="UNAVAILABLE", message="the call ran past its deadline")
             except Exception as exc:
-                log.exception("relayed %s failed", call.method)
-                result = pb.RelayResult(id=call.id, code="INTERNAL", message="internal error; see the server log")
-                count_error(call.method[:40], exc)
+                err = as_chat_error(exc, f"relayed {call.method[:40]!r}")
+                result = pb.RelayResult(id=call.id, code=err.code.value, message=err.message)
             results.put_nowait(result)
 
         async def read_calls() -> None:
@@ -311,16 +382,18 @@ class ChatServicer(pb_grpc.ChatServicer):
         reader = asyncio.create_task(read_calls())
         try:
             while (first := await results.get()) is not None:
-                batch = [first]
+                batch, size = [first], first.ByteSize()
                 while not results.empty() and len(batch) < 4096:
-                    item = results.get_nowait()
-                    if item is None:
-                        results.put_nowait(None)
+                    nxt = results._queue[0]  # type: ignore[attr-defined]
+                    if nxt is None or size + nxt.ByteSize() > BATCH_MAX_BYTES:
                         break
-                    batch.append(item)
+                    batch.append(results.get_nowait())
+                    size += nxt.ByteSize()
                 yield pb.RelayReplies(results=batch)
         finally:
             reader.cancel()
+            for task in list(running):
+                task.cancel()
 
     async def wait_tasks(self) -> None:
         await self.service.flush()

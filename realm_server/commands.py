@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
@@ -17,13 +18,21 @@ from realmchat.textproto import Command
 
 from .convert import file_dict, message_dict
 from .metrics import commands
-from .session import Session
+from .session import Session, Tag
 
 if TYPE_CHECKING:
     from .server import Realm
 
 log = logging.getLogger(__name__)
-Handler = Callable[[Session, Command], Awaitable[bytes | None]]
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response that is also a delivery (an inbox page): main hears whether it was written."""
+
+    line: bytes
+    tag: Tag | None
+
+
+Handler = Callable[[Session, Command], Awaitable["bytes | Reply | None"]]
 CLOSE = b""  # returned by a handler: send nothing more, close the connection
 ERROR_PREFIX = b'{"status":"ERROR","code":"'  # how every error line starts (textproto.error)
 
@@ -95,7 +104,10 @@ class Commands:
         if response == CLOSE:
             commands(cmd.verb, "OK").inc()
             return False
-        if response is not None:
+        if isinstance(response, Reply):
+            commands(cmd.verb, "OK").inc()
+            session.send(response.line, response.tag)
+        elif response is not None:
             # Error lines start {"status":"ERROR","code":"X"...: the code is read without parsing.
             commands(cmd.verb, "OK" if response.startswith(b'{"status":"OK"') else
                             response[len(ERROR_PREFIX):].split(b'"', 1)[0].decode()).inc()
@@ -127,7 +139,7 @@ class Commands:
         link_id = self.up.link_id
         try:
             r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1], link_id=link_id),
-                                   timeout=self.up.timeout * 3)
+                                   timeout=self.up.timeout * 3, on_late=self.up.undo_login)
         except (Unauthenticated, ResourceExhausted):
             self.realm.login_attempts.fail(ip_key)  # a failed (or account-limited) attempt
             raise
@@ -165,18 +177,29 @@ class Commands:
         r = await self.up.call("SendGroup", pb.SendGroupRequest(group=cmd.args[0], text=cmd.args[1]), s.token)
         return tp.ok(id=r.id, ts=r.ts)
 
-    async def cmd_inbox(self, s: Session, cmd: Command) -> bytes:
-        r = await self.up.call("Inbox", pb.InboxRequest(), s.token)
-        return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
+    async def _inbox_page(self, s: Session, method: str, request: Any) -> Reply:
+        sid = s.session_id
 
-    async def cmd_inboxgroup(self, s: Session, cmd: Command) -> bytes:
-        r = await self.up.call("InboxGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
-        return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
+        def gave_up(r: pb.MessageList) -> None:  # main answered after our deadline: not written
+            if r.delivery:
+                self.up.report([], [(r.delivery_link, r.delivery, sid)])
+
+        r = await self.up.call(method, request, s.token, on_late=gave_up)
+        # A message this connection already got by push (main re-sends after a relink) is
+        # left out; the page still counts as written.
+        msgs = [message_dict(m) for m in r.messages if s.first_sight(m.id)]
+        return Reply(tp.ok(messages=msgs, more=r.more), (r.delivery_link, r.delivery, sid) if r.delivery else None)
+
+    async def cmd_inbox(self, s: Session, cmd: Command) -> Reply:
+        return await self._inbox_page(s, "Inbox", pb.InboxRequest())
+
+    async def cmd_inboxgroup(self, s: Session, cmd: Command) -> Reply:
+        return await self._inbox_page(s, "InboxGroup", pb.GroupRequest(group=cmd.args[0]))
 
     async def cmd_history(self, s: Session, cmd: Command) -> bytes:
         limit = int(cmd.args[1]) if len(cmd.args) > 1 else 0
         r = await self.up.call("History", pb.HistoryRequest(peer=cmd.args[0], limit=limit), s.token)
-        return tp.ok(messages=[message_dict(m) for m in r.messages])
+        return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
 
     # ---- groups ------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ class RealmConfig:
     max_line: int = DEFAULT_MAX_LINE
     max_file_bytes: int = 1 << 30
     rpc_timeout_s: float = 5.0
+    secret_file: str = ""  # the realm credential main expects ($REALMCHAT_REALM_SECRET overrides)
     max_send_queue: int = 10_000
     log_level: str = "INFO"
     log_format: str = "text"
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
     p.add_option("--max-line", default=d.max_line, help="longest command line in bytes")
     p.add_option("--max-file-bytes", default=d.max_file_bytes, help="largest file accepted")
     p.add_option("--rpc-timeout-s", default=d.rpc_timeout_s, help="deadline of each call to main")
+    p.add_option("--secret-file", default=d.secret_file,
+                 help="file holding the realm credential (main writes DATA_DIR/realm-secret); "
+                      "$REALMCHAT_REALM_SECRET overrides")
     p.add_option("--max-send-queue", default=d.max_send_queue,
                  help="lines queued for a slow client before it is disconnected")
     p.add_option("--log-level", default=d.log_level, help="DEBUG, INFO, WARNING or ERROR")
@@ -87,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
         p.error(str(e))
     return RealmConfig(host=a.host, port=a.port, mains=mains, name=a.name, max_line=a.max_line,
                        max_file_bytes=a.max_file_bytes, rpc_timeout_s=a.rpc_timeout_s,
+                       secret_file=a.secret_file,
                        max_send_queue=a.max_send_queue, log_level=a.log_level, log_format=a.log_format,
                        metrics_port=a.metrics_port,
                        **_hardening_values(p, a))

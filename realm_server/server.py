@@ -13,6 +13,7 @@ from realmchat.framing import LineTooLong
 from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
+from realmchat.realmauth import DEFAULT_FILE, ENV_SECRET, CredentialError, read_secret
 from realmchat.runtime import until_stopped
 from realmchat.tls import channel_credentials, client_port_context
 
@@ -21,12 +22,11 @@ from .config import RealmConfig
 from .convert import file_dict, message_dict
 from .limits import FloodGuard, IpTable, Verdict, parse_networks, peer_ip
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
-from .session import Session
+from .session import Session, Tag
 from .transport import SecureUpstream
 from .upstream import Upstream
 
 log = logging.getLogger("realm_server")
-ENDED_GRACE_S = 10.0  # how long events for a session that just logged out still reach its connection
 
 
 class Realm:
@@ -34,15 +34,20 @@ class Realm:
         self.config = config
         self.connections: set[Session] = set()
         self.by_session_id: dict[int, Session] = {}
+        secret = read_secret(config.secret_file)
+        if not secret:
+            raise CredentialError(f"no realm credential: pass --secret-file (main writes DATA_DIR/{DEFAULT_FILE}) "
+                                  f"or set ${ENV_SECRET}")
         if config.main_ca:
             self.upstream: Upstream = SecureUpstream(
                 config.main_addrs, config.name, config.rpc_timeout_s, on_event=self.dispatch,
-                on_linked=self.on_linked, tokens=self.tokens,
+                on_linked=self.on_linked, tokens=self.tokens, secret=secret,
                 credentials=channel_credentials(config.main_ca, config.main_cert, config.main_key),
                 server_name=config.main_server_name)
         else:
             self.upstream = Upstream(config.main_addrs, config.name, config.rpc_timeout_s,
-                                     on_event=self.dispatch, on_linked=self.on_linked, tokens=self.tokens)
+                                     on_event=self.dispatch, on_linked=self.on_linked, tokens=self.tokens,
+                                     secret=secret)
         self.ips = IpTable(config.max_conns_per_ip, parse_networks(config.trusted_nets))
         self.login_attempts = AttemptLimiter(config.login_attempts_per_ip, config.login_window_s,
                                              detail="login and register attempts from your address are limited")
@@ -52,7 +57,6 @@ class Realm:
         LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
-        self._ended: dict[int, tuple[Session, float]] = {}  # session id -> its connection, until when
 
     # ---- sessions ----------------------------------------------------------------------------
 
@@ -73,16 +77,10 @@ class Realm:
             log.info("attach of %s failed (%s); the next link resumes it", s.user, exc.code)
 
     async def end_session(self, s: Session) -> None:
+        """Logs the session out here and in main. Events still queued for it are reported
+        dropped (they come back to the user), never written to whoever logs in next."""
         token = s.token
-        sid = s.session_id
-        self.by_session_id.pop(sid, None)
-        # Events main pushed before it saw the Logout may still be on their way: they still go
-        # to this connection for a while (main counts them as delivered; dropping them here
-        # lost messages to users who logged out just as a message to them was sent).
-        now = asyncio.get_running_loop().time()
-        for old in [k for k, (_, until) in self._ended.items() if until < now]:
-            del self._ended[old]
-        self._ended[sid] = (s, now + ENDED_GRACE_S)
+        self.by_session_id.pop(s.session_id, None)
         s.logout()
         with contextlib.suppress(ChatError):
             await self.upstream.call("Logout", pb.LogoutRequest(), token)
@@ -117,16 +115,24 @@ class Realm:
         else:
             return
         events(kind).inc(len(ev.session_ids))
+        link, seq = self.upstream.link_id, ev.seq
+        written: list[Tag] = []
+        dropped: list[Tag] = []
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
-            s = self.by_session_id.get(sid) or self._ended_session(sid)
-            if s is not None and (not msg_id or s.first_sight(msg_id)):
-                s.send_event(line)
-
-    def _ended_session(self, sid: int) -> Session | None:
-        """The connection of a session that logged out less than ENDED_GRACE_S ago."""
-        s, until = self._ended.get(sid, (None, 0.0))
-        return s if s is not None and until >= asyncio.get_running_loop().time() else None
+            tag = (link, seq, sid) if seq else None
+            s = self.by_session_id.get(sid)
+            if s is None:
+                # Not (or no longer) logged in here: main gives it back to the user.
+                if tag:
+                    dropped.append(tag)
+            elif msg_id and not s.first_sight(msg_id):
+                if tag:  # a repeat after a relink: this connection has it already
+                    written.append(tag)
+            else:
+                s.send_event(line, tag)
+        if written or dropped:
+            self.upstream.report(written, dropped)
 
     # ---- connections -------------------------------------------------------------------------
 
@@ -175,7 +181,8 @@ class Realm:
         if task:
             self._handlers.add(task)
         loop = asyncio.get_running_loop()
-        s = Session(reader, writer, c.max_line, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s)
+        s = Session(reader, writer, c.max_line, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
+                    report=self.upstream.report)
         guard = FloodGuard(c.cmd_rate, c.cmd_burst, c.flood_strikes, loop.time())
         self.connections.add(s)
         s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
@@ -268,7 +275,10 @@ class Realm:
 
 
 async def serve(config: RealmConfig) -> None:
-    realm = Realm(config)
+    try:
+        realm = Realm(config)
+    except CredentialError as exc:
+        raise SystemExit(f"realm_server: {exc}") from None
     port = await realm.start()
     print(f"realm_server {config.name} listening on {config.host}:{port}", flush=True)
     log.info("main server(s): %s", ", ".join(config.main_addrs))

@@ -12,10 +12,9 @@ from typing import Any
 import grpc
 
 from realmchat.pb import chat_pb2_grpc as pb_grpc
-from realmchat.rpc import KEEPALIVE_OPTIONS
 from realmchat.tls import open_channel
 
-from .upstream import Upstream
+from .upstream import CHANNEL_OPTIONS, Upstream
 
 
 class SecureUpstream(Upstream):
@@ -28,5 +27,5 @@ class SecureUpstream(Upstream):
 
     def _stub(self, addr: str) -> pb_grpc.ChatStub:
         if addr not in self._channels:
-            self._channels[addr] = open_channel(addr, KEEPALIVE_OPTIONS, self._credentials, self._server_name)
+            self._channels[addr] = open_channel(addr, CHANNEL_OPTIONS, self._credentials, self._server_name)
         return super()._stub(addr)

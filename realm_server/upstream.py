@@ -1,7 +1,8 @@
 """The realm's connection to main: gRPC calls with a deadline, and ONE event stream (Link) for
 all of the realm's sessions, re-opened with backoff whenever it breaks. A re-opened link resumes
 every logged-in session by its token, so users keep working without logging in again. Several
-main addresses are tried in order (failover)."""
+main addresses are tried in order (failover). Every call carries the realm credential; what the
+realm did with each delivery goes back to main in coalesced AckEvents calls."""
 
 from __future__ import annotations
 
@@ -14,28 +15,40 @@ from typing import Any
 
 import grpc
 
+from realmchat import realmauth
 from realmchat.errors import Unavailable, error_for
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
 
 from .metrics import upstream_seconds
+from .session import Tag
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 ACK_DELAY_S = 0.02
+ACK_MAX = 20_000  # deliveries per AckEvents call
+# gRPC's own reconnect backoff grows to 120 s: after a long outage of main, a realm would stay
+# cut off for up to two minutes after main is back. Capped at our link loop's pace instead.
+CHANNEL_OPTIONS = [
+    *KEEPALIVE_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class Upstream:
     def __init__(self, addrs: list[str], realm: str, timeout: float,
                  on_event: Callable[[pb.Event], None],
                  on_linked: Callable[[list[str], list[int]], None],
-                 tokens: Callable[[], list[str]]) -> None:
+                 tokens: Callable[[], list[str]], secret: str = "") -> None:
         self.addrs = addrs
         self.realm = realm
         self.timeout = timeout
+        self.credential = realmauth.metadata(secret)
         self.on_event = on_event
         self.on_linked = on_linked
         self.tokens = tokens
@@ -45,32 +58,53 @@ class Upstream:
         self.link_id = ""
         self.linked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.relay = Relay(lambda: self.stub)
-        self._ack_seq = 0
+        self.relay = Relay(lambda: self.stub, self.credential)
+        self._written: list[Tag] = []
+        self._dropped: list[Tag] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _ack(self, seq: int) -> None:
-        # Acks are coalesced: one call in flight at a time carries the latest seq.
-        self._ack_seq = seq
+    def report(self, written: list[Tag], dropped: list[Tag]) -> None:
+        """What the realm did with deliveries: sent to main in coalesced AckEvents calls."""
+        self._written += written
+        self._dropped += dropped
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._send_acks())
 
     async def _send_acks(self) -> None:
-        # A short wait lets one call acknowledge many batches when events arrive steadily.
+        # A short wait lets one call report many deliveries when events arrive steadily.
         await asyncio.sleep(ACK_DELAY_S)
-        sent = ("", 0)
-        while (latest := (self.link_id, self._ack_seq)) != sent and latest[0]:
-            sent = latest
-            try:
-                await self.call("AckEvents", pb.AckEventsRequest(link_id=latest[0], seq=latest[1]))
-            except Exception as exc:  # unacked events stay undelivered: inbox or a resume has them
-                log.info("ack of batch %d failed: %s", latest[1], exc)
-                return
+        while self._written or self._dropped:
+            per_link: dict[str, pb.AckEventsRequest] = {}
+            for tags, field in ((self._written[:ACK_MAX], "written"), (self._dropped[:ACK_MAX], "dropped")):
+                for link, seq, sid in tags:
+                    req = per_link.get(link) or per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
+                    getattr(req, field).add(seq=seq, session_id=sid)
+            del self._written[:ACK_MAX], self._dropped[:ACK_MAX]
+            for req in per_link.values():
+                try:
+                    await self.call("AckEvents", req)
+                except Exception as exc:
+                    # Unreported deliveries stay in flight in main until the link closes, then
+                    # they are undelivered again: pushed on resume or returned by inbox.
+                    log.info("reporting deliveries failed: %s", exc)
+
+    def undo_login(self, response: pb.AuthResponse) -> None:
+        """An Auth that main finished after the realm gave up on it: nobody holds that session."""
+        if response.token:
+            log.info("a login of %s finished after its deadline: undoing it", response.user)
+            task = asyncio.create_task(self._logout_quietly(response.token))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _logout_quietly(self, token: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.call("Logout", pb.LogoutRequest(), token)
 
     def _stub(self, addr: str) -> pb_grpc.ChatStub:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = grpc.aio.insecure_channel(addr, options=KEEPALIVE_OPTIONS)
+            ch = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
             self._channels[addr] = ch
         return pb_grpc.ChatStub(ch)
 
@@ -93,25 +127,30 @@ class Upstream:
 
     # ---- calls -------------------------------------------------------------------------------
 
-    async def call(self, method: str, request: Any, token: str = "", timeout: float | None = None) -> Any:
+    async def call(self, method: str, request: Any, token: str = "", timeout: float | None = None,
+                   on_late: Callable[[Any], None] | None = None) -> Any:
         """A unary call to main, over the relay stream when it is up; failures come back as
-        typed ChatErrors."""
+        typed ChatErrors. Should main answer after the deadline, on_late gets the answer."""
         t0 = time.perf_counter()
         try:
             if self.relay.connected:
-                return await self.relay.call(method, request, token, timeout or self.timeout)
+                return await self.relay.call(method, request, token, timeout or self.timeout, on_late)
+            # Main cancels the call at its deadline too (gRPC propagates it).
             fn = getattr(self.stub, method)
-            return await fn(request, metadata=bearer(token) if token else None, timeout=timeout or self.timeout)
+            return await fn(request, metadata=self._metadata(token), timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
         finally:
             upstream_seconds(method).observe(time.perf_counter() - t0)
 
+    def _metadata(self, token: str) -> tuple[tuple[str, str], ...]:
+        return (*bearer(token), *self.credential) if token else self.credential
+
     async def upload(self, token: str, header: pb.UploadHeader, chunks: AsyncIterator[bytes]) -> pb.FileInfo:
         """Streams header and chunks. The chunks are read here, in the caller's task (not by a
         gRPC task), so when main refuses midway the caller can consume the rest of the payload
         without two readers on one socket."""
-        call = self.stub.UploadFile(metadata=bearer(token))
+        call = self.stub.UploadFile(metadata=self._metadata(token))
         try:
             await call.write(pb.UploadRequest(header=header))
             async for chunk in chunks:
@@ -131,7 +170,7 @@ class Upstream:
     async def download(self, token: str, file_id: int) -> tuple[pb.FileInfo, AsyncIterator[bytes]]:
         """The header, then an iterator over the bytes. Errors before the header are raised here;
         errors after it surface from the iterator (the caller must drop the connection then)."""
-        call = self.stub.DownloadFile(pb.DownloadRequest(id=file_id), metadata=bearer(token))
+        call = self.stub.DownloadFile(pb.DownloadRequest(id=file_id), metadata=self._metadata(token))
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
@@ -158,13 +197,14 @@ class Upstream:
 
     async def _link_loop(self) -> None:
         backoff = BACKOFF_MIN
+        down_since = 0.0  # when the link last broke (0: up, or never linked yet)
         while True:
             addr = self.addr
             stub = self._stub(addr)
             tokens = self.tokens()
             got_linked = False
             try:
-                call = stub.Link(pb.LinkRequest(realm=self.realm, resume_tokens=tokens))
+                call = stub.Link(pb.LinkRequest(realm=self.realm, resume_tokens=tokens), metadata=self.credential)
                 async for batch in call:
                     for ev in batch.events:
                         if ev.HasField("linked"):
@@ -172,22 +212,29 @@ class Upstream:
                             self.link_id = ev.linked.link_id
                             got_linked = True
                             backoff = BACKOFF_MIN
-                            log.info("linked to main %s (%d sessions resumed)", addr,
+                            outage = f" after {time.monotonic() - down_since:.1f} s" if down_since else ""
+                            down_since = 0.0
+                            log.info("linked to main %s%s (%d sessions resumed)", addr, outage,
                                      sum(1 for i in ev.linked.session_ids if i))
                             self.on_linked(tokens, list(ev.linked.session_ids))
                             self.linked.set()
                         else:
                             self.on_event(ev)
-                    if batch.seq:
-                        self._ack(batch.seq)
                 log.warning("main %s ended the event stream", addr)
             except grpc.aio.AioRpcError as exc:
-                if got_linked or backoff >= BACKOFF_MAX:
-                    log.warning("event stream to main %s: %s", addr, exc.code().name)
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    log.error("main %s refused this realm: %s (check --secret-file / $%s)", addr,
+                              exc.details(), realmauth.ENV_SECRET)
+                elif got_linked or not down_since:
+                    # Said once per outage, not at every retry.
+                    log.warning("main %s is unreachable (%s); retrying every %g s at most", addr,
+                                exc.code().name, BACKOFF_MAX)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event stream failed")
+            if not down_since:
+                down_since = time.monotonic()
             self.linked.clear()
             self.link_id = ""
             if len(self.addrs) > 1:
@@ -201,7 +248,6 @@ class Upstream:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
 
-
 _CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
 
 
@@ -213,8 +259,11 @@ class Relay:
     """Unary calls multiplexed on one bidirectional stream to main. Calls queued while a batch
     is in flight go out together in the next stream message; results come back in batches."""
 
-    def __init__(self, stub: Callable[[], pb_grpc.ChatStub]) -> None:
+    def __init__(self, stub: Callable[[], pb_grpc.ChatStub], credential: tuple[tuple[str, str], ...] = ()) -> None:
         self._stub = stub
+        self._credential = credential
+        # Calls that timed out and want their answer should it still come: id -> (method, hook).
+        self._gave_up: dict[int, tuple[str, Callable[[Any], None]]] = {}
         self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
         # One outbox per stream: a dead stream's request iterator must not take new calls.
         self._outbox: asyncio.Queue[pb.RelayCall | None] | None = None
@@ -235,7 +284,8 @@ class Relay:
                 await self._task
         self._fail_all()
 
-    async def call(self, method: str, request: Any, token: str, timeout: float) -> Any:
+    async def call(self, method: str, request: Any, token: str, timeout: float,
+                   on_late: Callable[[Any], None] | None = None) -> Any:
         outbox = self._outbox
         if outbox is None:
             raise Unavailable("the main server is unavailable, try again shortly")
@@ -243,11 +293,15 @@ class Relay:
         call_id = self._next_id
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = (fut, method)
-        outbox.put_nowait(pb.RelayCall(id=call_id, method=method, token=token,
+        outbox.put_nowait(pb.RelayCall(id=call_id, method=method, token=token, timeout_ms=int(timeout * 1000),
                                        payload=request.SerializeToString()))
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            # Main stops the call at the same deadline; should its answer still come, it is
+            # handed to on_late (a login nobody will use is undone).
+            if on_late is not None and len(self._gave_up) < 10_000:
+                self._gave_up[call_id] = (method, on_late)
             raise Unavailable(f"the main server did not answer within {timeout:g} s; try again") from None
         finally:
             self._pending.pop(call_id, None)
@@ -275,7 +329,7 @@ class Relay:
         backoff = BACKOFF_MIN
         while True:
             outbox: asyncio.Queue[pb.RelayCall | None] = asyncio.Queue()
-            call = self._stub().Relay(self._requests(outbox))
+            call = self._stub().Relay(self._requests(outbox), metadata=self._credential)
             try:
                 await call.wait_for_connection()
                 self._outbox = outbox
@@ -284,6 +338,9 @@ class Relay:
                     for r in replies.results:
                         entry = self._pending.get(r.id)
                         if entry is None or entry[0].done():
+                            late = self._gave_up.pop(r.id, None)
+                            if late and not r.code:
+                                late[1](_response_class(late[0]).FromString(r.payload))
                             continue  # timed out meanwhile
                         fut, method = entry
                         if r.code:
@@ -299,5 +356,6 @@ class Relay:
                 outbox.put_nowait(None)
                 call.cancel()
                 self._fail_all()
+                self._gave_up.clear()  # a new stream: the old one's answers never come
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)

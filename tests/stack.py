@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from realmchat.realmauth import ENV_SECRET
+
 ROOT = Path(__file__).resolve().parent.parent
+# Every main and realm the tests start shares one realm credential (through the environment).
+os.environ.setdefault(ENV_SECRET, secrets.token_urlsafe(24))
 PYTHON = sys.executable
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
 

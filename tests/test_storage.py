@@ -83,6 +83,26 @@ async def test_sessions(store: Storage) -> None:
 # ---- messages ----------------------------------------------------------------------------------
 
 
+async def take(store: Storage, user: str, limit: int, skip: frozenset[int] = frozenset(), group: str = ""
+               ) -> tuple[list[MessageRecord], bool]:
+    """A page of the inbox, then marked delivered: what main does once the page was written."""
+    if group:
+        page, more = await store.peek_inbox_group(user, group, limit, skip)
+    else:
+        page, more = await store.peek_inbox(user, limit, skip)
+    await store.mark_delivered([(user, m.id) for m in page])
+    return page, more
+
+
+async def test_inbox_page_is_read_not_taken(store: Storage) -> None:
+    alice, _bob = await users(store, "Alice", "Bob")
+    m = (await store.store_private(alice, "bob", "hi")).message
+    assert await store.peek_inbox("bob", 10) == ([m], False)
+    assert await store.peek_inbox("bob", 10) == ([m], False), "still undelivered until marked"
+    await store.mark_delivered([("bob", m.id)])
+    assert await store.peek_inbox("bob", 10) == ([], False)
+
+
 async def test_private_queued_until_delivered(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
     stored = await store.store_private(alice, "bob", "hi")
@@ -94,9 +114,9 @@ async def test_private_queued_until_delivered(store: Storage) -> None:
     assert later.id > m.id and later.ts >= m.ts
     # Every message waits until a push marks it delivered or an inbox returns it.
     await store.mark_delivered([("bob", m.id)])
-    assert await store.take_inbox("bob", 10) == ([later], False)
-    assert await store.take_inbox("bob", 10) == ([], False)
-    assert await store.take_inbox("alice", 10) == ([], False)  # nothing queued for the sender
+    assert await take(store, "bob", 10) == ([later], False)
+    assert await take(store, "bob", 10) == ([], False)
+    assert await take(store, "alice", 10) == ([], False)  # nothing queued for the sender
     with pytest.raises(NotFound):
         await store.store_private(alice, "ghost", "x")
 
@@ -112,20 +132,20 @@ async def test_group_queued_for_members_but_sender(store: Storage) -> None:
     assert (m.sender, m.to, m.group, m.text) == ("Alice", "", "G1", "hello all")
     assert TS_RE.match(m.ts)
     await store.mark_delivered([("bob", m.id)])
-    assert await store.take_inbox_group("carol", "g1", 10) == ([m], False)
-    assert await store.take_inbox_group("bob", "g1", 10) == ([], False)
-    assert await store.take_inbox_group("alice", "g1", 10) == ([], False)
-    assert await store.take_inbox("carol", 10) == ([], False)  # group mail is not private mail
+    assert await take(store, "carol", 10, group="g1") == ([m], False)
+    assert await take(store, "bob", 10, group="g1") == ([], False)
+    assert await take(store, "alice", 10, group="g1") == ([], False)
+    assert await take(store, "carol", 10) == ([], False)  # group mail is not private mail
 
     dave, = await users(store, "Dave")
     with pytest.raises(PermissionDenied):
         await store.store_group(dave, "g1", "let me in")
     with pytest.raises(PermissionDenied):
-        await store.take_inbox_group("dave", "g1", 10)
+        await take(store, "dave", 10, group="g1")
     with pytest.raises(NotFound):
         await store.store_group(alice, "nogroup", "x")
     with pytest.raises(NotFound):
-        await store.take_inbox_group("alice", "nogroup", 10)
+        await take(store, "alice", 10, group="nogroup")
     alone = await store.create_group("solo", "Solo", dave)
     assert (await store.store_group(dave, alone.key, "echo")).recipients == []
 
@@ -133,24 +153,24 @@ async def test_group_queued_for_members_but_sender(store: Storage) -> None:
 async def test_inbox_paging(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
     sent = [(await store.store_private(alice, "bob", f"m{i}")).message for i in range(5)]
-    assert await store.take_inbox("bob", 2) == (sent[0:2], True)
-    assert await store.take_inbox("bob", 2) == (sent[2:4], True)
-    assert await store.take_inbox("bob", 2) == (sent[4:5], False)
-    assert await store.take_inbox("bob", 2) == ([], False)
+    assert await take(store, "bob", 2) == (sent[0:2], True)
+    assert await take(store, "bob", 2) == (sent[2:4], True)
+    assert await take(store, "bob", 2) == (sent[4:5], False)
+    assert await take(store, "bob", 2) == ([], False)
     # Exactly a page's worth: nothing more is waiting.
     sent = [(await store.store_private(alice, "bob", f"n{i}")).message for i in range(2)]
-    assert await store.take_inbox("bob", 2) == (sent, False)
+    assert await take(store, "bob", 2) == (sent, False)
 
 
 async def test_inbox_skips_messages_being_pushed(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
     sent = [(await store.store_private(alice, "bob", f"m{i}")).message for i in range(4)]
     in_flight = frozenset({sent[0].id, sent[2].id})
-    assert await store.take_inbox("bob", 1, in_flight) == ([sent[1]], True)
-    assert await store.take_inbox("bob", 5, in_flight) == ([sent[3]], False)
+    assert await take(store, "bob", 1, in_flight) == ([sent[1]], True)
+    assert await take(store, "bob", 5, in_flight) == ([sent[3]], False)
     # What was skipped stays queued: the push marks it, or a later inbox returns it.
     assert await store.peek_pending("bob", 10) == [sent[0], sent[2]]
-    assert await store.take_inbox("bob", 5) == ([sent[0], sent[2]], False)
+    assert await take(store, "bob", 5) == ([sent[0], sent[2]], False)
 
 
 async def test_group_inbox_paging(store: Storage) -> None:
@@ -161,9 +181,9 @@ async def test_group_inbox_paging(store: Storage) -> None:
     await store.join_group("h", bob)
     g = [(await store.store_group(alice, "g", f"g{i}")).message for i in range(4)]
     h = [(await store.store_group(alice, "h", f"h{i}")).message for i in range(2)]
-    assert await store.take_inbox_group("bob", "g", 2, frozenset({g[0].id})) == (g[1:3], True)
-    assert await store.take_inbox_group("bob", "h", 5) == (h, False)  # queues are per group
-    assert await store.take_inbox_group("bob", "g", 2) == ([g[0], g[3]], False)
+    assert await take(store, "bob", 2, frozenset({g[0].id}), group="g") == (g[1:3], True)
+    assert await take(store, "bob", 5, group="h") == (h, False)  # queues are per group
+    assert await take(store, "bob", 2, group="g") == ([g[0], g[3]], False)
 
 
 async def test_peek_pending_leaves_messages_queued(store: Storage) -> None:
@@ -177,7 +197,7 @@ async def test_peek_pending_leaves_messages_queued(store: Storage) -> None:
     assert await store.peek_pending("bob", 10) == [a, b, c]  # still there: a push marks them
     await store.mark_delivered([("bob", a.id), ("bob", b.id)])
     assert await store.peek_pending("bob", 10) == [c]
-    assert await store.take_inbox_group("bob", "g", 10) == ([], False)
+    assert await take(store, "bob", 10, group="g") == ([], False)
     assert await store.peek_pending("alice", 10) == []
 
 
@@ -219,7 +239,7 @@ async def test_history(store: Storage) -> None:
     assert await store.history_private("alice", "bob", 3) == sent[-3:]  # the latest ones
     assert await store.history_private("alice", "nobody", 10) == []
     # History does not depend on delivery: taking the inbox leaves it.
-    await store.take_inbox("carol", 10)
+    await take(store, "carol", 10)
     assert [m.text for m in await store.history_private("carol", "alice", 10)] == ["not in this chat"]
 
     await store.create_group("g", "G", alice)
@@ -268,7 +288,7 @@ async def test_groups(store: Storage) -> None:
     with pytest.raises(NotFound):
         await store.leave_group("nope", bob)
     await store.join_group("zeta", bob)
-    assert await store.take_inbox_group("bob", "zeta", 10) == ([], False)
+    assert await take(store, "bob", 10, group="zeta") == ([], False)
     assert [(i.name, i.members) for i in await store.list_groups("alice")] == [("Zeta", 2)]
 
 
@@ -296,15 +316,28 @@ async def test_files(store: Storage) -> None:
 # ---- concurrency (trivial for SQLite's single writer; real for PostgreSQL's pool) --------------
 
 
-async def test_concurrent_sends_and_takes(store: Storage) -> None:
+async def test_concurrent_sends_and_reads(store: Storage) -> None:
     alice, _bob = await users(store, "Alice", "Bob")
-    msgs = await asyncio.gather(*(store.store_private(alice, "bob", f"c{i}") for i in range(60)))
-    ids = [s.message.id for s in msgs]
-    assert len(set(ids)) == 60
-    # Two sessions of bob taking at once never get the same message, and together get all.
-    pages = await asyncio.gather(*(store.take_inbox("bob", 7) for _ in range(12)))
-    got = [m.id for page, _ in pages for m in page]
-    assert sorted(got) == sorted(ids) and len(got) == len(set(got))
+
+    async def read_until_quiet() -> set[int]:
+        seen: set[int] = set()
+        for _ in range(40):
+            page, _ = await store.peek_inbox("bob", 7)
+            ids = [m.id for m in page]
+            assert ids == sorted(ids), "a page is in order"
+            seen.update(ids)
+            await store.mark_delivered([("bob", i) for i in ids])
+            await asyncio.sleep(0)
+        return seen
+
+    sends = asyncio.gather(*(store.store_private(alice, "bob", f"c{i}") for i in range(60)))
+    reads = asyncio.gather(*(read_until_quiet() for _ in range(3)))
+    msgs, seen = await asyncio.gather(sends, reads)
+    ids = {s.message.id for s in msgs}
+    assert len(ids) == 60
+    rest, _ = await take(store, "bob", 100)
+    assert set().union(*seen) | {m.id for m in rest} == ids, "nothing read is lost, nothing invented"
+    assert await store.peek_inbox("bob", 100) == ([], False)
 
 
 async def test_concurrent_joins_leaves_and_sends(store: Storage) -> None:
@@ -320,7 +353,7 @@ async def test_concurrent_joins_leaves_and_sends(store: Storage) -> None:
 
     await asyncio.gather(*(join_send_leave(u, i % 2 == 1) for i, u in enumerate(others)))
     assert [i.members for i in await store.list_groups("owner")] == [5]
-    owner_msgs, more = await store.take_inbox_group("owner", "g", 100)
+    owner_msgs, more = await take(store, "owner", 100, group="g")
     assert len(owner_msgs) == 8 and not more
     # Whoever left has nothing of the group left queued (leave and sends are serialized).
     for i, u in enumerate(others):

@@ -66,8 +66,8 @@ class GroupInfo:
 @dataclass(frozen=True, slots=True)
 class Stored:
     """A message just stored, with its recipients. Each recipient has an undelivered entry
-    until a push reaches them (mark_delivered) or their inbox returns it: a crash between the
-    commit and the push loses nothing."""
+    until a push or an inbox response carrying it is written to their client (mark_delivered):
+    a crash between the commit and the write loses nothing."""
 
     message: MessageRecord
     recipients: list[str]
@@ -110,13 +110,14 @@ class Storage(ABC):
         """(user key, message id) pairs a push has reached: no longer undelivered."""
 
     @abstractmethod
-    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+    async def peek_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
                          ) -> tuple[list[MessageRecord], bool]:
-        """Undelivered private messages (oldest first, at most limit), now delivered; and
-        whether more are waiting. Ids in skip (being pushed right now) are left alone."""
+        """Undelivered private messages (oldest first, at most limit), left undelivered (the
+        realm's report that it wrote them marks them); and whether more are waiting. Ids in
+        skip (in flight right now) are left out."""
 
     @abstractmethod
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+    async def peek_inbox_group(self, user_key: str, group_key: str, limit: int,
                                skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]: ...
 
     @abstractmethod

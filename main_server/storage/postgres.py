@@ -12,8 +12,8 @@ Here operations run concurrently under READ COMMITTED, so:
 - membership changes and group sends exclude each other by an advisory lock per group
   (exclusive for join/leave, shared for sends: sends to one group still run side by side);
   a group send is one call of a function the migrations create (see MIGRATIONS[1]);
-- taking an inbox is one DELETE ... RETURNING over rows locked with SKIP LOCKED: a row is
-  returned by exactly one taker, and concurrent takers get disjoint pages;
+- an inbox page is read, not taken: main's delivery ledger decides what a page may hand out
+  and deletes the entries once the realm reports the response written;
 - deadlocks and serialization failures run the whole operation again (nothing of it was
   committed), and so does a lost connection whenever nothing can have been committed yet."""
 
@@ -219,24 +219,16 @@ WITH g AS (INSERT INTO groups(key, name, owner_key) VALUES ($1, $2, $3) ON CONFL
 m AS (INSERT INTO members(group_key, user_key, role) SELECT key, $3, 'owner' FROM g)
 SELECT count(*) FROM g"""
 
-# Taking a page of an inbox is one DELETE ... RETURNING. Concurrent takes of one user (two
-# sessions) lock disjoint rows (SKIP LOCKED): each returns a full page of its own, nothing is
-# delivered twice, nothing is left behind. Ids in $4 are being pushed right now: left alone.
-# limit + 1 rows are looked at to tell whether more are waiting; every output row carries it.
-_TAKE = """
+# A page of an inbox. Ids in $4 are in flight right now: left out. limit + 1 rows are looked at
+# to tell whether more are waiting; every output row carries it.
+_PEEK = """
 WITH picked AS (
-    SELECT ctid AS tid, msg_id FROM undelivered
+    SELECT msg_id FROM undelivered
     WHERE user_key = $1 AND group_key = $3 AND msg_id <> ALL($4::bigint[])
-    ORDER BY msg_id LIMIT $2 + 1
-    FOR UPDATE SKIP LOCKED),
-gone AS (
-    -- By ctid (a TID scan; our row locks keep them valid): a join back on the key columns
-    -- was planned as a scan of the whole table.
-    DELETE FROM undelivered WHERE ctid = ANY(ARRAY(SELECT tid FROM picked ORDER BY msg_id LIMIT $2))
-    RETURNING msg_id),
+    ORDER BY msg_id LIMIT $2 + 1),
 n AS (SELECT count(*) AS n FROM picked)
 SELECT m.id, m.sender, m.text, m.ts, m.to_name, m.group_name, n.n > $2 AS more
-FROM messages m, n WHERE m.id IN (SELECT msg_id FROM gone) ORDER BY m.id"""
+FROM messages m, n WHERE m.id IN (SELECT msg_id FROM picked ORDER BY msg_id LIMIT $2) ORDER BY m.id"""
 
 
 def _message(r: asyncpg.Record) -> MessageRecord:
@@ -500,7 +492,7 @@ class PostgresStorage(Storage):
             await self._auto(op)  # deleting twice is harmless: retried on a stale connection
 
     @staticmethod
-    async def _take(c: asyncpg.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
+    async def _peek(c: asyncpg.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
                     ) -> tuple[list[MessageRecord], bool]:
         skipped = sorted(skip)
         if limit <= 0:
@@ -508,18 +500,20 @@ class PostgresStorage(Storage):
                                        "AND group_key=$2 AND msg_id <> ALL($3::bigint[]))",
                                        user_key, group_key, skipped)
             return [], bool(waiting)
-        rows = await c.fetch(_TAKE, user_key, limit, group_key, skipped)
+        rows = await c.fetch(_PEEK, user_key, limit, group_key, skipped)
         return [_message(r) for r in rows], bool(rows) and rows[0]["more"]
 
-    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+    async def peek_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
                          ) -> tuple[list[MessageRecord], bool]:
-        # Not retried on a lost connection: what it deleted may be committed and never returned.
-        return await self._auto(lambda c: self._take(c, user_key, "", limit, skip), idempotent=False)
+        return await self._auto(lambda c: self._peek(c, user_key, "", limit, skip))
 
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+    async def peek_inbox_group(self, user_key: str, group_key: str, limit: int,
                                skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]:
-        await self._auto(lambda c: self._check_member(c, group_key, user_key))
-        return await self._auto(lambda c: self._take(c, user_key, group_key, limit, skip), idempotent=False)
+        async def op(c: asyncpg.Connection) -> tuple[list[MessageRecord], bool]:
+            await self._check_member(c, group_key, user_key)
+            return await self._peek(c, user_key, group_key, limit, skip)
+
+        return await self._auto(op)
 
     async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:

@@ -320,7 +320,7 @@ class SQLiteStorage(Storage):
     async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
         await self._do(lambda c: c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?", pairs))
 
-    def _take(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
+    def _peek(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
               ) -> tuple[list[MessageRecord], bool]:
         rows = c.execute(
             "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
@@ -328,20 +328,17 @@ class SQLiteStorage(Storage):
             (user_key, group_key, limit + 1 + len(skip))).fetchall()
         rows = [r for r in rows if r["id"] not in skip]
         more = len(rows) > limit
-        rows = rows[:limit]
-        c.executemany("DELETE FROM undelivered WHERE user_key=? AND group_key=? AND msg_id=?",
-                      [(user_key, group_key, r["id"]) for r in rows])
-        return [_message(r) for r in rows], more
+        return [_message(r) for r in rows[:limit]], more
 
-    async def take_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
+    async def peek_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
                          ) -> tuple[list[MessageRecord], bool]:
-        return await self._do(lambda c: self._take(c, user_key, "", limit, skip))
+        return await self._do(lambda c: self._peek(c, user_key, "", limit, skip))
 
-    async def take_inbox_group(self, user_key: str, group_key: str, limit: int,
+    async def peek_inbox_group(self, user_key: str, group_key: str, limit: int,
                                skip: frozenset[int] = frozenset()) -> tuple[list[MessageRecord], bool]:
         def op(c: sqlite3.Connection) -> tuple[list[MessageRecord], bool]:
             self._check_member(c, group_key, user_key)
-            return self._take(c, user_key, group_key, limit, skip)
+            return self._peek(c, user_key, group_key, limit, skip)
 
         return await self._do(op)
 
