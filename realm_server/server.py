@@ -27,6 +27,7 @@ from .transport import SecureUpstream
 from .upstream import Upstream
 
 log = logging.getLogger("realm_server")
+SETTLE_S = 5.0  # how long a logout waits for the deliveries being written to the client
 
 
 class Realm:
@@ -82,6 +83,8 @@ class Realm:
         token = s.token
         self.by_session_id.pop(s.session_id, None)
         s.logout()
+        await s.settled(SETTLE_S)
+        await self.upstream.flush_reports()
         with contextlib.suppress(ChatError):
             await self.upstream.call("Logout", pb.LogoutRequest(), token)
 

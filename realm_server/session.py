@@ -69,6 +69,8 @@ class Session:
         self._queued_bytes = 0    # bytes in _out, not yet handed to the transport
         self._room = asyncio.Event()  # set while _queued_bytes is under max_queue_bytes
         self._room.set()
+        self._settled = asyncio.Event()  # set while no delivery is between write and report
+        self._settled.set()
         self._writer_task = asyncio.create_task(self._write_loop())
         # Message ids this session was sent lately: after a main restart, main re-sends what it
         # could not confirm as sent, and a session must not see a message twice.
@@ -153,6 +155,12 @@ class Session:
             return
         self._put(Tagged(line, tag, True))
 
+    async def settled(self, timeout: float) -> None:
+        """Waits (at most timeout) until no delivery is on its way into the socket: each one
+        has been reported written or dropped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
     async def wait_for_room(self) -> None:
         """Returns once the queue is under its byte bound again (or the connection closed)."""
         if self._room.is_set() or self.closed.is_set():
@@ -228,10 +236,12 @@ class Session:
                 # Drop references: an idle connection must not keep its last lines alive.
                 del item, lines, data
                 if w.transport.get_write_buffer_size():
+                    self._settled.clear()
                     await self._drain()  # until the kernel has taken every byte
                 if written:
                     self.report(written, [])
                     written = []
+                self._settled.set()
             await self._drain()
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
@@ -241,6 +251,7 @@ class Session:
             self.closed.set()
             self._room.set()
             self._fail_pending(written)
+            self._settled.set()
             with contextlib.suppress(Exception):
                 w.close()
 

@@ -62,6 +62,7 @@ class Upstream:
         self._written: list[Tag] = []
         self._dropped: list[Tag] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._ack_now = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def report(self, written: list[Tag], dropped: list[Tag]) -> None:
@@ -71,9 +72,21 @@ class Upstream:
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._send_acks())
 
+    async def flush_reports(self) -> None:
+        """Sends what is reported so far now and waits for it: a session's deliveries must
+        reach main before its Logout does (or main would count written ones as dropped)."""
+        if self._written or self._dropped:
+            self.report([], [])
+        if self._ack_task is not None and not self._ack_task.done():
+            self._ack_now.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ack_task)
+
     async def _send_acks(self) -> None:
         # A short wait lets one call report many deliveries when events arrive steadily.
-        await asyncio.sleep(ACK_DELAY_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ack_now.wait(), ACK_DELAY_S)
+        self._ack_now.clear()
         while self._written or self._dropped:
             per_link: dict[str, pb.AckEventsRequest] = {}
             for tags, field in ((self._written[:ACK_MAX], "written"), (self._dropped[:ACK_MAX], "dropped")):
