@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PRIVATE_STORED, GROUP_STORED, FILES_STORED = (MESSAGES.labels(k) for k in ("private", "group", "file"))
 BAD_LOGIN = "wrong user name or password"
 REPUSH_DELAY_S = 0.05
+PUSH_PENDING_MAX_BYTES = 128 * 1024
 COMMON_PASSWORDS = frozenset({"password", "123456", "12345678", "qwerty", "111111", "letmein"})
 
 
@@ -218,9 +219,10 @@ class ChatService:
             msgs = await self.storage.peek_pending(user_key, self.config.inbox_page)
         finally:
             fresh = set(ledger.end_read(user_key, [m.id for m in msgs]))
-        for m in msgs:
-            if m.id in fresh:
-                self._push_message(m, [user_key], {user_key}, exclude_session=0, publish=False)
+        # A bounded burst: a connection's send queue must not overflow on it (what is left waits
+        # for inbox, which pages).
+        for m in fit_bytes([m for m in msgs if m.id in fresh], PUSH_PENDING_MAX_BYTES)[0]:
+            self._push_message(m, [user_key], {user_key}, exclude_session=0, publish=False)
 
     def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str] | list[str],
                       exclude_session: int, publish: bool = True) -> None:

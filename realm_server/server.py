@@ -83,7 +83,11 @@ class Realm:
         token = s.token
         self.by_session_id.pop(s.session_id, None)
         s.logout()
-        await s.settled(SETTLE_S)
+        if not await s.settled(SETTLE_S):
+            # The client does not take what was sent to the old session: it cannot be told
+            # apart from what the next login gets, so the connection goes.
+            s.close_reason = "logged out without reading its messages"
+            s.abort()
         await self.upstream.flush_reports()
         with contextlib.suppress(ChatError):
             await self.upstream.call("Logout", pb.LogoutRequest(), token)
@@ -125,7 +129,7 @@ class Realm:
         for sid in ev.session_ids:
             tag = (link, seq, sid) if seq else None
             s = self.by_session_id.get(sid)
-            if s is None:
+            if s is None or s.closed.is_set():
                 # Not (or no longer) logged in here: main gives it back to the user.
                 if tag:
                     dropped.append(tag)

@@ -2,17 +2,23 @@
 payloads all go through one queue drained by one task, so nothing ever interleaves.
 
 Deliveries (message events, inbox responses) carry a tag. The writer reports a tag as written
-once its bytes are in the kernel's socket buffer (the transport's own buffer is empty), and as
-dropped when the connection ends before that or the session logs out with it still queued:
-"delivered" means written, and what was not written comes back to the user later."""
+once the client's TCP has acknowledged its bytes (the kernel's unacknowledged byte count,
+TIOCOUTQ, says so), and as dropped when the connection ends before that or the session logs out
+with it still queued. A connection that ends with deliveries unacknowledged is reset (linger 0),
+so those bytes never reach the client after they were reported dropped: what was reported
+written is in the client's hands, what was reported dropped comes back later, exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from realmchat.framing import LineReader
@@ -34,6 +40,86 @@ class Tagged:
     event: bool  # events are for the session that was logged in when they were queued
 
 
+class Unacked:
+    """Deliveries written to the socket whose bytes the client's TCP has not acknowledged yet."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        self.sock = sock
+        self._fd = sock.fileno() if sock is not None else -1
+        # Through TLS the kernel sees records, not our bytes: only "all acknowledged" is known.
+        self._tls = transport.get_extra_info("sslcontext") is not None
+        self._sent = 0  # bytes handed to the transport
+        self._pending: deque[tuple[int, list[Tag]]] = deque()  # (end offset, tags), in order
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, nbytes: int, tags: Sequence[tuple[int, Tag]] = ()) -> None:
+        """nbytes handed to the transport; tags with the end of their line within them (a line
+        fully acknowledged was delivered even when the rest of the write was not)."""
+        for end, tag in tags:
+            self._pending.append((self._sent + end, [tag]))
+        self._sent += nbytes
+
+    def _outq(self) -> int:
+        try:
+            return int(struct.unpack("i", fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
+        except OSError:
+            return self._sent  # the socket is gone: nothing more will be acknowledged
+
+    def acknowledged(self, buffered: int) -> list[Tag]:
+        """Tags whose bytes the client acknowledged; `buffered`: bytes still in the transport."""
+        if not self._pending or self._fd < 0:
+            return []
+        outq = self._outq()
+        if self._tls:
+            done = self._sent if outq == 0 and buffered == 0 else 0
+        else:
+            done = self._sent - buffered - outq
+        out: list[Tag] = []
+        while self._pending and self._pending[0][0] <= done:
+            out += self._pending.popleft()[1]
+        return out
+
+    def outstanding(self, buffered: int) -> tuple[int, int]:
+        """(bytes written and not acknowledged, bytes of those the kernel has transmitted): the
+        transmitted ones may have reached the client even though no ACK says so yet."""
+        if self._fd < 0:
+            return -1, 0
+        try:
+            outq = self._outq()
+            unsent = int(struct.unpack("i", fcntl.ioctl(self._fd, SIOCOUTQNSD, b"\0\0\0\0"))[0])
+        except OSError:
+            return -1, 0
+        return buffered + outq, max(0, outq - unsent)
+
+    def take_all(self) -> list[Tag]:
+        out = [t for _, tags in self._pending for t in tags]
+        self._pending.clear()
+        return out
+
+    def close(self, buffered: int) -> tuple[list[Tag], list[Tag]]:
+        """Before the socket closes (its descriptor may soon belong to another connection):
+        (written, dropped) of what is pending. Unacknowledged bytes must never arrive after
+        they were reported dropped, so then the connection is reset, not closed."""
+        written = self.acknowledged(buffered)
+        dropped = self.take_all()
+        if dropped and self.sock is not None and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._fd = -1
+        return written, dropped
+
+
+SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet transmitted
+ACK_GRACE_S = 0.5  # a closing connection waits for the client's last acknowledgements...
+ACK_STALL_S = 0.25  # ...until they stop coming for this long (delayed ACKs take up to 200 ms)
+ACK_POLL_MIN_S = 0.002
+ACK_POLL_MAX_S = 0.05
+CLOSE_ACK_WAIT_S = 2.0
+
+
 @dataclass(eq=False)
 class Stream:
     """A header line followed by raw bytes, written as one unit."""
@@ -50,8 +136,12 @@ class Session:
         self.lines = LineReader(reader, max_line)
         self.writer = writer
         self.report = report
-        # drain() then waits until every byte is in the kernel: that is when a delivery counts.
+        # drain() then waits until every byte is in the kernel; Unacked follows the rest.
         writer.transport.set_write_buffer_limits(high=0, low=0)
+        self._unacked = Unacked(writer.transport)
+        self._ack_poll: asyncio.TimerHandle | None = None
+        self._finisher: asyncio.Task[None] | None = None
+        self._ack_delay = ACK_POLL_MIN_S
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         # A write that makes no progress for this long means the client stopped reading.
@@ -155,11 +245,19 @@ class Session:
             return
         self._put(Tagged(line, tag, True))
 
-    async def settled(self, timeout: float) -> None:
-        """Waits (at most timeout) until no delivery is on its way into the socket: each one
-        has been reported written or dropped."""
-        with contextlib.suppress(TimeoutError):
+    async def settled(self, timeout: float) -> bool:
+        """Waits (at most timeout) until no delivery is on its way to the client: each one has
+        been reported written or dropped. False if some still are. A closing connection's last
+        deliveries are settled by its finisher, which has its own deadline."""
+        if self._finisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._finisher)
+            return True
+        try:
             await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_for_room(self) -> None:
         """Returns once the queue is under its byte bound again (or the connection closed)."""
@@ -196,9 +294,25 @@ class Session:
             self.writer.transport.abort()
             raise ConnectionError("client stopped reading") from None
 
+    def _release_acked(self) -> None:
+        """Reports what the client acknowledged; polls again while anything is outstanding."""
+        self._ack_poll = None
+        if self.writer.transport.is_closing():
+            return  # the writer's exit reports what is left as dropped
+        acked = self._unacked.acknowledged(self.writer.transport.get_write_buffer_size())
+        if acked:
+            self.report(acked, [])
+            self._ack_delay = ACK_POLL_MIN_S
+        else:
+            self._ack_delay = min(self._ack_delay * 2, ACK_POLL_MAX_S)
+        if self._unacked:
+            self._settled.clear()
+            self._ack_poll = asyncio.get_running_loop().call_later(self._ack_delay, self._release_acked)
+        else:
+            self._settled.set()
+
     async def _write_loop(self) -> None:
         w = self.writer
-        written: list[Tag] = []  # handed to the transport, not yet confirmed in the kernel
         try:
             while True:
                 item = await self._out.get()
@@ -207,8 +321,10 @@ class Session:
                 if isinstance(item, Stream):
                     try:
                         w.write(item.header)
+                        self._unacked.add(len(item.header))
                         async for chunk in item.chunks:
                             w.write(chunk)
+                            self._unacked.add(len(chunk))
                             await self._drain()
                     except BaseException as exc:
                         if not item.done.done():
@@ -219,30 +335,34 @@ class Session:
                     continue
                 # Every line already queued goes out in one write (one syscall, not one per line).
                 lines = [item.line]
-                if item.tag:
-                    written.append(item.tag)
+                size = len(item.line)
+                tags = [(size, item.tag)] if item.tag else []
                 q = self._out._queue  # type: ignore[attr-defined]
                 while q and isinstance(q[0], Tagged):
                     nxt = self._out.get_nowait()
                     assert isinstance(nxt, Tagged)
                     lines.append(nxt.line)
+                    size += len(nxt.line)
                     if nxt.tag:
-                        written.append(nxt.tag)
+                        tags.append((size, nxt.tag))
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 self._queued_bytes -= len(data)
                 if self._queued_bytes < self.max_queue_bytes // 2:
                     self._room.set()
                 w.write(data)
+                self._unacked.add(len(data), tags)
                 # Drop references: an idle connection must not keep its last lines alive.
                 del item, lines, data
                 if w.transport.get_write_buffer_size():
-                    self._settled.clear()
                     await self._drain()  # until the kernel has taken every byte
-                if written:
-                    self.report(written, [])
-                    written = []
-                self._settled.set()
+                if tags and self._ack_poll is None:
+                    self._release_acked()
             await self._drain()
+            # A graceful close: give the client a moment to acknowledge the last deliveries.
+            deadline = asyncio.get_running_loop().time() + CLOSE_ACK_WAIT_S
+            while self._unacked and asyncio.get_running_loop().time() < deadline:
+                self._release_acked()
+                await asyncio.sleep(0.01)
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         except Exception:
@@ -250,13 +370,18 @@ class Session:
         finally:
             self.closed.set()
             self._room.set()
-            self._fail_pending(written)
+            if self._ack_poll is not None:
+                self._ack_poll.cancel()
+                self._ack_poll = None
+            self._fail_pending()
             self._settled.set()
-            with contextlib.suppress(Exception):
-                w.close()
+            if self._finisher is None:
+                with contextlib.suppress(Exception):
+                    w.close()
 
-    def _fail_pending(self, written: list[Tag]) -> None:
-        dropped = written  # handed to the transport but never confirmed: not delivered
+    def _fail_pending(self) -> None:
+        """The writer is done: what is still queued was never written."""
+        dropped: list[Tag] = []
         while not self._out.empty():
             item = self._out.get_nowait()
             if isinstance(item, Stream) and not item.done.done():
@@ -265,6 +390,37 @@ class Session:
                 dropped.append(item.tag)
         if dropped:
             self.report([], dropped)
+        if self._unacked and self._finisher is None:
+            self._finisher = asyncio.create_task(self._finish(ACK_GRACE_S))
+
+    async def _finish(self, grace: float) -> None:
+        """Settles what was written but not yet acknowledged, then closes the socket. While the
+        client keeps taking bytes (its TCP acknowledges more and more), it is given the time
+        (up to the stall timeout); once it takes nothing for ACK_STALL_S, what it acknowledged
+        is reported written, the rest dropped, and the connection is reset so that the rest
+        never arrives after being reported dropped."""
+        transport = self.writer.transport
+        loop = asyncio.get_running_loop()
+        hard = loop.time() + (max(grace, self.stall_timeout_s) if grace else 0)
+        last, changed = -1, loop.time()
+        while self._unacked and loop.time() < hard:
+            with contextlib.suppress(Exception):
+                acked = self._unacked.acknowledged(transport.get_write_buffer_size())
+                if acked:
+                    self.report(acked, [])
+            left, in_doubt = self._unacked.outstanding(transport.get_write_buffer_size())
+            if left != last:
+                last, changed = left, loop.time()
+            elif loop.time() - changed > ACK_STALL_S and not in_doubt:
+                # Nothing in flight: whatever is unacknowledged never left this host.
+                break
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(Exception):
+            written, dropped = self._unacked.close(transport.get_write_buffer_size())
+            if written or dropped:
+                self.report(written, dropped)
+        with contextlib.suppress(Exception):
+            transport.abort()
 
     async def close(self) -> None:
         """Flushes what is queued, then closes."""
@@ -273,9 +429,16 @@ class Session:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._writer_task), 5)
         self.abort()
+        if self._finisher is not None:
+            with contextlib.suppress(Exception):
+                await self._finisher
 
     def abort(self) -> None:
+        """Stops the connection now: nothing more is written; what was written is settled."""
+        if self._ack_poll is not None:
+            self._ack_poll.cancel()
+            self._ack_poll = None
         self.closed.set()
         self._writer_task.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.transport.abort()
+        if self._finisher is None:
+            self._finisher = asyncio.create_task(self._finish(ACK_GRACE_S if self._unacked else 0))
