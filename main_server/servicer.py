@@ -53,7 +53,7 @@ def rpc(*, auth: bool = True) -> Callable[[Any], Any]:
         async def caller_of(self: ChatServicer, context: grpc.aio.ServicerContext) -> Caller | None:
             if not auth:
                 return None
-            return await self.service.caller(token_from(context.invocation_metadata()))
+            return await self.service.caller(token_from(context.invocation_metadata()), context.peer())
 
         if inspect.isasyncgenfunction(fn):
             @functools.wraps(fn)
@@ -98,12 +98,13 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @rpc(auth=False)
     async def Register(self, request: pb.RegisterRequest, context: Any, _: None) -> pb.RegisterResponse:
-        user = await self.service.register(request.user, request.password)
+        user = await self.service.register(request.user, request.password, context.peer() if context else "")
         return pb.RegisterResponse(user=user.name)
 
     @rpc(auth=False)
     async def Auth(self, request: pb.AuthRequest, context: Any, _: None) -> pb.AuthResponse:
-        token, session, attached = await self.service.auth(request.user, request.password, request.link_id)
+        token, session, attached = await self.service.auth(request.user, request.password, request.link_id,
+                                                           context.peer() if context else "")
         return pb.AuthResponse(user=session.user_name, token=token, session_id=session.id,
                                realm=session.realm, attached=attached)
 

@@ -12,7 +12,7 @@ from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
 from realmchat.framing import LineTooLong
 from realmchat.metrics import serve_metrics
 from realmchat.pb import chat_pb2 as pb
-from realmchat.ratelimit import AttemptLimiter
+from realmchat.ratelimit import AttemptLimiter, KeyedLocks
 from realmchat.runtime import until_stopped
 from realmchat.tls import channel_credentials, client_port_context
 
@@ -46,6 +46,7 @@ class Realm:
         self.ips = IpTable(config.max_conns_per_ip, parse_networks(config.trusted_nets))
         self.login_attempts = AttemptLimiter(config.login_attempts_per_ip, config.login_window_s,
                                              detail="login and register attempts from your address are limited")
+        self.login_locks = KeyedLocks()
         self.commands = Commands(self)
         CONNECTIONS.set_function(lambda: len(self.connections))
         SESSIONS.set_function(lambda: len(self.by_session_id))
