@@ -36,12 +36,13 @@ REALMS = ("alpha", "beta")
 
 
 def realm_extra() -> tuple[str, ...]:
-    """The realm's per-connection flood guard (commands/s) would refuse a full-speed client: it
-    protects the realm from one abuser and is not what a capacity run measures. Older realms
-    have no such option, hence the check."""
+    """The realm's flood control (commands/s and bytes/s per account) would pace a full-speed
+    client: it protects the realm from one abuser and is not what a capacity run measures. Older
+    realms have no such options, hence the check."""
     helptext = subprocess.run([sys.executable, "-m", "realm_server", "--help"], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent.parent).stdout
-    return ("--cmd-rate", "0") if "--cmd-rate" in helptext else ()
+    extra: tuple[str, ...] = ("--cmd-rate", "0") if "--cmd-rate" in helptext else ()
+    return extra + (("--byte-rate", "0") if "--byte-rate" in helptext else ())
 
 
 def log(msg: str) -> None:

@@ -51,7 +51,11 @@ class Payload:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                self.session.close_reason = "file payload stalled"
+                # Like every other timeout: a last `closing` event says why, then the close.
+                await self.session.close_with(tp.event(
+                    "closing", reason="stall_timeout",
+                    message=f"the file payload stalled: no data for {stall:g} s; closing the connection"),
+                    "file payload stalled")
                 raise ConnectionError("the payload stalled") from None
             self.consumed += len(data)
             yield data
