@@ -167,13 +167,31 @@ class Realm:
             return True
         limit = self.config.max_unread_bytes
         if limit > 0 and unread_bytes(reader, writer) > limit:
-            await s.close_with(tp.event(
+            await self._close_flooder(s, reader, writer, tp.event(
                 "closing", reason="flood",
                 message=f"more than {limit} bytes sent ahead of what the realm reads at your rate "
-                        f"(at most {self.config.cmd_rate:g} commands per second)"), "flood")
+                        f"(at most {self.config.cmd_rate:g} commands per second)"))
             return False
         await asyncio.sleep(wait)
         return True
+
+    async def _close_flooder(self, s: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             event: bytes) -> None:
+        """Closes with the `closing` event such that the client can read it: closing a socket
+        with unread input sends a reset, which can destroy the event in the client's buffer. So:
+        flush, half-close (FIN after the event), drop the client's input for a moment, close."""
+        s.send(event)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                while s.queued_bytes or writer.transport.get_write_buffer_size():  # noqa: ASYNC110 (no event for it)
+                    await asyncio.sleep(0.01)
+                if writer.can_write_eof():
+                    writer.write_eof()
+                while await reader.read(1 << 16):
+                    pass
+        log.warning("%s (%s) flooded past --max-unread-bytes: disconnecting", s.peer, s.user or "-")
+        s.close_reason = "flood"
+        s.abort()
 
     async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
         """Answers a connection that is over a limit with one ERROR line, then closes it."""
