@@ -366,8 +366,12 @@ class ChatService:
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def check_upload(self, header: pb.UploadHeader) -> tuple[User, str]:
+    async def check_upload(self, header: pb.UploadHeader, caller: Caller | None = None) -> tuple[User, str]:
         """The recipient and the bare file name, or the error the upload would end with."""
+        if caller is not None:
+            # Refused here with its clear message: once the bytes flow, gRPC may only say that
+            # main ended the transfer early.
+            self.uploads.check(caller.session.user_key)
         check_name(header.to, "user")
         name = base_file_name(header.name)
         if header.size < 0:

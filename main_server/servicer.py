@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from realmchat.errlog import ErrorLog
 from realmchat.errors import ChatError, InvalidArgument, Unimplemented
 from realmchat.names import check_name
 from realmchat.pb import chat_pb2 as pb
@@ -23,12 +24,13 @@ from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
 from .service import Caller, ChatService, file_pb, message_pb
 
 log = logging.getLogger(__name__)
+unexpected = ErrorLog(log)  # a traceback per kind, then one line each: a flood cannot flood the log
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, ChatError):
         await context.abort(status_for(exc.code), exc.message)
-    log.exception("unexpected error", exc_info=exc)
+    unexpected("unexpected error", exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
 
 
@@ -184,7 +186,7 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @rpc()
     async def CheckUpload(self, request: pb.UploadHeader, context: Any, caller: Caller) -> pb.CheckUploadResponse:
-        _, name = await self.service.check_upload(request)
+        _, name = await self.service.check_upload(request, caller)
         return pb.CheckUploadResponse(name=name)
 
     @rpc()
@@ -292,7 +294,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                 result = pb.RelayResult(id=call.id, code=exc.code.value, message=exc.message)
                 count_error(call.method[:40], exc)
             except Exception as exc:
-                log.exception("relayed %s failed", call.method)
+                unexpected(f"relayed {call.method[:40]} failed", exc)
                 result = pb.RelayResult(id=call.id, code="INTERNAL", message="internal error; see the server log")
                 count_error(call.method[:40], exc)
             results.put_nowait(result)

@@ -17,13 +17,17 @@ class UploadSlots:
         self._by_user: Counter[str] = Counter()
         self._running = 0
 
-    @contextmanager
-    def slot(self, user_key: str) -> Iterator[None]:
+    def check(self, user_key: str) -> None:
+        """Raises RESOURCE_EXHAUSTED, saying why, if the user could not start an upload now."""
         if self.per_user > 0 and self._by_user[user_key] >= self.per_user:
             raise ResourceExhausted(f"too many uploads at once: at most {self.per_user} per user; "
                                     "wait for one to finish")
         if self.total > 0 and self._running >= self.total:
             raise ResourceExhausted(f"the server is busy with {self.total} uploads: try again in a moment")
+
+    @contextmanager
+    def slot(self, user_key: str) -> Iterator[None]:
+        self.check(user_key)
         self._by_user[user_key] += 1
         self._running += 1
         try:

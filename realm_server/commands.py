@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from realmchat import textproto as tp
+from realmchat.errlog import ErrorLog
 from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
 from realmchat.framing import CHUNK
 from realmchat.names import name_key
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .server import Realm
 
 log = logging.getLogger(__name__)
+unexpected = ErrorLog(log)  # a traceback per kind, then one line each: no log flooding
 Handler = Callable[[Session, Command], Awaitable[bytes | None]]
 CLOSE = b""  # returned by a handler: send nothing more, close the connection
 ERROR_PREFIX = b'{"status":"ERROR","code":"'  # how every error line starts (textproto.error)
@@ -93,8 +95,8 @@ class Commands:
             response = tp.error_from(exc)
         except (ConnectionError, asyncio.IncompleteReadError):
             return False
-        except Exception:
-            log.exception("command %s failed", cmd.verb)
+        except Exception as exc:
+            unexpected(f"command {cmd.verb} failed", exc)
             response = tp.error_from(Internal("internal error in the realm; try again"))
         finally:
             self._payloads.pop(session, None)
