@@ -145,10 +145,6 @@ class ChatService:
         while len(self._unknown) > UNKNOWN_TOKENS_MAX:
             self._unknown.popitem(last=False)
 
-    def _bad_token(self, peer_key: str) -> Unauthenticated:
-        self.bad_tokens.fail(peer_key)
-        return Unauthenticated(BAD_TOKEN)
-
     async def caller(self, token: str, peer: str = "") -> Caller:
         if not token or len(token) > 200:
             raise Unauthenticated("missing or invalid token: call Auth and send 'authorization: Bearer TOKEN'")
@@ -164,17 +160,21 @@ class ChatService:
             raise Unauthenticated(BAD_TOKEN)
         # Unknown tokens: limited per direct peer, and answered from a bounded negative cache
         # without touching storage, so a flood of random tokens cannot slow anyone's writes.
+        # Counted before the lookup and given back when the token is good, so concurrent
+        # lookups cannot all pass the check first.
         pk = self.logins.peer_key(peer)
         self.bad_tokens.check(pk)
+        self.bad_tokens.fail(pk)
         until = self._unknown.get(th)
         if until is not None:
             if now < until:
-                raise self._bad_token(pk)
+                raise Unauthenticated(BAD_TOKEN)
             del self._unknown[th]
         session = await self.storage.get_session(th, self.config.session_ttl_s)
         if session is None:
             self._forget(th)
-            raise self._bad_token(pk)
+            raise Unauthenticated(BAD_TOKEN)
+        self.bad_tokens.refund(pk)
         self._cache(th, session)
         return Caller(session, th)
 
