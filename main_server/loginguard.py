@@ -7,11 +7,13 @@ clients per IP, and main limits the account."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from realmchat.errors import ResourceExhausted
 from realmchat.names import name_key
 from realmchat.ratelimit import AttemptLimiter, Clock, KeyedLocks
 
@@ -24,6 +26,13 @@ def parse_networks(text: str) -> tuple[IpNetwork, ...]:
 
 
 BUSY = "too many login attempts {what} are waiting: wait for their answers"
+# A caller over a limit gets its refusal after this long: refusals are cheap but not free, and a
+# client that retries at once would otherwise make main answer thousands of them per second.
+TARPIT_S = 1.0
+
+
+class Throttled(ResourceExhausted):
+    """Refused for being over a limit (answered after TARPIT_S, outside any lock)."""
 
 
 def peer_ip(peer: str) -> str:
@@ -66,13 +75,22 @@ class LoginGuard:
         acct = name_key(user[:64]) if account else ""
         pk = self.peer_key(peer)
         # Always account, then peer: one order, no deadlock.
-        async with (self._locks.hold("a:" + acct if acct else "", BUSY.format(what="for this account")),
-                    self._locks.hold("p:" + pk if pk else "", BUSY.format(what="from your address"))):
-            self.accounts.check(acct)
-            self.peers.check(pk)
-            self.accounts.fail(acct)
-            self.peers.fail(pk)
-            yield
+        try:
+            async with (self._locks.hold("a:" + acct if acct else "", BUSY.format(what="for this account")),
+                        self._locks.hold("p:" + pk if pk else "", BUSY.format(what="from your address"))):
+                try:
+                    self.accounts.check(acct)
+                    self.peers.check(pk)
+                except ResourceExhausted as exc:
+                    raise Throttled(exc.message) from None
+                self.accounts.fail(acct)
+                self.peers.fail(pk)
+                yield
+        except ResourceExhausted as exc:
+            if isinstance(exc, Throttled) or exc.message.startswith("too many login attempts"):
+                await asyncio.sleep(TARPIT_S)  # out of the locks: others are not held up
+                raise Throttled(exc.message) from None
+            raise
 
     def succeeded(self, user: str, peer: str) -> None:
         """A right password: the account starts afresh and the peer gets its attempt back."""

@@ -31,7 +31,7 @@ from .blobs import BlobStore
 from .cluster import Cluster
 from .config import MainConfig
 from .hub import Channel, Hub, Outgoing
-from .loginguard import LoginGuard, parse_networks
+from .loginguard import TARPIT_S, LoginGuard, parse_networks
 from .metrics import MESSAGES
 from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
@@ -163,7 +163,11 @@ class ChatService:
         # Counted before the lookup and given back when the token is good, so concurrent
         # lookups cannot all pass the check first.
         pk = self.logins.peer_key(peer)
-        self.bad_tokens.check(pk)
+        try:
+            self.bad_tokens.check(pk)
+        except ResourceExhausted:
+            await asyncio.sleep(TARPIT_S)
+            raise
         self.bad_tokens.fail(pk)
         until = self._unknown.get(th)
         if until is not None:
