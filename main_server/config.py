@@ -103,7 +103,8 @@ def _add_hardening_options(p: EnvArgumentParser, d: MainConfig) -> None:
     p.add_option("--keepalive-timeout-s", default=d.keepalive_timeout_s,
                  help="a peer that does not answer a ping within this long is dropped (its users go offline)")
     p.add_option("--hash-queue", default=d.hash_queue,
-                 help="password hashes waiting or running before Auth/Register fail fast (registrations: half)")
+                 help="password hashes waiting or running before Auth/Register fail fast "
+                      "(registrations: half; 0 = no limit)")
     p.add_option("--peer-login-attempts", default=d.peer_login_attempts,
                  help="Auth attempts and registrations per direct gRPC peer address per window (0 = no limit)")
     p.add_option("--peer-login-window-s", default=d.peer_login_window_s, help="window of --peer-login-attempts")

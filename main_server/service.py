@@ -134,7 +134,8 @@ class ChatService:
     def _cache(self, th: str, session: SessionRecord) -> None:
         if len(self._sessions) > 200_000:  # bounded cache; the database is the truth
             self._sessions.clear()
-        left = self.config.session_ttl_s - (time.time() - session.created) if session.created else 0.0
+        ttl = self.config.session_ttl_s
+        left = ttl - (time.time() - session.created) if session.created else ttl
         self._sessions[th] = (session, time.monotonic() + left)
 
     def _forget(self, th: str) -> None:
