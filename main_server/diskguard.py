@@ -55,10 +55,21 @@ class DiskSpace:
         self.path = path
         self.reserve = reserve
         self._cached = (0.0, 0)  # (monotonic time, free bytes)
+        # Bytes promised to uploads that are running: the disk does not show them yet, so two
+        # concurrent uploads could each pass the check and together eat into the reserve.
+        self.reserved = 0
 
     def free(self) -> int:
         st = os.statvfs(self.path)
-        return st.f_bavail * st.f_frsize
+        return st.f_bavail * st.f_frsize - self.reserved
+
+    def take(self, need: int) -> None:
+        """check(need), then holds `need` bytes until release(need)."""
+        self.check(need)
+        self.reserved += need
+
+    def release(self, need: int) -> None:
+        self.reserved = max(0, self.reserved - need)
 
     def _free_for_check(self) -> int:
         # statvfs on every write was 8-15 % of main's CPU at full speed: far from the reserve, a
@@ -77,8 +88,8 @@ class DiskSpace:
             return
         free = self.free() if need else self._free_for_check()
         if free < need + self.reserve:
-            log.warning("disk low in %s: %d bytes free, %d needed + %d reserve", self.path, free, need,
-                        self.reserve)
+            log.warning("disk low in %s: %d bytes free (%d promised to running uploads), %d needed + %d reserve",
+                        self.path, free, self.reserved, need, self.reserve)
             if need:
                 raise ResourceExhausted(f"not enough disk space on the server for {need} bytes; try later")
             raise ResourceExhausted("the server is low on disk space: nothing was stored; try again later")
@@ -120,10 +131,17 @@ class GuardedStorage:
 
 
 class GuardedUpload:
-    """An Upload whose disk-full errors read RESOURCE_EXHAUSTED (the caller still aborts it)."""
+    """An Upload whose disk-full errors read RESOURCE_EXHAUSTED (the caller still aborts it);
+    it holds its declared size reserved until it is finished or aborted."""
 
-    def __init__(self, inner: Upload) -> None:
+    def __init__(self, inner: Upload, space: DiskSpace, reserved: int) -> None:
         self._inner = inner
+        self._space = space
+        self._reserved = reserved
+
+    def _release(self) -> None:
+        self._space.release(self._reserved)
+        self._reserved = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -139,8 +157,11 @@ class GuardedUpload:
             return await self._inner.finish(expected_sha256)
         except OSError as exc:
             raise _translate(exc) from exc
+        finally:
+            self._release()  # written (the disk shows it now) or failed
 
     def abort(self) -> None:
+        self._release()
         self._inner.abort()
 
 
@@ -154,17 +175,26 @@ class GuardedBlobStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    def fits(self, size: int) -> None:
+        """The pre-check of an upload (CheckUpload): counts what running uploads hold."""
+        self._space.check(size)
+
     def upload(self, expected_size: int) -> Upload:
-        self._space.check(expected_size)
+        self._space.take(expected_size)
         try:
             up = self._inner.upload(expected_size)
         except OSError as exc:
+            self._space.release(expected_size)
             raise _translate(exc) from exc
-        return cast(Upload, GuardedUpload(up))
+        return cast(Upload, GuardedUpload(up, self._space, expected_size))
 
 
 def guard(storage: Storage, blobs: BlobStore, data_dir: Path, reserve: int) -> tuple[Storage, BlobStore]:
     """The storage and blob store to hand to ChatService. The file store may live on another
-    mount than the data dir (--files-dir): each is measured where it writes."""
-    return (cast(Storage, GuardedStorage(storage, DiskSpace(data_dir, reserve))),
-            cast(BlobStore, GuardedBlobStore(blobs, DiskSpace(blobs.root, reserve))))
+    mount than the data dir (--files-dir): each is measured where it writes; on one file system
+    they share one DiskSpace, so upload reservations hold for messages too."""
+    data_space = DiskSpace(data_dir, reserve)
+    same = os.stat(data_dir).st_dev == os.stat(blobs.root).st_dev
+    blob_space = data_space if same else DiskSpace(blobs.root, reserve)
+    return (cast(Storage, GuardedStorage(storage, data_space)),
+            cast(BlobStore, GuardedBlobStore(blobs, blob_space)))

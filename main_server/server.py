@@ -4,6 +4,7 @@ shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import grpc
@@ -27,20 +28,30 @@ from .passwords import PasswordHasher
 from .service import ChatService
 from .servicer import ChatServicer
 from .storage import open_storage
+from .storage.walcheck import WalLost
 
 log = logging.getLogger("main_server")
 CHAT_SERVICE = pb.DESCRIPTOR.services_by_name["Chat"].full_name
 
 
 async def serve(config: MainConfig) -> None:
+    # Data is the owner's only: the data dir 0700, every file main creates 0600.
+    os.umask(0o077)
     config.data_dir.mkdir(parents=True, exist_ok=True)  # also with PostgreSQL: the disk guard watches it
-    storage = open_storage(config.db, config.data_dir, config.sqlite_synchronous)
-    await storage.open()
+    os.chmod(config.data_dir, 0o700)
+    storage = open_storage(config.db, config.data_dir, config.sqlite_synchronous, config.allow_wal_loss)
+    try:
+        await storage.open()
+    except WalLost as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(f"main_server: refusing to start: {exc}") from None
     hub = Hub(config.channel_max_queue)
     hasher = PasswordHasher(config.argon2_time_cost, config.argon2_memory_kib,
-                            concurrency=config.hash_concurrency)
+                            concurrency=config.hash_concurrency, max_queue=config.hash_queue)
     # Disk space is a limit: new data is refused with RESOURCE_EXHAUSTED before the disk is full.
     files_dir = Path(config.files_dir) if config.files_dir else config.data_dir / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(files_dir, 0o700)
     guarded_storage, blobs = guard(storage, BlobStore(files_dir), config.data_dir, config.min_free_bytes)
     service = ChatService(config, guarded_storage, hub, hasher, blobs)
     try:

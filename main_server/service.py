@@ -8,6 +8,8 @@ import hashlib
 import itertools
 import logging
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,12 @@ from .cluster import Cluster
 from .config import MainConfig
 from .hub import Channel, Hub
 from .ledger import Entry, Outcome
+from .loginguard import TARPIT_S, LoginGuard, parse_networks
 from .metrics import MESSAGES
+from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
 from .storage.base import FileRecord, GroupInfo, GroupRecord, MessageRecord, SessionRecord, Storage, User
+from .uploads import UploadSlots
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,9 @@ PRIVATE_STORED, GROUP_STORED, FILES_STORED = (MESSAGES.labels(k) for k in ("priv
 BAD_LOGIN = "wrong user name or password"
 REPUSH_DELAY_S = 0.05
 PUSH_PENDING_MAX_BYTES = 128 * 1024
-COMMON_PASSWORDS = frozenset({"password", "123456", "12345678", "qwerty", "111111", "letmein"})
+BAD_TOKEN = "session expired or unknown: auth again"
+UNKNOWN_TOKENS_MAX = 100_000  # negative cache of token hashes the database does not know
+UNKNOWN_TOKENS_TTL_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +126,12 @@ class ChatService:
         self.hub = hub
         self.hasher = hasher
         self.blobs = blobs
-        self._sessions: dict[str, SessionRecord] = {}
+        # Token hash -> (session, monotonic time it expires): the TTL holds for cached sessions.
+        self._sessions: dict[str, tuple[SessionRecord, float]] = {}
+        # Token hashes just looked up and not found (a token flood): answered without storage.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self.bad_tokens = AttemptLimiter(config.bad_token_limit, config.bad_token_window_s,
+                                         detail="calls with unknown tokens from your address are limited")
         self._delivered: list[Entry] = []
         self._flusher: asyncio.Task[None] | None = None
         self._returned: set[str] = set()  # users with entries back in undelivered
@@ -127,67 +139,105 @@ class ChatService:
         self._direct_calls = itertools.count(1)
         hub.on_outcome = self._on_outcome
         self.cluster: Cluster | None = None  # set when replicas share a PostgreSQL database
-        # Hardening (docs/SECURITY.md): failed logins per account, keyed by the user key.
-        self.login_failures = AttemptLimiter(config.login_max_failures, config.login_window_s,
-                                             detail="failed logins for this account are limited")
+        # Hardening (docs/SECURITY.md): password attempts per account and per direct peer.
+        self.logins = LoginGuard(config.login_max_failures, config.login_window_s, config.peer_login_attempts,
+                                 config.peer_login_window_s, parse_networks(config.trusted_nets))
+        self.uploads = UploadSlots(config.max_uploads_per_user, config.max_uploads)
 
     # ---- accounts and sessions -------------------------------------------------------------
 
-    def _check_password(self, user: str, password: str) -> None:
-        if len(password) < self.config.min_password_length:
-            raise InvalidArgument(
-                f"password too short: use at least {self.config.min_password_length} characters")
-        if len(password) > 1024:
-            raise InvalidArgument("password too long: at most 1024 characters")
-        if password.lower() == user.lower() or password.lower() in COMMON_PASSWORDS:
-            raise InvalidArgument("password too easy to guess: pick another one")
-
-    async def register(self, user: str, password: str) -> User:
+    async def register(self, user: str, password: str, peer: str = "") -> User:
         check_name(user, "user")
-        self._check_password(user, password)
+        check_password(user, password, self.config.min_password_length)
         key = name_key(user)
-        if await self.storage.get_user(key) is not None:  # skip the slow hash when it is taken
-            raise AlreadyExists(f"user {user!r} already exists: pick another name")
-        return await self.storage.create_user(key, user, await self.hasher.hash(password))
+        # Every registration costs a hash: counted per direct peer (a realm limits its clients
+        # per IP). Not per account: racing registrations of one name get ALREADY_EXISTS.
+        async with self.logins.attempt(user, peer, account=False):
+            if await self.storage.get_user(key) is not None:  # skip the slow hash when it is taken
+                raise AlreadyExists(f"user {user!r} already exists: pick another name")
+            return await self.storage.create_user(key, user, await self.hasher.hash(password))
 
-    async def auth(self, user: str, password: str, link_id: str) -> tuple[str, SessionRecord, bool]:
-        # Login rate limit per account, checked before the slow hash. Unknown names are limited
-        # the same way, so the answer tells nothing about which accounts exist.
-        limit_key = name_key(user[:64])
-        self.login_failures.check(limit_key)
-        record = await self.storage.get_user(name_key(user)) if len(user) <= 64 else None
-        if not await self.hasher.verify(record.pw_hash if record else None, password[:1024]) or not record:
-            self.login_failures.fail(limit_key)
-            raise Unauthenticated(BAD_LOGIN)
-        self.login_failures.reset(limit_key)
+    async def auth(self, user: str, password: str, link_id: str, peer: str = ""
+                   ) -> tuple[str, SessionRecord, bool]:
+        # Counted per account (and per direct peer) before the slow hash, one in flight at a
+        # time. Unknown names are limited the same way: the answer tells nothing about which
+        # accounts exist.
+        async with self.logins.attempt(user, peer):
+            record = await self.storage.get_user(name_key(user)) if len(user) <= 64 else None
+            if (not await self.hasher.verify(record.pw_hash if record else None, password[:MAX_PASSWORD])
+                    or not record):
+                raise Unauthenticated(BAD_LOGIN)
+        self.logins.succeeded(user, peer)
         channel = self.hub.channels.get(link_id) if link_id else None
         realm = channel.realm if channel else ""
         token = secrets.token_urlsafe(32)
         th = token_hash(token)
         session = await self.storage.create_session(th, record, realm)
-        self._sessions[th] = session
+        self._cache(th, session)
         if channel is not None:
             self.hub.attach(channel, session.id, session.user_key, session.user_name)
         return token, session, channel is not None
 
-    async def caller(self, token: str, via_realm: bool = False) -> Caller:
+    def _cache(self, th: str, session: SessionRecord) -> None:
+        if len(self._sessions) > 200_000:  # bounded cache; the database is the truth
+            self._sessions.clear()
+        ttl = self.config.session_ttl_s
+        left = ttl - (time.time() - session.created) if session.created else ttl
+        self._sessions[th] = (session, time.monotonic() + left)
+
+    def _forget(self, th: str) -> None:
+        """The token no longer works here: out of the cache, into the negative cache."""
+        self._sessions.pop(th, None)
+        self._unknown[th] = time.monotonic() + UNKNOWN_TOKENS_TTL_S
+        self._unknown.move_to_end(th)
+        while len(self._unknown) > UNKNOWN_TOKENS_MAX:
+            self._unknown.popitem(last=False)
+
+    async def caller(self, token: str, peer: str = "", via_realm: bool = False) -> Caller:
         if not token or len(token) > 200:
             raise Unauthenticated("missing or invalid token: call Auth and send 'authorization: Bearer TOKEN'")
         th = token_hash(token)
-        session = self._sessions.get(th)
+        now = time.monotonic()
+        cached = self._sessions.get(th)
+        if cached is not None:
+            if now < cached[1]:
+                return Caller(cached[0], th, via_realm)
+            # Expired while cached: the TTL is checked on every use, not only on a lookup.
+            self._forget(th)
+            await self.storage.delete_session(th)
+            raise Unauthenticated(BAD_TOKEN)
+        # Unknown tokens: limited per direct peer, and answered from a bounded negative cache
+        # without touching storage, so a flood of random tokens cannot slow anyone's writes.
+        # Counted before the lookup and given back when the token is good, so concurrent
+        # lookups cannot all pass the check first.
+        pk = self.logins.peer_key(peer)
+        try:
+            self.bad_tokens.check(pk)
+        except ResourceExhausted:
+            await asyncio.sleep(TARPIT_S)
+            raise
+        self.bad_tokens.fail(pk)
+        until = self._unknown.get(th)
+        if until is not None:
+            if now < until:
+                raise Unauthenticated(BAD_TOKEN)
+            del self._unknown[th]
+        session = await self.storage.get_session(th, self.config.session_ttl_s)
         if session is None:
-            session = await self.storage.get_session(th, self.config.session_ttl_s)
-            if session is None:
-                raise Unauthenticated("session expired or unknown: auth again")
-            if len(self._sessions) > 200_000:  # bounded cache; the database is the truth
-                self._sessions.clear()
-            self._sessions[th] = session
+            self._forget(th)
+            raise Unauthenticated(BAD_TOKEN)
+        self.bad_tokens.refund(pk)
+        self._cache(th, session)
         return Caller(session, th, via_realm)
 
     async def logout(self, caller: Caller) -> None:
-        self._sessions.pop(caller.token_hash, None)
+        self._forget(caller.token_hash)
         self.hub.detach(caller.session.id, caller.session.user_key)
         await self.storage.delete_session(caller.token_hash)
+        if self.cluster is not None:
+            # The other replicas may have the session cached: they drop it at once.
+            self.cluster.publish({"k": "lo", "h": caller.token_hash, "s": caller.session.id,
+                                  "uk": caller.session.user_key})
 
     def attach(self, caller: Caller, link_id: str) -> None:
         channel = self.hub.channels.get(link_id)
@@ -235,7 +285,11 @@ class ChatService:
             self.cluster.publish_message(m.id, users, list(track), exclude_session)
 
     async def on_notice(self, notice: dict[str, Any]) -> None:
-        """Another replica stored something for users who may be attached here."""
+        """Another replica stored something for users who may be attached here, or ended a session."""
+        if notice["k"] == "lo":
+            self._forget(notice["h"])
+            self.hub.detach(notice["s"], notice["uk"])
+            return
         local = [u for u in notice["u"] if self.hub.is_online(u)]
         if not local:
             return
@@ -411,8 +465,12 @@ class ChatService:
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def check_upload(self, header: UploadSpec) -> tuple[User, str]:
+    async def check_upload(self, header: UploadSpec, caller: Caller | None = None) -> tuple[User, str]:
         """The recipient and the bare file name, or the error the upload would end with."""
+        if caller is not None:
+            # Refused here with its clear message: once the bytes flow, gRPC may only say that
+            # main ended the transfer early.
+            self.uploads.check(caller.session.user_key)
         check_name(header.to, "user")
         name = base_file_name(header.name)
         if header.size < 0:
@@ -422,19 +480,22 @@ class ChatService:
         to = await self.storage.get_user(name_key(header.to))
         if to is None:
             raise NotFound(f"no user {header.to!r}: check the name")
+        self.blobs.fits(header.size)
         return to, name
 
     async def upload(self, caller: Caller, header: UploadSpec, chunks: AsyncIterator[bytes]
                      ) -> FileRecord:
         to, name = await self.check_upload(header)
-        up = self.blobs.upload(header.size)
-        try:
-            async for chunk in chunks:
-                await up.write(chunk)
-            digest = await up.finish(header.sha256)
-        except BaseException:
-            up.abort()
-            raise
+        with self.uploads.slot(caller.session.user_key):
+            up = self.blobs.upload(header.size)  # reserves the declared size on the disk
+            try:
+                it = aiter(chunks)
+                while (chunk := await self._next_chunk(it)) is not None:
+                    await up.write(chunk)
+                digest = await up.finish(header.sha256)
+            except BaseException:
+                up.abort()
+                raise
         record = await self.storage.add_file(caller.user, to, name, header.size, digest)
         FILES_STORED.inc()
         f = file_pb(record)
@@ -442,6 +503,18 @@ class ChatService:
         if self.cluster is not None:
             self.cluster.publish_file(record.id, to.key, caller.session.id)
         return record
+
+    async def _next_chunk(self, it: AsyncIterator[bytes]) -> bytes | None:
+        """The next chunk; an upload that sends nothing for upload_stall_s is ended (it holds a
+        temp file, a disk reservation and an upload slot)."""
+        stall = self.config.upload_stall_s
+        try:
+            async with asyncio.timeout(stall if stall > 0 else None):
+                return await anext(it)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise Unavailable(f"upload stalled: no data for {stall:g} s; send the file again") from None
 
     async def pending_files(self, caller: Caller) -> list[FileRecord]:
         return await self.storage.pending_files(caller.session.user_key)

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from realmchat import realmauth
+from realmchat.errlog import ErrorLog
 from realmchat.errors import (
     ChatError,
     Internal,
@@ -37,6 +38,7 @@ from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
 from .service import Caller, ChatService, Page, UploadSpec, file_pb, message_pb
 
 log = logging.getLogger(__name__)
+unexpected = ErrorLog(log)  # a traceback per kind, then one line each: a flood cannot flood the log
 
 # One Link or Relay stream message stays far under the transport's cap (MAX_MESSAGE_BYTES).
 BATCH_MAX_BYTES = 1 << 20
@@ -54,10 +56,12 @@ class Access(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: the bearer token (if any), whether the realm credential came with it."""
+    """Who is calling: the bearer token (if any), whether the realm credential came with it, and
+    the peer address of a direct caller ('' for a realm: it limits its own clients per IP)."""
 
     token: str = ""
     realm: bool = False
+    peer: str = ""
 
 
 Handler = Callable[["ChatServicer", Any, Caller | None, Identity], Awaitable[Any]]
@@ -98,7 +102,7 @@ def as_chat_error(exc: BaseException, what: str) -> ChatError:
     """Typed errors pass; anything else is a bug: logged once, INTERNAL to the caller."""
     if isinstance(exc, ChatError):
         return exc
-    log.error("%s failed", what, exc_info=exc)
+    unexpected(f"{what} failed", exc)
     return Internal("internal error; the server log has details")
 
 
@@ -116,7 +120,8 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     def identify(self, context: grpc.aio.ServicerContext) -> Identity:
         md = context.invocation_metadata()
-        return Identity(token_from(md), realmauth.matches(realmauth.presented(md), self.realm_secret))
+        realm = realmauth.matches(realmauth.presented(md), self.realm_secret)
+        return Identity(token_from(md), realm, "" if realm else context.peer())
 
     async def authorize(self, access: Access, identity: Identity) -> Caller | None:
         if access in (Access.REALM, Access.REALM_USER) and not identity.realm:
@@ -124,7 +129,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                 raise PermissionDenied("this call is for realm servers only")
             raise Unauthenticated("this call needs the realm credential (x-realm-credential metadata)")
         if access in (Access.USER, Access.REALM_USER):
-            return await self.service.caller(identity.token, via_realm=identity.realm)
+            return await self.service.caller(identity.token, identity.peer, via_realm=identity.realm)
         return None
 
     async def invoke(self, method: str, request: Any, identity: Identity) -> Any:
@@ -157,14 +162,15 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary(Access.PUBLIC)
     async def Register(self, request: pb.RegisterRequest, _: None, identity: Identity) -> pb.RegisterResponse:
-        user = await self.service.register(request.user, request.password)
+        user = await self.service.register(request.user, request.password, identity.peer)
         return pb.RegisterResponse(user=user.name)
 
     @unary(Access.PUBLIC)
     async def Auth(self, request: pb.AuthRequest, _: None, identity: Identity) -> pb.AuthResponse:
         if request.link_id and not identity.realm:
             raise PermissionDenied("link_id is for realm servers only: leave it empty")
-        token, session, attached = await self.service.auth(request.user, request.password, request.link_id)
+        token, session, attached = await self.service.auth(request.user, request.password, request.link_id,
+                                                           identity.peer)
         return pb.AuthResponse(user=session.user_name, token=token, session_id=session.id,
                                realm=session.realm, attached=attached)
 
@@ -252,7 +258,7 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def CheckUpload(self, request: pb.UploadHeader, caller: Caller, identity: Identity
                           ) -> pb.CheckUploadResponse:
-        _, name = await self.service.check_upload(self._upload_spec(request))
+        _, name = await self.service.check_upload(self._upload_spec(request), caller)
         return pb.CheckUploadResponse(name=name)
 
     @unary()

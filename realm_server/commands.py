@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from realmchat import textproto as tp
+from realmchat.errlog import ErrorLog
 from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
 from realmchat.framing import CHUNK
+from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from .server import Realm
 
 log = logging.getLogger(__name__)
+unexpected = ErrorLog(log)  # a traceback per kind, then one line each: no log flooding
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A response that is also a delivery (an inbox page): main hears whether it was written."""
@@ -35,6 +40,7 @@ class Reply:
 Handler = Callable[[Session, Command], Awaitable["bytes | Reply | None"]]
 CLOSE = b""  # returned by a handler: send nothing more, close the connection
 ERROR_PREFIX = b'{"status":"ERROR","code":"'  # how every error line starts (textproto.error)
+LOGIN_BUSY = "too many login attempts are waiting (for this account or from your address): wait for their answers"
 
 
 class Payload:
@@ -58,7 +64,11 @@ class Payload:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                self.session.close_reason = "file payload stalled"
+                # Like every other timeout: a last `closing` event says why, then the close.
+                await self.session.close_with(tp.event(
+                    "closing", reason="stall_timeout",
+                    message=f"the file payload stalled: no data for {stall:g} s; closing the connection"),
+                    "file payload stalled")
                 raise ConnectionError("the payload stalled") from None
             self.consumed += len(data)
             yield data
@@ -96,8 +106,8 @@ class Commands:
             response = tp.error_from(exc)
         except (ConnectionError, asyncio.IncompleteReadError):
             return False
-        except Exception:
-            log.exception("command %s failed", cmd.verb)
+        except Exception as exc:
+            unexpected(f"command {cmd.verb} failed", exc)
             response = tp.error_from(Internal("internal error in the realm; try again"))
         finally:
             self._payloads.pop(session, None)
@@ -123,26 +133,39 @@ class Commands:
     # ---- accounts ----------------------------------------------------------------------------
 
     async def cmd_register(self, s: Session, cmd: Command) -> bytes:
-        # Per-IP limit: every registration costs main a password hash, so each one counts.
+        # Per-IP limit: every registration costs main a password hash, so each one counts; one
+        # at a time per address (checked and counted together, before main is asked).
         ip_key = self.realm.login_limit_key(s)
-        self.realm.login_attempts.check(ip_key)
-        self.realm.login_attempts.fail(ip_key)
-        r = await self.up.call("Register", pb.RegisterRequest(user=cmd.args[0], password=cmd.args[1]),
-                               timeout=self.up.timeout * 3)
+        async with self.realm.login_locks.hold("ip:" + ip_key if ip_key else "", LOGIN_BUSY):
+            self.realm.login_attempts.check(ip_key)
+            self.realm.login_attempts.fail(ip_key)
+            r = await self.up.call("Register", pb.RegisterRequest(user=cmd.args[0], password=cmd.args[1]),
+                                   timeout=self.up.timeout * 3)
         return tp.ok(user=r.user)
 
     async def cmd_auth(self, s: Session, cmd: Command) -> bytes:
         ip_key = self.realm.login_limit_key(s)
-        self.realm.login_attempts.check(ip_key)  # before the old session ends or main hashes
-        if s.authed:
-            await self.realm.end_session(s)
+        locks = self.realm.login_locks
         link_id = self.up.link_id
-        try:
-            r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1], link_id=link_id),
-                                   timeout=self.up.timeout * 3, on_late=self.up.undo_login)
-        except (Unauthenticated, ResourceExhausted):
-            self.realm.login_attempts.fail(ip_key)  # a failed (or account-limited) attempt
-            raise
+        # One attempt in flight per account and per address; each attempt is counted before
+        # main hashes (a success gives it back), so simultaneous guesses cannot all pass.
+        async with (locks.hold("user:" + name_key(cmd.args[0][:64]), LOGIN_BUSY),
+                    locks.hold("ip:" + ip_key if ip_key else "", LOGIN_BUSY)):
+            self.realm.login_attempts.check(ip_key)  # before the old session ends or main hashes
+            self.realm.login_attempts.fail(ip_key)
+            if s.authed:
+                await self.realm.end_session(s)
+            link_id = self.up.link_id
+            try:
+                r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1],
+                                                              link_id=link_id), timeout=self.up.timeout * 3,
+                                       on_late=self.up.undo_login)
+            except (Unauthenticated, ResourceExhausted):
+                raise  # a wrong guess, or main's own limit: it counts
+            except ChatError:
+                self.realm.login_attempts.refund(ip_key)  # main could not answer: not a guess
+                raise
+            self.realm.login_attempts.refund(ip_key)
         self.realm.add_session(s, r.user, r.token, r.session_id)
         if not r.attached or link_id != self.up.link_id:
             await self.realm.attach(s)

@@ -38,12 +38,14 @@ class RealmConfig:
     stall_timeout_s: float = 60.0
     idle_timeout_s: float = 3600.0
     login_timeout_s: float = 60.0
-    max_connections: int = 20_000
+    max_connections: int = 0  # 0: as many as the descriptor limit allows, with headroom
     max_conns_per_ip: int = 32
     trusted_nets: str = "127.0.0.0/8,::1/128"
     cmd_rate: float = 100.0
     cmd_burst: int = 500
-    flood_strikes: int = 50
+    byte_rate: int = 256 * 1024
+    byte_burst: int = 1024 * 1024
+    max_unread_bytes: int = 4 * 1024 * 1024
     login_attempts_per_ip: int = 20
     login_window_s: float = 60.0
     # TLS: on the client port (tls_cert/tls_key) and towards main (main_ca, optional client cert)
@@ -106,15 +108,20 @@ def _add_hardening_options(p: EnvArgumentParser, d: RealmConfig) -> None:
                  help="close a connection that sends no command for this long (0 = never)")
     p.add_option("--login-timeout-s", default=d.login_timeout_s,
                  help="close a connection that is not logged in within this long (0 = never)")
-    p.add_option("--max-connections", default=d.max_connections, help="open connections in all (0 = no limit)")
+    p.add_option("--max-connections", default=d.max_connections,
+                 help="open connections in all (0 = as many as the descriptor limit allows, with headroom)")
     p.add_option("--max-conns-per-ip", default=d.max_conns_per_ip,
                  help="open connections per client IP address (0 = no limit)")
     p.add_option("--trusted-nets", default=d.trusted_nets,
                  help="comma-separated networks exempt from per-IP limits ('' = none)")
-    p.add_option("--cmd-rate", default=d.cmd_rate, help="commands per second per connection (0 = no limit)")
-    p.add_option("--cmd-burst", default=d.cmd_burst, help="commands a connection may send at once")
-    p.add_option("--flood-strikes", default=d.flood_strikes,
-                 help="commands refused for rate (per 10 s) before the connection is closed (0 = never)")
+    p.add_option("--cmd-rate", default=d.cmd_rate,
+                 help="commands per second per account (all its connections; before login per connection); "
+                      "faster senders are paced, not refused (0 = no limit)")
+    p.add_option("--cmd-burst", default=d.cmd_burst, help="commands an account may send at once before pacing")
+    p.add_option("--byte-rate", default=d.byte_rate, help="command bytes per second per account (0 = no limit)")
+    p.add_option("--byte-burst", default=d.byte_burst, help="command bytes an account may send at once")
+    p.add_option("--max-unread-bytes", default=d.max_unread_bytes,
+                 help="a paced connection whose unread backlog passes this is disconnected (0 = never)")
     p.add_option("--login-attempts-per-ip", default=d.login_attempts_per_ip,
                  help="failed auth and register attempts per IP per login window (0 = no limit)")
     p.add_option("--login-window-s", default=d.login_window_s, help="window of --login-attempts-per-ip")
@@ -139,7 +146,8 @@ def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, 
     except ValueError as e:
         p.error(f"--trusted-nets: {e}")
     names = ("max_send_queue_bytes", "stall_timeout_s", "idle_timeout_s", "login_timeout_s", "max_connections",
-             "max_conns_per_ip", "trusted_nets", "cmd_rate", "cmd_burst", "flood_strikes",
+             "max_conns_per_ip", "trusted_nets", "cmd_rate", "cmd_burst", "byte_rate", "byte_burst",
+             "max_unread_bytes",
              "login_attempts_per_ip", "login_window_s", "tls_cert", "tls_key", "main_ca", "main_cert",
              "main_key", "main_server_name")
     return {n: getattr(a, n) for n in names}

@@ -1,14 +1,15 @@
 """Per-connection and per-address limits of the realm: connections per IP, trusted networks that
-are exempt from per-IP limits, and flood control of each session's commands. Pure bookkeeping
-(no I/O); the realm's connection handler applies the verdicts."""
+are exempt from per-IP limits, and flood control (pacing) of each account's commands. Pure
+bookkeeping apart from reading a socket's unread byte count; the connection handler applies it."""
 
 from __future__ import annotations
 
-import enum
+import asyncio
+import fcntl
 import ipaddress
+import sys
+import termios
 from collections import Counter
-
-from realmchat.ratelimit import TokenBucket
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -60,29 +61,59 @@ class IpTable:
         return self._open.get(ip, 0)
 
 
-class Verdict(enum.Enum):
-    RUN = "run"        # within the rate: run the command
-    REFUSE = "refuse"  # over the rate: answer RESOURCE_EXHAUSTED, keep the connection
-    KICK = "kick"      # sustained abuse: disconnect
+class Pacer:
+    """Flood control by pacing (IRC "fakelag", as ngIRCd and Solanum do it): every command costs
+    one command token and its line's bytes in byte tokens, each bucket refilled at its rate and
+    holding at most its burst. A command over the rate is not refused: the bucket goes into debt
+    and the caller waits until the debt is paid before running it, and while it waits it reads
+    nothing from the client, so TCP pushes back on a client that sends faster. One Pacer is
+    shared by all connections of an account (and one per connection before login)."""
+
+    __slots__ = ("byte_burst", "byte_rate", "bytes", "cmd_burst", "cmd_rate", "cmds", "stamp")
+
+    def __init__(self, cmd_rate: float, cmd_burst: int, byte_rate: float, byte_burst: int, now: float) -> None:
+        self.cmd_rate, self.cmd_burst = cmd_rate, float(max(cmd_burst, 1))
+        self.byte_rate, self.byte_burst = byte_rate, float(max(byte_burst, 1))
+        self.cmds, self.bytes = self.cmd_burst, self.byte_burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            dt = now - self.stamp
+            self.cmds = min(self.cmd_burst, self.cmds + dt * self.cmd_rate)
+            self.bytes = min(self.byte_burst, self.bytes + dt * self.byte_rate)
+            self.stamp = now
+
+    def delay(self, now: float, nbytes: int) -> float:
+        """Charges one command of nbytes now; the seconds to wait before running it (0: at once)."""
+        self._refill(now)
+        wait = 0.0
+        if self.cmd_rate > 0:
+            self.cmds -= 1
+            if self.cmds < 0:
+                wait = -self.cmds / self.cmd_rate
+        if self.byte_rate > 0:
+            self.bytes -= nbytes
+            if self.bytes < 0:
+                wait = max(wait, -self.bytes / self.byte_rate)
+        return wait
+
+    def idle(self, now: float) -> bool:
+        """Both buckets are full: the pacer remembers nothing and may be dropped."""
+        self._refill(now)
+        return ((self.cmd_rate <= 0 or self.cmds >= self.cmd_burst)
+                and (self.byte_rate <= 0 or self.bytes >= self.byte_burst))
 
 
-class FloodGuard:
-    """Flood control of one session: commands come out of a token bucket (`rate` per second,
-    `burst` at once). A command over the rate is refused; each refusal takes a strike from a
-    second bucket (`strikes` at once, refilled over `strike_window_s`), and a session that runs
-    out of strikes keeps flooding after being told to stop: it is disconnected."""
-
-    def __init__(self, rate: float, burst: int, strikes: int, now: float, strike_window_s: float = 10.0) -> None:
-        self.commands = TokenBucket(rate, burst, now)
-        self.strikes = TokenBucket(strikes / strike_window_s if strikes > 0 else 0.0, strikes, now)
-        self.kick_enabled = strikes > 0
-
-    def admit(self, now: float) -> Verdict:
-        if self.commands.take(now):
-            return Verdict.RUN
-        if self.kick_enabled and not self.strikes.take(now):
-            return Verdict.KICK
-        return Verdict.REFUSE
-
-    def retry_after(self, now: float) -> float:
-        return self.commands.wait_s(now)
+def unread_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """What the client has sent that the realm has not read yet: the stream's buffer plus the
+    kernel's receive queue (FIONREAD). -1 if unknown."""
+    n = len(getattr(reader, "_buffer", b""))
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return n
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return n
+    return n + int.from_bytes(buf, sys.byteorder, signed=True)

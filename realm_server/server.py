@@ -11,8 +11,9 @@ from realmchat import textproto as tp
 from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
 from realmchat.framing import LineTooLong
 from realmchat.metrics import serve_metrics
+from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
-from realmchat.ratelimit import AttemptLimiter
+from realmchat.ratelimit import AttemptLimiter, KeyedLocks
 from realmchat.realmauth import DEFAULT_FILE, ENV_SECRET, CredentialError, read_secret
 from realmchat.runtime import until_stopped
 from realmchat.tls import channel_credentials, client_port_context
@@ -20,7 +21,8 @@ from realmchat.tls import channel_credentials, client_port_context
 from .commands import Commands
 from .config import RealmConfig
 from .convert import file_dict, message_dict
-from .limits import FloodGuard, IpTable, Verdict, parse_networks, peer_ip
+from .fdlimit import connection_cap
+from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
 from .session import Session, Tag
 from .transport import SecureUpstream
@@ -52,6 +54,10 @@ class Realm:
         self.ips = IpTable(config.max_conns_per_ip, parse_networks(config.trusted_nets))
         self.login_attempts = AttemptLimiter(config.login_attempts_per_ip, config.login_window_s,
                                              detail="login and register attempts from your address are limited")
+        self.login_locks = KeyedLocks()
+        self.pacers: dict[str, Pacer] = {}  # account -> its flood control, shared by its connections
+        self.max_connections = connection_cap(config.max_connections)
+        self._full_logged = 0.0
         self.commands = Commands(self)
         CONNECTIONS.set_function(lambda: len(self.connections))
         SESSIONS.set_function(lambda: len(self.by_session_id))
@@ -148,6 +154,58 @@ class Realm:
         ip = peer_ip(s.peer)
         return "" if self.ips.is_trusted(ip) else ip
 
+    def _new_pacer(self, now: float) -> Pacer:
+        c = self.config
+        return Pacer(c.cmd_rate, c.cmd_burst, c.byte_rate, max(c.byte_burst, c.max_line), now)
+
+    def _pacer(self, s: Session, own: Pacer, now: float) -> Pacer:
+        """The account's pacer once logged in (its connections share one rate), else the connection's."""
+        if not s.authed:
+            return own
+        key = name_key(s.user)
+        p = self.pacers.get(key)
+        if p is None:
+            if len(self.pacers) > 2 * len(self.connections) + 1000:  # bounded: idle ones go
+                for k in [k for k, v in self.pacers.items() if v.idle(now)]:
+                    del self.pacers[k]
+            p = self.pacers[key] = self._new_pacer(now)
+        return p
+
+    async def _paced(self, s: Session, pacer: Pacer, nbytes: int, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, now: float) -> bool:
+        """Waits until the command may run, reading nothing meanwhile (TCP pushes back). False:
+        the client's unread backlog passed the limit, the connection is being closed."""
+        wait = pacer.delay(now, nbytes)
+        if wait <= 0:
+            return True
+        limit = self.config.max_unread_bytes
+        if limit > 0 and unread_bytes(reader, writer) > limit:
+            await self._close_flooder(s, reader, writer, tp.event(
+                "closing", reason="flood",
+                message=f"more than {limit} bytes sent ahead of what the realm reads at your rate "
+                        f"(at most {self.config.cmd_rate:g} commands per second)"))
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    async def _close_flooder(self, s: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             event: bytes) -> None:
+        """Closes with the `closing` event such that the client can read it: closing a socket
+        with unread input sends a reset, which can destroy the event in the client's buffer. So:
+        flush, half-close (FIN after the event), drop the client's input for a moment, close."""
+        s.send(event)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                while s.queued_bytes or writer.transport.get_write_buffer_size():  # noqa: ASYNC110 (no event for it)
+                    await asyncio.sleep(0.01)
+                if writer.can_write_eof():
+                    writer.write_eof()
+                while await reader.read(1 << 16):
+                    pass
+        log.warning("%s (%s) flooded past --max-unread-bytes: disconnecting", s.peer, s.user or "-")
+        s.close_reason = "flood"
+        s.abort()
+
     async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
         """Answers a connection that is over a limit with one ERROR line, then closes it."""
         with contextlib.suppress(Exception):
@@ -178,7 +236,12 @@ class Realm:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         c = self.config
         ip = peer_ip(writer.get_extra_info("peername"))
-        if c.max_connections > 0 and len(self.connections) >= c.max_connections:
+        if self.max_connections > 0 and len(self.connections) >= self.max_connections:
+            now = asyncio.get_running_loop().time()
+            if now - self._full_logged > 10:  # one line per 10 s, not one per refused connection
+                self._full_logged = now
+                log.warning("the realm is full: %d connections (--max-connections / descriptor limit); "
+                            "refusing new ones", len(self.connections))
             await self._refuse(writer, "the realm is full: too many connections, try again later")
             return
         if not self.ips.open(ip):
@@ -190,7 +253,7 @@ class Realm:
         loop = asyncio.get_running_loop()
         s = Session(reader, writer, c.max_line, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
                     report=self.upstream.report)
-        guard = FloodGuard(c.cmd_rate, c.cmd_burst, c.flood_strikes, loop.time())
+        own_pacer = self._new_pacer(loop.time())
         self.connections.add(s)
         s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
         try:
@@ -213,20 +276,9 @@ class Realm:
                 cmd, err = self._parse(line)
                 if cmd is None and err is None:
                     continue  # a blank line: no response, no cost
-                verdict = guard.admit(now)
-                if verdict is Verdict.KICK:
-                    await s.close_with(tp.event(
-                        "closing", reason="flood",
-                        message=f"too many commands after being told to slow down (at most {c.cmd_rate:g}/s)"),
-                        "flood")
+                nbytes = len(line) if isinstance(line, bytes) else c.max_line
+                if not await self._paced(s, self._pacer(s, own_pacer, now), nbytes, reader, writer, now):
                     break
-                if verdict is Verdict.REFUSE:
-                    s.send(tp.error_from(ResourceExhausted(
-                        f"too many commands: at most {c.cmd_rate:g} per second; wait "
-                        f"{guard.retry_after(now):.1f} s (keep flooding and the connection is closed)")))
-                    if cmd is not None and cmd.payload_size:
-                        await self.commands.discard_payload(s, cmd.payload_size)
-                    continue
                 if err is not None:
                     commands("-", err.code.value).inc()  # unparsed: no verb to name
                     s.send(tp.error_from(err))
@@ -288,7 +340,7 @@ async def serve(config: RealmConfig) -> None:
         raise SystemExit(f"realm_server: {exc}") from None
     port = await realm.start()
     print(f"realm_server {config.name} listening on {config.host}:{port}", flush=True)
-    log.info("main server(s): %s", ", ".join(config.main_addrs))
+    log.info("main server(s): %s; at most %d connections", ", ".join(config.main_addrs), realm.max_connections)
     if config.metrics_port >= 0:
         serve_metrics(config.host, config.metrics_port, f"realm_server {config.name}")
     await until_stopped()

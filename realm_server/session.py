@@ -365,6 +365,11 @@ class Session:
                 await asyncio.sleep(0.01)
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
+        except RuntimeError:
+            # uvloop raises RuntimeError, not ConnectionError, when writing to a transport the
+            # client has reset: an expected end, not worth a traceback.
+            if not w.transport.is_closing():
+                log.exception("writer failed")
         except Exception:
             log.exception("writer failed")
         finally:

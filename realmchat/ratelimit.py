@@ -6,9 +6,11 @@ is a token bucket per key (an account, an IP address) with bounded memory."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from .errors import ResourceExhausted
 
@@ -105,6 +107,12 @@ class AttemptLimiter:
             b = self._buckets[key] = TokenBucket(self.rate, self.max_attempts, now)
         b.take(now)
 
+    def refund(self, key: str) -> None:
+        """Gives one attempt back to the key (it turned out not to count)."""
+        b = self._buckets.get(key)
+        if b is not None:
+            b.tokens = min(b.burst, b.tokens + 1.0)
+
     def reset(self, key: str) -> None:
         """Forgets the key's attempts (after a successful login)."""
         self._buckets.pop(key, None)
@@ -119,3 +127,38 @@ class AttemptLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class KeyedLocks:
+    """One asyncio lock per key, for "at most one attempt in flight per account / per address":
+    a second attempt waits for the first one's answer (and is then checked against the limits
+    that answer may have used up). Memory is bounded: a key's lock goes away with its last
+    holder, and past `max_waiting` waiters on one key a new one is refused at once."""
+
+    def __init__(self, max_waiting: int = 64) -> None:
+        self.max_waiting = max_waiting
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, busy_message: str) -> AsyncIterator[None]:
+        """Holds the key's lock; the empty key is never locked."""
+        if not key:
+            yield
+            return
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        if users[0] >= self.max_waiting:
+            raise ResourceExhausted(busy_message)
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)

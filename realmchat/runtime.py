@@ -8,6 +8,17 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
+_stop: asyncio.Event | None = None
+
+
+def _install_handlers() -> asyncio.Event:
+    global _stop
+    _stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop.set)
+    return _stop
+
 
 def run(main: Coroutine[Any, Any, None]) -> None:
     try:
@@ -16,13 +27,17 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main)
+
+    async def guarded() -> None:
+        # Handlers first: a SIGTERM that arrives while the server is still starting (right after
+        # it printed "listening") is a graceful shutdown too, not the default instant death.
+        _install_handlers()
+        await main
+
+    asyncio.run(guarded())
 
 
 async def until_stopped() -> None:
-    """Returns at the first SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Returns at the first SIGTERM or SIGINT (also one received before this call, under run())."""
+    stop = _stop if _stop is not None else _install_handlers()
     await stop.wait()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,8 @@ def parse_line(line: str) -> Command | None:
         return Command(verb, args)
     args = tuple(remainder.split())
     if not spec.min_args <= len(args) <= spec.max_args:
+        if verb in ("register", "auth") and len(args) > spec.max_args:
+            raise InvalidArgument(f"usage: {spec.usage} (passwords cannot contain spaces)")
         raise InvalidArgument(f"usage: {spec.usage}")
     if verb == "receivefile" and args:
         _parse_count(args[0], "file ID", 1 << 62)
@@ -147,10 +150,19 @@ def _parse_sendfile(remainder: str) -> Command:
     return Command("sendfile", (to, name, size_text), payload_size=size)
 
 
+def _invisible(c: str) -> bool:
+    # Format characters (bidi embeddings/overrides/isolates U+202A-E, U+2066-9, marks U+200E/F
+    # and U+061C, zero-width characters, BOM, soft hyphen) and line/paragraph separators: they
+    # can make "exe.txt" read as "txt.exe" on a screen, so they are taken out of file names.
+    return unicodedata.category(c) in ("Cf", "Zl", "Zp")
+
+
 def base_file_name(name: str) -> str:
-    """The bare file name: any directory part (either slash) is stripped; never a path."""
+    """The bare file name: any directory part (either slash) is stripped, invisible and
+    direction-changing characters removed; never a path."""
+    name = "".join(c for c in name if not _invisible(c))
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if base in {"", ".", ".."} or any(ord(c) < 32 or c == "\x7f" for c in base):
+    if base in {"", ".", ".."} or any(unicodedata.category(c) == "Cc" for c in base):
         raise InvalidArgument(f"invalid file name {name[:60]!r}: give a plain file name")
     if len(base.encode()) > 255:
         raise InvalidArgument("file name too long: at most 255 bytes")

@@ -32,9 +32,9 @@ Names = Callable[[str], str]
 # Realm "tight": every per-connection limit small, loopback NOT trusted (per-IP limits apply to
 # the 127.x.y.z source addresses the tests use). Realm "bulk": no rate limit, small send queue.
 TIGHT = ("--trusted-nets", "", "--max-conns-per-ip", "4", "--login-attempts-per-ip", "4",
-         "--login-window-s", "60", "--cmd-rate", "20", "--cmd-burst", "20", "--flood-strikes", "5",
+         "--login-window-s", "60", "--cmd-rate", "20", "--cmd-burst", "20",
          "--login-timeout-s", "1.5", "--idle-timeout-s", "3")
-BULK = ("--cmd-rate", "0", "--max-send-queue", "100", "--max-send-queue-bytes", "65536",
+BULK = ("--cmd-rate", "0", "--byte-rate", "0", "--max-send-queue", "100", "--max-send-queue-bytes", "65536",
         "--stall-timeout-s", "1.5")
 MAIN = ("--login-max-failures", "3", "--login-window-s", "30", "--argon2-time-cost", "1",
         "--argon2-memory-kib", "8192")
@@ -109,6 +109,7 @@ async def test_a_full_realm_refuses_with_an_error_line(hstack: Stack) -> None:
     extra = await connect(host, port, hello=False)
     assert await read_to_end(extra) == [{"status": "ERROR", "code": "RESOURCE_EXHAUSTED",
                                          "message": "the realm is full: too many connections, try again later"}]
+    assert "the realm is full: 3 connections" in hstack.realms["small"].log()
     await clients[0].close()
     await asyncio.sleep(0.2)
     await (await connect(host, port)).ok("ping")
@@ -124,30 +125,22 @@ async def test_loopback_is_trusted_by_default(hstack: Stack) -> None:
 
 # ---- flood control -------------------------------------------------------------------------
 
-async def test_flood_is_refused_then_disconnected(hstack: Stack) -> None:
+async def test_a_flood_is_paced_not_refused(hstack: Stack) -> None:
     c = await connect(*hstack.realm("tight"), source_ip=fresh_source_ip())
-    await c.send_raw(b"ping\n" * 24)
-    got = [await c.response() for _ in range(24)]
-    assert all(r["status"] == "OK" for r in got[:20])
-    refused = [r for r in got if r["status"] == "ERROR"]
-    assert refused and all(r["code"] == "RESOURCE_EXHAUSTED" for r in refused)
-    assert "too many commands: at most 20 per second" in refused[0]["message"]
-    await asyncio.sleep(0.3)
-    await c.ok("ping")  # a short burst over the rate is forgiven
-    await c.send_raw(b"ping\n" * 200)  # sustained: kicked
-    lines = await read_to_end(c, timeout=5)
-    assert lines[-1]["event"] == "closing" and lines[-1]["reason"] == "flood", lines[-3:]
-    assert len(lines) < 60  # it did not run the whole flood
+    t0 = time.monotonic()
+    await c.send_raw(b"ping\n" * 40)  # 20 at once (the burst), then 20 per second
+    got = [await c.response() for _ in range(40)]
+    assert all(r == {"status": "OK", "pong": True} for r in got)
+    assert time.monotonic() - t0 > 0.7  # the last 20 waited their turn
 
 
-async def test_a_sendfile_refused_for_rate_has_its_payload_discarded(hstack: Stack, uname: Names) -> None:
+async def test_a_paced_sendfile_keeps_its_payload_framing(hstack: Stack, uname: Names) -> None:
     c = await connect(*hstack.realm("tight"), source_ip=fresh_source_ip())
     evil = b"register pwned_by_payload pw-secret\n"
     await c.send_raw(b"ping\n" * 20 + f"sendfile x y.bin {len(evil)}\n".encode() + evil + b"ping\n")
     got = [await c.response() for _ in range(22)]
-    assert got[20]["code"] == "RESOURCE_EXHAUSTED" and "too many commands" in got[20]["message"]
-    assert got[21]["code"] == "RESOURCE_EXHAUSTED"  # the ping after it: still over the rate
-    await asyncio.sleep(0.5)
+    assert got[20]["code"] == "UNAUTHENTICATED"  # paced, then run (not logged in): payload dropped
+    assert got[21] == {"status": "OK", "pong": True}
     await c.err("auth pwned_by_payload pw-secret", "UNAUTHENTICATED")  # the payload never ran
 
 
@@ -180,7 +173,7 @@ async def test_failed_logins_per_account(hstack: Stack, uname: Names) -> None:
     assert re.fullmatch(r"too many attempts, wait \d+ s \(failed logins for this account are limited\)",
                         r["message"]), r
     r2 = await c.err(f"auth {u.upper()} pw-secret", "RESOURCE_EXHAUSTED")  # the key ignores case
-    assert r2["message"] == r["message"]
+    assert r2["message"].split(" (")[1] == r["message"].split(" (")[1]
     # An unknown name is limited the same way: the answers do not reveal which accounts exist.
     for _ in range(3):
         await c.err(f"auth {ghost} wrong-pw", "UNAUTHENTICATED")
@@ -305,7 +298,9 @@ async def test_stalled_upload_is_closed_and_leaves_nothing(hstack: Stack, uname:
     await ca.send_raw(f"sendfile {b} slow.bin 100000\n".encode() + b"0123456789")
     t0 = time.monotonic()
     lines = await read_to_end(ca, timeout=6)
-    assert lines == [] and time.monotonic() - t0 < 4  # dropped: the framing cannot be resumed
+    assert time.monotonic() - t0 < 4  # dropped: the framing cannot be resumed; the last line says why
+    assert lines == [{"event": "closing", "reason": "stall_timeout",
+                      "message": "the file payload stalled: no data for 1.5 s; closing the connection"}]
     await wait_until(lambda: not tmp_files(hstack.data_dir), 5, "the temp file to go")
     assert (await cb.ok("receivefile"))["files"] == []
     await cb.no_event()

@@ -7,17 +7,18 @@ from pathlib import Path
 from .base import Storage
 
 
-def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL") -> Storage:
+def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL", allow_wal_loss: bool = False) -> Storage:
     """The engine for a --db URL: '' or sqlite:///path (default: DATA_DIR/chat.db), or
     postgresql://user[:password]@host:port/dbname[?pool_max=N] (asyncpg is imported only then)."""
     if db_url in ("", "sqlite"):
         from .sqlite import SQLiteStorage
 
-        return SQLiteStorage(data_dir / "chat.db", synchronous=synchronous)
+        return SQLiteStorage(data_dir / "chat.db", synchronous=synchronous, allow_wal_loss=allow_wal_loss)
     if db_url.startswith("sqlite:///"):
         from .sqlite import SQLiteStorage
 
-        return SQLiteStorage(Path(db_url.removeprefix("sqlite:///")), synchronous=synchronous)
+        return SQLiteStorage(Path(db_url.removeprefix("sqlite:///")), synchronous=synchronous,
+                             allow_wal_loss=allow_wal_loss)
     if db_url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStorage
 

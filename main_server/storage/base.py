@@ -4,7 +4,7 @@ AlreadyExists, PermissionDenied, ...) so callers never see a driver's exception.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 
@@ -26,6 +26,8 @@ class SessionRecord:
     user_key: str
     user_name: str
     realm: str
+    # Epoch seconds: the session's age is checked on every use (engines' clocks differ slightly).
+    created: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

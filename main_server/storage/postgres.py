@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -193,6 +194,12 @@ def _group_lock(key: str) -> str:
     """BEGIN plus the group's exclusive lock, as ONE simple query (one round trip); the SQL
     holds only integers, so there is nothing to quote."""
     return f"BEGIN; SELECT pg_advisory_xact_lock(2, {_group_lock_id(key)})"
+
+
+def _name_lock(key: str) -> str:
+    """BEGIN plus the lock of a name shared by users and groups (key space 3 = names): a
+    register and a creategroup of one name cannot both pass their check of the other table."""
+    return f"BEGIN; SELECT pg_advisory_xact_lock(3, {_group_lock_id(key)})"
 
 
 # One round trip: the recipient's name, the message and its undelivered row. No row = no user.
@@ -401,6 +408,8 @@ class PostgresStorage(Storage):
         _no_nul(key, name, pw_hash)
 
         async def op(c: asyncpg.Connection) -> User:
+            if await c.fetchval("SELECT 1 FROM groups WHERE key=$1", key):
+                raise AlreadyExists(f"{name!r} is the name of a group: pick another user name")
             # ON CONFLICT instead of catching UniqueViolation: no error path in the server log.
             done = await c.fetchval("INSERT INTO users(key, name, pw_hash) VALUES ($1, $2, $3) "
                                     "ON CONFLICT DO NOTHING RETURNING 1", key, name, pw_hash)
@@ -408,7 +417,7 @@ class PostgresStorage(Storage):
                 raise AlreadyExists(f"user {name!r} already exists: pick another name")
             return User(key, name, pw_hash)
 
-        return await self._auto(op, idempotent=False)
+        return await self._tx(op, begin=_name_lock(key))
 
     async def get_user(self, key: str) -> User | None:
         _no_nul(key)
@@ -425,7 +434,7 @@ class PostgresStorage(Storage):
         async def op(c: asyncpg.Connection) -> SessionRecord:
             sid = await c.fetchval("INSERT INTO sessions(token_hash, user_key, realm) VALUES ($1, $2, $3) "
                                    "RETURNING id", token_hash, user.key, realm)
-            return SessionRecord(sid, user.key, user.name, realm)
+            return SessionRecord(sid, user.key, user.name, realm, time.time())
 
         return await self._auto(op, idempotent=False)
 
@@ -444,7 +453,7 @@ class PostgresStorage(Storage):
             if r["age"] > max_age_s:
                 await c.execute("DELETE FROM sessions WHERE token_hash=$1", token_hash)
                 return None
-            return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"])
+            return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"], time.time() - r["age"])
 
         return await self._auto(op)  # a read, and deleting an expired session twice is harmless
 
@@ -577,11 +586,13 @@ class PostgresStorage(Storage):
         _no_nul(key, name)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
+            if await c.fetchval("SELECT 1 FROM users WHERE key=$1", key):
+                raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
             if not await c.fetchval(_CREATE_GROUP, key, name, owner.key):
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it")
             return GroupRecord(key, name)
 
-        return await self._auto(op, idempotent=False)
+        return await self._tx(op, begin=_name_lock(key))
 
     async def get_group(self, key: str) -> GroupRecord | None:
         _no_nul(key)

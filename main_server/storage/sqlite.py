@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ from .base import (
     User,
     utc_now_iso,
 )
+from .walcheck import check_and_mark, mark_closed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,9 +120,14 @@ def _file(row: sqlite3.Row) -> FileRecord:
 
 
 class SQLiteStorage(Storage):
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL", allow_wal_loss: bool = False) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.allow_wal_loss = allow_wal_loss
+        # Reads that must not wait behind writes (token lookups) run on their own connection
+        # and thread: WAL lets readers and the writer work at once.
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,7 +137,16 @@ class SQLiteStorage(Storage):
     # ---- the writer thread -------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        problem = check_and_mark(self.path, self.allow_wal_loss)  # raises WalLost
+        if problem:
+            log.warning("--allow-wal-loss: %s", problem)
+        # Data files are the owner's only (SQLite gives -wal and -shm the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for suffix in ("", "-wal", "-shm"):
+            p = self.path.with_name(self.path.name + suffix)
+            if p.exists():
+                os.chmod(p, 0o600)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = self._loop.create_future()
 
@@ -143,12 +160,41 @@ class SQLiteStorage(Storage):
                                         daemon=True)
         self._thread.start()
         await ready
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await asyncio.get_running_loop().run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=True)
         if self._thread is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+            # The writer's connection was the last: SQLite checkpointed and removed the log.
+            mark_closed(self.path)
+
+    def _close_reader(self) -> None:
+        conn = getattr(self._reader_local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._reader_local.conn = None
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._reader_local.conn = conn
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise RuntimeError("storage is closed")
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(reader, lambda: fn(self._reader_conn()))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -238,6 +284,8 @@ class SQLiteStorage(Storage):
 
     async def create_user(self, key: str, name: str, pw_hash: str) -> User:
         def op(c: sqlite3.Connection) -> User:
+            if c.execute("SELECT 1 FROM groups WHERE key=?", (key,)).fetchone():
+                raise AlreadyExists(f"{name!r} is the name of a group: pick another user name")
             try:
                 c.execute("INSERT INTO users(key, name, pw_hash, created) VALUES (?,?,?,?)",
                           (key, name, pw_hash, utc_now_iso()))
@@ -256,25 +304,27 @@ class SQLiteStorage(Storage):
 
     async def create_session(self, token_hash: str, user: User, realm: str) -> SessionRecord:
         def op(c: sqlite3.Connection) -> SessionRecord:
+            now = time.time()
             cur = c.execute("INSERT INTO sessions(token_hash, user_key, realm, created) VALUES (?,?,?,?)",
-                            (token_hash, user.key, realm, time.time()))
-            return SessionRecord(int(cur.lastrowid or 0), user.key, user.name, realm)
+                            (token_hash, user.key, realm, now))
+            return SessionRecord(int(cur.lastrowid or 0), user.key, user.name, realm, now)
 
         return await self._do(op)
 
     async def get_session(self, token_hash: str, max_age_s: float) -> SessionRecord | None:
-        def op(c: sqlite3.Connection) -> SessionRecord | None:
-            r = c.execute(
+        # On the read connection: a flood of unknown tokens must not queue on the writer.
+        def op(c: sqlite3.Connection) -> sqlite3.Row | None:
+            return c.execute(  # type: ignore[no-any-return]
                 "SELECT s.id, s.user_key, u.name, s.realm, s.created FROM sessions s "
                 "JOIN users u ON u.key = s.user_key WHERE s.token_hash=?", (token_hash,)).fetchone()
-            if r is None:
-                return None
-            if time.time() - r["created"] > max_age_s:
-                c.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash,))
-                return None
-            return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"])
 
-        return await self._do(op)
+        r = await self._read(op)
+        if r is None:
+            return None
+        if time.time() - r["created"] > max_age_s:
+            await self.delete_session(token_hash)
+            return None
+        return SessionRecord(r["id"], r["user_key"], r["name"], r["realm"], r["created"])
 
     async def delete_session(self, token_hash: str) -> None:
         await self._do(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash,)))
@@ -399,6 +449,8 @@ class SQLiteStorage(Storage):
 
     async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
         def op(c: sqlite3.Connection) -> GroupRecord:
+            if c.execute("SELECT 1 FROM users WHERE key=?", (key,)).fetchone():
+                raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
             try:
                 c.execute("INSERT INTO groups(key, name, owner_key, created) VALUES (?,?,?,?)",
                           (key, name, owner.key, utc_now_iso()))
@@ -485,3 +537,23 @@ def _resolve_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | N
             fut.set_exception(exc)
         else:
             fut.set_result(value)
+
+
+def backup(src: Path, dest: Path) -> int:
+    """Copies a live database with SQLite's online backup API (a consistent snapshot, taken
+    while main keeps writing). Returns the pages copied."""
+    if not src.exists():
+        raise FileNotFoundError(f"no database at {src}")
+    source = sqlite3.connect(src)
+    old = os.umask(0o077)
+    try:
+        target = sqlite3.connect(dest)
+        try:
+            source.backup(target, pages=1024)
+            pages = int(target.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            target.close()
+    finally:
+        os.umask(old)
+        source.close()
+    return pages
