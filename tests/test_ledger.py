@@ -203,4 +203,4 @@ class LedgerModel(RuleBasedStateMachine):
 
 
 TestLedgerModel = LedgerModel.TestCase
-TestLedgerModel.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)
+TestLedgerModel.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
