@@ -153,8 +153,10 @@ class ChatService:
         # Every registration costs a hash: counted per direct peer (a realm limits its clients
         # per IP). Not per account: racing registrations of one name get ALREADY_EXISTS.
         async with self.logins.attempt(user, peer, account=False):
-            if await self.storage.get_user(key) is not None:  # skip the slow hash when it is taken
-                raise AlreadyExists(f"user {user!r} already exists: pick another name")
+            existing = await self.storage.get_user(key)
+            if existing is not None:  # skip the slow hash when it is taken
+                same = "" if existing.name == user else " (names ignore case)"
+                raise AlreadyExists(f"user {existing.name!r} already exists{same}: pick another name")
             return await self.storage.create_user(key, user, await self.hasher.hash(password))
 
     async def auth(self, user: str, password: str, link_id: str, peer: str = ""
