@@ -35,6 +35,11 @@ class LineReader:
         while True:
             try:
                 line = await self.reader.readuntil(b"\n")
+            except (ConnectionError, OSError):
+                salvaged = self._salvage()
+                if salvaged is None:
+                    raise
+                line = salvaged
             except asyncio.IncompleteReadError as e:
                 if self._discarding or not e.partial:
                     return None
@@ -56,6 +61,20 @@ class LineReader:
             if len(line) - 1 > self.limit:
                 return LINE_TOO_LONG
             return line[:-1]
+
+    def _salvage(self) -> bytes | None:
+        """A complete line the reader still holds after a reset. A reset does not take back bytes
+        already received (the peer counted them as delivered), but asyncio's reader raises the
+        error before handing out what it buffered. An unterminated last line is not a line."""
+        buf = getattr(self.reader, "_buffer", None)
+        if not buf:
+            return None
+        end = buf.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(buf[:end + 1])
+        del buf[:end + 1]
+        return line
 
     async def iter_payload(self, size: int, chunk: int = CHUNK) -> AsyncIterator[bytes]:
         """Yields exactly `size` bytes in chunks (raises IncompleteReadError at early EOF)."""
