@@ -207,6 +207,7 @@ class Commands:
             if r.delivery:
                 self.up.report([], [(r.delivery_link, r.delivery, sid)])
 
+        await self.up.wait_linked(self.up.timeout)  # a page needs the link to be reported on
         r = await self.up.call(method, request, s.token, on_late=gave_up)
         # A message this connection already got by push (main re-sends after a relink) is
         # left out; the page still counts as written.

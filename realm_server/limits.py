@@ -110,10 +110,10 @@ def unread_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     kernel's receive queue (FIONREAD). -1 if unknown."""
     n = len(getattr(reader, "_buffer", b""))
     sock = writer.get_extra_info("socket")
-    if sock is None:
+    if sock is None or writer.transport.is_closing():
         return n
     try:
         buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the socket closed meanwhile (descriptor -1)
         return n
     return n + int.from_bytes(buf, sys.byteorder, signed=True)

@@ -75,8 +75,11 @@ class Realm:
         self.by_session_id[session_id] = s
 
     async def attach(self, s: Session) -> None:
+        """Attaches a session that logged in while the link was down or being re-opened. Waits
+        (up to the call deadline) for the link: until attached, main has nowhere to deliver."""
+        await self.upstream.wait_linked(self.config.rpc_timeout_s)
         link_id = self.upstream.link_id
-        if not link_id:
+        if not link_id or not s.authed:
             return  # the next link resumes it by token
         try:
             await self.upstream.call("Attach", pb.AttachRequest(link_id=link_id), s.token)

@@ -102,6 +102,16 @@ class Upstream:
                     # they are undelivered again: pushed on resume or returned by inbox.
                     log.info("reporting deliveries failed: %s", exc)
 
+    async def wait_linked(self, timeout: float) -> bool:
+        """True once the event stream to main is up (False after timeout)."""
+        if self.linked.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self.linked.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     def undo_login(self, response: pb.AuthResponse) -> None:
         """An Auth that main finished after the realm gave up on it: nobody holds that session."""
         if response.token:
