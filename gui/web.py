@@ -12,6 +12,9 @@ again, so once a family is loaded no further slice of it is requested.
 
 Runtime files (main.dart.wasm, CanvasKit, the JavaScript) are served gzip-compressed (computed
 once per process) with an ETag and a Cache-Control lifetime, so a reload costs a revalidation.
+
+The page gets one small script: it puts the browser's time zone into the URL (`?tz=Europe/Paris`)
+before Flutter starts, so the server-side app shows times in the viewer's zone, not the server's.
 """
 
 from __future__ import annotations
@@ -206,6 +209,39 @@ async def _redirect(send: Send, location: str, max_age: int) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+# Runs before Flutter reads the URL; a failure leaves the URL alone (times then use the server's zone).
+TZ_SCRIPT = (b"<script>(function(){try{var tz=Intl.DateTimeFormat().resolvedOptions().timeZone;"
+             b"var u=new URL(location.href);if(tz&&u.searchParams.get('tz')!==tz){u.searchParams.set('tz',tz);"
+             b"history.replaceState(history.state,'',u.toString());}}catch(e){}})();</script>")
+
+
+def _inject_tz(send: Send) -> Send:
+    """Wraps `send` so that an HTML page gets TZ_SCRIPT at the start of its <head>."""
+    start: MutableMapping[str, Any] | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: MutableMapping[str, Any]) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+            if message.get("status") == 200 and ctype.startswith(b"text/html"):
+                start = message
+                return
+        elif message["type"] == "http.response.body" and start is not None:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks).replace(b"<head>", b"<head>" + TZ_SCRIPT, 1)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"etag")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return wrapped
+
+
 class WebExtras:
     """ASGI app in front of Flet's: fonts and compressed runtime files; everything else
     (pages, the websocket, uploads, lifespan) passes through to Flet."""
@@ -234,4 +270,6 @@ class WebExtras:
                 if blob is not None:
                     await _send_blob(scope, send, blob, RUNTIME_MAX_AGE)
                     return
+            if scope["method"] == "GET":
+                send = _inject_tz(send)
         await self.app(scope, receive, send)
