@@ -145,7 +145,7 @@ async def test_closed_tab_goes_offline_and_messages_wait(
         # Eviction runs every 10 s: timeout + 10 s + slack for a loaded machine.
         await wait_for(offline, SESSION_TIMEOUT + 40, f"{ann} to go offline after the tab closed", interval=0.5)
         await bob_client.ok(f"sendprivate {ann} are you there?")
-        ann_client = await login(*stack.realm("alpha"), ann, PW)
+        ann_client = await login(*stack.realm("alpha"), ann, PW, register=False)
         try:
             inbox = (await ann_client.ok("inbox"))["messages"]
             assert [m["text"] for m in inbox] == ["are you there?"], inbox
@@ -203,7 +203,8 @@ def differs(a: Image.Image, b: Image.Image) -> float:
 
 def colourful(img: Image.Image) -> int:
     """Pixels with a strong hue (emoji are yellow; text and tofu are grey or the theme's blue)."""
-    return sum(1 for r, g, b in img.getdata() if r > 180 and g > 120 and b < 90)
+    px = img.tobytes()
+    return sum(1 for i in range(0, len(px), 3) if px[i] > 180 and px[i + 1] > 120 and px[i + 2] < 90)
 
 
 @pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
@@ -333,7 +334,7 @@ async def test_main_outage_shows_in_header_and_send_offers_retry(
 
         fresh_stack.main = start_main(fresh_stack.data_dir, main_port)
         await b.wait_text("online · realm alpha", 60)
-        hal_client = await login(*fresh_stack.realm("beta"), hal, PW)
+        hal_client = await login(*fresh_stack.realm("beta"), hal, PW, register=False)
         retry = await b.wait_text("Retry", 10, role="button")
         await b.click(retry)
         ev = await hal_client.event(30)
