@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import ssl
 import sys
 import threading
 import time
@@ -554,7 +555,7 @@ async def _ask_password(line: str) -> str:
 
 
 async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linger: float,
-                reconnect: bool, interactive: bool) -> int:
+                reconnect: bool, interactive: bool, tls: ssl.SSLContext | None = None) -> int:
     def out(text: str) -> None:
         # sys.stdout looked up per call: under patch_stdout it is the proxy that keeps output
         # above the prompt line.
@@ -564,7 +565,7 @@ async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linge
         if direction == "<":
             out(line.decode("utf-8", "replace"))
 
-    client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None)
+    client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None, ssl=tls)
     term = Terminal(client, download_dir=download_dir, json_mode=json_mode, out=out,
                     progress_stream=sys.stderr if interactive and sys.stderr.isatty() else None)
     client.on_event = term.on_event

@@ -1,4 +1,4 @@
-"""`python -m gui [--web] [--host H] [--port P] [--realm HOST:PORT]`.
+"""`python -m gui [--web] [--host H] [--port P] [--realm HOST:PORT] [--tls] [--ca FILE]`.
 
 Desktop by default (Flet's desktop client). `--web` serves the web app with Flet's own
 FastAPI app under uvicorn, offline (no CDN: CanvasKit and fonts come from the flet-web
@@ -109,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("REALMCHAT_GUI_LOG", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = parse_args(argv)
+    if config.tls:
+        from chat_cli.tls import client_context
+        from realmchat.errors import ChatError
+
+        try:
+            client_context(config.ca)  # a bad CA file is said now, not at the first login
+        except ChatError as e:
+            print(f"realmchat gui: {e.message}", file=sys.stderr)
+            return 2
     if not config.web and _headless_linux():
         # Flet would silently serve the web app on port 8000 (the realm's default port) here;
         # say what happens instead and serve on our own port.

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from datetime import tzinfo
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flet as ft
+
+from chat_cli.tls import client_context
 
 from .config import GuiConfig
 from .controller import Change, ChatController
@@ -25,6 +28,10 @@ from .views.connect import ConnectView
 from .views.files import FileActions
 
 log = logging.getLogger("gui")
+
+def tls_context(config: GuiConfig) -> ssl.SSLContext | None:
+    return client_context(config.ca) if config.tls else None
+
 
 NARROW = 700  # px: below this width one pane shows at a time (phones, small windows)
 
@@ -45,7 +52,7 @@ class PageSession:
     def __init__(self, page: ft.Page, config: GuiConfig, upload_dir: Path | None) -> None:
         self.page = page
         self.config = config
-        self.controller = ChatController(config.downloads)
+        self.controller = ChatController(config.downloads, tls=tls_context(config))
         self.prefs = Prefs()
         self.files = FileActions(self.controller, upload_dir, self.error, self.info)
         self.connect_view = ConnectView(self.controller, self.prefs, config.realm_host, config.realm_port,

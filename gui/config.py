@@ -20,6 +20,8 @@ class GuiConfig:
     downloads: Path = Path("downloads")
     upload_dir: Path | None = None  # web mode: where the browser's uploads land (a temp dir if None)
     session_timeout: int = 90       # web mode: seconds a closed tab keeps its session and realm login
+    tls: bool = False               # connect to realms with TLS (certificate verified)
+    ca: str = ""                    # PEM CA for the realms' certificates (default: the system's)
 
     @property
     def realm(self) -> str:
@@ -39,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> GuiConfig:
     p.add_option("--session-timeout", default=90,
                  help="web mode: seconds a closed tab keeps its session (a reload within it resumes); "
                       "then its realm connection closes")
+    p.add_option("--tls", default=False,
+                 help="connect to realms with TLS (their certificate is verified, name included)")
+    p.add_option("--ca", default="", help="PEM file of the CA that signed the realms' certificates "
+                 "(instead of the system's trust store); implies --tls")
     a = p.parse_args(argv)
     realm_host, realm_port = parse_hostport(a.realm, 8000)
     return GuiConfig(
@@ -46,4 +52,5 @@ def parse_args(argv: list[str] | None = None) -> GuiConfig:
         downloads=Path(a.downloads).expanduser(),
         upload_dir=Path(a.upload_dir).expanduser() if a.upload_dir else None,
         session_timeout=max(1, int(a.session_timeout)),
+        tls=bool(a.tls or a.ca), ca=a.ca,
     )

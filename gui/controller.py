@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -75,8 +76,10 @@ def _same(a: str | None, b: str | None) -> bool:
 
 class ChatController:
     def __init__(self, downloads: Path | str = "downloads", *, client_factory: ClientFactory = ChatClient,
-                 who_interval: float = WHO_INTERVAL, call_timeout: float = 30.0) -> None:
+                 who_interval: float = WHO_INTERVAL, call_timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.downloads = Path(downloads).expanduser()
+        self.tls = tls
         self.client_factory = client_factory
         self.who_interval = who_interval
         self.call_timeout = call_timeout
@@ -148,7 +151,7 @@ class ChatController:
         st.status, st.status_detail = Status.CONNECTING, f"connecting to {host}:{port}"
         self._changed(Change.STATUS)
         client = self.client_factory(host, int(port), auto_reconnect=True,
-                                     call_timeout=self.call_timeout, connect_timeout=5.0)
+                                     call_timeout=self.call_timeout, connect_timeout=5.0, ssl=self.tls)
         # Events of a client we already replaced (its CLOSED, a late push) must not touch the
         # state of the new session: the handler checks which client it belongs to.
         client.on_event = lambda ev: self._on_event(client, ev)
