@@ -351,3 +351,11 @@ async def test_main_outage_shows_in_header_and_send_offers_retry(
 
 async def _value_is(b: Browser, text: str) -> bool:
     return await b.focused_value() == text
+
+
+def test_readme_phone_picture_is_a_small_png() -> None:
+    """docs/gui-phone.png is the README's phone picture (taken by the phone flow test)."""
+    png = ROOT / "docs" / "gui-phone.png"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
+    assert Image.open(png).size == PHONE
