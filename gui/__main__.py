@@ -62,7 +62,12 @@ async def serve_web(config: GuiConfig) -> int:
         session_timeout_seconds=config.session_timeout,
     )
     web_dir = Path(flet_web.__file__).parent / "web"
-    app = WebExtras(asgi, FontStore(), RuntimeFiles(web_dir))
+    fonts = FontStore()
+    if not fonts.has("notocoloremoji") or not fonts.has("notosanscjk"):
+        print("realmchat gui: Debian's Noto fonts are missing (fonts-noto-core, fonts-noto-cjk, "
+              "fonts-noto-color-emoji; `make setup` installs them): emoji and many scripts will show as boxes",
+              file=sys.stderr, flush=True)
+    app = WebExtras(asgi, fonts, RuntimeFiles(web_dir))
     try:
         sock = _bind(config.host, config.port)
     except OSError as e:

@@ -359,3 +359,37 @@ def test_readme_phone_picture_is_a_small_png() -> None:
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
     assert Image.open(png).size == PHONE
+
+
+def test_fonts_and_runtime_files_are_compressed_and_cacheable(gui_server: ServerProcess) -> None:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    base = f"http://{gui_server.addr}"
+
+    def get(path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(base + path, headers=headers)
+        try:
+            with opener.open(req, timeout=60) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, b""
+
+    # Every slice Flutter may ask for, of any CJK family, leads to the one CJK font.
+    for family in ("notosanssc", "notosansjp", "notosanskr"):
+        status, h, _ = get(f"/assets/fonts/{family}/v37/abcDEF_12-x.4.woff2")
+        assert status == 301 and h["location"] == "/fonts/notosanscjk.ttf" and "max-age" in h["cache-control"]
+    status, h, body = get("/fonts/notosansarabic.ttf", **{"Accept-Encoding": "gzip"})
+    assert status == 200 and h["content-encoding"] == "gzip" and "max-age" in h["cache-control"] and h["etag"]
+    assert status == 200 and get("/fonts/notosansarabic.ttf", **{"If-None-Match": h["etag"]})[0] == 304
+
+    wasm = Path(__import__("flet_web").__file__).parent / "web" / "main.dart.wasm"
+    status, h, body = get("/main.dart.wasm", **{"Accept-Encoding": "gzip, deflate"})
+    assert status == 200 and h["content-encoding"] == "gzip" and h["content-type"] == "application/wasm"
+    assert "max-age" in h["cache-control"] and len(body) < wasm.stat().st_size / 2
+    status, h, body = get("/main.dart.wasm")  # no gzip asked: the plain file
+    assert status == 200 and "content-encoding" not in h and len(body) == wasm.stat().st_size
