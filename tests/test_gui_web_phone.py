@@ -362,6 +362,7 @@ def test_readme_phone_picture_is_a_small_png() -> None:
 
 
 def test_fonts_and_runtime_files_are_compressed_and_cacheable(gui_server: ServerProcess) -> None:
+    import urllib.error
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
