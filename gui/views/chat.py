@@ -8,7 +8,6 @@ at a time: the list, then the conversation with a back button, as chat apps do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import flet as ft
@@ -302,6 +301,18 @@ def transfer_row(t: Transfer) -> ft.Control:
     )
 
 
+@ft.control("TextField")
+class MessageBox(ft.TextField):
+    """The message box: a TextField whose focus can be asked for. Flet's TextField.focus() asks a
+    focus node that a shift_enter field does not use, so it does nothing here; the field's
+    `focus` property (any new value) reaches the node the field really uses."""
+
+    focus: str | None = None  # type: ignore[assignment]
+
+    def request_focus(self) -> None:
+        self.focus = str(int(self.focus or 0) + 1)
+
+
 class ConversationPane:
     """The open conversation: title and actions, messages, composer."""
 
@@ -323,9 +334,8 @@ class ConversationPane:
         self.narrow = False
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
-        self.composer = ft.TextField(hint_text="Write a message…", expand=True, dense=True, autofocus=True,
-                                     on_submit=self._send, multiline=True, shift_enter=True, min_lines=1, max_lines=4,
-                                     label="Message")
+        self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
+                                   multiline=True, shift_enter=True, min_lines=1, max_lines=4, label="Message")
         self.send_button = icon_button(ft.Icons.SEND, "Send", self._send)
         self.composer_error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.empty = ft.Container(
@@ -333,6 +343,7 @@ class ConversationPane:
             content=ft.Text("Pick a conversation on the left, or start a chat with someone online.",
                             color=ft.Colors.ON_SURFACE_VARIANT),
         )
+        self.composer_row = ft.Row([self.composer, self.send_button])
         self.body = ft.Column(
             expand=True, spacing=0,
             controls=[
@@ -346,7 +357,7 @@ class ConversationPane:
                 self.messages,
                 ft.Divider(height=1),
                 ft.Container(padding=ft.Padding.symmetric(horizontal=12, vertical=8),
-                             content=ft.Column([ft.Row([self.composer, self.send_button]), self.composer_error],
+                             content=ft.Column([self.composer_row, self.composer_error],
                                                spacing=4)),
             ],
         )
@@ -360,6 +371,10 @@ class ConversationPane:
     def set_narrow(self, narrow: bool) -> None:
         self.narrow = narrow
         self._bubbles = {}  # their side margins depend on the width
+
+    def focus_composer(self) -> None:
+        self.composer.request_focus()
+        update(self.composer)
 
     def render(self) -> None:
         conv = self.controller.current
@@ -487,7 +502,9 @@ class ConversationPane:
             self.composer_error.value = f"not sent: {err.message}"
             self.composer_error.visible = True
             update(self.composer, self.composer_error)
-        await self.composer.focus()
+        if e.control is not self.composer:
+            # Sent with the button: the focus went to it; give the message box the focus back.
+            self.focus_composer()
 
     async def _retry(self, line: ChatLine) -> None:
         try:
@@ -561,18 +578,14 @@ class ChatView:
         self._layout()
         self.pane.render()
         update(self.root)
-        await self.focus_composer()
-
-    async def focus_composer(self) -> None:
-        if self.controller.current is not None:
-            with contextlib.suppress(Exception):  # the page may have moved on meanwhile
-                await self.pane.composer.focus()
+        self.pane.focus_composer()
 
     async def focus_after_dialog(self) -> None:
         # A closing dialog hands the focus back to what had it before (the button that opened
-        # it) once its exit transition ends; ask for the message box after that.
+        # it) once its exit transition ends; a new message box after that takes it back.
         await asyncio.sleep(DIALOG_EXIT)
-        await self.focus_composer()
+        if self.controller.current is not None:
+            self.pane.focus_composer()
 
     async def back(self) -> None:
         self.controller.close_conversation()
