@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from realmchat.errors import ChatError, Internal, InvalidArgument, Unavailable, error_for
@@ -149,6 +150,9 @@ class ChatClient:
         lives); a call that times out raises Unavailable and its late response is dropped.
       line_limit: the longest response line accepted (default 64 MiB).
       wire_tap: sees every raw line sent and received (the terminal's --json mode uses it).
+      ssl: a TLS client context (chat_cli.tls.client_context) for a realm that serves TLS;
+        None: plain TCP. The certificate is checked against `host` unless server_hostname says
+        which name to expect.
 
     Methods may be called concurrently from many tasks: they are pipelined on the connection and
     each gets its own response. Every method raises ChatError (typed: NotFound, Unauthenticated,
@@ -170,6 +174,8 @@ class ChatClient:
         reconnect_min_delay: float = 0.2,
         reconnect_max_delay: float = 5.0,
         wire_tap: WireTap | None = None,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -182,6 +188,8 @@ class ChatClient:
         self.reconnect_min_delay = reconnect_min_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.wire_tap = wire_tap
+        self.ssl = ssl
+        self.server_hostname = server_hostname
         self._conn: _Conn | None = None
         self._credentials: tuple[str, str] | None = None
         self._user: str | None = None
@@ -261,7 +269,8 @@ class ChatClient:
     async def _open_connection(self) -> None:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=self.line_limit + 1),
+                asyncio.open_connection(self.host, self.port, limit=self.line_limit + 1, ssl=self.ssl,
+                                        server_hostname=(self.server_hostname or self.host) if self.ssl else None),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as e:
