@@ -69,6 +69,7 @@ DEFAULT_LINE_LIMIT = 64 * 1024 * 1024
 FILE_CHUNK = 256 * 1024
 # Events kept for the first events() subscriber if nobody listens yet (oldest dropped beyond).
 BACKLOG_MAX = 10_000
+SEEN_IDS_MAX = 20_000  # message ids remembered to drop a repeat after a reconnect
 
 ProgressCallback = Callable[[int, int], None]
 """progress(done_bytes, total_bytes), called as a transfer advances (and once at the end)."""
@@ -200,6 +201,11 @@ class ChatClient:
         self._background: set[asyncio.Task[Any]] = set()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._reauth_task: asyncio.Task[None] | None = None
+        # Message ids this client has handed out: the realm promises each one once per
+        # connection; across a reconnect (a realm that died before reporting a delivery) a
+        # message can come again, and is dropped here.
+        self._seen_ids: set[int] = set()
+        self._seen_order: deque[int] = deque()
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -432,10 +438,21 @@ class ChatClient:
             fut.set_result(result)
         return True
 
+    def _first_sight(self, msg_id: int) -> bool:
+        if msg_id in self._seen_ids:
+            return False
+        self._seen_ids.add(msg_id)
+        self._seen_order.append(msg_id)
+        if len(self._seen_order) > SEEN_IDS_MAX:
+            self._seen_ids.discard(self._seen_order.popleft())
+        return True
+
     def _on_server_event(self, obj: dict[str, Any]) -> None:
         if obj.get("event") == "hello":
             return  # only expected once, at connect
         ev = event_from_wire(obj)
+        if isinstance(ev, MessageEvent) and ev.message.id and not self._first_sight(ev.message.id):
+            return
         self._emit(ev)
         if isinstance(ev, SessionEvent) and ev.state == "expired":
             self._user = None
@@ -652,7 +669,7 @@ class ChatClient:
         while True:
             r = await self._call(line)
             page = [Message.from_wire(m) for m in r.get("messages", []) if isinstance(m, dict)]
-            out.extend(page)
+            out.extend(m for m in page if not m.id or self._first_sight(m.id))
             # "more" means another page waits; an empty page with more=true would loop forever.
             if not r.get("more") or not page:
                 return out
