@@ -1,5 +1,8 @@
-# realmchat: `make run` and `make test` work on a fresh machine; both start with `make setup`.
-# make run: main (8080), realm alpha (8000) and the web GUI (8550), data in ./data.
+# realmchat: `make run` and `make test` work on a fresh machine.
+# make run: main (8080), realm alpha (8000) and the web GUI (8550), data in ./data; change them with
+#   make run MAIN_PORT=9080 REALM_PORT=9000 GUI_PORT=9550 DATA=/tmp/chat
+# `make setup` installs what running needs; `make setup-test` adds the test tools (Chromium,
+# PostgreSQL, pytest, ruff), which `make test`, `make lint` and `make bench` use.
 PY := .venv/bin/python
 DATA ?= ./data
 MAIN_PORT ?= 8080
@@ -7,29 +10,32 @@ REALM_PORT ?= 8000
 REALM ?= alpha
 GUI_PORT ?= 8550
 
-.PHONY: setup run test lint bench gui gui-web clean
+.PHONY: setup setup-test run test lint bench gui gui-web clean
 
 setup:
 	@./scripts/setup.sh
 
+setup-test:
+	@./scripts/setup.sh --test
+
 run: setup
 	@./scripts/run.sh "$(DATA)" "$(MAIN_PORT)" "$(REALM_PORT)" "$(REALM)" "$(GUI_PORT)"
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-lint: setup
+lint: setup-test
 	$(PY) -m ruff check .
 
-bench: setup
+bench: setup-test
 	$(PY) -m bench
 
 gui: setup
 	$(PY) -m gui --realm 127.0.0.1:$(REALM_PORT)
 
 gui-web: setup
-	FLET_WEB_NO_CDN=1 $(PY) -m gui --web --realm 127.0.0.1:$(REALM_PORT)
+	FLET_WEB_NO_CDN=1 $(PY) -m gui --web --port $(GUI_PORT) --realm 127.0.0.1:$(REALM_PORT)
 
 clean:
 	rm -rf .venv realmchat/pb/chat_pb2*.py* .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""`python -m chat_cli --host H --port P [--download-dir DIR] [--json]`: the terminal client."""
+"""`python -m chat_cli --host H --port P [--tls] [--ca FILE] [--download-dir DIR] [--json]`: the
+terminal client."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import sys
 from pathlib import Path
 
 from realmchat.config import EnvArgumentParser
+from realmchat.errors import ChatError
 
 from .terminal import amain
+from .tls import client_context
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +29,20 @@ def main(argv: list[str] | None = None) -> int:
                       help="piped mode: after the last command, keep printing events for this many seconds")
     parser.add_option("--reconnect", default=True,
                       help="reconnect (and log in again) by itself when the connection is lost")
+    parser.add_option("--tls", default=False,
+                      help="connect with TLS (the realm's certificate is verified, name included)")
+    parser.add_option("--ca", default="", help="PEM file of the CA that signed the realm's certificate "
+                      "(instead of the system's trust store); implies --tls")
     args = parser.parse_args(argv)
     interactive = sys.stdin.isatty()
     try:
+        tls = client_context(args.ca) if args.tls or args.ca else None
+    except ChatError as e:
+        print(f"chat_cli: {e.message}", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(amain(args.host, args.port, Path(args.download_dir), args.json, args.wait,
-                                 args.reconnect, interactive))
+                                 args.reconnect, interactive, tls))
     except KeyboardInterrupt:
         return 130
 

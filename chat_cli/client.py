@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from realmchat.errors import ChatError, Internal, InvalidArgument, Unavailable, error_for
@@ -68,6 +69,7 @@ DEFAULT_LINE_LIMIT = 64 * 1024 * 1024
 FILE_CHUNK = 256 * 1024
 # Events kept for the first events() subscriber if nobody listens yet (oldest dropped beyond).
 BACKLOG_MAX = 10_000
+SEEN_IDS_MAX = 20_000  # message ids remembered to drop a repeat after a reconnect
 
 ProgressCallback = Callable[[int, int], None]
 """progress(done_bytes, total_bytes), called as a transfer advances (and once at the end)."""
@@ -149,6 +151,9 @@ class ChatClient:
         lives); a call that times out raises Unavailable and its late response is dropped.
       line_limit: the longest response line accepted (default 64 MiB).
       wire_tap: sees every raw line sent and received (the terminal's --json mode uses it).
+      ssl: a TLS client context (chat_cli.tls.client_context) for a realm that serves TLS;
+        None: plain TCP. The certificate is checked against `host` unless server_hostname says
+        which name to expect.
 
     Methods may be called concurrently from many tasks: they are pipelined on the connection and
     each gets its own response. Every method raises ChatError (typed: NotFound, Unauthenticated,
@@ -170,6 +175,8 @@ class ChatClient:
         reconnect_min_delay: float = 0.2,
         reconnect_max_delay: float = 5.0,
         wire_tap: WireTap | None = None,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -182,6 +189,8 @@ class ChatClient:
         self.reconnect_min_delay = reconnect_min_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.wire_tap = wire_tap
+        self.ssl = ssl
+        self.server_hostname = server_hostname
         self._conn: _Conn | None = None
         self._credentials: tuple[str, str] | None = None
         self._user: str | None = None
@@ -192,6 +201,11 @@ class ChatClient:
         self._background: set[asyncio.Task[Any]] = set()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._reauth_task: asyncio.Task[None] | None = None
+        # Message ids this client has handed out: the realm promises each one once per
+        # connection; across a reconnect (a realm that died before reporting a delivery) a
+        # message can come again, and is dropped here.
+        self._seen_ids: set[int] = set()
+        self._seen_order: deque[int] = deque()
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -261,7 +275,8 @@ class ChatClient:
     async def _open_connection(self) -> None:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=self.line_limit + 1),
+                asyncio.open_connection(self.host, self.port, limit=self.line_limit + 1, ssl=self.ssl,
+                                        server_hostname=(self.server_hostname or self.host) if self.ssl else None),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as e:
@@ -423,10 +438,21 @@ class ChatClient:
             fut.set_result(result)
         return True
 
+    def _first_sight(self, msg_id: int) -> bool:
+        if msg_id in self._seen_ids:
+            return False
+        self._seen_ids.add(msg_id)
+        self._seen_order.append(msg_id)
+        if len(self._seen_order) > SEEN_IDS_MAX:
+            self._seen_ids.discard(self._seen_order.popleft())
+        return True
+
     def _on_server_event(self, obj: dict[str, Any]) -> None:
         if obj.get("event") == "hello":
             return  # only expected once, at connect
         ev = event_from_wire(obj)
+        if isinstance(ev, MessageEvent) and ev.message.id and not self._first_sight(ev.message.id):
+            return
         self._emit(ev)
         if isinstance(ev, SessionEvent) and ev.state == "expired":
             self._user = None
@@ -643,7 +669,7 @@ class ChatClient:
         while True:
             r = await self._call(line)
             page = [Message.from_wire(m) for m in r.get("messages", []) if isinstance(m, dict)]
-            out.extend(page)
+            out.extend(m for m in page if not m.id or self._first_sight(m.id))
             # "more" means another page waits; an empty page with more=true would loop forever.
             if not r.get("more") or not page:
                 return out

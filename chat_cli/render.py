@@ -1,47 +1,24 @@
 """Human output of the terminal client, pure (no I/O): message lines, tables, sizes, errors and
 the sanitizing of everything a server or another user chose.
 
-Text from other users reaches the terminal only through `sanitize`: a raw ESC, CSI or OSC
-sequence could recolour or clear the screen, move the cursor, set the window title or (on some
-terminals) write the clipboard; a bidi override could make a message read differently than it is.
+Text from other users reaches the terminal only through `sanitize` (realmchat.display, shared
+with the GUI): a raw ESC, CSI or OSC sequence could recolour or clear the screen, move the
+cursor, set the window title or (on some terminals) write the clipboard; a bidi override could
+make a message read differently than it is.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
+from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
 from .models import FileInfo, GroupInfo, Message, Presence, parse_ts
 
-# Characters that change how the rest of the line is displayed without being visible
-# themselves: bidi embeddings/overrides/isolates and marks, and Unicode line/paragraph separators.
-_INVISIBLE_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
-)
-
-
-def _escape_char(c: str) -> str:
-    o = ord(c)
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
-
-
-def sanitize(text: str) -> str:
-    """`text` made safe to print: every C0/C1 control character (ESC included, which defuses all
-    ANSI sequences), DEL and invisible bidi/line-separator characters become visible escapes like
-    \\x1b or \\u202e. A tab becomes a space. Printable text, emoji and scripts pass unchanged."""
-    out: list[str] = []
-    for c in text:
-        if c == "\t":
-            out.append(" ")
-        elif c in _INVISIBLE_CONTROLS or unicodedata.category(c) == "Cc":
-            # Cc is exactly C0 (0x00-0x1f), DEL and C1 (0x80-0x9f).
-            out.append(_escape_char(c))
-        else:
-            out.append(c)
-    return "".join(out)
+__all__ = ["fmt_error", "fmt_file_offer", "fmt_groups", "fmt_message", "fmt_size", "fmt_table", "fmt_time",
+           "fmt_who", "progress_bar", "sanitize"]
 
 
 def fmt_time(ts: str, now: datetime | None = None) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import ssl
 import sys
 import threading
 import time
@@ -66,6 +67,12 @@ _LOCAL_USAGE = {
 }
 ALIASES = {"exit": "quit"}
 VERBS: tuple[str, ...] = tuple(COMMANDS) + tuple(ALIASES)
+# What the first argument of a verb names, for tab completion (from the usage: TO/USER, GROUP).
+FIRST_ARG: dict[str, tuple[str, ...]] = {
+    spec.verb: tuple(kind for kind, words in (("user", ("TO", "USER")), ("group", ("GROUP",)))
+                     if any(w in spec.usage.split(" ")[1].split("|") for w in words))
+    for spec in COMMANDS.values() if len(spec.usage.split(" ")) > 1 and spec.verb not in ("register", "auth")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,13 @@ class Terminal:
         self.progress_stream = progress_stream
         self.failures = 0
         self.done = False
+        self.auth_failed = False
+        # Names seen (who, groups, messages): what tab completion offers after a verb. Fetched
+        # in the background only when completion is on (interactive): a script sees no extra calls.
+        self.complete_names = False
+        self.users: set[str] = set()
+        self.groups: set[str] = set()
+        self._refresh: asyncio.Task[None] | None = None
         self._handlers: dict[str, Callable[[tuple[str, ...]], Awaitable[None]]] = {
             "register": self._register,
             "auth": self._auth,
@@ -210,8 +224,10 @@ class Terminal:
             return
         me = self.client.user
         if isinstance(ev, MessageEvent):
+            self._saw_message(ev.message)
             self.out(fmt_message(ev.message, me))
         elif isinstance(ev, FileEvent):
+            self.users.add(ev.file.sender)
             self.out(fmt_file_offer(ev.file))
         elif isinstance(ev, SessionEvent):
             self.out(f"* session {sanitize(ev.state)}: {sanitize(ev.message)}")
@@ -225,10 +241,46 @@ class Terminal:
                 ConnState.RECONNECTED: f"reconnected to realm {sanitize(ev.realm)}: {sanitize(ev.detail)}",
             }[ev.state]
             self.out(f"* {text}")
+        elif isinstance(ev, OtherEvent) and ev.kind == "shutdown":
+            why = ev.raw.get("message") or "shutting down"
+            self.out(f"* the realm is going away: {sanitize(str(why))} (reconnecting when it is back)")
         elif isinstance(ev, OtherEvent):
             self.out(f"* event {sanitize(ev.kind)}: {sanitize(str(ev.raw))}")
+        if isinstance(ev, ConnectionEvent) and ev.state is ConnState.RECONNECTED and self.client.user:
+            self.refresh_names()
+
+    def _saw_message(self, m: Message) -> None:
+        self.users.add(m.sender)
+        if m.to:
+            self.users.add(m.to)
+        if m.group:
+            self.groups.add(m.group)
+
+    def refresh_names(self) -> None:
+        """Fetches who is online and the user's groups for tab completion, in the background."""
+        async def fetch() -> None:
+            with contextlib.suppress(ChatError):
+                self.users.update(p.user for p in await self.client.who())
+            with contextlib.suppress(ChatError):
+                self.groups.update(g.name for g in await self.client.groups())
+
+        if self.complete_names and not self.json_mode and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(fetch(), name="chat_cli-names")
+
+    def completions(self, verb: str, prefix: str) -> list[str]:
+        """Names that complete the first argument of `verb` (users, groups, or both)."""
+        kinds = FIRST_ARG.get(ALIASES.get(verb.lower(), verb.lower()), ())
+        names: set[str] = set()
+        if "user" in kinds:
+            names |= self.users - {self.client.user or ""}
+        if "group" in kinds:
+            names |= self.groups
+        return sorted((n for n in names if n.lower().startswith(prefix.lower())), key=str.lower)
 
     def _messages(self, msgs: Iterable[Message], empty: str) -> None:
+        msgs = list(msgs)
+        for m in msgs:
+            self._saw_message(m)
         lines = [fmt_message(m, self.client.user) for m in msgs]
         self.say("\n".join(lines) if lines else empty)
 
@@ -241,6 +293,7 @@ class Terminal:
 
     async def run_line(self, line: str) -> bool:
         """Runs one typed line; False if it failed (the error was printed)."""
+        verb = line.strip().split(" ", 1)[0].lower()
         try:
             cmd = parse_user_line(line)
             if cmd is None:
@@ -248,6 +301,8 @@ class Terminal:
             await self._handlers[cmd.verb](cmd.args)
             return True
         except ChatError as e:
+            if verb == "auth":
+                self.auth_failed = True
             self.fail(e)
             return False
 
@@ -259,10 +314,13 @@ class Terminal:
 
     async def _auth(self, a: tuple[str, ...]) -> None:
         s = await self.client.auth(a[0], a[1])
+        self.auth_failed = False
         self.say(f"logged in as {sanitize(s.user)} on realm {sanitize(s.realm)}")
+        self.refresh_names()
 
     async def _sendprivate(self, a: tuple[str, ...]) -> None:
         sent = await self.client.send_private(a[0], a[1])
+        self.users.add(a[0])
         me = self.client.user or "you"
         self.say(fmt_message(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, to=a[0]), me))
 
@@ -283,19 +341,28 @@ class Terminal:
 
     async def _creategroup(self, a: tuple[str, ...]) -> None:
         g = await self.client.create_group(a[0])
+        self.groups.add(g)
         self.say(f"created group #{sanitize(g)} (you are its owner)")
 
     async def _joingroup(self, a: tuple[str, ...]) -> None:
-        self.say(f"joined #{sanitize(await self.client.join_group(a[0]))}")
+        g = await self.client.join_group(a[0])
+        self.groups.add(g)
+        self.say(f"joined #{sanitize(g)}")
 
     async def _leavegroup(self, a: tuple[str, ...]) -> None:
-        self.say(f"left #{sanitize(await self.client.leave_group(a[0]))}")
+        g = await self.client.leave_group(a[0])
+        self.groups = {n for n in self.groups if n.lower() != g.lower()}
+        self.say(f"left #{sanitize(g)}")
 
     async def _groups(self, a: tuple[str, ...]) -> None:
-        self.say(fmt_groups(await self.client.groups()))
+        groups = await self.client.groups()
+        self.groups.update(g.name for g in groups)
+        self.say(fmt_groups(groups))
 
     async def _who(self, a: tuple[str, ...]) -> None:
-        self.say(fmt_who(await self.client.who()))
+        online = await self.client.who()
+        self.users.update(p.user for p in online)
+        self.say(fmt_who(online))
 
     async def _ping(self, a: tuple[str, ...]) -> None:
         rtt = await self.client.ping()
@@ -387,7 +454,12 @@ async def run_piped(term: Terminal, stdin: TextIO, linger: float) -> int:
         line = await queue.get()
         if line is None:
             break
-        await term.run_line(line)
+        ok = await term.run_line(line)
+        if not ok and term.auth_failed:
+            # Every later command would fail with "log in first": stop at the real cause.
+            print("chat_cli: stopping: auth failed (see the error above); the remaining commands were not run",
+                  file=sys.stderr, flush=True)
+            return 1
     if linger > 0 and not term.done:
         await asyncio.sleep(linger)  # events keep printing from the reader meanwhile
     return 1 if term.failures else 0
@@ -412,7 +484,13 @@ def _history() -> History:
                 super().store_string(string)
 
     path = Path(os.path.expanduser("~/.realmchat_history"))
-    return NoSecretsFileHistory(str(path)) if os.access(path.parent, os.W_OK) else InMemoryHistory()
+    if not os.access(path.parent, os.W_OK):
+        return InMemoryHistory()
+    # The history holds message texts: readable by the user only, whatever the umask.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(path, 0o600)
+    return NoSecretsFileHistory(str(path))
 
 
 async def run_interactive(term: Terminal) -> int:
@@ -422,7 +500,8 @@ async def run_interactive(term: Terminal) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
 
     class VerbCompleter(Completer):
-        """Verbs as the first word; local paths after `sendfile TO `."""
+        """Verbs as the first word; user and group names as the first argument (those seen in
+        who, groups and messages); local paths after `sendfile TO `."""
 
         paths = PathCompleter(expanduser=True)
 
@@ -433,6 +512,9 @@ async def run_interactive(term: Terminal) -> int:
                 for v in VERBS:
                     if v.startswith(text.lower()):
                         yield Completion(v, start_position=-len(text))
+            elif len(words) == 2:
+                for name in term.completions(words[0], words[1]):
+                    yield Completion(name, start_position=-len(words[1]))
             elif words[0].lower() == "sendfile" and len(words) >= 3:
                 path_text = text.split(" ", 2)[2]
                 yield from self.paths.get_completions(Document(path_text, len(path_text)), complete_event)
@@ -440,11 +522,16 @@ async def run_interactive(term: Terminal) -> int:
     session: PromptSession[str] = PromptSession(history=_history(), completer=VerbCompleter(),
                                                 complete_while_typing=False)
     term.say("type 'help' for the commands, Ctrl-D to leave")
+    def prompt() -> str:
+        # Evaluated at every redraw: after an automatic re-login (or its failure) the prompt
+        # shows who is logged in now, not who was when it was first drawn.
+        return f"{term.client.user or 'guest'}@{term.client.realm or 'realm'}> "
+
     with patch_stdout(raw=False):
         while not term.done:
-            who = term.client.user or "guest"
             try:
-                line = await session.prompt_async(f"{who}@{term.client.realm or 'realm'}> ")
+                line = await session.prompt_async(prompt)
+                line = await _ask_password(line)
             except KeyboardInterrupt:
                 continue
             except EOFError:
@@ -454,8 +541,21 @@ async def run_interactive(term: Terminal) -> int:
     return 0
 
 
+async def _ask_password(line: str) -> str:
+    """`auth USER` or `register USER` alone: asks for the password without echoing it (in a
+    session of its own, so the password never reaches the command history)."""
+    from prompt_toolkit import PromptSession
+
+    words = line.split()
+    if len(words) == 2 and words[0].lower() in SECRET_VERBS:
+        password = await PromptSession[str]().prompt_async(f"password for {sanitize(words[1])}: ",
+                                                           is_password=True)
+        return f"{words[0]} {words[1]} {password}"
+    return line
+
+
 async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linger: float,
-                reconnect: bool, interactive: bool) -> int:
+                reconnect: bool, interactive: bool, tls: ssl.SSLContext | None = None) -> int:
     def out(text: str) -> None:
         # sys.stdout looked up per call: under patch_stdout it is the proxy that keeps output
         # above the prompt line.
@@ -465,10 +565,11 @@ async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linge
         if direction == "<":
             out(line.decode("utf-8", "replace"))
 
-    client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None)
+    client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None, ssl=tls)
     term = Terminal(client, download_dir=download_dir, json_mode=json_mode, out=out,
                     progress_stream=sys.stderr if interactive and sys.stderr.isatty() else None)
     client.on_event = term.on_event
+    term.complete_names = interactive
     try:
         await client.open()
     except ChatError as e:

@@ -1,4 +1,4 @@
-"""`python -m gui [--web] [--host H] [--port P] [--realm HOST:PORT]`.
+"""`python -m gui [--web] [--host H] [--port P] [--realm HOST:PORT] [--tls] [--ca FILE]`.
 
 Desktop by default (Flet's desktop client). `--web` serves the web app with Flet's own
 FastAPI app under uvicorn, offline (no CDN: CanvasKit and fonts come from the flet-web
@@ -38,10 +38,12 @@ def _bind(host: str, port: int) -> socket.socket:
 
 async def serve_web(config: GuiConfig) -> int:
     # Imported here so `python -m gui --help` and desktop mode stay light.
+    import flet_web
     import flet_web.fastapi as flet_fastapi
     import uvicorn
 
     from .app import GuiApp
+    from .web import FontStore, RuntimeFiles, WebExtras
 
     upload_dir = config.upload_dir or Path(tempfile.mkdtemp(prefix="realmchat-gui-uploads-"))
     upload_dir.mkdir(parents=True, exist_ok=True)
@@ -55,14 +57,28 @@ async def serve_web(config: GuiConfig) -> int:
         app_name="realmchat",
         app_short_name="realmchat",
         # A closed tab keeps its Flet session (and its realm login) this long, so a reload or a
-        # flaky network resumes where the user was; after that the session and its realm
-        # connection are closed.
-        session_timeout_seconds=120,
+        # flaky network resumes where the user was; after that Flet's eviction (every 10 s,
+        # started by the lifespan) closes the page and with it the realm connection.
+        session_timeout_seconds=config.session_timeout,
     )
-    sock = _bind(config.host, config.port)
+    web_dir = Path(flet_web.__file__).parent / "web"
+    fonts = FontStore()
+    if not fonts.has("notocoloremoji") or not fonts.has("notosanscjk"):
+        print("realmchat gui: Debian's Noto fonts are missing (fonts-noto-core, fonts-noto-cjk, "
+              "fonts-noto-color-emoji; `make setup` installs them): emoji and many scripts will show as boxes",
+              file=sys.stderr, flush=True)
+    app = WebExtras(asgi, fonts, RuntimeFiles(web_dir))
+    try:
+        sock = _bind(config.host, config.port)
+    except OSError as e:
+        print(f"realmchat gui: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr,
+              flush=True)
+        return 2
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", ws="websockets-sansio",
-                                           lifespan="off"))
+    # The lifespan starts Flet's app manager: without it disconnected sessions are never
+    # evicted, page.on_close never fires and a closed tab stays logged in to its realm.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio",
+                                           lifespan="on"))
     # uvicorn re-raises the signal it caught after its graceful shutdown; with no-op handlers
     # in place that re-raise is harmless and SIGTERM or Ctrl-C end the process with exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("REALMCHAT_GUI_LOG", "WARNING").upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = parse_args(argv)
+    if config.tls:
+        from chat_cli.tls import client_context
+        from realmchat.errors import ChatError
+
+        try:
+            client_context(config.ca)  # a bad CA file is said now, not at the first login
+        except ChatError as e:
+            print(f"realmchat gui: {e.message}", file=sys.stderr)
+            return 2
     if not config.web and _headless_linux():
         # Flet would silently serve the web app on port 8000 (the realm's default port) here;
         # say what happens instead and serve on our own port.

@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+from datetime import tzinfo
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flet as ft
+
+from chat_cli.tls import client_context
 
 from .config import GuiConfig
 from .controller import Change, ChatController
@@ -23,6 +29,22 @@ from .views.files import FileActions
 
 log = logging.getLogger("gui")
 
+def tls_context(config: GuiConfig) -> ssl.SSLContext | None:
+    return client_context(config.ca) if config.tls else None
+
+
+NARROW = 700  # px: below this width one pane shows at a time (phones, small windows)
+
+
+def browser_tz(url: str | None) -> tzinfo | None:
+    """The viewer's time zone from the page URL's `tz` (gui/web.py puts it there); None (this
+    machine's zone) on the desktop or when the browser did not say."""
+    name = parse_qs(urlparse(url or "").query).get("tz", [""])[0]
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
 
 class PageSession:
     """Everything that belongs to one page: controller, views, pending redraws."""
@@ -30,7 +52,7 @@ class PageSession:
     def __init__(self, page: ft.Page, config: GuiConfig, upload_dir: Path | None) -> None:
         self.page = page
         self.config = config
-        self.controller = ChatController(config.downloads)
+        self.controller = ChatController(config.downloads, tls=tls_context(config))
         self.prefs = Prefs()
         self.files = FileActions(self.controller, upload_dir, self.error, self.info)
         self.connect_view = ConnectView(self.controller, self.prefs, config.realm_host, config.realm_port,
@@ -46,8 +68,22 @@ class PageSession:
         page.padding = 0
         page.theme_mode = ft.ThemeMode.LIGHT
         page.theme = ft.Theme(color_scheme_seed=ft.Colors.INDIGO)
+        self.controller.state.tz = browser_tz(page.url)
+        page.on_resize = self._resized
+        self.connect_view.set_narrow(self.narrow)
         await self.connect_view.load_prefs()
         self._show_connect()
+
+    @property
+    def narrow(self) -> bool:
+        width = self.page.width
+        return width is not None and width < NARROW
+
+    def _resized(self, e: ft.PageResizeEvent) -> None:
+        self.connect_view.set_narrow(self.narrow)
+        if self.chat_view is not None:
+            self.chat_view.set_narrow(self.narrow)
+        self.page.update()
 
     # ---- screens -----------------------------------------------------------------------------
 
@@ -60,7 +96,7 @@ class PageSession:
         self._set_root(self.connect_view.root)
 
     def _show_chat(self) -> None:
-        self.chat_view = ChatView(self.controller, self.files, self._logout, self.error)
+        self.chat_view = ChatView(self.controller, self.files, self._logout, self.error, narrow=self.narrow)
         self._set_root(self.chat_view.root)
 
     async def _logged_in(self) -> None:

@@ -19,6 +19,9 @@ class GuiConfig:
     realm_port: int = 8000
     downloads: Path = Path("downloads")
     upload_dir: Path | None = None  # web mode: where the browser's uploads land (a temp dir if None)
+    session_timeout: int = 90       # web mode: seconds a closed tab keeps its session and realm login
+    tls: bool = False               # connect to realms with TLS (certificate verified)
+    ca: str = ""                    # PEM CA for the realms' certificates (default: the system's)
 
     @property
     def realm(self) -> str:
@@ -35,10 +38,19 @@ def parse_args(argv: list[str] | None = None) -> GuiConfig:
                  help="HOST:PORT of the realm the connect screen proposes (the user can change it)")
     p.add_option("--downloads", default="downloads", help="directory where received files are saved")
     p.add_option("--upload-dir", default="", help="web mode: directory for browser uploads (default: a temp dir)")
+    p.add_option("--session-timeout", default=90,
+                 help="web mode: seconds a closed tab keeps its session (a reload within it resumes); "
+                      "then its realm connection closes")
+    p.add_option("--tls", default=False,
+                 help="connect to realms with TLS (their certificate is verified, name included)")
+    p.add_option("--ca", default="", help="PEM file of the CA that signed the realms' certificates "
+                 "(instead of the system's trust store); implies --tls")
     a = p.parse_args(argv)
     realm_host, realm_port = parse_hostport(a.realm, 8000)
     return GuiConfig(
         web=a.web, host=a.host, port=a.port, realm_host=realm_host, realm_port=realm_port,
         downloads=Path(a.downloads).expanduser(),
         upload_dir=Path(a.upload_dir).expanduser() if a.upload_dir else None,
+        session_timeout=max(1, int(a.session_timeout)),
+        tls=bool(a.tls or a.ca), ca=a.ca,
     )

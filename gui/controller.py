@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,9 +29,11 @@ from chat_cli.models import (
     FileInfo,
     Message,
     MessageEvent,
+    OtherEvent,
     SessionEvent,
     parse_ts,
 )
+from realmchat.display import sanitize
 from realmchat.errors import ChatError, InvalidArgument, NotFound, Unavailable
 from realmchat.names import check_name
 
@@ -50,6 +53,7 @@ log = logging.getLogger("gui.controller")
 
 HISTORY_SIZE = 200          # messages loaded when a conversation opens
 WHO_INTERVAL = 15.0         # seconds between `who` refreshes: the protocol has no presence events
+DEGRADED_INTERVAL = 3.0     # ... while main is unreachable, so "online" comes back soon after it does
 
 
 class Change(StrEnum):
@@ -72,8 +76,10 @@ def _same(a: str | None, b: str | None) -> bool:
 
 class ChatController:
     def __init__(self, downloads: Path | str = "downloads", *, client_factory: ClientFactory = ChatClient,
-                 who_interval: float = WHO_INTERVAL, call_timeout: float = 30.0) -> None:
+                 who_interval: float = WHO_INTERVAL, call_timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.downloads = Path(downloads).expanduser()
+        self.tls = tls
         self.client_factory = client_factory
         self.who_interval = who_interval
         self.call_timeout = call_timeout
@@ -145,7 +151,7 @@ class ChatController:
         st.status, st.status_detail = Status.CONNECTING, f"connecting to {host}:{port}"
         self._changed(Change.STATUS)
         client = self.client_factory(host, int(port), auto_reconnect=True,
-                                     call_timeout=self.call_timeout, connect_timeout=5.0)
+                                     call_timeout=self.call_timeout, connect_timeout=5.0, ssl=self.tls)
         # Events of a client we already replaced (its CLOSED, a late push) must not touch the
         # state of the new session: the handler checks which client it belongs to.
         client.on_event = lambda ev: self._on_event(client, ev)
@@ -169,7 +175,7 @@ class ChatController:
             # self.client no longer points to it.
             with contextlib.suppress(Exception):
                 await client.close()
-        self.state = ChatState(host=self.state.host, port=self.state.port)
+        self.state = ChatState(host=self.state.host, port=self.state.port, tz=self.state.tz)
         self._changed(Change.STATUS, Change.CONVERSATIONS, Change.MESSAGES, Change.ONLINE, Change.GROUPS,
                       Change.FILES)
 
@@ -222,7 +228,7 @@ class ChatController:
             # Every group gets a row in the side list, even a quiet one.
             self._conversation(Kind.GROUP, g.name)
         with contextlib.suppress(ChatError):
-            await self.refresh_files()
+            await self.refresh_files(unread=True)
         self._changed(Change.CONVERSATIONS, Change.MESSAGES)
 
     async def logout(self) -> None:
@@ -233,7 +239,7 @@ class ChatController:
             with contextlib.suppress(ChatError):
                 await client.logout()
         host, port, realm = self.state.host, self.state.port, self.state.realm
-        self.state = ChatState(host=host, port=port, realm=realm,
+        self.state = ChatState(host=host, port=port, realm=realm, tz=self.state.tz,
                                status=Status.CONNECTED if client and client.connected else Status.OFFLINE,
                                status_detail=f"connected to realm {realm}" if client else "")
         self._changed(Change.STATUS, Change.CONVERSATIONS, Change.MESSAGES, Change.ONLINE, Change.GROUPS,
@@ -242,8 +248,34 @@ class ChatController:
     # ---- presence and groups ----------------------------------------------------------------
 
     async def refresh_online(self) -> None:
-        self.state.online = sorted(await self._client().who(), key=lambda p: (p.user.casefold(), p.realm))
+        online = await self._checked(self._client().who())
+        self.state.online = sorted(online, key=lambda p: (p.user.casefold(), p.realm))
+        self.state.online_at = datetime.now(UTC)
         self._changed(Change.ONLINE)
+
+    async def _checked(self, aw: Any) -> Any:
+        """Runs a call that needs the main server and keeps the header honest: UNAVAILABLE from a
+        connected realm means its main server is down (DEGRADED), any answer means it is back.
+        The realm sends no event for either, so calls are the only way to know."""
+        try:
+            result = await aw
+        except Unavailable as e:
+            client, st = self.client, self.state
+            if client is not None and client.connected and st.logged_in and st.status is Status.ONLINE:
+                st.status, st.status_detail = Status.DEGRADED, f"the realm cannot reach its main server: {e.message}"
+                self._changed(Change.STATUS, Change.ONLINE)
+            raise
+        except ChatError:
+            self._main_answered()
+            raise
+        self._main_answered()
+        return result
+
+    def _main_answered(self) -> None:
+        st = self.state
+        if st.status is Status.DEGRADED:
+            st.status, st.status_detail = Status.ONLINE, f"logged in as {st.user} on realm {st.realm}"
+            self._changed(Change.STATUS, Change.ONLINE)
 
     async def refresh_groups(self) -> None:
         groups = await self._client().groups()
@@ -262,7 +294,8 @@ class ChatController:
 
     async def _who_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.who_interval)
+            degraded = self.state.status is Status.DEGRADED
+            await asyncio.sleep(min(self.who_interval, DEGRADED_INTERVAL) if degraded else self.who_interval)
             if self.client is not None and self.client.connected and self.state.logged_in:
                 with contextlib.suppress(ChatError):
                     await self.refresh_online()
@@ -320,6 +353,12 @@ class ChatController:
     @property
     def current(self) -> Conversation | None:
         return self.conversation(self.state.current)
+
+    def close_conversation(self) -> None:
+        """Back to the list (phone layout): no conversation is open, so new messages count as
+        unread again."""
+        self.state.current = None
+        self._changed(Change.CONVERSATIONS, Change.MESSAGES)
 
     async def start_private(self, user: str) -> Conversation:
         """Opens (creating if needed) the private chat with `user`; NotFound if no such user."""
@@ -394,13 +433,28 @@ class ChatController:
             raise InvalidArgument("the message is empty")
         line = ChatLine(sender=self.state.user, text=text, ts=datetime.now(UTC), own=True, pending=True)
         conv.lines.append(line)
+        await self._deliver(conv, line)
+        return line
+
+    async def retry(self, line: ChatLine, key: str | None = None) -> ChatLine:
+        """Sends a line that failed again (its Retry button); raises like send."""
+        conv = self.conversation(key or self.state.current)
+        if conv is None or line not in conv.lines:
+            raise InvalidArgument("that message is no longer in the conversation")
+        if not line.error:
+            return line
+        await self._deliver(conv, line)
+        return line
+
+    async def _deliver(self, conv: Conversation, line: ChatLine) -> None:
+        line.pending, line.error = True, ""
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
-        client = self._client()
         try:
+            client = self._client()
             if conv.kind is Kind.GROUP:
-                sent = await client.send_group(conv.name, text)
+                sent = await self._checked(client.send_group(conv.name, line.text))
             else:
-                sent = await client.send_private(conv.name, text)
+                sent = await self._checked(client.send_private(conv.name, line.text))
         except ChatError as e:
             line.pending, line.error = False, e.message
             self._changed(Change.MESSAGES)
@@ -408,15 +462,15 @@ class ChatController:
         line.pending, line.id = False, sent.id
         line.ts = sent.time or line.ts
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
-        return line
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def refresh_files(self) -> None:
+    async def refresh_files(self, unread: bool = False) -> None:
+        """Files waiting for the user; at login they count as unread like waiting messages."""
         files = await self._client().pending_files()
         self.state.incoming_files = {f.id: f for f in files}
         for f in files:
-            self._file_line(f, unread=False)
+            self._file_line(f, unread=unread)
         self._changed(Change.FILES, Change.CONVERSATIONS, Change.MESSAGES)
 
     def _file_line(self, f: FileInfo, unread: bool) -> None:
@@ -424,7 +478,7 @@ class ChatController:
         conv = self._conversation(Kind.PRIVATE, f.sender)
         if any(ln.file is not None and ln.file.id == f.id for ln in conv.lines):
             return
-        conv.add(ChatLine(sender=f.sender, text=f"sent a file: {f.name} ({human_size(f.size)})",
+        conv.add(ChatLine(sender=f.sender, text=f"sent a file: {sanitize(f.name)} ({human_size(f.size)})",
                           ts=f.time, kind=LineKind.FILE, file=f))
         if unread and self.state.current != conv.key:
             conv.unread += 1
@@ -482,7 +536,7 @@ class ChatController:
             raise
         t.state, t.sha256, t.name = TransferState.DONE, up.sha256, up.name
         conv = self._conversation(Kind.PRIVATE, to)
-        conv.add(ChatLine(sender=self.state.user, text=f"sent a file: {up.name} ({human_size(up.size)})",
+        conv.add(ChatLine(sender=self.state.user, text=f"sent a file: {sanitize(up.name)} ({human_size(up.size)})",
                           ts=datetime.now(UTC), own=True, kind=LineKind.FILE))
         self._changed(Change.FILES, Change.MESSAGES, Change.CONVERSATIONS)
         return t
@@ -527,6 +581,8 @@ class ChatController:
             self._changed(Change.FILES, Change.CONVERSATIONS, Change.MESSAGES)
         elif isinstance(ev, SessionEvent):
             self._notify(f"session {ev.state}: {ev.message}" if ev.message else f"session {ev.state}")
+        elif isinstance(ev, OtherEvent) and ev.kind == "shutdown":
+            self._notify(f"the realm is shutting down: {ev.raw.get('message') or 'it will be back soon'}")
 
     def _on_connection(self, ev: ConnectionEvent) -> None:
         st = self.state

@@ -7,7 +7,7 @@ against a real stack without a browser.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
 from chat_cli.models import FileInfo, GroupInfo, Presence
@@ -21,6 +21,7 @@ class Status(StrEnum):
     ONLINE = "online"              # connected and logged in
     CONNECTED = "connected"        # connected, not logged in yet
     RECONNECTING = "reconnecting"  # lost the realm; the library is trying again
+    DEGRADED = "main unreachable"  # the realm is there but answers UNAVAILABLE: its main server is down
 
 
 class Kind(StrEnum):
@@ -34,17 +35,48 @@ def conv_key(kind: Kind, name: str) -> str:
     return f"{'#' if kind is Kind.GROUP else '@'}{name.casefold()}"
 
 
-def local_time(ts: datetime | None, now: datetime | None = None) -> str:
-    """A timestamp in the viewer's local time zone: 'HH:MM' today, 'Mon DD HH:MM' otherwise."""
-    if ts is None:
-        return ""
+def _local(ts: datetime, tz: tzinfo | None) -> datetime:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    local = ts.astimezone()
-    now = (now or datetime.now(UTC)).astimezone()
+    return ts.astimezone(tz)
+
+
+def local_time(ts: datetime | None, now: datetime | None = None, tz: tzinfo | None = None) -> str:
+    """A timestamp in the viewer's time zone (`tz`: the browser's; None: this machine's):
+    'HH:MM' today, 'Mon DD HH:MM' otherwise. Conversations add date separators, so their
+    lines use `clock` instead."""
+    if ts is None:
+        return ""
+    local = _local(ts, tz)
+    now = _local(now or datetime.now(UTC), tz)
     if local.date() == now.date():
         return local.strftime("%H:%M")
     return local.strftime("%b %d %H:%M")
+
+
+def clock(ts: datetime | None, tz: tzinfo | None = None) -> str:
+    """'HH:MM' in the viewer's time zone."""
+    return _local(ts, tz).strftime("%H:%M") if ts is not None else ""
+
+
+def day_label(ts: datetime, now: datetime | None = None, tz: tzinfo | None = None) -> str:
+    """The date separator of a conversation: 'Today', 'Yesterday', 'Monday, November 30' within
+    a week, 'November 30, 2026' before."""
+    day = _local(ts, tz).date()
+    today = _local(now or datetime.now(UTC), tz).date()
+    delta = (today - day).days
+    if delta == 0:
+        return "Today"
+    if delta == 1:
+        return "Yesterday"
+    if 1 < delta < 7:
+        return f"{day:%A}, {day:%B} {day.day}"
+    return f"{day:%B} {day.day}, {day.year}"
+
+
+def local_date(ts: datetime | None, tz: tzinfo | None = None) -> date | None:
+    """The calendar day of `ts` in the viewer's time zone (None for a line without time)."""
+    return _local(ts, tz).date() if ts is not None else None
 
 
 class LineKind(StrEnum):
@@ -162,9 +194,11 @@ class ChatState:
     port: int = 0
     realm: str = ""           # the realm's name from its hello
     user: str = ""
+    tz: tzinfo | None = None  # the viewer's time zone (the browser's in web mode)
     conversations: dict[str, Conversation] = field(default_factory=dict)
     current: str | None = None
     online: list[Presence] = field(default_factory=list)
+    online_at: datetime | None = None  # when `online` was last fetched
     groups: dict[str, GroupInfo] = field(default_factory=dict)
     incoming_files: dict[int, FileInfo] = field(default_factory=dict)
     saved_files: dict[int, str] = field(default_factory=dict)  # file id -> local path
@@ -176,6 +210,11 @@ class ChatState:
 
     def sorted_conversations(self) -> list[Conversation]:
         return sorted(self.conversations.values(), key=lambda c: c.sort_key, reverse=True)
+
+    @property
+    def online_stale(self) -> bool:
+        """The online list cannot be refreshed now (realm or main down): it shows an old state."""
+        return self.status in (Status.RECONNECTING, Status.DEGRADED, Status.OFFLINE)
 
     @property
     def unread_total(self) -> int:

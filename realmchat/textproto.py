@@ -122,6 +122,8 @@ def parse_line(line: str) -> Command | None:
             raise InvalidArgument(f"usage: {spec.usage} (the message must not be empty)")
         return Command(verb, args)
     args = tuple(remainder.split())
+    if verb in ("register", "auth") and len(args) > spec.max_args:
+        raise InvalidArgument(f"passwords cannot contain spaces; usage: {spec.usage}")
     if not spec.min_args <= len(args) <= spec.max_args:
         if verb in ("register", "auth") and len(args) > spec.max_args:
             raise InvalidArgument(f"usage: {spec.usage} (passwords cannot contain spaces)")

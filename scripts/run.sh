@@ -1,21 +1,73 @@
 #!/usr/bin/env bash
 # Starts the whole system on the embedded SQLite default: a main server, one realm and the GUI
-# in web mode. Ctrl-C (or SIGTERM) stops all three.
-set -euo pipefail
+# in web mode. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the others are stopped
+# and the reason is printed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-./data}; main_port=${2:-8080}; realm_port=${3:-8000}; realm=${4:-alpha}; gui_port=${5:-8550}
 PY=.venv/bin/python
+host=127.0.0.1
+
+# Every port is checked before anything starts: a busy one is one line naming the port and the
+# make variable that changes it, and nothing is left running.
+busy=$("$PY" - "$host" "main:$main_port:MAIN_PORT" "realm:$realm_port:REALM_PORT" "gui:$gui_port:GUI_PORT" <<'PYEOF'
+import socket, sys
+host = sys.argv[1]
+for spec in sys.argv[2:]:
+    name, port, var = spec.split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, int(port)))
+    except OSError as e:
+        print(f"realmchat: port {port} ({name}) is not free ({e.strerror}): "
+              f"pick another with {var}=, e.g. make run {var}={int(port) + 1}")
+        break
+    finally:
+        s.close()
+PYEOF
+)
+if [ -n "$busy" ]; then
+  echo "$busy" >&2
+  exit 1
+fi
+
 mkdir -p "$data"
 # The realm credential main expects from realms: made once, kept in the data dir (mode 0600).
 "$PY" -c 'import sys; from pathlib import Path; from realmchat.realmauth import ensure_secret; ensure_secret(Path(sys.argv[1]))' "$data/realm-secret"
+declare -A names=()
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
-"$PY" -m main_server --host 127.0.0.1 --port "$main_port" --data-dir "$data" &
-pids+=($!)
-"$PY" -m realm_server --host 127.0.0.1 --port "$realm_port" --main "127.0.0.1:$main_port" --name "$realm" \
-  --secret-file "$data/realm-secret" &
-pids+=($!)
-FLET_WEB_NO_CDN=1 "$PY" -m gui --web --host 127.0.0.1 --port "$gui_port" --realm "127.0.0.1:$realm_port" &
-pids+=($!)
-echo "realmchat: main on 127.0.0.1:$main_port (gRPC), realm '$realm' on 127.0.0.1:$realm_port (try: nc localhost $realm_port), GUI on http://127.0.0.1:$gui_port/"
-wait -n
+stop() {
+  trap - INT TERM EXIT
+  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+start() {  # start NAME COMMAND...
+  local name=$1; shift
+  "$@" &
+  pids+=($!); names[$!]=$name
+}
+start "main server" "$PY" -m main_server --host "$host" --port "$main_port" --data-dir "$data"
+start "realm server" "$PY" -m realm_server --host "$host" --port "$realm_port" --main "$host:$main_port" --name "$realm" \
+  --secret-file "$data/realm-secret"
+start "GUI" env FLET_WEB_NO_CDN=1 "$PY" -m gui --web --host "$host" --port "$gui_port" --realm "$host:$realm_port"
+
+# The banner only once all three accept connections.
+for port in "$main_port" "$realm_port" "$gui_port"; do
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && break
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null || { wait "$pid"; code=$?
+        echo "realmchat: the ${names[$pid]} exited (code $code) while starting; stopping the others" >&2; exit 1; }
+    done
+    sleep 0.1
+  done
+done
+echo "realmchat: main on $host:$main_port (gRPC), realm '$realm' on $host:$realm_port (try: nc localhost $realm_port), GUI on http://$host:$gui_port/ - Ctrl-C stops all three"
+
+wait -n -p dead "${pids[@]}"
+code=$?
+echo "realmchat: the ${names[$dead]:-a server} exited (code $code); stopping the others" >&2
+exit 1

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Idempotent setup: Debian packages the tests need, a .venv with the project and its dev
-# dependencies, generated gRPC code. Safe to run again; quick when nothing changed.
+# Idempotent setup; safe to run again, quick when nothing changed.
+#   scripts/setup.sh         what running needs: Debian packages of apt-packages-run.txt (fonts),
+#                            a .venv with the project, generated gRPC code. No database server,
+#                            no browser.
+#   scripts/setup.sh --test  the same, plus the test tools: apt-packages-test.txt (Chromium,
+#                            PostgreSQL, nc) and the Python dev dependencies (pytest, ruff, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=run
+[ "${1:-}" = "--test" ] && mode=test
 
+lists=(scripts/apt-packages-run.txt)
+[ "$mode" = test ] && lists+=(scripts/apt-packages-test.txt)
 missing=()
-while read -r pkg; do
-  pkg=${pkg%%#*}; pkg=$(echo "$pkg" | xargs)
-  [ -n "$pkg" ] || continue
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < scripts/apt-packages.txt
+for list in "${lists[@]}"; do
+  while read -r pkg; do
+    pkg=${pkg%%#*}; pkg=$(echo "$pkg" | xargs)
+    [ -n "$pkg" ] || continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done < "$list"
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -22,12 +32,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.setup-stamp
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# One stamp per mode: the test setup includes the run setup, not the other way round.
+extras=""; [ "$mode" = test ] && extras="[dev]"
+want=$(cat pyproject.toml <(echo "$mode") | sha256sum | cut -d' ' -f1)
+stamp=.venv/.setup-stamp-$mode
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing Python packages"
+  echo "setup: installing Python packages${extras:+ (with the test tools)}"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e ".$extras"
   echo "$want" > "$stamp"
 fi
 if [ ! -f realmchat/pb/chat_pb2.py ] || [ proto/chat.proto -nt realmchat/pb/chat_pb2.py ]; then

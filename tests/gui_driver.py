@@ -166,8 +166,8 @@ class Browser:
         """Starts chromium on a blank page, applies the viewport (and `setup`, e.g. download or
         file-chooser settings, which need an attached page), then opens `url`."""
         if not await asyncio.to_thread(os.path.exists, CHROMIUM):
-            raise AssertionError(f"{CHROMIUM} is missing: `make setup` installs the Debian package "
-                                 "chromium (listed in scripts/apt-packages.txt)")
+            raise AssertionError(f"{CHROMIUM} is missing: `make test` installs the Debian package "
+                                 "chromium (listed in scripts/apt-packages-test.txt)")
         profile = Path(tempfile.mkdtemp(prefix="realmchat-chromium-"))
         proc = await asyncio.to_thread(
             subprocess.Popen,

@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL cluster for tests and benchmarks, from Debian's `postgresql` package
-(scripts/apt-packages.txt): initdb into a temp dir owned by the `postgres` user, a free port on
+(scripts/apt-packages-test.txt): initdb into a temp dir owned by the `postgres` user, a free port on
 127.0.0.1 with trust auth, the unix socket inside the temp dir, stopped and removed at the end.
 
 Stdlib only (no asyncpg), so conftest can import it and a missing PostgreSQL shows up as a clear
@@ -45,7 +45,7 @@ def find_bin_dir() -> Path:
         if all((d / tool).is_file() for tool in ("initdb", "pg_ctl", "psql")):
             return d
     raise PgSetupError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
-                       "run `make setup` (it apt-installs `postgresql`, listed in scripts/apt-packages.txt) "
+                       "run `make test` (it apt-installs `postgresql` from scripts/apt-packages-test.txt) "
                        "or set REALMCHAT_PG_BIN to a directory holding initdb, pg_ctl and psql")
 
 
@@ -101,7 +101,7 @@ class PgCluster:
             try:
                 pw = pwd.getpwnam(SUPERUSER)
             except KeyError:
-                raise PgSetupError("no `postgres` user: install Debian's postgresql package (`make setup`)") from None
+                raise PgSetupError("no `postgres` user: install Debian's postgresql package (`make test`)") from None
             os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
         data = self.tmp / "data"
         self._run("initdb", self._cmd(str(self.bin / "initdb"), "-D", str(data), "-U", SUPERUSER,

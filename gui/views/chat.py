@@ -1,16 +1,34 @@
 """The chat screen: header (who, where, connection state), side list (conversations, people
-online, files), and the open conversation with its composer."""
+online, files), and the open conversation with its composer.
+
+Wide screens show the side list and the conversation side by side; narrow ones (phones) show one
+at a time: the list, then the conversation with a back button, as chat apps do.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import flet as ft
 
+from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
 from ..controller import Change, ChatController, human_size
-from ..state import ChatLine, Conversation, Kind, LineKind, Status, Transfer, TransferState
+from ..state import (
+    ChatLine,
+    Conversation,
+    Kind,
+    LineKind,
+    Status,
+    Transfer,
+    TransferState,
+    clock,
+    day_label,
+    local_date,
+    local_time,
+)
 from .common import icon_button, section_title, update
 from .dialogs import ask_name
 from .files import FileActions
@@ -20,8 +38,17 @@ STATUS_COLORS = {
     Status.CONNECTED: ft.Colors.AMBER,
     Status.CONNECTING: ft.Colors.AMBER,
     Status.RECONNECTING: ft.Colors.ORANGE,
+    Status.DEGRADED: ft.Colors.ORANGE,
     Status.OFFLINE: ft.Colors.RED,
 }
+
+
+DIALOG_EXIT = 0.4  # seconds: a Material dialog's exit transition, with a margin
+
+
+def status_label(status: Status, realm: str) -> str:
+    return {Status.ONLINE: f"online · realm {realm}", Status.RECONNECTING: "reconnecting…",
+            Status.DEGRADED: "main server unreachable"}.get(status, status.value)
 
 
 class Header:
@@ -29,33 +56,43 @@ class Header:
         self.controller = controller
         self.on_logout = on_logout
         self.dot = ft.Icon(ft.Icons.CIRCLE, size=12)
-        self.status = ft.Text("", size=13)
-        self.who = ft.Text("", size=13, weight=ft.FontWeight.BOLD)
-        self.root = ft.Container(
-            padding=ft.Padding.symmetric(horizontal=16, vertical=8),
-            bgcolor=ft.Colors.SURFACE_CONTAINER,
-            content=ft.Row(
-                controls=[
-                    ft.Icon(ft.Icons.FORUM, color=ft.Colors.PRIMARY),
-                    ft.Text("realmchat", size=18, weight=ft.FontWeight.BOLD),
-                    ft.Container(expand=True),
-                    ft.Row([self.dot, self.status], spacing=6, tooltip="connection to the realm"),
-                    ft.VerticalDivider(width=16),
-                    ft.Icon(ft.Icons.PERSON, size=18),
-                    self.who,
-                    ft.TextButton("Log out", icon=ft.Icons.LOGOUT, on_click=self._logout),
-                ],
-            ),
+        # One line each, cut with an ellipsis: the header never wraps, whatever the width.
+        self.status = ft.Text("", size=13, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS, no_wrap=True)
+        self.who = ft.Text("", size=13, weight=ft.FontWeight.BOLD, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS,
+                           no_wrap=True)
+        self.brand = ft.Text("realmchat", size=18, weight=ft.FontWeight.BOLD)
+        self.spacer = ft.Container(expand=True)
+        self.status_row = ft.Row([self.dot, self.status], spacing=6, tooltip="connection to the realm")
+        self.person = ft.Icon(ft.Icons.PERSON, size=18)
+        self.divider = ft.VerticalDivider(width=16)
+        self.logout_text = ft.TextButton("Log out", icon=ft.Icons.LOGOUT, on_click=self._logout)
+        self.logout_icon = icon_button(ft.Icons.LOGOUT, "Log out", self._logout)
+        self.row = ft.Row(
+            spacing=8,
+            controls=[ft.Icon(ft.Icons.FORUM, color=ft.Colors.PRIMARY), self.brand, self.spacer, self.status_row,
+                      self.divider, self.person, self.who, self.logout_text, self.logout_icon],
         )
+        self.root = ft.Container(padding=ft.Padding.symmetric(horizontal=16, vertical=8),
+                                 bgcolor=ft.Colors.SURFACE_CONTAINER, content=self.row)
+        self.set_narrow(False)
+
+    def set_narrow(self, narrow: bool) -> None:
+        """Phone: no brand text and divider, state and name share the width (each cut with an
+        ellipsis), Log out as an icon button that stays on screen."""
+        self.brand.visible = self.spacer.visible = self.divider.visible = self.person.visible = not narrow
+        self.logout_text.visible = not narrow
+        self.logout_icon.visible = narrow
+        self.status_row.expand = 1 if narrow else None
+        self.status.expand = 1 if narrow else None
+        self.who.expand = 1 if narrow else None
+        self.root.padding = ft.Padding.symmetric(horizontal=8 if narrow else 16, vertical=4 if narrow else 8)
 
     def render(self) -> None:
         st = self.controller.state
         self.dot.color = STATUS_COLORS.get(st.status, ft.Colors.GREY)
-        label = {Status.ONLINE: f"online · realm {st.realm}", Status.RECONNECTING: "reconnecting…"}.get(
-            st.status, st.status.value)
-        self.status.value = label
+        self.status.value = status_label(st.status, sanitize(st.realm))
         self.status.tooltip = st.status_detail
-        self.who.value = f"{st.user} @ {st.realm}" if st.user else ""
+        self.who.value = f"{sanitize(st.user)} @ {sanitize(st.realm)}" if st.user else ""
 
     async def _logout(self, e: ft.Event[ft.Control]) -> None:
         await self.on_logout()
@@ -65,10 +102,12 @@ class Sidebar:
     """Conversations with unread counts and previews; people online (with realm); files."""
 
     def __init__(self, controller: ChatController, files: FileActions,
-                 on_open: Callable[[str], Awaitable[None]], on_error: Callable[[str], None]) -> None:
+                 on_open: Callable[[str], Awaitable[None]], on_error: Callable[[str], None],
+                 on_focus: Callable[[], Awaitable[None]]) -> None:
         self.controller = controller
         self.files = files
         self.on_open = on_open
+        self.on_focus = on_focus
         self.on_error = on_error
         self.conversations = ft.ListView(spacing=0, expand=3)
         self.online = ft.ListView(spacing=0, expand=2)
@@ -87,6 +126,7 @@ class Sidebar:
                 ft.TextButton("Join", icon=ft.Icons.GROUP, tooltip="join a group", on_click=self._join_group),
             ],
         )
+        self.stale = ft.Text("", size=11, italic=True, color=ft.Colors.ON_SURFACE_VARIANT, visible=False)
         self.root = ft.Container(
             width=310,
             padding=ft.Padding.only(left=8, right=8, top=8, bottom=8),
@@ -100,11 +140,17 @@ class Sidebar:
                     ft.Row([self.online_title, icon_button(ft.Icons.REFRESH, "Refresh who is online",
                                                            self._refresh_online, icon_size=16)],
                            alignment=ft.MainAxisAlignment.SPACE_BETWEEN),
+                    self.stale,
                     self.online,
                     self.files_box,
                 ],
             ),
         )
+
+    def set_narrow(self, narrow: bool) -> None:
+        """Phone: the list takes the whole width (the conversation replaces it when opened)."""
+        self.root.width = None if narrow else 310
+        self.root.expand = narrow
 
     # ---- rendering ---------------------------------------------------------------------------
 
@@ -121,7 +167,8 @@ class Sidebar:
     def _conversation_tile(self, conv: Conversation, selected: bool) -> ft.Control:
         trailing: list[ft.Control] = []
         if conv.last is not None:
-            trailing.append(ft.Text(conv.last.time_label, size=11, color=ft.Colors.ON_SURFACE_VARIANT))
+            trailing.append(ft.Text(local_time(conv.last.ts, tz=self.controller.state.tz), size=11,
+                                    color=ft.Colors.ON_SURFACE_VARIANT))
         if conv.unread:
             trailing.append(ft.Container(
                 content=ft.Text(str(conv.unread), size=11, color=ft.Colors.ON_PRIMARY,
@@ -134,7 +181,7 @@ class Sidebar:
 
         return ft.ListTile(
             leading=ft.Icon(ft.Icons.GROUP if conv.kind is Kind.GROUP else ft.Icons.PERSON),
-            title=ft.Text(conv.title, weight=ft.FontWeight.BOLD if conv.unread else None,
+            title=ft.Text(sanitize(conv.title), weight=ft.FontWeight.BOLD if conv.unread else None,
                           max_lines=1, overflow=ft.TextOverflow.ELLIPSIS),
             subtitle=ft.Text(conv.preview or ("group" if conv.kind is Kind.GROUP else "private chat"),
                              size=12, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS),
@@ -148,6 +195,11 @@ class Sidebar:
     def render_online(self) -> None:
         st = self.controller.state
         self.online_title.value = f"ONLINE ({len(st.online)})"
+        # While the realm or its main server is down the list cannot be refreshed: say how old it is.
+        stale = st.online_stale and st.online_at is not None
+        self.stale.visible = stale
+        if stale:
+            self.stale.value = f"not current: as of {local_time(st.online_at, tz=st.tz)}"
         rows: list[ft.Control] = []
         for p in st.online:
             me = p.user.casefold() == st.user.casefold()
@@ -155,10 +207,11 @@ class Sidebar:
             async def clicked(e: ft.Event[ft.ListTile], user: str = p.user) -> None:
                 await self._start_chat(user)
 
+            name = sanitize(p.user)
             rows.append(ft.ListTile(
-                leading=ft.Icon(ft.Icons.CIRCLE, color=ft.Colors.GREEN, size=10),
-                title=ft.Text(f"{p.user} (you)" if me else p.user, size=13),
-                trailing=ft.Text(p.realm, size=11, color=ft.Colors.ON_SURFACE_VARIANT),
+                leading=ft.Icon(ft.Icons.CIRCLE, color=ft.Colors.GREY if stale else ft.Colors.GREEN, size=10),
+                title=ft.Text(f"{name} (you)" if me else name, size=13),
+                trailing=ft.Text(sanitize(p.realm), size=11, color=ft.Colors.ON_SURFACE_VARIANT),
                 dense=True,
                 on_click=None if me else clicked,
             ))
@@ -173,9 +226,9 @@ class Sidebar:
 
             incoming.append(ft.Row(
                 [ft.Icon(ft.Icons.INSERT_DRIVE_FILE, size=16),
-                 ft.Text(f"{f.name} ({human_size(f.size)}) from {f.sender}", size=12, expand=True,
-                         max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
-                 icon_button(ft.Icons.DOWNLOAD, f"Save {f.name}", save, icon_size=18)],
+                 ft.Text(f"{sanitize(f.name)} ({human_size(f.size)}) from {sanitize(f.sender)}", size=12,
+                         expand=True, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
+                 icon_button(ft.Icons.DOWNLOAD, f"Save {sanitize(f.name)}", save, icon_size=18)],
                 spacing=4,
             ))
         self.incoming.controls = incoming
@@ -200,21 +253,21 @@ class Sidebar:
             conv = await self.controller.start_private(name)
             await self.on_open(conv.key)
 
-        ask_name("Start a private chat", "User name", "Start chat", submit)
+        ask_name("Start a private chat", "User name", "Start chat", submit, self.on_focus)
 
     async def _new_group(self, e: ft.Event[ft.Control]) -> None:
         async def submit(name: str) -> None:
             conv = await self.controller.create_group(name)
             await self.on_open(conv.key)
 
-        ask_name("Create a group", "Group name", "Create group", submit)
+        ask_name("Create a group", "Group name", "Create group", submit, self.on_focus)
 
     async def _join_group(self, e: ft.Event[ft.Control]) -> None:
         async def submit(name: str) -> None:
             conv = await self.controller.join_group(name)
             await self.on_open(conv.key)
 
-        ask_name("Join a group", "Group name", "Join group", submit)
+        ask_name("Join a group", "Group name", "Join group", submit, self.on_focus)
 
     async def _refresh_online(self, e: ft.Event[ft.Control]) -> None:
         try:
@@ -224,46 +277,65 @@ class Sidebar:
 
 
 def transfer_row(t: Transfer) -> ft.Control:
+    name, peer = sanitize(t.name), sanitize(t.peer)
     if t.direction == "browser":
         verb = "uploading from the browser"
     elif t.direction == "up":
-        verb = f"sent to {t.peer}" if t.state is TransferState.DONE else f"sending to {t.peer}"
+        verb = f"sent to {peer}" if t.state is TransferState.DONE else f"sending to {peer}"
     else:
-        verb = f"saved to {t.path}" if t.state is TransferState.DONE else f"saving from {t.peer}"
+        verb = f"saved to {sanitize(t.path)}" if t.state is TransferState.DONE else f"saving from {peer}"
     if t.state is TransferState.FAILED:
-        label = f"{t.name}: failed: {t.error}"
+        label = f"{name}: failed: {t.error}"
     elif t.state is TransferState.DONE:
-        label = f"{t.name}: {verb}"
+        label = f"{name}: {verb}"
     else:
-        label = f"{t.name}: {verb} {human_size(t.done_bytes)} / {human_size(t.size)}"
+        label = f"{name}: {verb} {human_size(t.done_bytes)} / {human_size(t.size)}"
     color = ft.Colors.ERROR if t.state is TransferState.FAILED else None
     icon = ft.Icons.UPLOAD if t.direction in ("up", "browser") else ft.Icons.DOWNLOAD
     return ft.Column(
         [ft.Row([ft.Icon(icon, size=14),
                  ft.Text(label, size=11, color=color, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS,
                          expand=True)], spacing=4),
-         ft.ProgressBar(value=t.progress, bar_height=4, semantics_label=f"transfer of {t.name}")],
+         ft.ProgressBar(value=t.progress, bar_height=4, semantics_label=f"transfer of {name}")],
         spacing=2,
     )
+
+
+@ft.control("TextField")
+class MessageBox(ft.TextField):
+    """The message box: a TextField whose focus can be asked for. Flet's TextField.focus() asks a
+    focus node that a shift_enter field does not use, so it does nothing here; the field's
+    `focus` property (any new value) reaches the node the field really uses."""
+
+    focus: str | None = None  # type: ignore[assignment]
+
+    def request_focus(self) -> None:
+        self.focus = str(int(self.focus or 0) + 1)
 
 
 class ConversationPane:
     """The open conversation: title and actions, messages, composer."""
 
     def __init__(self, controller: ChatController, files: FileActions,
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str], None], on_back: Callable[[], Awaitable[None]]) -> None:
         self.controller = controller
         self.files = files
         self.on_error = on_error
-        self.title = ft.Text("", size=18, weight=ft.FontWeight.BOLD)
-        self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT)
+        self.on_back = on_back
+        self.title = ft.Text("", size=18, weight=ft.FontWeight.BOLD, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS)
+        self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT, max_lines=1,
+                                overflow=ft.TextOverflow.ELLIPSIS)
+        self.back_button = icon_button(ft.Icons.ARROW_BACK, "Back to conversations", self._back)
         self.send_file_button = ft.TextButton("Send file", icon=ft.Icons.ATTACH_FILE, on_click=self._send_file)
         self.leave_button = ft.TextButton("Leave group", icon=ft.Icons.EXIT_TO_APP, on_click=self._leave)
+        # Phone: the same actions as icon buttons (named for screen readers), so the title keeps room.
+        self.send_file_icon = icon_button(ft.Icons.ATTACH_FILE, "Send file", self._send_file)
+        self.leave_icon = icon_button(ft.Icons.EXIT_TO_APP, "Leave group", self._leave)
+        self.narrow = False
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
-        self.composer = ft.TextField(hint_text="Write a message…", expand=True, dense=True,
-                                     on_submit=self._send, multiline=True, shift_enter=True, min_lines=1, max_lines=4,
-                                     label="Message")
+        self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
+                                   multiline=True, shift_enter=True, min_lines=1, max_lines=4, label="Message")
         self.send_button = icon_button(ft.Icons.SEND, "Send", self._send)
         self.composer_error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.empty = ft.Container(
@@ -271,19 +343,21 @@ class ConversationPane:
             content=ft.Text("Pick a conversation on the left, or start a chat with someone online.",
                             color=ft.Colors.ON_SURFACE_VARIANT),
         )
+        self.composer_row = ft.Row([self.composer, self.send_button])
         self.body = ft.Column(
             expand=True, spacing=0,
             controls=[
                 ft.Container(
-                    padding=ft.Padding.symmetric(horizontal=16, vertical=8),
-                    content=ft.Row([ft.Column([self.title, self.subtitle], spacing=0, expand=True),
-                                    self.send_file_button, self.leave_button]),
+                    padding=ft.Padding.symmetric(horizontal=8, vertical=8),
+                    content=ft.Row([self.back_button, ft.Column([self.title, self.subtitle], spacing=0, expand=True),
+                                    self.send_file_button, self.leave_button, self.send_file_icon,
+                                    self.leave_icon]),
                 ),
                 ft.Divider(height=1),
                 self.messages,
                 ft.Divider(height=1),
                 ft.Container(padding=ft.Padding.symmetric(horizontal=12, vertical=8),
-                             content=ft.Column([ft.Row([self.composer, self.send_button]), self.composer_error],
+                             content=ft.Column([self.composer_row, self.composer_error],
                                                spacing=4)),
             ],
         )
@@ -292,6 +366,15 @@ class ConversationPane:
         # Bubbles are reused while their line is unchanged: Flet diffs by control, so a reused
         # bubble costs nothing on update, and a new message sends one bubble, not the whole list.
         self._bubbles: dict[int, tuple[tuple[object, ...], ft.Control]] = {}
+        self._separators: dict[tuple[object, str], ft.Control] = {}
+
+    def set_narrow(self, narrow: bool) -> None:
+        self.narrow = narrow
+        self._bubbles = {}  # their side margins depend on the width
+
+    def focus_composer(self) -> None:
+        self.composer.request_focus()
+        update(self.composer)
 
     def render(self) -> None:
         conv = self.controller.current
@@ -304,7 +387,7 @@ class ConversationPane:
             self._shown_key = conv.key
             self.composer_error.visible = False
             self._bubbles = {}
-        self.title.value = conv.title
+        self.title.value = sanitize(conv.title)
         st = self.controller.state
         if conv.kind is Kind.GROUP:
             g = st.groups.get(conv.name.casefold())
@@ -313,22 +396,45 @@ class ConversationPane:
         else:
             online = [p.realm for p in st.online if p.user.casefold() == conv.name.casefold()]
             self.subtitle.value = f"online on realm {', '.join(online)}" if online else "private chat"
-        self.send_file_button.visible = conv.kind is Kind.PRIVATE
-        self.leave_button.visible = conv.kind is Kind.GROUP
+        self.back_button.visible = self.narrow
+        self.send_file_button.visible = conv.kind is Kind.PRIVATE and not self.narrow
+        self.leave_button.visible = conv.kind is Kind.GROUP and not self.narrow
+        self.send_file_icon.visible = conv.kind is Kind.PRIVATE and self.narrow
+        self.leave_icon.visible = conv.kind is Kind.GROUP and self.narrow
         lines: list[ft.Control] = []
         if not conv.history_loaded and not conv.history_error:
             lines.append(ft.Text("loading history…", size=12, italic=True))
         if conv.history_error:
             lines.append(ft.Text(conv.history_error, size=12, color=ft.Colors.ERROR))
-        lines.extend(self._cached_bubble(line, conv) for line in conv.lines)
+        day: object = None
+        for line in conv.lines:
+            # A separator before the first line of each day (in the viewer's time zone).
+            line_day = local_date(line.ts, st.tz)
+            if line_day is not None and line_day != day and line.ts is not None:
+                day = line_day
+                lines.append(self._separator(line_day, day_label(line.ts, tz=st.tz)))
+            lines.append(self._cached_bubble(line, conv))
         if conv.history_loaded and not conv.lines:
             lines.append(ft.Text("No messages yet. Say hello!", size=12, color=ft.Colors.ON_SURFACE_VARIANT))
         self.messages.controls = lines
 
+    def _separator(self, day: object, label: str) -> ft.Control:
+        key = (day, label)
+        control = self._separators.get(key)
+        if control is None:
+            control = ft.Row(
+                [ft.Container(ft.Divider(height=1), expand=True),
+                 ft.Text(label, size=11, weight=ft.FontWeight.BOLD, color=ft.Colors.ON_SURFACE_VARIANT),
+                 ft.Container(ft.Divider(height=1), expand=True)],
+                spacing=8, vertical_alignment=ft.CrossAxisAlignment.CENTER,
+            )
+            self._separators[key] = control
+        return control
+
     def _cached_bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
         st = self.controller.state
         file_id = line.file.id if line.file is not None else None
-        version = (line.sender, line.text, line.ts, line.id, line.pending, line.error, line.time_label,
+        version = (line.sender, line.text, line.ts, line.id, line.pending, line.error, clock(line.ts, st.tz),
                    st.saved_files.get(file_id) if file_id is not None else None,
                    file_id in st.incoming_files)
         cached = self._bubbles.get(id(line))
@@ -340,8 +446,8 @@ class ConversationPane:
 
     def _bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
         head = ft.Row(
-            [ft.Text("you" if line.own else line.sender, size=12, weight=ft.FontWeight.BOLD),
-             ft.Text(line.time_label, size=11, color=ft.Colors.ON_SURFACE_VARIANT)],
+            [ft.Text("you" if line.own else sanitize(line.sender), size=12, weight=ft.FontWeight.BOLD),
+             ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)],
             spacing=8, tight=True,
         )
         # Not selectable: selectable text turns into an editable-text node for screen readers
@@ -350,7 +456,11 @@ class ConversationPane:
         if line.pending:
             body.append(ft.Text("sending…", size=11, italic=True, color=ft.Colors.ON_SURFACE_VARIANT))
         if line.error:
+            async def retry(e: ft.Event[ft.Control], line: ChatLine = line) -> None:
+                await self._retry(line)
+
             body.append(ft.Text(f"not sent: {line.error}", size=11, color=ft.Colors.ERROR))
+            body.append(ft.TextButton("Retry", icon=ft.Icons.REFRESH, on_click=retry))
         if line.kind is LineKind.FILE and line.file is not None and not line.own:
             saved = self.controller.state.saved_files.get(line.file.id)
             if saved:
@@ -366,10 +476,11 @@ class ConversationPane:
             border_radius=12,
             bgcolor=ft.Colors.PRIMARY_CONTAINER if line.own else ft.Colors.SURFACE_CONTAINER_HIGHEST,
         )
+        margin = 32 if self.narrow else 80
         return ft.Container(
             content=bubble,
             alignment=ft.Alignment.CENTER_RIGHT if line.own else ft.Alignment.CENTER_LEFT,
-            padding=ft.Padding.only(left=80) if line.own else ft.Padding.only(right=80),
+            padding=ft.Padding.only(left=margin) if line.own else ft.Padding.only(right=margin),
         )
 
     # ---- actions -----------------------------------------------------------------------------
@@ -384,10 +495,32 @@ class ConversationPane:
         try:
             await self.controller.send(text)
         except ChatError as err:
+            # The text comes back (unless something new was typed meanwhile); the failed line
+            # also offers Retry, which clears it from here once sent.
+            if not self.composer.value:
+                self.composer.value = text
+            self.composer_error.value = f"not sent: {err.message}"
+            self.composer_error.visible = True
+            update(self.composer, self.composer_error)
+        if e.control is not self.composer:
+            # Sent with the button: the focus went to it; give the message box the focus back.
+            self.focus_composer()
+
+    async def _retry(self, line: ChatLine) -> None:
+        try:
+            await self.controller.retry(line)
+        except ChatError as err:
             self.composer_error.value = f"not sent: {err.message}"
             self.composer_error.visible = True
             update(self.composer_error)
-        await self.composer.focus()
+            return
+        if (self.composer.value or "").strip() == line.text:
+            self.composer.value = ""
+        self.composer_error.visible = False
+        update(self.composer, self.composer_error)
+
+    async def _back(self, e: ft.Event[ft.Control]) -> None:
+        await self.on_back()
 
     async def _send_file(self, e: ft.Event[ft.Control]) -> None:
         conv = self.controller.current
@@ -406,23 +539,60 @@ class ConversationPane:
 
 class ChatView:
     def __init__(self, controller: ChatController, files: FileActions,
-                 on_logout: Callable[[], Awaitable[None]], on_error: Callable[[str], None]) -> None:
+                 on_logout: Callable[[], Awaitable[None]], on_error: Callable[[str], None],
+                 narrow: bool = False) -> None:
         self.controller = controller
         self.header = Header(controller, on_logout)
-        self.sidebar = Sidebar(controller, files, self.open, on_error)
-        self.pane = ConversationPane(controller, files, on_error)
-        self.root = ft.Column(
-            expand=True, spacing=0,
-            controls=[self.header.root,
-                      ft.Row([self.sidebar.root, ft.VerticalDivider(width=1), self.pane.root],
-                             expand=True, spacing=0, vertical_alignment=ft.CrossAxisAlignment.STRETCH)],
-        )
+        self.sidebar = Sidebar(controller, files, self.open, on_error, self.focus_after_dialog)
+        self.pane = ConversationPane(controller, files, on_error, self.back)
+        self.divider = ft.VerticalDivider(width=1)
+        self.body = ft.Row(expand=True, spacing=0, vertical_alignment=ft.CrossAxisAlignment.STRETCH)
+        self.root = ft.Column(expand=True, spacing=0, controls=[self.header.root, self.body])
+        self.narrow = narrow
+        self.set_narrow(narrow)
         self.render(set(Change))
+
+    def set_narrow(self, narrow: bool) -> None:
+        self.narrow = narrow
+        self.header.set_narrow(narrow)
+        self.sidebar.set_narrow(narrow)
+        self.pane.set_narrow(narrow)
+        self._layout()
+        self.pane.render()
+
+    def _layout(self) -> None:
+        """Wide: list and conversation side by side. Narrow: the open conversation, else the list."""
+        if not self.narrow:
+            wanted: list[ft.Control] = [self.sidebar.root, self.divider, self.pane.root]
+        elif self.controller.current is not None:
+            wanted = [self.pane.root]
+        else:
+            wanted = [self.sidebar.root]
+        if self.body.controls != wanted:
+            self.body.controls = wanted
 
     async def open(self, key: str) -> None:
         await self.controller.open_conversation(key)
+        # The conversation is on screen once rendered; then the message box takes the focus, so
+        # the user can type at once.
+        self._layout()
+        self.pane.render()
+        update(self.root)
+        self.pane.focus_composer()
+
+    async def focus_after_dialog(self) -> None:
+        # A closing dialog hands the focus back to what had it before (the button that opened
+        # it) once its exit transition ends; a new message box after that takes it back.
+        await asyncio.sleep(DIALOG_EXIT)
+        if self.controller.current is not None:
+            self.pane.focus_composer()
+
+    async def back(self) -> None:
+        self.controller.close_conversation()
 
     def render(self, changes: set[Change]) -> None:
+        if changes & {Change.CONVERSATIONS, Change.MESSAGES}:
+            self._layout()
         if Change.STATUS in changes:
             self.header.render()
         if Change.CONVERSATIONS in changes:

@@ -40,8 +40,7 @@ class ConnectView:
         self.busy = ft.ProgressRing(width=18, height=18, stroke_width=2, visible=False)
         self.status = ft.Text("", size=13)  # notices ("You are logged out.")
         self.connection = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT)  # connection state
-        card = ft.Card(
-            content=ft.Container(
+        self.card_box = ft.Container(
                 padding=24,
                 width=440,
                 content=ft.Column(
@@ -60,9 +59,14 @@ class ConnectView:
                         self.connection,
                     ],
                 ),
-            ),
-        )
-        self.root = ft.Container(content=card, alignment=ft.Alignment.CENTER, expand=True)
+            )
+        card = ft.Card(content=self.card_box)
+        self.root = ft.Container(content=card, alignment=ft.Alignment.CENTER, expand=True, padding=8)
+
+    def set_narrow(self, narrow: bool) -> None:
+        """On a phone the form takes the screen's width instead of a fixed 440 px."""
+        self.card_box.width = None if narrow else 440
+        self.card_box.padding = 16 if narrow else 24
 
     async def load_prefs(self) -> None:
         """Fills the fields with the remembered realm and user name."""

@@ -12,7 +12,10 @@ from realmchat.errors import ChatError
 from .common import update
 
 
-def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaitable[None]]) -> ft.AlertDialog:
+def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaitable[None]],
+             after: Callable[[], Awaitable[None]] | None = None) -> ft.AlertDialog:
+    """`after` runs once the dialog is closed after a successful submit (e.g. to move the focus:
+    a closing dialog gives the focus back to what had it before)."""
     page = ft.context.page
     field = ft.TextField(label=label, autofocus=True, dense=True, width=320)
     busy = ft.ProgressRing(width=16, height=16, stroke_width=2, visible=False)
@@ -34,6 +37,8 @@ def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaita
             update(field, busy)
             return
         page.pop_dialog()
+        if after is not None:
+            await after()
 
     def cancel(e: ft.Event[ft.Control]) -> None:
         page.pop_dialog()

@@ -576,10 +576,11 @@ class PostgresStorage(Storage):
             raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
         return GroupRecord(g["key"], g["name"])
 
-    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str) -> GroupRecord:
+    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str,
+                            hint: str = ": joingroup first") -> GroupRecord:
         g = await self._group(c, group_key)
         if await c.fetchval("SELECT 1 FROM members WHERE group_key=$1 AND user_key=$2", group_key, user_key) is None:
-            raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
+            raise PermissionDenied(f"you are not a member of {g.name!r}{hint}")
         return g
 
     async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
@@ -620,7 +621,7 @@ class PostgresStorage(Storage):
         _no_nul(key)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
-            g = await self._check_member(c, key, user.key)
+            g = await self._check_member(c, key, user.key, ", so there is nothing to leave")
             await c.execute("DELETE FROM members WHERE group_key=$1 AND user_key=$2", key, user.key)
             await c.execute("DELETE FROM undelivered WHERE user_key=$1 AND group_key=$2", user.key, key)
             return g

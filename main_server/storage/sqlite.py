@@ -440,11 +440,12 @@ class SQLiteStorage(Storage):
             raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
         return GroupRecord(g["key"], g["name"])
 
-    def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str) -> GroupRecord:
+    def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str,
+                      hint: str = ": joingroup first") -> GroupRecord:
         g = self._group(c, group_key)
         if c.execute("SELECT 1 FROM members WHERE group_key=? AND user_key=?",
                      (group_key, user_key)).fetchone() is None:
-            raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
+            raise PermissionDenied(f"you are not a member of {g.name!r}{hint}")
         return g
 
     async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
@@ -481,7 +482,7 @@ class SQLiteStorage(Storage):
 
     async def leave_group(self, key: str, user: User) -> GroupRecord:
         def op(c: sqlite3.Connection) -> GroupRecord:
-            g = self._check_member(c, key, user.key)
+            g = self._check_member(c, key, user.key, ", so there is nothing to leave")
             c.execute("DELETE FROM members WHERE group_key=? AND user_key=?", (key, user.key))
             c.execute("DELETE FROM undelivered WHERE user_key=? AND group_key=?", (user.key, key))
             return g
