@@ -125,8 +125,6 @@ def parse_line(line: str) -> Command | None:
     if verb in ("register", "auth") and len(args) > spec.max_args:
         raise InvalidArgument(f"passwords cannot contain spaces; usage: {spec.usage}")
     if not spec.min_args <= len(args) <= spec.max_args:
-        if verb in ("register", "auth") and len(args) > spec.max_args:
-            raise InvalidArgument(f"usage: {spec.usage} (passwords cannot contain spaces)")
         raise InvalidArgument(f"usage: {spec.usage}")
     if verb == "receivefile" and args:
         _parse_count(args[0], "file ID", 1 << 62)

@@ -284,7 +284,7 @@ async def test_password_rules_are_the_same_on_both_edges(stack: Stack, uname: Na
     r = await c.err(f"register {uname('pw')} Password123", "INVALID_ARGUMENT")
     assert "too easy to guess" in r["message"]
     r = await c.err(f"register {uname('pw')} two words", "INVALID_ARGUMENT")
-    assert r["message"] == "usage: register USER PASS (passwords cannot contain spaces)"
+    assert r["message"] == "passwords cannot contain spaces; usage: register USER PASS"
     g = Grpc(stack.main.addr)
     try:
         for pw, msg in (("correct horse battery", "must not contain spaces"), ("tab\tinside-pw", "must not contain"),
