@@ -38,6 +38,7 @@ from typing import Any
 
 from realmchat.errors import ChatError, Internal, InvalidArgument, Unavailable, error_for
 from realmchat.framing import LINE_TOO_LONG, LineReader
+from realmchat.seen import SeenIds
 from realmchat.textproto import base_file_name, decode
 
 from .models import (
@@ -204,8 +205,7 @@ class ChatClient:
         # Message ids this client has handed out: the realm promises each one once per
         # connection; across a reconnect (a realm that died before reporting a delivery) a
         # message can come again, and is dropped here.
-        self._seen_ids: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        self._seen = SeenIds(SEEN_IDS_MAX)
 
     # ---- connection ---------------------------------------------------------------------
 
@@ -438,20 +438,11 @@ class ChatClient:
             fut.set_result(result)
         return True
 
-    def _first_sight(self, msg_id: int) -> bool:
-        if msg_id in self._seen_ids:
-            return False
-        self._seen_ids.add(msg_id)
-        self._seen_order.append(msg_id)
-        if len(self._seen_order) > SEEN_IDS_MAX:
-            self._seen_ids.discard(self._seen_order.popleft())
-        return True
-
     def _on_server_event(self, obj: dict[str, Any]) -> None:
         if obj.get("event") == "hello":
             return  # only expected once, at connect
         ev = event_from_wire(obj)
-        if isinstance(ev, MessageEvent) and ev.message.id and not self._first_sight(ev.message.id):
+        if isinstance(ev, MessageEvent) and ev.message.id and not self._seen.first_sight(ev.message.id):
             return
         self._emit(ev)
         if isinstance(ev, SessionEvent) and ev.state == "expired":
@@ -669,7 +660,7 @@ class ChatClient:
         while True:
             r = await self._call(line)
             page = [Message.from_wire(m) for m in r.get("messages", []) if isinstance(m, dict)]
-            out.extend(m for m in page if not m.id or self._first_sight(m.id))
+            out.extend(m for m in page if not m.id or self._seen.first_sight(m.id))
             # "more" means another page waits; an empty page with more=true would loop forever.
             if not r.get("more") or not page:
                 return out

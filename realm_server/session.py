@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from realmchat.framing import LineReader
+from realmchat.seen import SeenIds
 
 log = logging.getLogger(__name__)
 SEEN_IDS = 4096
@@ -164,18 +165,11 @@ class Session:
         self._writer_task = asyncio.create_task(self._write_loop())
         # Message ids this session was sent lately: after a main restart, main re-sends what it
         # could not confirm as sent, and a session must not see a message twice.
-        self._seen: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        self._seen = SeenIds(SEEN_IDS)
 
     def first_sight(self, msg_id: int) -> bool:
         """True the first time a message id is pushed to this session (bounded memory)."""
-        if msg_id in self._seen:
-            return False
-        self._seen.add(msg_id)
-        self._seen_order.append(msg_id)
-        if len(self._seen_order) > SEEN_IDS:
-            self._seen.discard(self._seen_order.popleft())
-        return True
+        return self._seen.first_sight(msg_id)
 
     @property
     def authed(self) -> bool:
@@ -190,7 +184,6 @@ class Session:
         self.user, self.token, self.session_id = "", "", 0
         self.unauth_since = asyncio.get_running_loop().time()
         self._seen.clear()
-        self._seen_order.clear()
         q: deque[Tagged | Stream | None] = self._out._queue  # type: ignore[attr-defined]
         dropped: list[Tag] = []
         kept: list[Tagged | Stream | None] = []
