@@ -115,13 +115,19 @@ class Hub:
 
     # ---- delivery reports --------------------------------------------------------------------
 
-    def written(self, link_id: str, pairs: list[tuple[int, int]]) -> None:
+    def written(self, link_id: str, pairs: list[tuple[int, int]], whole: list[int] | None = None) -> None:
+        out = Outcome()
+        for seq in whole or ():
+            out.add(self.ledger.written_all(link_id, seq))
         for seq, sid in pairs:
-            self._report(self.ledger.written(link_id, seq, sid))
+            out.add(self.ledger.written(link_id, seq, sid))
+        self._report(out)
 
     def dropped(self, link_id: str, pairs: list[tuple[int, int]]) -> None:
+        out = Outcome()
         for seq, sid in pairs:
-            self._report(self.ledger.dropped(link_id, seq, sid))
+            out.add(self.ledger.dropped(link_id, seq, sid))
+        self._report(out)
 
     def local_sessions(self) -> list[tuple[int, str, str]]:
         """(session id, user key, user name) of every attached session."""

@@ -52,6 +52,10 @@ class Outcome:
     def __bool__(self) -> bool:
         return bool(self.delivered or self.returned)
 
+    def add(self, other: Outcome) -> None:
+        self.delivered += other.delivered
+        self.returned += other.returned
+
 
 class UnknownLink(KeyError):
     pass
@@ -132,6 +136,23 @@ class Ledger:
         self._forget_if_done(link, seq, d)
         return out
 
+    def written_all(self, link: str, seq: int) -> Outcome:
+        """Every target of the delivery that is still open was written (the common case, said
+        once for a whole fan-out)."""
+        out = Outcome()
+        state = self._links.get(link)
+        d = state.deliveries.pop(seq, None) if state else None
+        if d is None:
+            return out
+        for user, ids in d.entries.items():
+            for msg in ids:
+                e = self._entries[(user, msg)]
+                if not e.delivered:
+                    e.delivered = True
+                    out.delivered.append((user, msg))
+                self._end_flight((user, msg), out)
+        return out
+
     def dropped(self, link: str, seq: int, session: int) -> Outcome:
         """The delivery was not written to this session (and never will be)."""
         out = Outcome()
@@ -152,9 +173,7 @@ class Ledger:
         if state is None:
             return out
         for seq in [s for s, d in state.deliveries.items() if session in d.targets]:
-            more = self.dropped(link, seq, session)
-            out.delivered += more.delivered
-            out.returned += more.returned
+            out.add(self.dropped(link, seq, session))
         return out
 
     def committed(self, entries: Iterable[Entry]) -> None:

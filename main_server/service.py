@@ -313,11 +313,12 @@ class ChatService:
     def close_channel(self, channel: Channel) -> None:
         self.hub.close_channel(channel)
 
-    def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]]) -> None:
+    def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]],
+              written_all: list[int]) -> None:
         """A realm's report on its link's deliveries (see main_server/ledger.py)."""
         if link_id not in self.hub.channels:
             return  # a closed link: everything on it went back to undelivered already
-        self.hub.written(link_id, written)
+        self.hub.written(link_id, written, written_all)
         self.hub.dropped(link_id, dropped)
 
     def _on_outcome(self, out: Outcome) -> None:

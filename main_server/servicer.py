@@ -320,7 +320,7 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary(Access.REALM)
     async def AckEvents(self, request: pb.AckEventsRequest, _: None, identity: Identity) -> pb.AckEventsResponse:
         self.service.acked(request.link_id, [(d.seq, d.session_id) for d in request.written],
-                           [(d.seq, d.session_id) for d in request.dropped])
+                           [(d.seq, d.session_id) for d in request.dropped], list(request.written_all))
         return pb.AckEventsResponse()
 
     @unary(Access.REALM_USER)

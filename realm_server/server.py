@@ -132,6 +132,8 @@ class Realm:
             return
         events(kind).inc(len(ev.session_ids))
         link, seq = self.upstream.link_id, ev.seq
+        if seq:
+            self.upstream.expect(link, seq, len(ev.session_ids))
         written: list[Tag] = []
         dropped: list[Tag] = []
         # Encoded once, written to every target session.

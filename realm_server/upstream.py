@@ -61,21 +61,47 @@ class Upstream:
         self.relay = Relay(lambda: self.stub, self.credential)
         self._written: list[Tag] = []
         self._dropped: list[Tag] = []
+        self._written_all: list[tuple[str, int]] = []
+        # Fan-out events: (link, seq) -> [targets not yet reported, written tags so far]. When
+        # every target was written, one seq says so instead of a pair per session.
+        self._expect: dict[tuple[str, int], tuple[list[int], list[Tag]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_now = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def expect(self, link: str, seq: int, targets: int) -> None:
+        """A delivery went to this many sessions (each will be reported written or dropped)."""
+        if targets > 1:
+            self._expect[(link, seq)] = ([targets], [])
+
     def report(self, written: list[Tag], dropped: list[Tag]) -> None:
         """What the realm did with deliveries: sent to main in coalesced AckEvents calls."""
-        self._written += written
-        self._dropped += dropped
+        for tag in written:
+            e = self._expect.get((tag[0], tag[1]))
+            if e is None:
+                self._written.append(tag)
+                continue
+            e[0][0] -= 1
+            e[1].append(tag)
+            if not e[0][0]:
+                del self._expect[(tag[0], tag[1])]
+                self._written_all.append((tag[0], tag[1]))
+        for tag in dropped:
+            e = self._expect.pop((tag[0], tag[1]), None)
+            if e is not None:  # not all written: this delivery is reported pair by pair
+                self._written += e[1]
+            self._dropped.append(tag)
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._send_acks())
 
     async def flush_reports(self) -> None:
         """Sends what is reported so far now and waits for it: a session's deliveries must
         reach main before its Logout does (or main would count written ones as dropped)."""
-        if self._written or self._dropped:
+        # Half-reported fan-outs go pair by pair: the written ones must not wait behind a Logout.
+        for _, tags in self._expect.values():
+            self._written += tags
+            tags.clear()
+        if self._written or self._dropped or self._written_all:
             self.report([], [])
         if self._ack_task is not None and not self._ack_task.done():
             self._ack_now.set()
@@ -87,13 +113,16 @@ class Upstream:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ack_now.wait(), ACK_DELAY_S)
         self._ack_now.clear()
-        while self._written or self._dropped:
+        while self._written or self._dropped or self._written_all:
             per_link: dict[str, pb.AckEventsRequest] = {}
             for tags, field in ((self._written[:ACK_MAX], "written"), (self._dropped[:ACK_MAX], "dropped")):
                 for link, seq, sid in tags:
                     req = per_link.get(link) or per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
                     getattr(req, field).add(seq=seq, session_id=sid)
-            del self._written[:ACK_MAX], self._dropped[:ACK_MAX]
+            for link, seq in self._written_all[:ACK_MAX]:
+                req = per_link.get(link) or per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
+                req.written_all.append(seq)
+            del self._written[:ACK_MAX], self._dropped[:ACK_MAX], self._written_all[:ACK_MAX]
             for req in per_link.values():
                 try:
                     await self.call("AckEvents", req)

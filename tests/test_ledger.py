@@ -65,6 +65,16 @@ def test_group_event_users_resolve_independently() -> None:
     assert lg.pending("L") == 0, "dave's target carries no entry: nothing to wait for"
 
 
+def test_written_all_resolves_every_open_target_of_a_fan_out() -> None:
+    lg = ledger()
+    seq = lg.record("L", {1: "bob", 2: "carol", 3: "dave"}, {"bob": [7], "carol": [7], "dave": [7]})
+    assert lg.written("L", seq, 1).delivered == [("bob", 7)], "one reported on its own first"
+    out = lg.written_all("L", seq)
+    assert sorted(out.delivered) == [("carol", 7), ("dave", 7)] and not out.returned
+    assert lg.pending("L") == 0
+    assert not lg.written_all("L", seq), "said twice: nothing more"
+
+
 def test_close_mid_flight_returns_everything_not_written() -> None:
     lg = ledger()
     s1 = lg.record("L", {1: "bob"}, {"bob": [1]})
@@ -183,6 +193,12 @@ class LedgerModel(RuleBasedStateMachine):
         link, seq, targets = self.sent[i % len(self.sent)]
         sid = sorted(targets)[i % len(targets)]
         self._apply((self.lg.written if write else self.lg.dropped)(link, seq, sid))
+
+    @rule(i=st.integers(0, 30))
+    def ack_all(self, i: int) -> None:
+        if self.sent:
+            link, seq, _ = self.sent[i % len(self.sent)]
+            self._apply(self.lg.written_all(link, seq))
 
     @rule(link=st.sampled_from(["A", "B"]))
     def close(self, link: str) -> None:
