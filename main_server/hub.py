@@ -164,7 +164,7 @@ class Hub:
                 log.warning("channel %s (%s) overloaded: closing it", ch.id[:8], ch.realm)
                 self.close_channel(ch)
                 continue
-            entries = {u: [message_id] for u in set(targets.values()) if u in track} if message_id else {}
+            entries = {u: [message_id] for u in set(targets.values()) if u in track} if message_id and track else {}
             ev = pb.Event(session_ids=list(targets), seq=self.ledger.record(ch.id, targets, entries))
             fill(ev)
             ch.queue.put_nowait(Outgoing(ev, ev.ByteSize()))

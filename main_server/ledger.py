@@ -98,15 +98,19 @@ class Ledger:
 
     def record(self, link: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
         """A delivery about to be sent on the link; returns its seq. `entries` are the
-        undelivered entries it carries per user (users without targets are ignored)."""
+        undelivered entries it carries per user (users without targets are ignored). The
+        ledger keeps `targets` (the caller hands it over)."""
         state = self._links.get(link)
         if state is None:
             raise UnknownLink(link)
         seq = state.next_seq
         state.next_seq += 1
-        carried = {u: list(ids) for u, ids in entries.items() if ids and u in targets.values()}
+        if not entries:
+            return seq
+        users = set(targets.values())
+        carried = {u: list(ids) for u, ids in entries.items() if ids and u in users}
         if carried:
-            state.deliveries[seq] = _Delivery(dict(targets), carried)
+            state.deliveries[seq] = _Delivery(targets, carried)
             for user, ids in carried.items():
                 for msg in ids:
                     e = self._entries.get((user, msg))

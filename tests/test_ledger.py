@@ -181,7 +181,7 @@ class LedgerModel(RuleBasedStateMachine):
         targets = {i + (100 if link == "B" else 0): u for i, u in enumerate(users)}
         msg = self.next_msg
         self.next_msg += 1
-        seq = self.lg.record(link, targets, {u: [msg] for u in set(users)})
+        seq = self.lg.record(link, dict(targets), {u: [msg] for u in set(users)})
         self.sent.append((link, seq, targets))
         for u in set(users):
             self.recorded[(u, msg)] = self.recorded.get((u, msg), 0) + 1
