@@ -30,12 +30,6 @@ class _Delivery:
 
 
 @dataclass(slots=True)
-class _EntryState:
-    flights: int = 0  # deliveries carrying this entry that have not ended
-    delivered: bool = False  # written somewhere: its deletion is committed or on its way
-
-
-@dataclass(slots=True)
 class _Link:
     next_seq: int = 1
     deliveries: dict[int, _Delivery] = field(default_factory=dict)
@@ -64,10 +58,14 @@ class UnknownLink(KeyError):
 class Ledger:
     def __init__(self) -> None:
         self._links: dict[str, _Link] = {}
-        self._entries: dict[Entry, _EntryState] = {}
-        self._by_user: dict[str, set[int]] = {}  # user -> message ids in _entries
+        # An entry is known while deliveries carry it or its delivery awaits its commit: how many
+        # deliveries carry it (flights), and whether it was written somewhere (delivered). Plain
+        # dict and set, not an object per entry: a fan-out records one per recipient.
+        self._flights: dict[Entry, int] = {}
+        self._delivered: set[Entry] = set()
+        self._by_user: dict[str, set[int]] = {}  # user -> message ids of known entries
         self._reads: dict[str, int] = {}  # user -> inbox reads under way
-        self._gone: dict[str, set[int]] = {}  # user -> ids left _entries during those reads
+        self._gone: dict[str, set[int]] = {}  # user -> ids forgotten during those reads
 
     # ---- links -------------------------------------------------------------------------------
 
@@ -111,13 +109,15 @@ class Ledger:
         carried = {u: list(ids) for u, ids in entries.items() if ids and u in users}
         if carried:
             state.deliveries[seq] = _Delivery(targets, carried)
+            flights = self._flights
             for user, ids in carried.items():
                 for msg in ids:
-                    e = self._entries.get((user, msg))
-                    if e is None:
-                        e = self._entries[(user, msg)] = _EntryState()
+                    n = flights.get((user, msg))
+                    if n is None:
+                        flights[(user, msg)] = 1
                         self._by_user.setdefault(user, set()).add(msg)
-                    e.flights += 1
+                    else:
+                        flights[(user, msg)] = n + 1
         return seq
 
     def written(self, link: str, seq: int, session: int) -> Outcome:
@@ -132,11 +132,7 @@ class Ledger:
         for sid in [s for s, u in d.targets.items() if u == user]:
             del d.targets[sid]
         for msg in ids or ():
-            e = self._entries[(user, msg)]
-            if not e.delivered:
-                e.delivered = True
-                out.delivered.append((user, msg))
-            self._end_flight((user, msg), out)
+            self._deliver((user, msg), out)
         self._forget_if_done(link, seq, d)
         return out
 
@@ -150,11 +146,7 @@ class Ledger:
             return out
         for user, ids in d.entries.items():
             for msg in ids:
-                e = self._entries[(user, msg)]
-                if not e.delivered:
-                    e.delivered = True
-                    out.delivered.append((user, msg))
-                self._end_flight((user, msg), out)
+                self._deliver((user, msg), out)
         return out
 
     def dropped(self, link: str, seq: int, session: int) -> Outcome:
@@ -183,10 +175,9 @@ class Ledger:
     def committed(self, entries: Iterable[Entry]) -> None:
         """These delivered entries are deleted from undelivered, durably."""
         for entry in entries:
-            e = self._entries.get(entry)
-            if e is not None and e.delivered:
-                e.delivered = False  # now only the flights keep it, if any
-                if e.flights == 0:
+            if entry in self._delivered:
+                self._delivered.discard(entry)  # now only the flights keep it, if any
+                if entry not in self._flights:
                     self._remove(entry)
 
     # ---- inbox reads -------------------------------------------------------------------------
@@ -223,16 +214,23 @@ class Ledger:
         if not d.entries:
             self._links[link].deliveries.pop(seq, None)
 
+    def _deliver(self, entry: Entry, out: Outcome) -> None:
+        if entry not in self._delivered:
+            self._delivered.add(entry)
+            out.delivered.append(entry)
+        self._end_flight(entry, out)
+
     def _end_flight(self, entry: Entry, out: Outcome) -> None:
-        e = self._entries[entry]
-        e.flights -= 1
-        if e.flights > 0 or e.delivered:
+        n = self._flights[entry] - 1
+        if n > 0:
+            self._flights[entry] = n
             return
-        self._remove(entry)
-        out.returned.append(entry)
+        del self._flights[entry]
+        if entry not in self._delivered:
+            self._remove(entry)
+            out.returned.append(entry)
 
     def _remove(self, entry: Entry) -> None:
-        del self._entries[entry]
         user, msg = entry
         ids = self._by_user[user]
         ids.discard(msg)
