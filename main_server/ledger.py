@@ -96,8 +96,8 @@ class Ledger:
 
     def record(self, link: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
         """A delivery about to be sent on the link; returns its seq. `entries` are the
-        undelivered entries it carries per user (users without targets are ignored). The
-        ledger keeps `targets` (the caller hands it over)."""
+        undelivered entries it carries per user; every such user is among the targets. The
+        ledger keeps both dicts (the caller hands them over)."""
         state = self._links.get(link)
         if state is None:
             raise UnknownLink(link)
@@ -105,19 +105,20 @@ class Ledger:
         state.next_seq += 1
         if not entries:
             return seq
-        users = set(targets.values())
-        carried = {u: list(ids) for u, ids in entries.items() if ids and u in users}
-        if carried:
-            state.deliveries[seq] = _Delivery(targets, carried)
-            flights = self._flights
-            for user, ids in carried.items():
-                for msg in ids:
-                    n = flights.get((user, msg))
-                    if n is None:
-                        flights[(user, msg)] = 1
-                        self._by_user.setdefault(user, set()).add(msg)
+        state.deliveries[seq] = _Delivery(targets, entries)
+        flights, by_user = self._flights, self._by_user
+        for user, ids in entries.items():
+            for msg in ids:
+                n = flights.get((user, msg))
+                if n is None:
+                    flights[(user, msg)] = 1
+                    known = by_user.get(user)
+                    if known is None:
+                        by_user[user] = {msg}
                     else:
-                        flights[(user, msg)] = n + 1
+                        known.add(msg)
+                else:
+                    flights[(user, msg)] = n + 1
         return seq
 
     def written(self, link: str, seq: int, session: int) -> Outcome:

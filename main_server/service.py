@@ -424,7 +424,7 @@ class ChatService:
             channel = self.hub.channel_of(sid, user)
             if channel is None:  # the link closed while storage answered
                 raise Unavailable(RELINKING)
-            seq = ledger.record(channel.id, {sid: user}, {user: ids})
+            seq = ledger.record(channel.id, {sid: user}, {user: ids} if ids else {})
             return Page(page, more or cut, seq, channel.id)
         link = f"call-{next(self._direct_calls)}"
         ledger.open(link)
