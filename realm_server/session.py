@@ -116,7 +116,7 @@ class Unacked:
 SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet transmitted
 ACK_GRACE_S = 0.5  # a closing connection waits for the client's last acknowledgements...
 ACK_STALL_S = 0.25  # ...until they stop coming for this long (delayed ACKs take up to 200 ms)
-ACK_POLL_MIN_S = 0.002
+ACK_POLL_MIN_S = 0.01  # acks need not be prompt (main batches them): few polls per connection
 ACK_POLL_MAX_S = 0.05
 CLOSE_ACK_WAIT_S = 2.0
 
