@@ -124,6 +124,18 @@ class Grpc:
     async def close(self) -> None:
         await self.channel.close()
 
+    async def until_refused(self, token: str, within: float, why: str) -> float:
+        """Calls Who with the token until main answers UNAUTHENTICATED; the seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            try:
+                await self.stub.Who(pb.WhoRequest(), metadata=bearer(token), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAUTHENTICATED
+                return time.monotonic() - t0
+            assert time.monotonic() - t0 < within, why
+            await asyncio.sleep(0.05)
+
 
 
 

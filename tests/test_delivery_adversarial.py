@@ -246,6 +246,9 @@ async def test_realm_only_calls_refuse_users_and_strangers(open_stack: Stack, un
 
     async def relay_code(md: Any) -> grpc.StatusCode:
         async def calls() -> Any:
+            # Sent only after a moment: a write racing main's refusal turns its status into
+            # INTERNAL on the client side (grpcio; see realmchat/rpc.py CORE_WRITE_RACE).
+            await asyncio.sleep(0.5)
             yield pb.RelayRequests(calls=[pb.RelayCall(id=1, method="Who", token=token)])
 
         try:

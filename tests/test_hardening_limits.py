@@ -110,7 +110,8 @@ async def test_a_full_realm_refuses_with_an_error_line(hstack: Stack) -> None:
     extra = await connect(host, port, hello=False)
     assert await read_to_end(extra) == [{"status": "ERROR", "code": "RESOURCE_EXHAUSTED",
                                          "message": "the realm is full: too many connections, try again later"}]
-    assert "the realm is full: 3 connections" in hstack.realms["small"].log()
+    await wait_until(lambda: "the realm is full: 3 connections" in hstack.realms["small"].log(), 5,
+                     "the realm to log that it is full")
     await clients[0].close()
     await asyncio.sleep(0.2)
     await (await connect(host, port)).ok("ping")
