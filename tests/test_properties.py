@@ -238,7 +238,7 @@ class Delivery(RuleBasedStateMachine):
             assert "event" in obj, obj
             self._count(user, [obj])
 
-    async def _quiet(self, wait: float = 0.15) -> None:
+    async def _quiet(self, wait: float = 0.5) -> None:
         """Everything in flight lands (and the realms report it to main) before a kill."""
         await asyncio.sleep(wait)
         for u, (c, _) in list(self.live.items()):
