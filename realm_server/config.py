@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
 
 def _add_hardening_options(p: EnvArgumentParser, d: RealmConfig) -> None:
     p.add_option("--max-send-queue-bytes", default=d.max_send_queue_bytes,
-                 help="bytes queued for a slow client before it is disconnected")
+                 help="bytes of events queued for a slow client before it is disconnected")
     p.add_option("--stall-timeout-s", default=d.stall_timeout_s,
                  help="a file payload or a write to the client that makes no progress this long closes it")
     p.add_option("--idle-timeout-s", default=d.idle_timeout_s,

@@ -158,6 +158,10 @@ class Session:
         self.close_reason = ""    # why the realm dropped the connection, for the log
         self._out: asyncio.Queue[Tagged | Stream | None] = asyncio.Queue()
         self._queued_bytes = 0    # bytes in _out, not yet handed to the transport
+        # The events among them. Only these decide whether a client "does not read": a reply
+        # the client asked for (up to the reply cap) may sit in the queue beside a few events
+        # without meaning anything; replies are bounded by wait_for_room instead.
+        self._event_bytes = 0
         self._room = asyncio.Event()  # set while _queued_bytes is under max_queue_bytes
         self._room.set()
         self._settled = asyncio.Event()  # set while no delivery is between write and report
@@ -190,6 +194,7 @@ class Session:
         for item in q:
             if isinstance(item, Tagged) and item.event:
                 self._queued_bytes -= len(item.line)
+                self._event_bytes -= len(item.line)
                 if item.tag:
                     dropped.append(item.tag)
             else:
@@ -208,6 +213,8 @@ class Session:
 
     def _put(self, item: Tagged) -> None:
         self._queued_bytes += len(item.line)
+        if item.event:
+            self._event_bytes += len(item.line)
         if self._queued_bytes >= self.max_queue_bytes:
             self._room.clear()
         self._out.put_nowait(item)
@@ -228,9 +235,9 @@ class Session:
             if tag:
                 self.report([], [tag])
             return
-        if self._out.qsize() >= self.max_queue or self._queued_bytes + len(line) > self.max_queue_bytes:
-            log.warning("%s (%s) does not read: %d lines, %d bytes queued; disconnecting", self.peer,
-                        self.user, self._out.qsize(), self._queued_bytes)
+        if self._out.qsize() >= self.max_queue or self._event_bytes + len(line) > self.max_queue_bytes:
+            log.warning("%s (%s) does not read: %d lines, %d bytes of events queued; disconnecting",
+                        self.peer, self.user, self._out.qsize(), self._event_bytes)
             self.close_reason = "send queue full"
             if tag:
                 self.report([], [tag])
@@ -329,6 +336,7 @@ class Session:
                 # Every line already queued goes out in one write (one syscall, not one per line).
                 lines = [item.line]
                 size = len(item.line)
+                events = size if item.event else 0
                 tags = [(size, item.tag)] if item.tag else []
                 q = self._out._queue  # type: ignore[attr-defined]
                 while q and isinstance(q[0], Tagged):
@@ -336,10 +344,13 @@ class Session:
                     assert isinstance(nxt, Tagged)
                     lines.append(nxt.line)
                     size += len(nxt.line)
+                    if nxt.event:
+                        events += len(nxt.line)
                     if nxt.tag:
                         tags.append((size, nxt.tag))
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 self._queued_bytes -= len(data)
+                self._event_bytes -= events
                 if self._queued_bytes < self.max_queue_bytes // 2:
                     self._room.set()
                 w.write(data)

@@ -122,6 +122,34 @@ async def test_oversized_inbox_is_paged_and_bystanders_are_unharmed(open_stack: 
     await asyncio.gather(abuse(), bystander())
 
 
+async def test_big_reply_waiting_beside_an_event_is_not_a_slow_reader(open_stack: Stack, uname: Names) -> None:
+    """A reply the client asked for, larger than the event queue bound, is still queued when a
+    message arrives: the client reads normally and must not be taken for one that does not."""
+    host, port = open_stack.realm("alpha")
+    reader, writer = uname("bq_reader"), uname("bq_writer")
+    cw = await login(host, port, writer)
+    await cw.ok(f"register {reader} pw-secret")
+    await send_many(cw, reader, 70, "z" * 16000)  # history replies of ~1 MiB (queue bound: 256 KiB)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    # Big replies asked for and not read yet: the first ones fill the socket buffers (a few MB),
+    # the last waits in the realm's queue; then a message is pushed.
+    asks = 8
+    sock.sendall(f"auth {reader} pw-secret\n".encode() + f"history {writer} 100\n".encode() * asks)
+    await asyncio.sleep(1.5)
+    sent = (await cw.ok(f"sendprivate {reader} while you read"))["id"]
+    await asyncio.sleep(0.5)
+    sock.sendall(b"quit\n")
+    lines = await asyncio.to_thread(raw_lines, sock)
+    sock.close()
+    assert not [x for x in lines if x.get("event") == "closing"], "cut off as a slow reader"
+    replies = [x for x in lines if "status" in x]
+    assert [x["status"] for x in replies] == ["OK"] * (asks + 2), [str(x)[:200] for x in replies]
+    assert all(r["messages"] and r["more"] for r in replies[1:-1])
+    exactly_once([sent], [x["id"] for x in lines if x.get("event") == "private"])
+
+
 # ---- 2. a slow reader cut off by the realm -----------------------------------------------------
 
 def raw_lines(sock: socket.socket) -> list[dict[str, Any]]:
