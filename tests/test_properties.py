@@ -450,13 +450,17 @@ class Delivery(RuleBasedStateMachine):
         self.run(go())
 
 
+EXAMPLES = int(os.environ.get("DELIVERY_EXAMPLES", "10"))
+
+
+@pytest.mark.timeout(60 + 20 * EXAMPLES)
 def test_delivery_state_machine(dstack: Stack) -> None:
     """Random runs of up to 30 steps; DELIVERY_EXAMPLES=60 for a longer hunt."""
     loop = asyncio.new_event_loop()
     Delivery.stack, Delivery.loop = dstack, loop
     try:
         run = Delivery.TestCase
-        run.settings = settings(max_examples=int(os.environ.get("DELIVERY_EXAMPLES", "10")), stateful_step_count=30,
+        run.settings = settings(max_examples=EXAMPLES, stateful_step_count=30,
                                 deadline=None,
                                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
         run("runTest").runTest()
