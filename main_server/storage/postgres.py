@@ -160,6 +160,14 @@ MIGRATIONS: list[str] = [
     END
     $fn$;
     """,
+    # One b-tree instead of two: every recipient of every message is inserted here and deleted
+    # once written. Keyed by (user, message), a delivery is found directly; an inbox page of
+    # one conversation walks the user's entries in id order and keeps its conversation's.
+    """
+    ALTER TABLE undelivered DROP CONSTRAINT undelivered_pkey;
+    DROP INDEX undelivered_by_msg;
+    ALTER TABLE undelivered ADD PRIMARY KEY (user_key, msg_id);
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.

@@ -104,6 +104,22 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX undelivered_by_msg ON undelivered(user_key, msg_id);
     """,
+    # One b-tree instead of two: every recipient of every message is inserted here and deleted
+    # once written, so the second index doubled the writer's work for the hottest rows. Keyed
+    # by (user, message), a delivery is found directly; an inbox page of one conversation walks
+    # the user's entries in id order and keeps its conversation's.
+    """
+    CREATE TABLE undelivered_v3 (
+        user_key TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        msg_id INTEGER NOT NULL REFERENCES messages(id),
+        PRIMARY KEY (user_key, msg_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO undelivered_v3(user_key, group_key, msg_id)
+        SELECT user_key, group_key, msg_id FROM undelivered;
+    DROP TABLE undelivered;
+    ALTER TABLE undelivered_v3 RENAME TO undelivered;
+    """,
 ]
 
 _STOP = object()
