@@ -68,7 +68,8 @@ PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
 # The terminal's own usage lines where they differ from the wire's (see module docstring).
 _LOCAL_USAGE = {
-    "sendfile": ("sendfile TO|#GROUP PATH", "send a local file to a user or a group (PATH may contain spaces)"),
+    "sendfile": ("sendfile TO PATH", "send a local file to a user, or to a group as #GROUP (PATH may contain "
+                                     "spaces; ~ is expanded)"),
     "receivefile": ("receivefile [ID]", "download every waiting file (or file ID) into the download dir"),
     "quit": ("quit", "leave (also: exit, Ctrl-D)"),
 }
