@@ -135,7 +135,7 @@ class MembersPanel:
             await self.controller.invite(user, group)
             self.on_info(f"invited {user} to #{group}")
 
-        ask_name(f"Invite to #{group}", "User to invite", "Invite", submit)
+        ask_name(f"Invite to #{group}", "User to invite", "Send invitation", submit)
 
     def _role_handler(self, user: str, role: str) -> Callable[[ft.Event[ft.Control]], Awaitable[None]]:
         async def go(e: ft.Event[ft.Control]) -> None:
