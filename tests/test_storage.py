@@ -271,8 +271,8 @@ async def test_groups(store: Storage) -> None:
     assert await store.get_group("zeta") == g
     assert await store.get_group("nope") is None
     await store.create_group("alpha", "Alpha", bob)
-    assert await store.join_group("zeta", bob) == g
-    assert await store.join_group("zeta", bob) == g  # joining twice is fine
+    assert (await store.join_group("zeta", bob)).group == g
+    assert not (await store.join_group("zeta", bob)).changed  # joining twice is fine
     with pytest.raises(NotFound):
         await store.join_group("nope", bob)
     infos = await store.list_groups("bob")
@@ -282,7 +282,7 @@ async def test_groups(store: Storage) -> None:
 
     # Leaving drops what was queued for the leaver in that group.
     await store.store_group(alice, "zeta", "while bob is away")
-    assert await store.leave_group("zeta", bob) == g
+    assert (await store.leave_group("zeta", bob)).group == g
     with pytest.raises(PermissionDenied):
         await store.leave_group("zeta", bob)
     with pytest.raises(NotFound):
@@ -307,10 +307,15 @@ async def test_files(store: Storage) -> None:
     assert await store.pending_files("alice") == []
     assert await store.get_file(f1.id) == f1
     assert await store.get_file(999_999) is None
-    await store.mark_downloaded(f1.id)
+    await store.mark_downloaded(f1.id, "alice")  # not hers: nothing happens
+    assert await store.pending_files("bob") == [f1, f2]
+    await store.mark_downloaded(f1.id, "bob")
     assert await store.pending_files("bob") == [f2]
     assert await store.get_file(f1.id) == f1  # still downloadable again
-    await store.mark_downloaded(999_999)  # unknown: nothing happens
+    assert await store.open_file(f1.id, "bob") == f1
+    with pytest.raises(NotFound):
+        await store.open_file(f1.id, "alice")  # only the recipient
+    await store.mark_downloaded(999_999, "bob")  # unknown: nothing happens
 
 
 # ---- concurrency (trivial for SQLite's single writer; real for PostgreSQL's pool) --------------
