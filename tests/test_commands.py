@@ -43,7 +43,9 @@ async def test_commands_need_login(stack: Stack) -> None:
     c = await TextClient.connect(*stack.realm("alpha"))
     for line in ["sendprivate bob hi", "inbox", "creategroup g", "joingroup g", "leavegroup g",
                  "sendgroup g hi", "inboxgroup g", "receivefile", "receivefile 1", "who", "groups",
-                 "history bob"]:
+                 "history bob", "creategroup g private", "joingroup g key", "invite g bob", "kick g bob why",
+                 "ban g bob", "unban g bob", "role g bob admin", "members g", "topic g", "topic g new",
+                 "groupkey g k", "deletegroup g", "listgroups", "listgroups g*"]:
         await c.err(line, "UNAUTHENTICATED")
     await c.ok("ping")
 
