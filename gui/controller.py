@@ -286,7 +286,16 @@ class ChatController:
             self._changed(Change.STATUS, Change.ONLINE)
 
     async def refresh_groups(self) -> None:
-        groups = await self._client().groups()
+        client = self._client()
+        groups = await client.groups()
+        if any(not g.mode for g in groups):
+            # A realm whose `groups` does not say mode and topic: `listgroups` does (it lists
+            # every group the user is in, private ones included).
+            with contextlib.suppress(ChatError):
+                listed = {x.name.casefold(): x for x in await client.list_groups()}
+                groups = [replace(g, mode=g.mode or listed[g.name.casefold()].mode,
+                                  topic=g.topic or listed[g.name.casefold()].topic)
+                          if g.name.casefold() in listed else g for g in groups]
         self.state.groups = {g.name.casefold(): g for g in groups}
         self._changed(Change.GROUPS)
 
@@ -394,6 +403,7 @@ class ChatController:
             raise InvalidArgument("enter a topic")
         topic = await self._client().set_topic(group, text)
         self.state.topics[group.casefold()] = topic
+        self._own_action(group, f"you set the topic: {topic}")
         self._changed(Change.MEMBERS, Change.MESSAGES)
         return topic
 
@@ -401,26 +411,32 @@ class ChatController:
         group = self._group_of(group)
         user = self._valid_name(user, "user")
         await self._client().invite(group, user)
+        self._own_action(group, f"you invited {user}")
         self._spawn(self._quietly(self.refresh_members(group)), "gui-refresh-members")
 
     async def kick(self, user: str, reason: str = "", group: str | None = None) -> None:
         group = self._group_of(group)
         await self._client().kick(group, user, reason.strip() or None)
+        self._own_action(group, f"{user} was kicked by you" + (f": {reason.strip()}" if reason.strip() else ""))
         await self._quietly(self.refresh_members(group))
 
     async def ban(self, user: str, reason: str = "", group: str | None = None) -> None:
         group = self._group_of(group)
         await self._client().ban(group, user, reason.strip() or None)
+        self._own_action(group, f"{user} was banned by you" + (f": {reason.strip()}" if reason.strip() else ""))
         await self._quietly(self.refresh_members(group))
 
     async def unban(self, user: str, group: str | None = None) -> None:
         group = self._group_of(group)
-        await self._client().unban(group, self._valid_name(user, "user"))
+        user = self._valid_name(user, "user")
+        await self._client().unban(group, user)
+        self._own_action(group, f"{user} was unbanned by you")
 
     async def set_role(self, user: str, role: str, group: str | None = None) -> None:
         """admin or member (owner only)."""
         group = self._group_of(group)
-        await self._client().set_role(group, user, role)
+        r = await self._client().set_role(group, user, role)
+        self._own_action(group, f"{user} is now {r.role or role} (by you)")
         await self._quietly(self.refresh_members(group))
 
     async def set_group_key(self, key: str, group: str | None = None) -> None:
@@ -457,8 +473,19 @@ class ChatController:
         """A notice line ("bob joined") in the group's conversation, if the user has it."""
         conv = self.state.conversations.get(conv_key(Kind.GROUP, group))
         if conv is not None:
+            # Our own action adds its notice when the realm says OK; if the realm also sends
+            # us the event, it is the same line.
+            if any(ln.kind is LineKind.NOTICE and ln.text == text for ln in conv.lines[-5:]):
+                return conv
             conv.lines.append(ChatLine(sender="", text=text, ts=ts or datetime.now(UTC), kind=LineKind.NOTICE))
         return conv
+
+    def _own_action(self, group: str, text: str) -> None:
+        """The notice of something the user did in `group` (the realm may not echo the event to
+        the session that acted), and the member count that changed with it."""
+        self._group_notice(group, sanitize(text))
+        self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
 
     def _group_gone(self, group: str, why: str) -> None:
         """The user lost `group` (kicked, banned, deleted): its conversation stays readable with

@@ -136,6 +136,8 @@ class Conversation:
             return ""
         who = "you" if last.own else last.sender
         text = " ".join(last.text.split())
+        if last.kind is LineKind.NOTICE:
+            return text[:59] + "…" if len(text) > 60 else text
         if len(text) > 60:
             text = text[:59] + "…"
         return f"{who}: {text}" if self.kind is Kind.GROUP or last.own else text

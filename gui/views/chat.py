@@ -381,6 +381,8 @@ class ConversationPane:
         self.send_file_icon = icon_button(ft.Icons.ATTACH_FILE, "Send file", self._send_file)
         self.leave_icon = icon_button(ft.Icons.EXIT_TO_APP, "Leave group", self._leave)
         self.narrow = False
+        # Icon buttons instead of labelled ones: on a phone, and beside the members panel.
+        self.compact = False
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
         self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
@@ -460,12 +462,13 @@ class ConversationPane:
             self.subtitle.value = f"online on realm {', '.join(online)}" if online else "private chat"
             self.topic.visible = self.topic_button.visible = False
         self.back_button.visible = self.narrow
-        self.send_file_button.visible = usable and not self.narrow
-        self.leave_button.visible = group and usable and not self.narrow
-        self.members_button.visible = group and usable and not self.narrow
-        self.send_file_icon.visible = usable and self.narrow
-        self.leave_icon.visible = group and usable and self.narrow
-        self.members_icon.visible = group and usable and self.narrow
+        compact = self.narrow or self.compact
+        self.send_file_button.visible = usable and not compact
+        self.leave_button.visible = group and usable and not compact
+        self.members_button.visible = group and usable and not compact
+        self.send_file_icon.visible = usable and compact
+        self.leave_icon.visible = group and usable and compact
+        self.members_icon.visible = group and usable and compact
         self.closed_banner.visible = bool(conv.closed)
         closed_text = self.closed_banner.content
         assert isinstance(closed_text, ft.Text)
@@ -671,6 +674,7 @@ class ChatView:
     async def toggle_members(self) -> None:
         self.show_members = not self.show_members
         self._layout()
+        self.pane.render()
         if self._members_shown():
             self.members.render()
         update(self.root)
@@ -679,6 +683,7 @@ class ChatView:
         """Wide: list, conversation and (for a group) its members side by side. Narrow: the
         members panel if asked for, else the open conversation, else the list."""
         members = self._members_shown()
+        self.pane.compact = members
         if not self.narrow:
             wanted: list[ft.Control] = [self.sidebar.root, self.divider, self.pane.root]
             if members:

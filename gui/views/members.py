@@ -38,8 +38,10 @@ class MembersPanel:
         self.on_error = on_error
         self.on_info = on_info
         self.on_close = on_close
-        self.title = ft.Text("Members", size=16, weight=ft.FontWeight.BOLD, expand=True, max_lines=1,
+        self.title = ft.Text("Members", size=16, weight=ft.FontWeight.BOLD, max_lines=1,
                              overflow=ft.TextOverflow.ELLIPSIS)
+        self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT, max_lines=1,
+                                overflow=ft.TextOverflow.ELLIPSIS)
         self.back = icon_button(ft.Icons.ARROW_BACK, "Back to the conversation", self._close)
         self.hide = icon_button(ft.Icons.CLOSE, "Hide members", self._close)
         self.invite_button = ft.TextButton("Invite", icon=ft.Icons.PERSON_ADD, on_click=self._invite)
@@ -50,7 +52,8 @@ class MembersPanel:
             width=300, padding=ft.Padding.all(8), bgcolor=ft.Colors.SURFACE_CONTAINER_LOW,
             content=ft.Column(
                 spacing=6, expand=True,
-                controls=[ft.Row([self.back, self.title, self.invite_button, self.hide], spacing=4),
+                controls=[ft.Row([self.back, ft.Column([self.title, self.subtitle], spacing=0, expand=True),
+                                  self.invite_button, self.hide], spacing=4),
                           section_title("ROLES · ONLINE"), self.error, self.rows],
             ),
         )
@@ -76,10 +79,8 @@ class MembersPanel:
         key = group.casefold()
         members = sorted_members(st.members.get(key, []))
         online = sum(1 for m in members if m.online)
-        title = f"Members of #{sanitize(group)}"
-        if members:
-            title += f" · {len(members)}" + (f" · {online} online" if online else "")
-        self.title.value = title
+        self.title.value = f"Members ({len(members)})" if members else "Members"
+        self.subtitle.value = f"#{sanitize(group)}" + (f" · {online} online" if members else "")
         role = st.role_in(group)
         self.invite_button.visible = role in ("owner", "admin")
         err = st.members_error.get(key, "")
@@ -131,11 +132,19 @@ class MembersPanel:
         if group is None:
             return
 
+        invited: list[str] = []
+
         async def submit(user: str) -> None:
             await self.controller.invite(user, group)
-            self.on_info(f"invited {user} to #{group}")
+            invited.append(user)
 
-        ask_name(f"Invite to #{group}", "User to invite", "Send invitation", submit)
+        async def after() -> None:
+            # After the dialog is gone: a snack bar shown while it is open would be what its
+            # close pops.
+            if invited:
+                self.on_info(f"invited {invited[-1]} to #{group}")
+
+        ask_name(f"Invite to #{group}", "User to invite", "Send invitation", submit, after)
 
     def _role_handler(self, user: str, role: str) -> Callable[[ft.Event[ft.Control]], Awaitable[None]]:
         async def go(e: ft.Event[ft.Control]) -> None:
