@@ -776,9 +776,13 @@ class ChatClient:
 
     async def set_topic(self, group: str, text: str) -> str:
         """Sets the topic (owner/admin only; one line); returns it as stored. Every member gets
-        a TopicEvent."""
+        a TopicEvent. (The text "-" alone clears it, as clear_topic does.)"""
         r = await self._call(f"topic {_check_word(group, 'group')} {_check_text(text)}")
         return str(r.get("topic", text) or "")
+
+    async def clear_topic(self, group: str) -> None:
+        """Removes the topic (owner/admin); members get a TopicEvent with an empty topic."""
+        await self._call(f"topic {_check_word(group, 'group')} -")
 
     async def set_group_key(self, group: str, key: str) -> str:
         """Sets the key that lets anyone who knows it join the (private) group (owner/admin)."""

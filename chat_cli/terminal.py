@@ -104,7 +104,8 @@ ROOM_COMMANDS: dict[str, RoomSpec] = {
         RoomSpec("ban", "ban GROUP USER [REASON]", "remove and keep out a user (owner/admin)", 2, 3, rest_at=2),
         RoomSpec("unban", "unban GROUP USER", "lift a ban (owner/admin)", 2, 2),
         RoomSpec("role", "role GROUP USER admin|member", "make a member admin, or member again (owner)", 3, 3),
-        RoomSpec("topic", "topic GROUP [TEXT]", "show the topic, or set it (owner/admin)", 1, 2, rest_at=1),
+        RoomSpec("topic", "topic GROUP [TEXT]", "show the topic, or set it (owner/admin; - clears it)", 1, 2,
+                 rest_at=1),
         RoomSpec("groupkey", "groupkey GROUP KEY|-", "set the key to join a group, - clears it (owner/admin)", 2, 2),
         RoomSpec("deletegroup", "deletegroup GROUP", "delete a group for everyone (owner)", 1, 1),
     )
@@ -510,6 +511,10 @@ class Terminal:
         self.say(f"{sanitize(r.user)} is now {sanitize(r.role or a[2].lower())} of #{sanitize(r.group)}")
 
     async def _topic(self, a: tuple[str, ...]) -> None:
+        if len(a) > 1 and a[1].strip() == "-":
+            await self.client.clear_topic(a[0])
+            self.say(f"topic of #{sanitize(a[0])} cleared")
+            return
         if len(a) > 1:
             topic = await self.client.set_topic(a[0], a[1])
             self.say(f"topic of #{sanitize(a[0])} set: {sanitize(topic)}")

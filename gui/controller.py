@@ -396,11 +396,15 @@ class ChatController:
         return topic
 
     async def set_topic(self, text: str, group: str | None = None) -> str:
-        """Sets the topic (owner/admin). Members see it through the topic event."""
+        """Sets the topic (owner/admin); empty clears it. Members see it through the topic event."""
         group = self._group_of(group)
         text = " ".join(text.split())
-        if not text:
-            raise InvalidArgument("enter a topic")
+        if not text or text == "-":
+            await self._client().clear_topic(group)
+            self.state.topics[group.casefold()] = ""
+            self._own_action(group, "you cleared the topic")
+            self._changed(Change.MEMBERS, Change.MESSAGES)
+            return ""
         topic = await self._client().set_topic(group, text)
         self.state.topics[group.casefold()] = topic
         self._own_action(group, f"you set the topic: {topic}")

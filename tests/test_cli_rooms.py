@@ -132,6 +132,9 @@ async def test_roles_topic_kick_ban_unban_delete(stack: Stack, uname: Callable[[
         t = of(c_rec, TopicEvent)[0]
         assert (t.group.lower(), t.topic, t.by) == (g.lower(), "rules: be kind, no spam", b)
         assert await carol.topic(g) == "rules: be kind, no spam"
+        await bob.clear_topic(g)
+        await until(lambda: len(of(c_rec, TopicEvent)) == 2, what="the cleared-topic event")
+        assert of(c_rec, TopicEvent)[1].topic == "" and await carol.topic(g) == ""
 
         # Kick: the kicked user hears it too, and loses access at once; the owner cannot be kicked.
         await bob.kick(g, c, "too loud today")

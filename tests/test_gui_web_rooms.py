@@ -95,7 +95,7 @@ async def test_private_group_invite_topic_and_kick_in_the_browser(
 
         # ---- the topic, set from the conversation header, reaches bob ----------------------------
         await b.click(await b.wait_text("Edit topic", role="button"))
-        await b.fill("Topic", "launch on friday")
+        await b.fill("Topic (empty: none)", "launch on friday")
         await b.click(await b.wait_text("Set topic", role="button"))
         ev = await event_where(bob_client, lambda e: e.get("event") == "topic")
         assert ev["topic"] == "launch on friday" and ev["by"] == alice, ev

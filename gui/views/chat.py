@@ -622,7 +622,7 @@ class ConversationPane:
         async def submit(text: str) -> None:
             await self.controller.set_topic(text, group)
 
-        ask_text(f"Topic of #{group}", "Topic", "Set topic", submit,
+        ask_text(f"Topic of #{group}", "Topic (empty: none)", "Set topic", submit, optional=True,
                  value=self.controller.state.topic_of(group))
 
     async def _leave(self, e: ft.Event[ft.Control]) -> None:
