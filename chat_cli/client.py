@@ -48,9 +48,13 @@ from .models import (
     Event,
     FileInfo,
     GroupInfo,
+    GroupListing,
+    Member,
     Message,
     MessageEvent,
+    Moderated,
     Presence,
+    Role,
     Sent,
     Session,
     SessionEvent,
@@ -687,14 +691,21 @@ class ChatClient:
 
     # ---- groups ---------------------------------------------------------------------------
 
-    async def create_group(self, group: str) -> str:
-        """Creates a group; you become its owner. ALREADY_EXISTS, INVALID_ARGUMENT."""
-        r = await self._call(f"creategroup {_check_word(group, 'group')}")
+    async def create_group(self, group: str, private: bool = False) -> str:
+        """Creates a group; you become its owner. A private group can be joined only by invited
+        users or with its key (set_group_key). Returns the name as stored. ALREADY_EXISTS (a
+        group or a user has that name), INVALID_ARGUMENT."""
+        line = f"creategroup {_check_word(group, 'group')}" + (" private" if private else "")
+        r = await self._call(line)
         return str(r.get("group", group))
 
-    async def join_group(self, group: str) -> str:
-        """Joins a group. NOT_FOUND."""
-        r = await self._call(f"joingroup {_check_word(group, 'group')}")
+    async def join_group(self, group: str, key: str | None = None) -> str:
+        """Joins a group; a private one needs an invitation or its `key`. NOT_FOUND,
+        PERMISSION_DENIED (private and not invited, wrong or missing key, banned)."""
+        line = f"joingroup {_check_word(group, 'group')}"
+        if key is not None:
+            line += f" {_check_word(key, 'key')}"
+        r = await self._call(line)
         return str(r.get("group", group))
 
     async def leave_group(self, group: str) -> str:
@@ -703,14 +714,92 @@ class ChatClient:
         return str(r.get("group", group))
 
     async def groups(self) -> list[GroupInfo]:
-        """The user's groups with role and member count."""
+        """The user's groups with role and member count (mode and topic when the realm says)."""
         r = await self._call("groups")
-        return [
-            GroupInfo(name=str(g.get("group", "")), role=str(g.get("role", "")),
-                      members=int(g.get("members", 0)))
-            for g in r.get("groups", [])
-            if isinstance(g, dict)
-        ]
+        return [GroupInfo.from_wire(g) for g in r.get("groups", []) if isinstance(g, dict)]
+
+    async def list_groups(self, pattern: str | None = None) -> list[GroupListing]:
+        """Public groups, plus the private ones you are in; `pattern` filters by name (the
+        realm's matching, e.g. `prog*`)."""
+        line = "listgroups" + (f" {_check_word(pattern, 'pattern')}" if pattern else "")
+        r = await self._call(line)
+        return [GroupListing.from_wire(g) for g in r.get("groups", []) if isinstance(g, dict)]
+
+    async def members(self, group: str) -> list[Member]:
+        """The members of `group`: role, online, realm. A private group's members are visible
+        to its members only (PERMISSION_DENIED)."""
+        r = await self._call(f"members {_check_word(group, 'group')}")
+        return [Member.from_wire(m) for m in r.get("members", []) if isinstance(m, dict)]
+
+    def _moderated(self, r: dict[str, Any], group: str, user: str) -> Moderated:
+        return Moderated(group=str(r.get("group", group)), user=str(r.get("user", user)), role=str(r.get("role", "")))
+
+    async def invite(self, group: str, user: str) -> Moderated:
+        """Invites `user` into `group` (owner/admin only); they get an InvitedEvent and may
+        then join a private group without its key."""
+        r = await self._call(f"invite {_check_word(group, 'group')} {_check_word(user, 'user name')}")
+        return self._moderated(r, group, user)
+
+    async def kick(self, group: str, user: str, reason: str | None = None) -> Moderated:
+        """Removes `user` from `group` (owner/admin only, never the owner); they may join
+        again. `reason` (one line) is shown to the members."""
+        line = f"kick {_check_word(group, 'group')} {_check_word(user, 'user name')}"
+        if reason and reason.strip():
+            line += f" {_check_text(reason)}"
+        return self._moderated(await self._call(line), group, user)
+
+    async def ban(self, group: str, user: str, reason: str | None = None) -> Moderated:
+        """Bans `user` from `group` (owner/admin only): a ban also kicks, and they cannot join
+        again until unbanned."""
+        line = f"ban {_check_word(group, 'group')} {_check_word(user, 'user name')}"
+        if reason and reason.strip():
+            line += f" {_check_text(reason)}"
+        return self._moderated(await self._call(line), group, user)
+
+    async def unban(self, group: str, user: str) -> Moderated:
+        """Lifts a ban (owner/admin only)."""
+        r = await self._call(f"unban {_check_word(group, 'group')} {_check_word(user, 'user name')}")
+        return self._moderated(r, group, user)
+
+    async def set_role(self, group: str, user: str, role: str) -> Moderated:
+        """Makes a member an "admin" or a plain "member" (owner only)."""
+        role = str(role).lower()
+        if role not in (Role.ADMIN, Role.MEMBER):
+            raise InvalidArgument(f"role must be admin or member, not {role!r}")
+        r = await self._call(f"role {_check_word(group, 'group')} {_check_word(user, 'user name')} {role}")
+        return self._moderated(r, group, user)
+
+    async def topic(self, group: str) -> str:
+        """The topic of `group` (empty if none)."""
+        r = await self._call(f"topic {_check_word(group, 'group')}")
+        return str(r.get("topic", "") or "")
+
+    async def set_topic(self, group: str, text: str) -> str:
+        """Sets the topic (owner/admin only; one line); returns it as stored. Every member gets
+        a TopicEvent. (The text "-" alone clears it, as clear_topic does.)"""
+        r = await self._call(f"topic {_check_word(group, 'group')} {_check_text(text)}")
+        return str(r.get("topic", text) or "")
+
+    async def clear_topic(self, group: str) -> None:
+        """Removes the topic (owner/admin); members get a TopicEvent with an empty topic."""
+        await self._call(f"topic {_check_word(group, 'group')} -")
+
+    async def set_group_key(self, group: str, key: str) -> str:
+        """Sets the key that lets anyone who knows it join the (private) group (owner/admin)."""
+        if key == "-":
+            raise InvalidArgument("'-' clears the key: use clear_group_key()")
+        r = await self._call(f"groupkey {_check_word(group, 'group')} {_check_word(key, 'key')}")
+        return str(r.get("group", group))
+
+    async def clear_group_key(self, group: str) -> str:
+        """Removes the group's key (owner/admin)."""
+        r = await self._call(f"groupkey {_check_word(group, 'group')} -")
+        return str(r.get("group", group))
+
+    async def delete_group(self, group: str) -> str:
+        """Deletes the group for everyone (owner only); members get a GroupDeletedEvent."""
+        r = await self._call(f"deletegroup {_check_word(group, 'group')}")
+        return str(r.get("group", group))
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -736,14 +825,20 @@ class ChatClient:
 
     # ---- files ----------------------------------------------------------------------------
 
+    async def send_group_file(self, group: str, path: str | os.PathLike[str],
+                              progress: ProgressCallback | None = None, *, name: str | None = None) -> Uploaded:
+        """Uploads a local file to `group` (members only): every member gets a FileEvent whose
+        file.group is set, and may download it with receive_file."""
+        return await self.send_file("#" + _check_word(group, "group").lstrip("#"), path, progress, name=name)
+
     async def send_file(self, to: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None,
                         *, name: str | None = None) -> Uploaded:
-        """Uploads the local file `path` (~ expanded) to user `to` as `name` (default: the file's
-        own name), streaming it in chunks: never read whole into memory. Other commands queue
-        behind the upload (events keep flowing). Raises NotFound if the local file is missing,
-        InvalidArgument if it is not a regular file, and the realm's errors (NOT_FOUND for an
-        unknown user, RESOURCE_EXHAUSTED when too large). The realm's sha256 is checked against
-        the one computed while sending."""
+        """Uploads the local file `path` (~ expanded) to user `to` (or to a group: "#GROUP") as
+        `name` (default: the file's own name), streaming it in chunks: never read whole into
+        memory. Other commands queue behind the upload (events keep flowing). Raises NotFound
+        if the local file is missing, InvalidArgument if it is not a regular file, and the
+        realm's errors (NOT_FOUND for an unknown user or group, RESOURCE_EXHAUSTED when too
+        large). The realm's sha256 is checked against the one computed while sending."""
         _check_word(to, "recipient")
         local = _expand(path)
         try:

@@ -91,14 +91,20 @@ class FileInfo:
     size: int
     sha256: str
     ts: str = ""
+    group: str | None = None  # set for a file sent to a group (every member may download it)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def time(self) -> datetime | None:
         return parse_ts(self.ts)
 
+    @property
+    def is_group(self) -> bool:
+        return self.group is not None
+
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> FileInfo:
+        group = obj.get("group")
         return cls(
             id=_int(obj, "id"),
             sender=_str(obj, "from"),
@@ -106,6 +112,7 @@ class FileInfo:
             size=_int(obj, "size"),
             sha256=_str(obj, "sha256"),
             ts=_str(obj, "ts"),
+            group=None if group in (None, "") else str(group).lstrip("#"),
             raw=obj,
         )
 
@@ -146,8 +153,75 @@ class GroupInfo:
     """One row of `groups`: a group the user belongs to."""
 
     name: str
-    role: str  # "owner" | "member"
+    role: str  # "owner" | "admin" | "member"
     members: int
+    mode: str = ""   # "public" | "private" (empty from a server that does not say)
+    topic: str = ""
+
+    @property
+    def can_moderate(self) -> bool:
+        """Owner or admin: may invite, kick, ban, set the topic and the key."""
+        return self.role in (Role.OWNER, Role.ADMIN)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> GroupInfo:
+        return cls(name=_str(obj, "group"), role=_str(obj, "role"), members=_int(obj, "members"),
+                   mode=_str(obj, "mode"), topic=_str(obj, "topic"))
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class Mode(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One row of `members GROUP`: a member, their role, and where they are online."""
+
+    user: str
+    role: str  # "owner" | "admin" | "member"
+    online: bool
+    realm: str = ""  # the realm of their session when online
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Member:
+        online = obj.get("online")
+        return cls(user=_str(obj, "user"), role=_str(obj, "role"),
+                   online=online is True or str(online).lower() in ("true", "1"), realm=_str(obj, "realm"))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    """One row of `listgroups`: a public group (or a private one you are in)."""
+
+    name: str
+    mode: str  # "public" | "private"
+    topic: str
+    members: int
+
+    @property
+    def private(self) -> bool:
+        return self.mode == Mode.PRIVATE
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> GroupListing:
+        return cls(name=_str(obj, "group"), mode=_str(obj, "mode") or Mode.PUBLIC, topic=_str(obj, "topic"),
+                   members=_int(obj, "members"))
+
+
+@dataclass(frozen=True, slots=True)
+class Moderated:
+    """The OK of invite, kick, ban, unban and role: who was acted on (and their role for role)."""
+
+    group: str
+    user: str
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +293,72 @@ class OtherEvent:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-Event = MessageEvent | FileEvent | SessionEvent | ConnectionEvent | OtherEvent
+class MemberAction(StrEnum):
+    JOIN = "join"
+    LEAVE = "leave"
+    KICK = "kick"
+    BAN = "ban"
+    UNBAN = "unban"
+    INVITE = "invite"
+    ROLE = "role"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """Someone joined, left, was invited, kicked, banned, unbanned or got a new role in `group`
+    (`by` did it; `reason` for kick/ban if given; `role` the new role for "role"). A kicked or
+    banned user gets this event about themselves too: they have lost access to the group."""
+
+    group: str
+    user: str
+    action: str
+    by: str = ""
+    reason: str = ""
+    role: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    kind: str = "member"
+
+    @property
+    def removes(self) -> bool:
+        """The user is no longer a member after this (leave, kick, ban)."""
+        return self.action in (MemberAction.LEAVE, MemberAction.KICK, MemberAction.BAN)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> MemberEvent:
+        return cls(group=_str(obj, "group"), user=_str(obj, "user"), action=_str(obj, "action"),
+                   by=_str(obj, "by"), reason=_str(obj, "reason"), role=_str(obj, "role"), raw=obj)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicEvent:
+    """The topic of `group` was set by `by` (empty: cleared)."""
+
+    group: str
+    topic: str
+    by: str = ""
+    kind: str = "topic"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDeletedEvent:
+    """The owner deleted `group`: it is gone for every member."""
+
+    group: str
+    by: str = ""
+    kind: str = "groupdeleted"
+
+
+@dataclass(frozen=True, slots=True)
+class InvitedEvent:
+    """`by` invited the user into `group` (a private group can then be joined without a key)."""
+
+    group: str
+    by: str = ""
+    kind: str = "invited"
+
+
+Event = (MessageEvent | FileEvent | SessionEvent | ConnectionEvent | MemberEvent | TopicEvent | GroupDeletedEvent
+         | InvitedEvent | OtherEvent)
 
 
 def event_from_wire(obj: dict[str, Any]) -> Event:
@@ -229,6 +368,14 @@ def event_from_wire(obj: dict[str, Any]) -> Event:
         return MessageEvent(Message.from_wire(obj))
     if kind == "file":
         return FileEvent(FileInfo.from_wire(obj))
+    if kind == "member":
+        return MemberEvent.from_wire(obj)
+    if kind == "topic":
+        return TopicEvent(group=_str(obj, "group"), topic=_str(obj, "topic"), by=_str(obj, "by"))
+    if kind == "groupdeleted":
+        return GroupDeletedEvent(group=_str(obj, "group"), by=_str(obj, "by"))
+    if kind == "invited":
+        return InvitedEvent(group=_str(obj, "group"), by=_str(obj, "by"))
     if kind == "session":
         return SessionEvent(state=_str(obj, "state"), message=_str(obj, "message"), raw=obj)
     return OtherEvent(kind=kind, raw=obj)

@@ -15,10 +15,12 @@ from datetime import datetime
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
-from .models import FileInfo, GroupInfo, Message, Presence, parse_ts
+from .models import FileInfo, GroupInfo, GroupListing, Member, MemberEvent, Message, Presence, parse_ts
 
-__all__ = ["fmt_error", "fmt_file_offer", "fmt_groups", "fmt_message", "fmt_size", "fmt_table", "fmt_time",
-           "fmt_who", "progress_bar", "sanitize"]
+__all__ = ["fmt_error", "fmt_file_offer", "fmt_group_list", "fmt_groups", "fmt_member_event", "fmt_members",
+           "fmt_message", "fmt_size", "fmt_table", "fmt_time", "fmt_who", "progress_bar", "sanitize"]
+
+ROLE_ORDER = {"owner": 0, "admin": 1, "member": 2}
 
 
 def fmt_time(ts: str, now: datetime | None = None) -> str:
@@ -63,7 +65,10 @@ def fmt_size(n: int) -> str:
 
 
 def fmt_file_offer(f: FileInfo) -> str:
-    """The live notice of a file sent to the user."""
+    """The live notice of a file sent to the user (or to one of their groups)."""
+    if f.group:
+        return (f"[#{sanitize(f.group)}] {sanitize(f.sender)} shared a file: {sanitize(f.name)} ({fmt_size(f.size)}), "
+                f"id {f.id}: type 'receivefile {f.id}' to download")
     return (f"[file from {sanitize(f.sender)}] {sanitize(f.name)} ({fmt_size(f.size)}), id {f.id}: "
             f"type 'receivefile {f.id}' to download")
 
@@ -88,6 +93,43 @@ def fmt_groups(groups: Sequence[GroupInfo]) -> str:
     if not groups:
         return "you are in no groups"
     return fmt_table(("GROUP", "ROLE", "MEMBERS"), [("#" + g.name, g.role, g.members) for g in groups])
+
+
+def fmt_group_list(groups: Sequence[GroupListing]) -> str:
+    if not groups:
+        return "no groups found"
+    return fmt_table(("GROUP", "MODE", "MEMBERS", "TOPIC"),
+                     [("#" + g.name, g.mode, g.members, g.topic) for g in groups])
+
+
+def fmt_members(members: Sequence[Member], me: str | None = None) -> str:
+    """Owner first, then admins, then members; online ones marked with a dot and their realm."""
+    if not members:
+        return "no members"
+    rows = sorted(members, key=lambda m: (ROLE_ORDER.get(m.role, 3), not m.online, m.user.casefold()))
+    return fmt_table(("", "USER", "ROLE", "REALM"),
+                     [("●" if m.online else "○", m.user + (" (you)" if _is(m.user, me) else ""), m.role,
+                       m.realm if m.online else "offline") for m in rows])
+
+
+def fmt_member_event(ev: MemberEvent, me: str | None) -> str:
+    """`* [#g] bob was kicked by alice: spam` (`you` for the viewer)."""
+    who = "you" if _is(ev.user, me) else sanitize(ev.user)
+    by = "you" if _is(ev.by, me) else sanitize(ev.by)
+    was = "were" if who == "you" else "was"
+    g = f"[#{sanitize(ev.group)}]"
+    reason = f": {sanitize(ev.reason)}" if ev.reason else ""
+    text = {
+        "join": f"{who} joined",
+        "leave": f"{who} left",
+        "kick": f"{who} {was} kicked" + (f" by {by}" if ev.by else "") + reason,
+        "ban": f"{who} {was} banned" + (f" by {by}" if ev.by else "") + reason,
+        "unban": f"{who} {was} unbanned" + (f" by {by}" if ev.by else ""),
+        "invite": f"{who} {was} invited" + (f" by {by}" if ev.by else ""),
+        "role": f"{who} {'are' if who == 'you' else 'is'} now {sanitize(ev.role or 'member')}"
+                + (f" (by {by})" if ev.by else ""),
+    }.get(ev.action, f"{who}: {sanitize(ev.action)}" + (f" by {by}" if ev.by else ""))
+    return f"* {g} {text}"
 
 
 def fmt_error(e: ChatError) -> str:

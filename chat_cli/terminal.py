@@ -37,15 +37,22 @@ from .models import (
     Event,
     FileEvent,
     FileInfo,
+    GroupDeletedEvent,
+    InvitedEvent,
+    MemberEvent,
     Message,
     MessageEvent,
     OtherEvent,
     SessionEvent,
+    TopicEvent,
 )
 from .render import (
     fmt_error,
     fmt_file_offer,
+    fmt_group_list,
     fmt_groups,
+    fmt_member_event,
+    fmt_members,
     fmt_message,
     fmt_size,
     fmt_who,
@@ -61,18 +68,87 @@ PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
 # The terminal's own usage lines where they differ from the wire's (see module docstring).
 _LOCAL_USAGE = {
-    "sendfile": ("sendfile TO PATH", "send a local file (PATH may contain spaces; ~ is expanded)"),
+    "sendfile": ("sendfile TO PATH", "send a local file to a user, or to a group as #GROUP (PATH may contain "
+                                     "spaces; ~ is expanded)"),
     "receivefile": ("receivefile [ID]", "download every waiting file (or file ID) into the download dir"),
     "quit": ("quit", "leave (also: exit, Ctrl-D)"),
 }
 ALIASES = {"exit": "quit"}
-VERBS: tuple[str, ...] = tuple(COMMANDS) + tuple(ALIASES)
-# What the first argument of a verb names, for tab completion (from the usage: TO/USER, GROUP).
-FIRST_ARG: dict[str, tuple[str, ...]] = {
-    spec.verb: tuple(kind for kind, words in (("user", ("TO", "USER")), ("group", ("GROUP",)))
-                     if any(w in spec.usage.split(" ")[1].split("|") for w in words))
-    for spec in COMMANDS.values() if len(spec.usage.split(" ")) > 1 and spec.verb not in ("register", "auth")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSpec:
+    """A group (room) verb as the terminal parses it: `rest_at` is the index of the argument
+    that takes the rest of the line (a kick reason, a topic), spaces kept."""
+
+    verb: str
+    usage: str
+    summary: str
+    min_args: int
+    max_args: int
+    rest_at: int | None = None
+
+
+# The room verbs (protocol version 2). The terminal parses them itself, so it accepts them
+# whatever the shared table of the version it was installed with knows.
+ROOM_COMMANDS: dict[str, RoomSpec] = {
+    s.verb: s
+    for s in (
+        RoomSpec("creategroup", "creategroup GROUP [private]",
+                 "create a group (you own it); private: invite or key only", 1, 2),
+        RoomSpec("joingroup", "joingroup GROUP [KEY]", "join a group (a private one: invited, or with its key)", 1, 2),
+        RoomSpec("listgroups", "listgroups [PATTERN]", "public groups (and private ones you are in)", 0, 1),
+        RoomSpec("members", "members GROUP", "members of a group: role, online, realm", 1, 1),
+        RoomSpec("invite", "invite GROUP USER", "invite a user (owner/admin)", 2, 2),
+        RoomSpec("kick", "kick GROUP USER [REASON]", "remove a member (owner/admin)", 2, 3, rest_at=2),
+        RoomSpec("ban", "ban GROUP USER [REASON]", "remove and keep out a user (owner/admin)", 2, 3, rest_at=2),
+        RoomSpec("unban", "unban GROUP USER", "lift a ban (owner/admin)", 2, 2),
+        RoomSpec("role", "role GROUP USER admin|member", "make a member admin, or member again (owner)", 3, 3),
+        RoomSpec("topic", "topic GROUP [TEXT]", "show the topic, or set it (owner/admin; - clears it)", 1, 2,
+                 rest_at=1),
+        RoomSpec("groupkey", "groupkey GROUP KEY|-", "set the key to join a group, - clears it (owner/admin)", 2, 2),
+        RoomSpec("deletegroup", "deletegroup GROUP", "delete a group for everyone (owner)", 1, 1),
+    )
 }
+ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS)))
+VERBS: tuple[str, ...] = ALL_VERBS + tuple(ALIASES)
+
+
+def _arg_kinds(usage: str) -> tuple[tuple[str, ...], ...]:
+    """What each argument of a usage line names, for tab completion: ("user",), ("group",),
+    both, or nothing."""
+    out: list[tuple[str, ...]] = []
+    for word in usage.split(" ")[1:]:
+        alternatives = word.strip("[]").split("|")
+        out.append(tuple(kind for kind, words in (("user", ("TO", "USER")), ("group", ("GROUP",)))
+                         if any(w in alternatives for w in words)))
+    return tuple(out)
+
+
+# Per verb, what its arguments name (first, second, ...), from the usage lines.
+ARG_KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    **{spec.verb: _arg_kinds(spec.usage) for spec in COMMANDS.values() if spec.verb not in ("register", "auth")},
+    **{spec.verb: _arg_kinds(spec.usage) for spec in ROOM_COMMANDS.values()},
+}
+ARG_KINDS["sendfile"] = (("user", "group"),)
+FIRST_ARG: dict[str, tuple[str, ...]] = {verb: kinds[0] for verb, kinds in ARG_KINDS.items() if kinds and kinds[0]}
+
+
+def parse_room_line(verb: str, rest: str) -> UserCommand:
+    spec = ROOM_COMMANDS[verb]
+    rest = rest.strip()
+    if spec.rest_at is not None:
+        words = rest.split(None, spec.rest_at)
+        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
+    else:
+        args = tuple(rest.split())
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise InvalidArgument(f"usage: {spec.usage}")
+    if verb == "creategroup" and len(args) == 2 and args[1].lower() != "private":
+        raise InvalidArgument(f"usage: {spec.usage} (the only option is 'private')")
+    if verb == "role" and args[2].lower() not in ("admin", "member"):
+        raise InvalidArgument(f"usage: {spec.usage}")
+    return UserCommand(verb, args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +175,8 @@ def parse_user_line(line: str) -> UserCommand | None:
         if not to or not path:
             raise InvalidArgument("usage: sendfile TO PATH (a local file; ~ is expanded)")
         return UserCommand("sendfile", (to, path))
+    if verb in ROOM_COMMANDS:
+        return parse_room_line(verb, rest)
     if verb not in COMMANDS:
         raise Unimplemented(f"unknown command {verb_raw[:40]!r}; type 'help' for the list")
     cmd = parse_line(f"{verb} {rest}" if rest else verb)
@@ -129,8 +207,9 @@ def resolve_local_path(text: str) -> Path:
 
 def help_text() -> str:
     rows = []
-    for spec in COMMANDS.values():
-        usage, summary = _LOCAL_USAGE.get(spec.verb, (spec.usage, spec.summary))
+    for verb in ALL_VERBS:
+        spec = ROOM_COMMANDS.get(verb) or COMMANDS[verb]
+        usage, summary = _LOCAL_USAGE.get(verb, (spec.usage, spec.summary))
         rows.append((usage, summary))
     width = max(len(u) for u, _ in rows)
     return "\n".join(f"  {u.ljust(width)}  {s}" for u, s in rows)
@@ -196,8 +275,17 @@ class Terminal:
             "ping": self._ping,
             "logout": self._logout,
             "quit": self._quit,
+            "listgroups": self._listgroups,
+            "members": self._members,
+            "invite": self._invite,
+            "kick": self._kick,
+            "ban": self._ban,
+            "unban": self._unban,
+            "role": self._role,
+            "topic": self._topic,
+            "groupkey": self._groupkey,
+            "deletegroup": self._deletegroup,
         }
-        assert set(self._handlers) == set(COMMANDS), "every protocol verb needs a terminal handler"
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -228,7 +316,27 @@ class Terminal:
             self.out(fmt_message(ev.message, me))
         elif isinstance(ev, FileEvent):
             self.users.add(ev.file.sender)
+            if ev.file.group:
+                self.groups.add(ev.file.group)
             self.out(fmt_file_offer(ev.file))
+        elif isinstance(ev, MemberEvent):
+            self.users.update(u for u in (ev.user, ev.by) if u)
+            if ev.removes and _same(ev.user, me):
+                self._forget_group(ev.group)
+            elif ev.action == "join" and _same(ev.user, me):
+                self.groups.add(ev.group)
+            self.out(fmt_member_event(ev, me))
+        elif isinstance(ev, TopicEvent):
+            who = "you" if _same(ev.by, me) else sanitize(ev.by or "someone")
+            self.out(f"* [#{sanitize(ev.group)}] {who} set the topic: {sanitize(ev.topic)}" if ev.topic
+                     else f"* [#{sanitize(ev.group)}] {who} cleared the topic")
+        elif isinstance(ev, GroupDeletedEvent):
+            self._forget_group(ev.group)
+            self.out(f"* #{sanitize(ev.group)} was deleted by {sanitize(ev.by or 'its owner')}")
+        elif isinstance(ev, InvitedEvent):
+            self.groups.add(ev.group)
+            self.out(f"* {sanitize(ev.by or 'someone')} invited you to #{sanitize(ev.group)}: "
+                     f"type 'joingroup {sanitize(ev.group)}' to join")
         elif isinstance(ev, SessionEvent):
             self.out(f"* session {sanitize(ev.state)}: {sanitize(ev.message)}")
         elif isinstance(ev, ConnectionEvent):
@@ -249,6 +357,9 @@ class Terminal:
         if isinstance(ev, ConnectionEvent) and ev.state is ConnState.RECONNECTED and self.client.user:
             self.refresh_names()
 
+    def _forget_group(self, group: str) -> None:
+        self.groups = {n for n in self.groups if not _same(n, group)}
+
     def _saw_message(self, m: Message) -> None:
         self.users.add(m.sender)
         if m.to:
@@ -263,13 +374,20 @@ class Terminal:
                 self.users.update(p.user for p in await self.client.who())
             with contextlib.suppress(ChatError):
                 self.groups.update(g.name for g in await self.client.groups())
+            with contextlib.suppress(ChatError):
+                self.groups.update(g.name for g in await self.client.list_groups())
 
         if self.complete_names and not self.json_mode and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.create_task(fetch(), name="chat_cli-names")
 
-    def completions(self, verb: str, prefix: str) -> list[str]:
-        """Names that complete the first argument of `verb` (users, groups, or both)."""
-        kinds = FIRST_ARG.get(ALIASES.get(verb.lower(), verb.lower()), ())
+    def completions(self, verb: str, prefix: str, position: int = 1) -> list[str]:
+        """Names that complete argument `position` (1: the first) of `verb`: users, groups, or
+        both (`#GROUP` for sendfile's target)."""
+        verb = ALIASES.get(verb.lower(), verb.lower())
+        arg_kinds = ARG_KINDS.get(verb, ())
+        kinds = arg_kinds[position - 1] if 0 < position <= len(arg_kinds) else ()
+        if verb == "sendfile" and position == 1 and prefix.startswith("#"):
+            return ["#" + g for g in self.completions("members", prefix[1:])]
         names: set[str] = set()
         if "user" in kinds:
             names |= self.users - {self.client.user or ""}
@@ -298,7 +416,13 @@ class Terminal:
             cmd = parse_user_line(line)
             if cmd is None:
                 return True
-            await self._handlers[cmd.verb](cmd.args)
+            handler = self._handlers.get(cmd.verb)
+            if handler is None:
+                # A verb of a newer realm this terminal has no human output for: its raw answer.
+                r = await self.client.command(line.strip())
+                self.say(sanitize(str(r)))
+                return True
+            await handler(cmd.args)
             return True
         except ChatError as e:
             if verb == "auth":
@@ -340,14 +464,76 @@ class Terminal:
         self._messages(await self.client.history(a[0], n), f"no messages with {sanitize(a[0])}")
 
     async def _creategroup(self, a: tuple[str, ...]) -> None:
-        g = await self.client.create_group(a[0])
+        private = len(a) > 1
+        g = await self.client.create_group(a[0], private=private)
         self.groups.add(g)
-        self.say(f"created group #{sanitize(g)} (you are its owner)")
+        if private:
+            self.say(f"created private group #{sanitize(g)} (you are its owner): "
+                     f"'invite {sanitize(g)} USER' or 'groupkey {sanitize(g)} KEY' to let people in")
+        else:
+            self.say(f"created group #{sanitize(g)} (you are its owner)")
 
     async def _joingroup(self, a: tuple[str, ...]) -> None:
-        g = await self.client.join_group(a[0])
+        g = await self.client.join_group(a[0], a[1] if len(a) > 1 else None)
         self.groups.add(g)
         self.say(f"joined #{sanitize(g)}")
+
+    async def _listgroups(self, a: tuple[str, ...]) -> None:
+        listed = await self.client.list_groups(a[0] if a else None)
+        self.groups.update(g.name for g in listed)
+        self.say(fmt_group_list(listed))
+
+    async def _members(self, a: tuple[str, ...]) -> None:
+        members = await self.client.members(a[0])
+        self.users.update(m.user for m in members)
+        self.say(f"#{sanitize(a[0])}: {len(members)} member{'' if len(members) == 1 else 's'}\n"
+                 + fmt_members(members, self.client.user))
+
+    async def _invite(self, a: tuple[str, ...]) -> None:
+        r = await self.client.invite(a[0], a[1])
+        self.users.add(r.user)
+        self.say(f"invited {sanitize(r.user)} to #{sanitize(r.group)}")
+
+    async def _kick(self, a: tuple[str, ...]) -> None:
+        r = await self.client.kick(a[0], a[1], a[2] if len(a) > 2 else None)
+        self.say(f"kicked {sanitize(r.user)} from #{sanitize(r.group)}")
+
+    async def _ban(self, a: tuple[str, ...]) -> None:
+        r = await self.client.ban(a[0], a[1], a[2] if len(a) > 2 else None)
+        self.say(f"banned {sanitize(r.user)} from #{sanitize(r.group)}")
+
+    async def _unban(self, a: tuple[str, ...]) -> None:
+        r = await self.client.unban(a[0], a[1])
+        self.say(f"unbanned {sanitize(r.user)} in #{sanitize(r.group)}")
+
+    async def _role(self, a: tuple[str, ...]) -> None:
+        r = await self.client.set_role(a[0], a[1], a[2])
+        self.say(f"{sanitize(r.user)} is now {sanitize(r.role or a[2].lower())} of #{sanitize(r.group)}")
+
+    async def _topic(self, a: tuple[str, ...]) -> None:
+        if len(a) > 1 and a[1].strip() == "-":
+            await self.client.clear_topic(a[0])
+            self.say(f"topic of #{sanitize(a[0])} cleared")
+            return
+        if len(a) > 1:
+            topic = await self.client.set_topic(a[0], a[1])
+            self.say(f"topic of #{sanitize(a[0])} set: {sanitize(topic)}")
+            return
+        topic = await self.client.topic(a[0])
+        self.say(f"topic of #{sanitize(a[0])}: {sanitize(topic)}" if topic else f"#{sanitize(a[0])} has no topic")
+
+    async def _groupkey(self, a: tuple[str, ...]) -> None:
+        if a[1] == "-":
+            await self.client.clear_group_key(a[0])
+            self.say(f"#{sanitize(a[0])} has no key now")
+        else:
+            await self.client.set_group_key(a[0], a[1])
+            self.say(f"key of #{sanitize(a[0])} set: others join with 'joingroup {sanitize(a[0])} KEY'")
+
+    async def _deletegroup(self, a: tuple[str, ...]) -> None:
+        g = await self.client.delete_group(a[0])
+        self._forget_group(g)
+        self.say(f"deleted #{sanitize(g)}")
 
     async def _leavegroup(self, a: tuple[str, ...]) -> None:
         g = await self.client.leave_group(a[0])
@@ -389,6 +575,8 @@ class Terminal:
         path = await asyncio.to_thread(resolve_local_path, path_text)
         size = (await asyncio.to_thread(path.stat)).st_size
         up = await self.client.send_file(to, path, self._progress(f"sending {path.name}", size))
+        if to.startswith("#"):
+            self.groups.add(to[1:])
         self.say(f"sent {sanitize(up.name)} ({fmt_size(up.size)}) to {sanitize(to)}: file id {up.id}, "
                  f"sha256 {up.sha256} verified")
 
@@ -426,6 +614,10 @@ class Terminal:
         f = d.file
         self.say(f"received {sanitize(f.name)} ({fmt_size(f.size)}) from {sanitize(f.sender)} -> {d.path}\n"
                  f"  sha256 {f.sha256} verified")
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.casefold() == b.casefold()
 
 
 # ---- the two modes ----------------------------------------------------------------------------
@@ -512,12 +704,12 @@ async def run_interactive(term: Terminal) -> int:
                 for v in VERBS:
                     if v.startswith(text.lower()):
                         yield Completion(v, start_position=-len(text))
-            elif len(words) == 2:
-                for name in term.completions(words[0], words[1]):
-                    yield Completion(name, start_position=-len(words[1]))
             elif words[0].lower() == "sendfile" and len(words) >= 3:
                 path_text = text.split(" ", 2)[2]
                 yield from self.paths.get_completions(Document(path_text, len(path_text)), complete_event)
+            else:
+                for name in term.completions(words[0], words[-1], len(words) - 1):
+                    yield Completion(name, start_position=-len(words[-1]))
 
     session: PromptSession[str] = PromptSession(history=_history(), completer=VerbCompleter(),
                                                 complete_while_typing=False)

@@ -58,6 +58,7 @@ class PageSession:
         self.connect_view = ConnectView(self.controller, self.prefs, config.realm_host, config.realm_port,
                                         self._logged_in)
         self.chat_view: ChatView | None = None
+        self._invitations_seen: set[str] = set()
         self._pending: set[Change] = set()
         self._flush_scheduled = False
         self.controller.subscribe(self._on_change)
@@ -96,7 +97,9 @@ class PageSession:
         self._set_root(self.connect_view.root)
 
     def _show_chat(self) -> None:
-        self.chat_view = ChatView(self.controller, self.files, self._logout, self.error, narrow=self.narrow)
+        self.chat_view = ChatView(self.controller, self.files, self._logout, self.error, narrow=self.narrow,
+                                  on_info=self.info)
+        self._invitations_seen = {i.group.casefold() for i in self.controller.state.invitations}
         self._set_root(self.chat_view.root)
 
     async def _logged_in(self) -> None:
@@ -138,7 +141,28 @@ class PageSession:
                 self.page.update()
             return
         self.chat_view.render(changes)
+        if Change.INVITATIONS in changes:
+            self._announce_invitations()
         self.page.update()
+
+    def _announce_invitations(self) -> None:
+        """A new invitation pops up once with a Join action (it also stays in the side list)."""
+        current = {i.group.casefold(): i for i in self.controller.state.invitations}
+        new = [i for k, i in current.items() if k not in self._invitations_seen]
+        self._invitations_seen = set(current)
+        if not new or self.chat_view is None:
+            return
+        inv = new[-1]
+        view = self.chat_view
+
+        async def join(e: ft.Event[ft.SnackBar]) -> None:
+            await view.sidebar.join_invited(inv.group)
+
+        with contextlib.suppress(Exception):
+            self.page.show_dialog(ft.SnackBar(
+                ft.Text(f"{inv.by} invited you to #{inv.group}"),
+                action="Join", on_action=join, duration=ft.Duration(seconds=10),
+            ))
 
     # ---- messages for the user ---------------------------------------------------------------
 

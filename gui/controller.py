@@ -15,6 +15,7 @@ import itertools
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -27,10 +28,14 @@ from chat_cli.models import (
     Event,
     FileEvent,
     FileInfo,
+    GroupDeletedEvent,
+    InvitedEvent,
+    MemberEvent,
     Message,
     MessageEvent,
     OtherEvent,
     SessionEvent,
+    TopicEvent,
     parse_ts,
 )
 from realmchat.display import sanitize
@@ -41,6 +46,7 @@ from .state import (
     ChatLine,
     ChatState,
     Conversation,
+    Invitation,
     Kind,
     LineKind,
     Status,
@@ -64,6 +70,8 @@ class Change(StrEnum):
     GROUPS = "groups"
     FILES = "files"                  # incoming files, transfers and their progress
     NOTICE = "notice"                # a one-off message for the user (controller.notice)
+    MEMBERS = "members"              # members (roles, online) or topic of a group
+    INVITATIONS = "invitations"      # invitations waiting for an answer
 
 
 Listener = Callable[[Change], None]
@@ -177,7 +185,7 @@ class ChatController:
                 await client.close()
         self.state = ChatState(host=self.state.host, port=self.state.port, tz=self.state.tz)
         self._changed(Change.STATUS, Change.CONVERSATIONS, Change.MESSAGES, Change.ONLINE, Change.GROUPS,
-                      Change.FILES)
+                      Change.FILES, Change.MEMBERS, Change.INVITATIONS)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -243,7 +251,7 @@ class ChatController:
                                status=Status.CONNECTED if client and client.connected else Status.OFFLINE,
                                status_detail=f"connected to realm {realm}" if client else "")
         self._changed(Change.STATUS, Change.CONVERSATIONS, Change.MESSAGES, Change.ONLINE, Change.GROUPS,
-                      Change.FILES)
+                      Change.FILES, Change.MEMBERS, Change.INVITATIONS)
 
     # ---- presence and groups ----------------------------------------------------------------
 
@@ -278,7 +286,16 @@ class ChatController:
             self._changed(Change.STATUS, Change.ONLINE)
 
     async def refresh_groups(self) -> None:
-        groups = await self._client().groups()
+        client = self._client()
+        groups = await client.groups()
+        if any(not g.mode for g in groups):
+            # A realm whose `groups` does not say mode and topic: `listgroups` does (it lists
+            # every group the user is in, private ones included).
+            with contextlib.suppress(ChatError):
+                listed = {x.name.casefold(): x for x in await client.list_groups()}
+                groups = [replace(g, mode=g.mode or listed[g.name.casefold()].mode,
+                                  topic=g.topic or listed[g.name.casefold()].topic)
+                          if g.name.casefold() in listed else g for g in groups]
         self.state.groups = {g.name.casefold(): g for g in groups}
         self._changed(Change.GROUPS)
 
@@ -300,20 +317,35 @@ class ChatController:
                 with contextlib.suppress(ChatError):
                     await self.refresh_online()
 
-    async def create_group(self, name: str) -> Conversation:
+    async def create_group(self, name: str, private: bool = False, key: str = "") -> Conversation:
+        """Creates a group (you own it). A private one is joined by invitation, or with `key`
+        when one is given (set right after creating)."""
         name = self._valid_name(name, "group")
-        created = await self._client().create_group(name)
+        key = key.strip()
+        if key and any(c.isspace() for c in key):
+            raise InvalidArgument("the key must be one word (no spaces)")
+        client = self._client()
+        created = await client.create_group(name, private=private)
+        if key:
+            await client.set_group_key(created, key)
         return await self._joined(created)
 
-    async def join_group(self, name: str) -> Conversation:
+    async def join_group(self, name: str, key: str = "") -> Conversation:
+        """Joins a group; a private one needs an invitation or its key (PermissionDenied with
+        the realm's message otherwise)."""
         name = self._valid_name(name, "group")
-        joined = await self._client().join_group(name)
+        key = key.strip()
+        joined = await self._client().join_group(name, key or None)
+        self._drop_invitation(joined)
+        conv = self._conversation(Kind.GROUP, joined)
+        conv.closed = ""
         return await self._joined(joined)
 
     async def _joined(self, name: str) -> Conversation:
         with contextlib.suppress(ChatError):
             await self.refresh_groups()
         conv = self._conversation(Kind.GROUP, name)
+        conv.closed = ""
         self._changed(Change.CONVERSATIONS)
         await self.open_conversation(conv.key)
         return conv
@@ -322,11 +354,203 @@ class ChatController:
         await self._client().leave_group(name)
         key = conv_key(Kind.GROUP, name)
         self.state.conversations.pop(key, None)
+        self.state.members.pop(name.casefold(), None)
         if self.state.current == key:
             self.state.current = None
         with contextlib.suppress(ChatError):
             await self.refresh_groups()
-        self._changed(Change.CONVERSATIONS, Change.MESSAGES, Change.GROUPS)
+        self._changed(Change.CONVERSATIONS, Change.MESSAGES, Change.GROUPS, Change.MEMBERS)
+
+    # ---- rooms: members, moderation, topic -----------------------------------------------------
+
+    def _group_of(self, group: str | None) -> str:
+        """`group`, or the open conversation's group."""
+        if group:
+            return self._valid_name(group, "group")
+        conv = self.current
+        if conv is None or conv.kind is not Kind.GROUP:
+            raise InvalidArgument("open a group first")
+        return conv.name
+
+    async def refresh_members(self, group: str | None = None) -> None:
+        """Loads the members of `group` (default: the open one) into state.members; a refusal
+        (a private group you left) is kept in state.members_error for the panel."""
+        group = self._group_of(group)
+        key = group.casefold()
+        try:
+            members = await self._checked(self._client().members(group))
+        except ChatError as e:
+            self.state.members.pop(key, None)
+            self.state.members_error[key] = e.message
+            self._changed(Change.MEMBERS)
+            raise
+        self.state.members[key] = members
+        self.state.members_error.pop(key, None)
+        self._changed(Change.MEMBERS, Change.GROUPS)
+
+    async def refresh_topic(self, group: str | None = None) -> str:
+        group = self._group_of(group)
+        topic = await self._client().topic(group)
+        self.state.topics[group.casefold()] = topic
+        self._changed(Change.MEMBERS, Change.MESSAGES)
+        return topic
+
+    async def set_topic(self, text: str, group: str | None = None) -> str:
+        """Sets the topic (owner/admin); empty clears it. Members see it through the topic event."""
+        group = self._group_of(group)
+        text = " ".join(text.split())
+        if not text or text == "-":
+            await self._client().clear_topic(group)
+            self.state.topics[group.casefold()] = ""
+            self._own_action(group, "you cleared the topic")
+            self._changed(Change.MEMBERS, Change.MESSAGES)
+            return ""
+        topic = await self._client().set_topic(group, text)
+        self.state.topics[group.casefold()] = topic
+        self._own_action(group, f"you set the topic: {topic}")
+        self._changed(Change.MEMBERS, Change.MESSAGES)
+        return topic
+
+    async def invite(self, user: str, group: str | None = None) -> None:
+        group = self._group_of(group)
+        user = self._valid_name(user, "user")
+        await self._client().invite(group, user)
+        self._own_action(group, f"you invited {user}")
+        self._spawn(self._quietly(self.refresh_members(group)), "gui-refresh-members")
+
+    async def kick(self, user: str, reason: str = "", group: str | None = None) -> None:
+        group = self._group_of(group)
+        await self._client().kick(group, user, reason.strip() or None)
+        self._own_action(group, f"{user} was kicked by you" + (f": {reason.strip()}" if reason.strip() else ""))
+        await self._quietly(self.refresh_members(group))
+
+    async def ban(self, user: str, reason: str = "", group: str | None = None) -> None:
+        group = self._group_of(group)
+        await self._client().ban(group, user, reason.strip() or None)
+        self._own_action(group, f"{user} was banned by you" + (f": {reason.strip()}" if reason.strip() else ""))
+        await self._quietly(self.refresh_members(group))
+
+    async def unban(self, user: str, group: str | None = None) -> None:
+        group = self._group_of(group)
+        user = self._valid_name(user, "user")
+        await self._client().unban(group, user)
+        self._own_action(group, f"{user} was unbanned by you")
+
+    async def set_role(self, user: str, role: str, group: str | None = None) -> None:
+        """admin or member (owner only)."""
+        group = self._group_of(group)
+        r = await self._client().set_role(group, user, role)
+        self._own_action(group, f"{user} is now {r.role or role} (by you)")
+        await self._quietly(self.refresh_members(group))
+
+    async def set_group_key(self, key: str, group: str | None = None) -> None:
+        """Sets (or with "" clears) the key that lets people join the group."""
+        group = self._group_of(group)
+        key = key.strip()
+        if key and any(c.isspace() for c in key):
+            raise InvalidArgument("the key must be one word (no spaces)")
+        if key:
+            await self._client().set_group_key(group, key)
+        else:
+            await self._client().clear_group_key(group)
+
+    async def delete_group(self, group: str | None = None) -> None:
+        """Deletes the group for everyone (owner only)."""
+        group = self._group_of(group)
+        await self._client().delete_group(group)
+        self._group_gone(group, "you deleted this group")
+
+    async def list_groups(self, pattern: str | None = None) -> list[Any]:
+        """Public groups (and private ones you are in), for a group browser."""
+        return await self._client().list_groups(pattern)
+
+    def dismiss_invitation(self, group: str) -> None:
+        self._drop_invitation(group)
+
+    def _drop_invitation(self, group: str) -> None:
+        before = len(self.state.invitations)
+        self.state.invitations = [i for i in self.state.invitations if not _same(i.group, group)]
+        if len(self.state.invitations) != before:
+            self._changed(Change.INVITATIONS)
+
+    def _group_notice(self, group: str, text: str, ts: datetime | None = None) -> Conversation | None:
+        """A notice line ("bob joined") in the group's conversation, if the user has it."""
+        conv = self.state.conversations.get(conv_key(Kind.GROUP, group))
+        if conv is not None:
+            # Our own action adds its notice when the realm says OK; if the realm also sends
+            # us the event, it is the same line.
+            if any(ln.kind is LineKind.NOTICE and ln.text == text for ln in conv.lines[-5:]):
+                return conv
+            conv.lines.append(ChatLine(sender="", text=text, ts=ts or datetime.now(UTC), kind=LineKind.NOTICE))
+        return conv
+
+    def _own_action(self, group: str, text: str) -> None:
+        """The notice of something the user did in `group` (the realm may not echo the event to
+        the session that acted), and the member count that changed with it."""
+        self._group_notice(group, sanitize(text))
+        self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+
+    def _group_gone(self, group: str, why: str) -> None:
+        """The user lost `group` (kicked, banned, deleted): its conversation stays readable with
+        the reason instead of the composer; members and role are forgotten."""
+        key = group.casefold()
+        self.state.groups.pop(key, None)
+        self.state.members.pop(key, None)
+        conv = self.state.conversations.get(conv_key(Kind.GROUP, group))
+        if conv is not None:
+            conv.closed = why
+        self._changed(Change.GROUPS, Change.MEMBERS, Change.MESSAGES, Change.CONVERSATIONS)
+
+    def _on_member(self, ev: MemberEvent) -> None:
+        me = self.state.user
+        who = "you" if _same(ev.user, me) else ev.user
+        by = "you" if _same(ev.by, me) else ev.by
+        reason = f": {ev.reason}" if ev.reason else ""
+        text = {
+            "join": f"{who} joined",
+            "leave": f"{who} left",
+            "kick": f"{who} {'were' if who == 'you' else 'was'} kicked by {by}{reason}",
+            "ban": f"{who} {'were' if who == 'you' else 'was'} banned by {by}{reason}",
+            "unban": f"{who} {'were' if who == 'you' else 'was'} unbanned by {by}",
+            "invite": f"{by} invited {who}",
+            "role": f"{who} {'are' if who == 'you' else 'is'} now {ev.role or 'member'} (by {by})",
+        }.get(ev.action, f"{who}: {ev.action}")
+        conv = self._group_notice(ev.group, sanitize(text))
+        key = ev.group.casefold()
+        if _same(ev.user, me) and ev.removes:
+            if ev.action != "leave":
+                self._notify(f"you were {'kicked' if ev.action == 'kick' else 'banned'} from #{ev.group} "
+                             f"by {ev.by}{reason}")
+            self._group_gone(ev.group, f"you were {'kicked' if ev.action == 'kick' else 'banned'}"
+                                       f" by {ev.by}{reason}" if ev.action != "leave" else "you left this group")
+            return
+        # Someone else came, went or changed role: the members panel follows (its online state
+        # and realm come from the server, so it is fetched again, and the count with it).
+        members = self.state.members.get(key)
+        if members is not None:
+            if ev.removes:
+                self.state.members[key] = [m for m in members if not _same(m.user, ev.user)]
+            elif ev.action == "role" and ev.role:
+                self.state.members[key] = [replace(m, role=ev.role) if _same(m.user, ev.user) else m
+                                           for m in members]
+            self._spawn(self._quietly(self.refresh_members(ev.group)), "gui-refresh-members")
+        if ev.action in ("join", "leave", "kick", "ban", "role"):
+            self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
+        self._changed(Change.MEMBERS, Change.GROUPS,
+                      *([Change.MESSAGES] if conv is not None and conv.key == self.state.current else []))
+
+    def _on_topic(self, ev: TopicEvent) -> None:
+        self.state.topics[ev.group.casefold()] = ev.topic
+        by = "you" if _same(ev.by, self.state.user) else ev.by
+        self._group_notice(ev.group, sanitize(f"{by} set the topic: {ev.topic}" if ev.topic
+                                              else f"{by} cleared the topic"))
+        self._changed(Change.MEMBERS, Change.MESSAGES)
+
+    def _on_invited(self, ev: InvitedEvent) -> None:
+        if not any(_same(i.group, ev.group) for i in self.state.invitations):
+            self.state.invitations.append(Invitation(group=ev.group, by=ev.by))
+        self._changed(Change.INVITATIONS)
 
     # ---- conversations -----------------------------------------------------------------------
 
@@ -386,9 +610,12 @@ class ChatController:
         self.state.current = key
         conv.unread = 0
         self._changed(Change.CONVERSATIONS, Change.MESSAGES)
-        if conv.kind is Kind.GROUP:
-            # Member counts have no events: refresh them when a group is looked at.
+        if conv.kind is Kind.GROUP and not conv.closed:
+            # Counts, roles, online marks and the topic: fetched when a group is looked at, then
+            # kept current by member and topic events.
             self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
+            self._spawn(self._quietly(self.refresh_members(conv.name)), "gui-refresh-members")
+            self._spawn(self._quietly(self.refresh_topic(conv.name)), "gui-refresh-topic")
         if not conv.history_loaded:
             await self.load_history(conv)
         return conv
@@ -474,13 +701,15 @@ class ChatController:
         self._changed(Change.FILES, Change.CONVERSATIONS, Change.MESSAGES)
 
     def _file_line(self, f: FileInfo, unread: bool) -> None:
-        """A received file also shows as a line in the private chat with its sender."""
-        conv = self._conversation(Kind.PRIVATE, f.sender)
+        """A received file also shows as a line in its conversation: the group's for a group
+        file, else the private chat with its sender."""
+        conv = self._conversation(Kind.GROUP, f.group) if f.group else self._conversation(Kind.PRIVATE, f.sender)
         if any(ln.file is not None and ln.file.id == f.id for ln in conv.lines):
             return
+        own = _same(f.sender, self.state.user)
         conv.add(ChatLine(sender=f.sender, text=f"sent a file: {sanitize(f.name)} ({human_size(f.size)})",
-                          ts=f.time, kind=LineKind.FILE, file=f))
-        if unread and self.state.current != conv.key:
+                          ts=f.time, kind=LineKind.FILE, file=f, own=own))
+        if unread and not own and self.state.current != conv.key:
             conv.unread += 1
 
     def _progress(self, t: Transfer) -> Callable[[int, int], None]:
@@ -519,9 +748,11 @@ class ChatController:
         self._changed(Change.FILES, Change.MESSAGES)
 
     async def send_file(self, to: str, path: Path | str, name: str | None = None) -> Transfer:
-        """Uploads a local file to user `to` (progress in state.transfers). Shows a file line in
-        the private chat when stored; raises the realm's error otherwise."""
-        to = self._valid_name(to, "user")
+        """Uploads a local file to user `to`, or to a group as "#GROUP" (progress in
+        state.transfers). Shows a file line in that conversation when stored; raises the
+        realm's error otherwise."""
+        group = to.startswith("#")
+        to = self._valid_name(to, "group" if group else "user")
         p = Path(path)
         # Only for the progress bar before the first chunk; chat_cli reports the real size.
         size = await asyncio.to_thread(lambda: p.stat().st_size if p.is_file() else 0)
@@ -529,15 +760,20 @@ class ChatController:
         self.state.transfers.append(t)
         self._changed(Change.FILES)
         try:
-            up = await self._client().send_file(to, p, self._progress(t), name=name)
+            up = await self._client().send_file(f"#{to}" if group else to, p, self._progress(t), name=name)
         except ChatError as e:
             t.state, t.error = TransferState.FAILED, e.message
             self._changed(Change.FILES)
             raise
         t.state, t.sha256, t.name = TransferState.DONE, up.sha256, up.name
-        conv = self._conversation(Kind.PRIVATE, to)
-        conv.add(ChatLine(sender=self.state.user, text=f"sent a file: {sanitize(up.name)} ({human_size(up.size)})",
-                          ts=datetime.now(UTC), own=True, kind=LineKind.FILE))
+        conv = self._conversation(Kind.GROUP if group else Kind.PRIVATE, to)
+        now = datetime.now(UTC)
+        # The file's id rides along, so the same file pushed back (a group's own copy) is one line.
+        info = FileInfo(id=up.id, sender=self.state.user, name=up.name, size=up.size, sha256=up.sha256,
+                        ts=now.isoformat(), group=to if group else None)
+        if not any(ln.file is not None and ln.file.id == up.id for ln in conv.lines):
+            conv.add(ChatLine(sender=self.state.user, text=f"sent a file: {sanitize(up.name)} ({human_size(up.size)})",
+                              ts=now, own=True, kind=LineKind.FILE, file=info))
         self._changed(Change.FILES, Change.MESSAGES, Change.CONVERSATIONS)
         return t
 
@@ -579,6 +815,16 @@ class ChatController:
             self.state.incoming_files[ev.file.id] = ev.file
             self._file_line(ev.file, unread=True)
             self._changed(Change.FILES, Change.CONVERSATIONS, Change.MESSAGES)
+        elif isinstance(ev, MemberEvent):
+            self._on_member(ev)
+        elif isinstance(ev, TopicEvent):
+            self._on_topic(ev)
+        elif isinstance(ev, GroupDeletedEvent):
+            by = "you" if _same(ev.by, self.state.user) else ev.by
+            self._group_notice(ev.group, sanitize(f"{by} deleted this group"))
+            self._group_gone(ev.group, f"{by} deleted this group")
+        elif isinstance(ev, InvitedEvent):
+            self._on_invited(ev)
         elif isinstance(ev, SessionEvent):
             self._notify(f"session {ev.state}: {ev.message}" if ev.message else f"session {ev.state}")
         elif isinstance(ev, OtherEvent) and ev.kind == "shutdown":
@@ -621,6 +867,8 @@ class ChatController:
         conv = self.current
         if conv is not None:
             await self.load_history(conv)
+            if conv.kind is Kind.GROUP and not conv.closed:
+                await self._quietly(self.refresh_members(conv.name))
 
 
 def human_size(n: int) -> str:

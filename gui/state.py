@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
-from chat_cli.models import FileInfo, GroupInfo, Presence
+from chat_cli.models import FileInfo, GroupInfo, Member, Presence
 
 
 class Status(StrEnum):
@@ -112,6 +112,9 @@ class Conversation:
     unread: int = 0
     history_loaded: bool = False
     history_error: str = ""
+    # A group the user can no longer use (kicked, banned, deleted): why, shown instead of the
+    # composer. Empty while the user is a member.
+    closed: str = ""
 
     @property
     def key(self) -> str:
@@ -133,6 +136,8 @@ class Conversation:
             return ""
         who = "you" if last.own else last.sender
         text = " ".join(last.text.split())
+        if last.kind is LineKind.NOTICE:
+            return text[:59] + "…" if len(text) > 60 else text
         if len(text) > 60:
             text = text[:59] + "…"
         return f"{who}: {text}" if self.kind is Kind.GROUP or last.own else text
@@ -186,6 +191,22 @@ class Transfer:
         return min(1.0, self.done_bytes / self.size) if self.size else 0.0
 
 
+ROLE_ORDER = {"owner": 0, "admin": 1, "member": 2}
+
+
+def sorted_members(members: list[Member]) -> list[Member]:
+    """Owner, admins, members; online first within each; then by name."""
+    return sorted(members, key=lambda m: (ROLE_ORDER.get(m.role, 3), not m.online, m.user.casefold()))
+
+
+@dataclass
+class Invitation:
+    """An invitation to a group, shown until the user joins or dismisses it."""
+
+    group: str
+    by: str
+
+
 @dataclass
 class ChatState:
     status: Status = Status.OFFLINE
@@ -203,10 +224,34 @@ class ChatState:
     incoming_files: dict[int, FileInfo] = field(default_factory=dict)
     saved_files: dict[int, str] = field(default_factory=dict)  # file id -> local path
     transfers: list[Transfer] = field(default_factory=list)
+    members: dict[str, list[Member]] = field(default_factory=dict)  # group (casefolded) -> members
+    members_error: dict[str, str] = field(default_factory=dict)      # group -> why members failed
+    topics: dict[str, str] = field(default_factory=dict)             # group (casefolded) -> topic
+    invitations: list[Invitation] = field(default_factory=list)
 
     @property
     def logged_in(self) -> bool:
         return bool(self.user)
+
+    def role_in(self, group: str) -> str:
+        """The user's role in `group` ("owner", "admin", "member"), "" if not a member. The
+        members list is the fresher source (role events update it); the groups list else."""
+        for m in self.members.get(group.casefold(), []):
+            if m.user.casefold() == self.user.casefold():
+                return m.role
+        g = self.groups.get(group.casefold())
+        return g.role if g else ""
+
+    def can_moderate(self, group: str) -> bool:
+        """Owner or admin: invite, kick, ban, topic, key."""
+        return self.role_in(group) in ("owner", "admin")
+
+    def topic_of(self, group: str) -> str:
+        key = group.casefold()
+        if key in self.topics:
+            return self.topics[key]
+        g = self.groups.get(key)
+        return g.topic if g else ""
 
     def sorted_conversations(self) -> list[Conversation]:
         return sorted(self.conversations.values(), key=lambda c: c.sort_key, reverse=True)

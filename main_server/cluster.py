@@ -82,8 +82,14 @@ class Cluster:
             self.publish({"k": "m", "id": msg_id, "u": part, "t": [u for u in part if u in track_set],
                           "x": exclude_session})
 
-    def publish_file(self, file_id: int, user: str, exclude_session: int) -> None:
-        self.publish({"k": "f", "id": file_id, "u": [user], "x": exclude_session})
+    def publish_file(self, file_id: int, users: list[str], exclude_session: int) -> None:
+        for i in range(0, len(users), USERS_PER_NOTICE):
+            self.publish({"k": "f", "id": file_id, "u": users[i:i + USERS_PER_NOTICE], "x": exclude_session})
+
+    def publish_event(self, event_b64: str, users: list[str], exclude_session: int) -> None:
+        """A live notice (room events): the serialized Event, for the users' sessions elsewhere."""
+        for i in range(0, len(users), USERS_PER_NOTICE):
+            self.publish({"k": "ev", "e": event_b64, "u": users[i:i + USERS_PER_NOTICE], "x": exclude_session})
 
     async def _publisher(self) -> None:
         # Notices are packed into as few NOTIFYs as fit: one round trip carries many.
@@ -154,7 +160,7 @@ class Cluster:
             if notice.get("reset"):
                 sessions.clear()
             sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
-        elif kind in ("m", "f", "lo") and self._handler is not None:
+        elif kind in ("m", "f", "ev", "lo") and self._handler is not None:
             try:
                 await self._handler(notice)
             except Exception:

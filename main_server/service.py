@@ -4,13 +4,14 @@ the gRPC servicer is only a translation layer over this."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import itertools
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
 from realmchat.textproto import HISTORY_MAX, base_file_name
 
+from . import rooms
 from .blobs import BlobStore
 from .cluster import Cluster
 from .config import MainConfig
@@ -37,7 +39,17 @@ from .loginguard import TARPIT_S, LoginGuard, parse_networks
 from .metrics import MESSAGES
 from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
-from .storage.base import FileRecord, GroupInfo, GroupRecord, MessageRecord, SessionRecord, Storage, User
+from .storage.base import (
+    FileRecord,
+    GroupInfo,
+    GroupRecord,
+    MessageRecord,
+    RoomChange,
+    RoomInfo,
+    SessionRecord,
+    Storage,
+    User,
+)
 from .uploads import UploadSlots
 
 log = logging.getLogger(__name__)
@@ -89,6 +101,19 @@ def fit_bytes(msgs: list[MessageRecord], max_bytes: int, newest: bool = False) -
     return (kept[::-1] if newest else kept), len(kept) < len(msgs)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """A member as `members` shows them: role from storage, presence from the hub."""
+
+    user: str
+    role: str
+    online: bool
+    realm: str
+
+
+GROUP_KEY_MAX = 64
+
+
 def token_hash(token: str) -> str:
     # Only hashes of tokens are stored: a copy of the database does not hand out sessions.
     return hashlib.sha256(token.encode()).hexdigest()
@@ -115,7 +140,7 @@ def message_pb(m: MessageRecord) -> pb.Message:
 
 def file_pb(f: FileRecord) -> pb.FileInfo:
     return pb.FileInfo(**{"id": f.id, "from": f.sender, "to": f.to, "name": f.name, "size": f.size,
-                          "sha256": f.sha256, "ts": f.ts})
+                          "sha256": f.sha256, "ts": f.ts, "group": f.group})
 
 
 class ChatService:
@@ -298,6 +323,9 @@ class ChatService:
         if notice["k"] == "m":
             for m in await self.storage.get_messages([notice["id"]]):
                 self._push_message(m, local, [u for u in notice["t"] if u in local], notice["x"], publish=False)
+        elif notice["k"] == "ev":
+            ev = pb.Event.FromString(base64.b64decode(notice["e"]))
+            self.hub.push(local, lambda e: e.MergeFrom(ev), notice["x"])
         elif notice["k"] == "f":
             record = await self.storage.get_file(notice["id"])
             if record is not None:
@@ -449,46 +477,163 @@ class ChatService:
         page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=True)
         return Page(page, cut)
 
-    # ---- groups ------------------------------------------------------------------------------
+    # ---- groups (rooms) ---------------------------------------------------------------------
+    # Every rule lives in main_server/rooms.py and is applied by storage inside the transaction
+    # that makes the change. Room events are live notices: pushed like messages, through the
+    # hub and the delivery ledger, but with no undelivered entry (a client that was not
+    # connected asks `members`, `topic` or `groups` for the state instead).
 
-    async def create_group(self, caller: Caller, group: str) -> GroupRecord:
-        check_name(group, "group")
-        return await self.storage.create_group(name_key(group), group, caller.user)
+    def _notify(self, users: Iterable[str], fill: Callable[[pb.Event], None], exclude_session: int) -> None:
+        targets = sorted(set(users))
+        if not targets:
+            return
+        self.hub.push(targets, fill, exclude_session)
+        if self.cluster is not None:
+            ev = pb.Event()
+            fill(ev)
+            self.cluster.publish_event(base64.b64encode(ev.SerializeToString()).decode(), targets,
+                                       exclude_session)
 
-    async def join_group(self, caller: Caller, group: str) -> GroupRecord:
+    def _member_event(self, caller: Caller, change: RoomChange, action: str, users: Iterable[str],
+                      reason: str = "", role: str = "") -> None:
+        e = pb.MemberEvent(group=change.group.name, user=change.user, action=action, by=caller.session.user_name,
+                           reason=reason, role=role)
+        self._notify(users, lambda ev: ev.member.CopyFrom(e), caller.session.id)
+
+    @staticmethod
+    def _group_key(group: str) -> str:
+        return name_key(check_name(group.removeprefix("#"), "group"))
+
+    async def create_group(self, caller: Caller, group: str, mode: str = "") -> GroupRecord:
         check_name(group, "group")
-        return await self.storage.join_group(name_key(group), caller.user)
+        return await self.storage.create_group(name_key(group), group, caller.user, rooms.check_mode(mode))
+
+    async def join_group(self, caller: Caller, group: str, key: str = "") -> GroupRecord:
+        gkey = self._group_key(group)
+        verified = ""
+        if key:
+            # The key is checked against its hash off the event loop, outside the transaction;
+            # the join then passes only if that hash still is the group's key.
+            g = await self.storage.get_group(gkey)
+            if g is not None and g.key_hash and await self.hasher.verify(g.key_hash, key[:GROUP_KEY_MAX]):
+                verified = g.key_hash
+        change = await self.storage.join_group(gkey, caller.user, verified)
+        if change.changed:
+            self._member_event(caller, change, "join", change.members)
+        return change.group
 
     async def leave_group(self, caller: Caller, group: str) -> GroupRecord:
-        check_name(group, "group")
-        return await self.storage.leave_group(name_key(group), caller.user)
+        change = await self.storage.leave_group(self._group_key(group), caller.user)
+        self._member_event(caller, change, "leave", [*change.members, caller.session.user_key])
+        return change.group
 
     async def list_groups(self, caller: Caller) -> list[GroupInfo]:
         return await self.storage.list_groups(caller.session.user_key)
 
+    async def browse_groups(self, caller: Caller, pattern: str) -> list[RoomInfo]:
+        return await self.storage.browse_groups(caller.session.user_key, rooms.glob_to_like(pattern))
+
+    async def invite(self, caller: Caller, group: str, user: str) -> RoomChange:
+        check_name(user, "user")
+        change = await self.storage.invite(self._group_key(group), caller.user, name_key(user))
+        self._member_event(caller, change, "invite", change.members)
+        e = pb.InvitedEvent(group=change.group.name, by=caller.session.user_name)
+        self._notify([change.user_key], lambda ev: ev.invited.CopyFrom(e), caller.session.id)
+        return change
+
+    async def kick(self, caller: Caller, group: str, user: str, reason: str = "") -> RoomChange:
+        check_name(user, "user")
+        reason = rooms.check_text(reason, "reason", rooms.REASON_MAX_BYTES)
+        change = await self.storage.kick(self._group_key(group), caller.user, name_key(user))
+        self._member_event(caller, change, "kick", change.members, reason=reason)
+        return change
+
+    async def ban(self, caller: Caller, group: str, user: str, reason: str = "") -> RoomChange:
+        check_name(user, "user")
+        reason = rooms.check_text(reason, "reason", rooms.REASON_MAX_BYTES)
+        change = await self.storage.ban(self._group_key(group), caller.user, name_key(user), reason)
+        self._member_event(caller, change, "ban", change.members, reason=reason)
+        return change
+
+    async def unban(self, caller: Caller, group: str, user: str) -> RoomChange:
+        check_name(user, "user")
+        change = await self.storage.unban(self._group_key(group), caller.user, name_key(user))
+        self._member_event(caller, change, "unban", change.members)
+        return change
+
+    async def set_role(self, caller: Caller, group: str, user: str, role: str) -> RoomChange:
+        check_name(user, "user")
+        change = await self.storage.set_role(self._group_key(group), caller.user, name_key(user),
+                                             rooms.check_role(role))
+        if change.changed:
+            self._member_event(caller, change, "role", change.members, role=change.role)
+        return change
+
+    async def members(self, caller: Caller, group: str) -> list[MemberView]:
+        _, members = await self.storage.members(self._group_key(group), caller.session.user_key)
+        where: dict[str, str] = {}
+        for name, realm in self.who():  # sorted: a user on several realms shows the first
+            where.setdefault(name_key(name), realm)
+        return [MemberView(m.name, m.role, m.key in where, where.get(m.key, "")) for m in members]
+
+    async def topic(self, caller: Caller, group: str, text: str | None) -> GroupRecord:
+        gkey = self._group_key(group)
+        if text is None:
+            return await self.storage.room(gkey, caller.session.user_key)
+        change = await self.storage.set_topic(gkey, caller.user, rooms.check_text(text, "topic", rooms.TOPIC_MAX_BYTES))
+        e = pb.TopicEvent(group=change.group.name, topic=change.group.topic, by=caller.session.user_name)
+        self._notify(change.members, lambda ev: ev.topic.CopyFrom(e), caller.session.id)
+        return change.group
+
+    async def set_group_key(self, caller: Caller, group: str, key: str) -> GroupRecord:
+        gkey = self._group_key(group)
+        key_hash = ""
+        if key:
+            if len(key) > GROUP_KEY_MAX or any(c.isspace() or c == "\x00" for c in key):
+                raise InvalidArgument(f"a group key is 1-{GROUP_KEY_MAX} characters without spaces")
+            # Refused before the (slow) hash when the caller may not set it; storage checks again.
+            g, members = await self.storage.members(gkey, caller.session.user_key)
+            role = next((m.role for m in members if m.key == caller.session.user_key), "")
+            rooms.check_moderator(g, rooms.Standing(role), "set the key")
+            key_hash = await self.hasher.hash(key)
+        return (await self.storage.set_group_key(gkey, caller.user, key_hash)).group
+
+    async def delete_group(self, caller: Caller, group: str) -> GroupRecord:
+        change = await self.storage.delete_group(self._group_key(group), caller.user)
+        e = pb.GroupDeletedEvent(group=change.group.name, by=caller.session.user_name)
+        self._notify(change.members, lambda ev: ev.group_deleted.CopyFrom(e), caller.session.id)
+        return change.group
+
     # ---- files -------------------------------------------------------------------------------
 
-    async def check_upload(self, header: UploadSpec, caller: Caller | None = None) -> tuple[User, str]:
-        """The recipient and the bare file name, or the error the upload would end with."""
-        if caller is not None:
+    async def check_upload(self, header: UploadSpec, caller: Caller, slots: bool = True
+                           ) -> tuple[User | GroupRecord, str]:
+        """The recipient (a user, or for `#GROUP` a group the caller is a member of) and the bare
+        file name, or the error the upload would end with."""
+        if slots:
             # Refused here with its clear message: once the bytes flow, gRPC may only say that
             # main ended the transfer early.
             self.uploads.check(caller.session.user_key)
-        check_name(header.to, "user")
+        group = header.to.startswith("#")
+        check_name(header.to[1:] if group else header.to, "group" if group else "user")
         name = base_file_name(header.name)
         if header.size < 0:
             raise InvalidArgument("size must not be negative")
         if header.size > self.config.max_file_bytes:
             raise ResourceExhausted(f"file too large: at most {self.config.max_file_bytes} bytes")
-        to = await self.storage.get_user(name_key(header.to))
-        if to is None:
-            raise NotFound(f"no user {header.to!r}: check the name")
+        to: User | GroupRecord | None
+        if group:
+            to = await self.storage.member_group(name_key(header.to[1:]), caller.session.user_key)
+        else:
+            to = await self.storage.get_user(name_key(header.to))
+            if to is None:
+                raise NotFound(f"no user {header.to!r}: check the name")
         self.blobs.fits(header.size)
         return to, name
 
     async def upload(self, caller: Caller, header: UploadSpec, chunks: AsyncIterator[bytes]
                      ) -> FileRecord:
-        to, name = await self.check_upload(header)
+        to, name = await self.check_upload(header, caller, slots=False)
         with self.uploads.slot(caller.session.user_key):
             up = self.blobs.upload(header.size)  # reserves the declared size on the disk
             try:
@@ -499,12 +644,19 @@ class ChatService:
             except BaseException:
                 up.abort()
                 raise
-        record = await self.storage.add_file(caller.user, to, name, header.size, digest)
+        if isinstance(to, GroupRecord):
+            # Stored once; it waits for every member but the sender (the sender's other
+            # sessions see it too). Membership is checked again in the same transaction.
+            record, recipients = await self.storage.add_group_file(caller.user, to.key, name, header.size, digest)
+            users = [*recipients, caller.session.user_key]
+        else:
+            record = await self.storage.add_file(caller.user, to, name, header.size, digest)
+            users = [to.key]
         FILES_STORED.inc()
         f = file_pb(record)
-        self.hub.push([to.key], lambda ev: ev.file.CopyFrom(f), caller.session.id)
+        self.hub.push(users, lambda ev: ev.file.CopyFrom(f), caller.session.id)
         if self.cluster is not None:
-            self.cluster.publish_file(record.id, to.key, caller.session.id)
+            self.cluster.publish_file(record.id, users, caller.session.id)
         return record
 
     async def _next_chunk(self, it: AsyncIterator[bytes]) -> bytes | None:
@@ -523,11 +675,10 @@ class ChatService:
         return await self.storage.pending_files(caller.session.user_key)
 
     async def open_download(self, caller: Caller, file_id: int) -> tuple[FileRecord, Path]:
-        record = await self.storage.get_file(file_id)
-        if record is None or record.to_key != caller.session.user_key:
-            raise NotFound(f"no file {file_id} for you: 'receivefile' lists yours")
+        # The recipient of a private file; for a group file, rooms.check_download's rule.
+        record = await self.storage.open_file(file_id, caller.session.user_key)
         return record, self.blobs.path(record.sha256)
 
-    async def mark_downloaded(self, file_id: int) -> None:
-        await self.storage.mark_downloaded(file_id)
+    async def mark_downloaded(self, caller: Caller, file_id: int) -> None:
+        await self.storage.mark_downloaded(file_id, caller.session.user_key)
 

@@ -36,6 +36,7 @@ from realmchat.rpc import FILE_CHUNK, MAX_MESSAGE_BYTES, status_for, token_from
 
 from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
 from .service import Caller, ChatService, Page, UploadSpec, file_pb, message_pb
+from .storage.base import RoomChange
 
 log = logging.getLogger(__name__)
 unexpected = ErrorLog(log)  # a traceback per kind, then one line each: a flood cannot flood the log
@@ -104,6 +105,10 @@ def as_chat_error(exc: BaseException, what: str) -> ChatError:
         return exc
     unexpected(f"{what} failed", exc)
     return Internal("internal error; the server log has details")
+
+
+def _member(change: RoomChange) -> pb.MemberResponse:
+    return pb.MemberResponse(group=change.group.name, user=change.user, role=change.role)
 
 
 def _messages(page: Page) -> pb.MessageList:
@@ -211,16 +216,65 @@ class ChatServicer(pb_grpc.ChatServicer):
     # ---- groups ------------------------------------------------------------------------------
 
     @unary()
-    async def CreateGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
-        return pb.GroupResponse(group=(await self.service.create_group(caller, request.group)).name)
+    async def CreateGroup(self, request: pb.CreateGroupRequest, caller: Caller, identity: Identity
+                          ) -> pb.GroupResponse:
+        g = await self.service.create_group(caller, request.group, request.mode)
+        return pb.GroupResponse(group=g.name, mode=g.mode)
 
     @unary()
-    async def JoinGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
-        return pb.GroupResponse(group=(await self.service.join_group(caller, request.group)).name)
+    async def JoinGroup(self, request: pb.JoinGroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
+        return pb.GroupResponse(group=(await self.service.join_group(caller, request.group, request.key)).name)
 
     @unary()
     async def LeaveGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
         return pb.GroupResponse(group=(await self.service.leave_group(caller, request.group)).name)
+
+    @unary()
+    async def Invite(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
+        return _member(await self.service.invite(caller, request.group, request.user))
+
+    @unary()
+    async def Kick(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
+        return _member(await self.service.kick(caller, request.group, request.user, request.reason))
+
+    @unary()
+    async def Ban(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
+        return _member(await self.service.ban(caller, request.group, request.user, request.reason))
+
+    @unary()
+    async def Unban(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
+        return _member(await self.service.unban(caller, request.group, request.user))
+
+    @unary()
+    async def SetRole(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
+        return _member(await self.service.set_role(caller, request.group, request.user, request.role))
+
+    @unary()
+    async def Members(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.MembersResponse:
+        return pb.MembersResponse(members=[pb.Member(user=m.user, role=m.role, online=m.online, realm=m.realm)
+                                           for m in await self.service.members(caller, request.group)])
+
+    @unary()
+    async def Topic(self, request: pb.TopicRequest, caller: Caller, identity: Identity) -> pb.TopicResponse:
+        g = await self.service.topic(caller, request.group, request.topic if request.set else None)
+        return pb.TopicResponse(group=g.name, topic=g.topic)
+
+    @unary()
+    async def GroupKey(self, request: pb.GroupKeyRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
+        g = await self.service.set_group_key(caller, request.group, request.key)
+        return pb.GroupResponse(group=g.name, mode=g.mode)
+
+    @unary()
+    async def DeleteGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
+        g = await self.service.delete_group(caller, request.group)
+        return pb.GroupResponse(group=g.name, mode=g.mode)
+
+    @unary()
+    async def BrowseGroups(self, request: pb.BrowseGroupsRequest, caller: Caller, identity: Identity
+                           ) -> pb.BrowseGroupsResponse:
+        groups = await self.service.browse_groups(caller, request.pattern)
+        return pb.BrowseGroupsResponse(groups=[pb.RoomInfo(group=g.name, mode=g.mode, topic=g.topic,
+                                                           members=g.members) for g in groups])
 
     @unary()
     async def ListGroups(self, request: pb.ListGroupsRequest, caller: Caller, identity: Identity
@@ -275,7 +329,7 @@ class ChatServicer(pb_grpc.ChatServicer):
                 while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
                     yield pb.DownloadResponse(chunk=chunk)
             # Reached only after the last chunk was taken by the transport.
-            await self.service.mark_downloaded(record.id)
+            await self.service.mark_downloaded(caller, record.id)
         except Exception as exc:
             err = as_chat_error(exc, "DownloadFile")
             await context.abort(status_for(err.code), err.message)

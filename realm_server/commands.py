@@ -228,11 +228,13 @@ class Commands:
     # ---- groups ------------------------------------------------------------------------------
 
     async def cmd_creategroup(self, s: Session, cmd: Command) -> bytes:
-        r = await self.up.call("CreateGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
-        return tp.ok(group=r.group)
+        mode = cmd.args[1] if len(cmd.args) > 1 else "public"
+        r = await self.up.call("CreateGroup", pb.CreateGroupRequest(group=cmd.args[0], mode=mode), s.token)
+        return tp.ok(group=r.group, mode=r.mode)
 
     async def cmd_joingroup(self, s: Session, cmd: Command) -> bytes:
-        r = await self.up.call("JoinGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        key = cmd.args[1] if len(cmd.args) > 1 else ""
+        r = await self.up.call("JoinGroup", pb.JoinGroupRequest(group=cmd.args[0], key=key), s.token)
         return tp.ok(group=r.group)
 
     async def cmd_leavegroup(self, s: Session, cmd: Command) -> bytes:
@@ -242,6 +244,59 @@ class Commands:
     async def cmd_groups(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("ListGroups", pb.ListGroupsRequest(), s.token)
         return tp.ok(groups=[{"group": g.group, "role": g.role, "members": g.members} for g in r.groups])
+
+    # ---- rooms -------------------------------------------------------------------------------
+
+    async def _member_call(self, s: Session, method: str, request: pb.MemberRequest) -> bytes:
+        r = await self.up.call(method, request, s.token)
+        return tp.ok(group=r.group, user=r.user, **({"role": r.role} if method == "SetRole" else {}))
+
+    async def cmd_invite(self, s: Session, cmd: Command) -> bytes:
+        return await self._member_call(s, "Invite", pb.MemberRequest(group=cmd.args[0], user=cmd.args[1]))
+
+    async def cmd_kick(self, s: Session, cmd: Command) -> bytes:
+        reason = cmd.args[2].strip() if len(cmd.args) > 2 else ""
+        return await self._member_call(s, "Kick", pb.MemberRequest(group=cmd.args[0], user=cmd.args[1], reason=reason))
+
+    async def cmd_ban(self, s: Session, cmd: Command) -> bytes:
+        reason = cmd.args[2].strip() if len(cmd.args) > 2 else ""
+        return await self._member_call(s, "Ban", pb.MemberRequest(group=cmd.args[0], user=cmd.args[1], reason=reason))
+
+    async def cmd_unban(self, s: Session, cmd: Command) -> bytes:
+        return await self._member_call(s, "Unban", pb.MemberRequest(group=cmd.args[0], user=cmd.args[1]))
+
+    async def cmd_role(self, s: Session, cmd: Command) -> bytes:
+        return await self._member_call(s, "SetRole", pb.MemberRequest(group=cmd.args[0], user=cmd.args[1],
+                                                                      role=cmd.args[2]))
+
+    async def cmd_members(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Members", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(group=cmd.args[0], members=[{"user": m.user, "role": m.role, "online": m.online,
+                                                  "realm": m.realm} for m in r.members])
+
+    async def cmd_topic(self, s: Session, cmd: Command) -> bytes:
+        if len(cmd.args) > 1:
+            text = cmd.args[1].strip()
+            request = pb.TopicRequest(group=cmd.args[0], topic="" if text == "-" else text, set=True)
+        else:
+            request = pb.TopicRequest(group=cmd.args[0])
+        r = await self.up.call("Topic", request, s.token)
+        return tp.ok(group=r.group, topic=r.topic)
+
+    async def cmd_groupkey(self, s: Session, cmd: Command) -> bytes:
+        key = "" if cmd.args[1] == "-" else cmd.args[1]
+        r = await self.up.call("GroupKey", pb.GroupKeyRequest(group=cmd.args[0], key=key), s.token)
+        return tp.ok(group=r.group)
+
+    async def cmd_deletegroup(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("DeleteGroup", pb.GroupRequest(group=cmd.args[0]), s.token)
+        return tp.ok(group=r.group)
+
+    async def cmd_listgroups(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("BrowseGroups", pb.BrowseGroupsRequest(pattern=cmd.args[0] if cmd.args else ""),
+                               s.token)
+        return tp.ok(groups=[{"group": g.group, "mode": g.mode, "topic": g.topic, "members": g.members}
+                             for g in r.groups])
 
     # ---- files -------------------------------------------------------------------------------
 

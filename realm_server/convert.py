@@ -19,5 +19,27 @@ def message_dict(m: pb.Message) -> dict[str, Any]:
 
 
 def file_dict(f: pb.FileInfo) -> dict[str, Any]:
-    return {"id": f.id, "from": getattr(f, "from"), "name": f.name, "size": f.size, "sha256": f.sha256,
-            "ts": f.ts}
+    d = {"id": f.id, "from": getattr(f, "from"), "name": f.name, "size": f.size, "sha256": f.sha256,
+         "ts": f.ts}
+    if f.group:
+        d["group"] = f.group
+    return d
+
+
+def room_event(kind: str, ev: pb.Event) -> dict[str, Any] | None:
+    """A room notice as the text protocol's event object (kind: the Event's oneof field)."""
+    if kind == "member":
+        m = ev.member
+        d: dict[str, Any] = {"event": "member", "group": m.group, "user": m.user, "action": m.action, "by": m.by}
+        if m.reason:
+            d["reason"] = m.reason
+        if m.role:
+            d["role"] = m.role
+        return d
+    if kind == "topic":
+        return {"event": "topic", "group": ev.topic.group, "topic": ev.topic.topic, "by": ev.topic.by}
+    if kind == "group_deleted":
+        return {"event": "groupdeleted", "group": ev.group_deleted.group, "by": ev.group_deleted.by}
+    if kind == "invited":
+        return {"event": "invited", "group": ev.invited.group, "by": ev.invited.by}
+    return None

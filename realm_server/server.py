@@ -20,7 +20,7 @@ from realmchat.tls import channel_credentials, client_port_context
 
 from .commands import Commands
 from .config import RealmConfig
-from .convert import file_dict, message_dict
+from .convert import file_dict, message_dict, room_event
 from .fdlimit import connection_cap
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
@@ -128,6 +128,8 @@ class Realm:
             msg_id = ev.group.id
         elif kind == "file":
             line = tp.event("file", **file_dict(ev.file))
+        elif kind is not None and (room := room_event(kind, ev)) is not None:
+            line = tp.encode(room)
         else:
             return
         events(kind).inc(len(ev.session_ids))

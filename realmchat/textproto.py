@@ -34,7 +34,7 @@ class CommandSpec:
     summary: str
     min_args: int = 0
     max_args: int = 0
-    rest: bool = False  # the last argument is the rest of the line, spaces kept
+    rest: bool = False  # the last argument (the max_args-th) is the rest of the line, spaces kept
     needs_auth: bool = True
 
 
@@ -49,14 +49,29 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("auth", "USER PASS", "log in", min_args=2, max_args=2, needs_auth=False),
         _spec("sendprivate", "TO MESSAGE", "send a private message", min_args=2, max_args=2, rest=True),
         _spec("inbox", "", "private messages not yet delivered to you"),
-        _spec("creategroup", "GROUP", "create a group (you become its owner)", min_args=1, max_args=1),
-        _spec("joingroup", "GROUP", "join a group", min_args=1, max_args=1),
+        _spec("creategroup", "GROUP [private]", "create a group, public or private (you become its owner)",
+              min_args=1, max_args=2),
+        _spec("joingroup", "GROUP [KEY]", "join a group (KEY: when it has a key)", min_args=1, max_args=2),
         _spec("leavegroup", "GROUP", "leave a group", min_args=1, max_args=1),
         _spec("sendgroup", "GROUP MESSAGE", "send a message to a group", min_args=2, max_args=2, rest=True),
         _spec("inboxgroup", "GROUP", "group messages not yet delivered to you", min_args=1, max_args=1),
-        _spec("sendfile", "TO NAME SIZE", "send SIZE bytes that follow this line as file NAME",
+        _spec("sendfile", "TO NAME SIZE", "send SIZE bytes that follow this line as file NAME (TO: a user or #GROUP)",
               min_args=3, max_args=3),
         _spec("receivefile", "[ID]", "list files waiting for you, or download file ID", max_args=1),
+        _spec("invite", "GROUP USER", "invite a user to a group (owner/admin)", min_args=2, max_args=2),
+        _spec("kick", "GROUP USER [REASON]", "remove a member (owner/admin)", min_args=2, max_args=3, rest=True),
+        _spec("ban", "GROUP USER [REASON]", "remove a user and keep them out (owner/admin)",
+              min_args=2, max_args=3, rest=True),
+        _spec("unban", "GROUP USER", "lift a ban (owner/admin)", min_args=2, max_args=2),
+        _spec("role", "GROUP USER admin|member", "set a member's role (owner)", min_args=3, max_args=3),
+        _spec("members", "GROUP", "a group's members, their roles and presence", min_args=1, max_args=1),
+        _spec("topic", "GROUP [TEXT]", "show the topic, or set it (owner/admin; - clears it)",
+              min_args=1, max_args=2, rest=True),
+        _spec("groupkey", "GROUP KEY|-", "set the key needed to join (owner/admin; - clears it)",
+              min_args=2, max_args=2),
+        _spec("deletegroup", "GROUP", "delete a group with its messages and files (owner)", min_args=1, max_args=1),
+        _spec("listgroups", "[PATTERN]", "public groups and your private ones (* and ? as wildcards)",
+              max_args=1),
         _spec("who", "", "online users and their realm"),
         _spec("groups", "", "your groups"),
         _spec("history", "USER|GROUP [N]", "recent conversation (#GROUP forces a group)",
@@ -115,12 +130,7 @@ def parse_line(line: str) -> Command | None:
     if verb == "sendfile":
         return _parse_sendfile(remainder)
     if spec.rest:
-        # Target, then the message: the rest of the line with its spaces kept.
-        target, sep, text = remainder.partition(" ")
-        args: tuple[str, ...] = (target, text) if sep and text.strip() else ((target,) if target else ())
-        if len(args) < spec.min_args:
-            raise InvalidArgument(f"usage: {spec.usage} (the message must not be empty)")
-        return Command(verb, args)
+        return Command(verb, _parse_rest(spec, remainder))
     args = tuple(remainder.split())
     if verb in ("register", "auth") and len(args) > spec.max_args:
         raise InvalidArgument(f"passwords cannot contain spaces; usage: {spec.usage}")
@@ -132,7 +142,32 @@ def parse_line(line: str) -> Command | None:
         n = _parse_count(args[1], "N", HISTORY_MAX)
         if n == 0:
             raise InvalidArgument("N must be at least 1")
+    elif verb == "creategroup" and len(args) == 2:
+        if args[1].lower() not in ("private", "public"):
+            raise InvalidArgument(f"usage: {spec.usage} (the second word may only be 'private')")
+        args = (args[0], args[1].lower())
+    elif verb == "role":
+        if args[2].lower() not in ("admin", "member"):
+            raise InvalidArgument(f"usage: {spec.usage} (the owner stays the creator)")
+        args = (args[0], args[1], args[2].lower())
     return Command(verb, args)
+
+
+def _parse_rest(spec: CommandSpec, remainder: str) -> tuple[str, ...]:
+    """Words up to the last argument, then the rest of the line with its spaces kept (after the
+    single space that ends the last word); an all-blank rest counts as absent."""
+    words: list[str] = []
+    rest = remainder
+    while len(words) < spec.max_args - 1 and rest.strip(" "):
+        word, sep, rest = rest.lstrip(" ").partition(" ")
+        words.append(word)
+        if not sep:
+            rest = ""
+    args = (*words, rest) if rest.strip() else tuple(words)
+    if len(args) < spec.min_args:
+        text = " (the message must not be empty)" if len(words) == spec.max_args - 1 else ""
+        raise InvalidArgument(f"usage: {spec.usage}{text}")
+    return args
 
 
 def _parse_sendfile(remainder: str) -> Command:

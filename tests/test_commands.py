@@ -43,7 +43,9 @@ async def test_commands_need_login(stack: Stack) -> None:
     c = await TextClient.connect(*stack.realm("alpha"))
     for line in ["sendprivate bob hi", "inbox", "creategroup g", "joingroup g", "leavegroup g",
                  "sendgroup g hi", "inboxgroup g", "receivefile", "receivefile 1", "who", "groups",
-                 "history bob"]:
+                 "history bob", "creategroup g private", "joingroup g key", "invite g bob", "kick g bob why",
+                 "ban g bob", "unban g bob", "role g bob admin", "members g", "topic g", "topic g new",
+                 "groupkey g k", "deletegroup g", "listgroups", "listgroups g*"]:
         await c.err(line, "UNAUTHENTICATED")
     await c.ok("ping")
 
@@ -88,11 +90,12 @@ async def test_groups_ok_and_errors(stack: Stack, uname: Names) -> None:
     co = await login(*stack.realm("alpha"), owner)
     cm = await login(*stack.realm("beta"), member)
     cx = await login(*stack.realm("beta"), outsider)
-    assert (await co.ok(f"creategroup {g}"))["group"] == g
+    assert await co.ok(f"creategroup {g}") == {"status": "OK", "group": g, "mode": "public"}
     await cm.err(f"creategroup {g.upper()}", "ALREADY_EXISTS")
     await cm.err(f"joingroup {uname('nogroup')}", "NOT_FOUND")
     assert (await cm.ok(f"joingroup {g.upper()}"))["group"] == g
-    await cm.ok(f"joingroup {g}")  # joining twice is harmless
+    assert await co.event() == {"event": "member", "group": g, "user": member, "action": "join", "by": member}
+    await cm.ok(f"joingroup {g}")  # joining twice is harmless (and tells nobody)
     groups = (await co.ok("groups"))["groups"]
     assert {"group": g, "role": "owner", "members": 2} in groups
     assert {"group": g, "role": "member", "members": 2} in (await cm.ok("groups"))["groups"]
@@ -110,6 +113,7 @@ async def test_groups_ok_and_errors(stack: Stack, uname: Names) -> None:
     await cx.err(f"leavegroup {g}", "PERMISSION_DENIED")
 
     assert (await cm.ok(f"leavegroup {g}"))["group"] == g
+    assert await co.event() == {"event": "member", "group": g, "user": member, "action": "leave", "by": member}
     await cm.err(f"sendgroup {g} still here?", "PERMISSION_DENIED")
     await co.ok(f"sendgroup {g} after leave")
     await cm.no_event()

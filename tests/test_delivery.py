@@ -72,6 +72,8 @@ async def test_group_offline_members_get_inboxgroup_once(stack: Stack, uname: Na
     await co.ok(f"creategroup {g}")
     await con.ok(f"joingroup {g}")
     await coff.ok(f"joingroup {g}")
+    # Members hear of joins (live notices, not messages: nothing of them waits in an inbox).
+    assert await con.event() == {"event": "member", "group": g, "user": off, "action": "join", "by": off}
     await coff.ok("logout")
     ids = [(await co.ok(f"sendgroup {g} g{i}"))["id"] for i in range(3)]
     assert [(await con.event())["id"] for _ in range(3)] == ids

@@ -62,3 +62,33 @@ def test_calls_without_a_valid_token_are_unauthenticated(stack: Stack) -> None:
     assert r.returncode != 0 and "Unauthenticated" in r.stderr
     r = grpcurl(stack.main.addr, "chat.v1.Chat/Register", data={"user": "bad name", "password": "whatever"})
     assert r.returncode != 0 and "InvalidArgument" in r.stderr
+
+
+async def test_room_rpcs_with_token(stack: Stack, uname: Names) -> None:
+    """Rooms are typed RPCs on main too: a private group made, keyed and listed over grpcurl,
+    its member event pushed to a realm user."""
+    a, b, g = uname("gra"), uname("grb"), uname("grg")
+    cb = await login(*stack.realm("beta"), b)
+    assert grpcurl(stack.main.addr, "chat.v1.Chat/Register", data={"user": a, "password": "pw-secret"}).returncode == 0
+    token = json.loads(grpcurl(stack.main.addr, "chat.v1.Chat/Auth", data={"user": a, "password": "pw-secret"}
+                               ).stdout)["token"]
+
+    def call(method: str, data: dict) -> dict:
+        r = grpcurl(stack.main.addr, f"chat.v1.Chat/{method}", data=data, token=token)
+        assert r.returncode == 0, (method, r.stderr)
+        return json.loads(r.stdout or "{}")
+
+    assert call("CreateGroup", {"group": g, "mode": "private"}) == {"group": g, "mode": "private"}
+    await cb.err(f"joingroup {g}", "PERMISSION_DENIED")
+    assert call("Invite", {"group": g, "user": b}) == {"group": g, "user": b}
+    assert await cb.event() == {"event": "invited", "group": g, "by": a}
+    await cb.ok(f"joingroup {g}")
+    assert call("SetRole", {"group": g, "user": b, "role": "admin"}) == {"group": g, "user": b, "role": "admin"}
+    assert await cb.event() == {"event": "member", "group": g, "user": b, "action": "role", "by": a, "role": "admin"}
+    assert call("Topic", {"group": g, "topic": "via grpcurl", "set": True}) == {"group": g, "topic": "via grpcurl"}
+    members = call("Members", {"group": g})["members"]
+    assert members == [{"user": a, "role": "owner"}, {"user": b, "role": "admin", "online": True, "realm": "beta"}]
+    assert call("BrowseGroups", {"pattern": g})["groups"] == [
+        {"group": g, "mode": "private", "topic": "via grpcurl", "members": 2}]
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/Kick", data={"group": g, "user": a}, token=token)
+    assert r.returncode != 0 and "PermissionDenied" in r.stderr and "owner" in r.stderr

@@ -75,6 +75,8 @@ async def test_messages_groups_files_cross_replicas(replicas: Replicas, uname: N
     g = uname("rg")
     await ca.ok(f"creategroup {g}")
     await cb.ok(f"joingroup {g}")
+    # A room event crosses replicas like a message does.
+    assert await ca.event() == {"event": "member", "group": g, "user": b, "action": "join", "by": b}
     r = await cb.ok(f"sendgroup {g} group hello")
     ev = await ca.event()
     assert (ev["event"], ev["id"], ev["group"]) == ("group", r["id"], g)

@@ -272,8 +272,8 @@ async def test_groups(store: Storage) -> None:
     assert await store.get_group("zeta") == g
     assert await store.get_group("nope") is None
     await store.create_group("alpha", "Alpha", bob)
-    assert await store.join_group("zeta", bob) == g
-    assert await store.join_group("zeta", bob) == g  # joining twice is fine
+    assert (await store.join_group("zeta", bob)).group == g
+    assert not (await store.join_group("zeta", bob)).changed  # joining twice is fine
     with pytest.raises(NotFound):
         await store.join_group("nope", bob)
     infos = await store.list_groups("bob")
@@ -283,7 +283,7 @@ async def test_groups(store: Storage) -> None:
 
     # Leaving drops what was queued for the leaver in that group.
     await store.store_group(alice, "zeta", "while bob is away")
-    assert await store.leave_group("zeta", bob) == g
+    assert (await store.leave_group("zeta", bob)).group == g
     with pytest.raises(PermissionDenied):
         await store.leave_group("zeta", bob)
     with pytest.raises(NotFound):
@@ -308,10 +308,15 @@ async def test_files(store: Storage) -> None:
     assert await store.pending_files("alice") == []
     assert await store.get_file(f1.id) == f1
     assert await store.get_file(999_999) is None
-    await store.mark_downloaded(f1.id)
+    await store.mark_downloaded(f1.id, "alice")  # not hers: nothing happens
+    assert await store.pending_files("bob") == [f1, f2]
+    await store.mark_downloaded(f1.id, "bob")
     assert await store.pending_files("bob") == [f2]
     assert await store.get_file(f1.id) == f1  # still downloadable again
-    await store.mark_downloaded(999_999)  # unknown: nothing happens
+    assert await store.open_file(f1.id, "bob") == f1
+    with pytest.raises(NotFound):
+        await store.open_file(f1.id, "alice")  # only the recipient
+    await store.mark_downloaded(999_999, "bob")  # unknown: nothing happens
 
 
 # ---- concurrency (trivial for SQLite's single writer; real for PostgreSQL's pool) --------------
@@ -385,37 +390,6 @@ async def test_migrations_rerun_is_a_noop(db_url: str, tmp_path: Path) -> None:
         assert isinstance(s, PostgresStorage)
         await s.open()
         assert await s.schema_version() == len(PG_MIGRATIONS)
-        await s.close()
-
-
-async def test_undelivered_entries_survive_the_rekeying_migration(
-        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A database made with the schema where undelivered rows were keyed by conversation
-    (version 2) is upgraded: every waiting entry is still waiting, and marking works."""
-    from main_server.storage import postgres, sqlite
-
-    monkeypatch.setattr(sqlite, "MIGRATIONS", SQLITE_MIGRATIONS[:2])
-    monkeypatch.setattr(postgres, "MIGRATIONS", PG_MIGRATIONS[:2])
-    s = open_storage(db_url, tmp_path)
-    await s.open()
-    alice, bob, _carol = await users(s, "Alice", "Bob", "Carol")
-    await s.create_group("crew", "Crew", alice)
-    await s.join_group("crew", bob)
-    private = [(await s.store_private(alice, "bob", f"p{i}")).message for i in range(3)]
-    group = [(await s.store_group(alice, "crew", f"g{i}")).message for i in range(3)]
-    await s.close()
-    monkeypatch.undo()
-
-    s = open_storage(db_url, tmp_path)
-    await s.open()
-    try:
-        assert await s.peek_inbox("bob", 10) == (private, False)
-        assert await s.peek_inbox_group("bob", "crew", 10) == (group, False)
-        assert [m.id for m in await s.peek_pending("bob", 10)] == sorted(m.id for m in private + group)
-        await s.mark_delivered([("bob", private[0].id), ("bob", group[1].id)])
-        assert [m.id for m in await s.peek_pending("bob", 10)] == sorted(
-            m.id for m in [*private[1:], group[0], group[2]])
-    finally:
         await s.close()
 
 
@@ -561,3 +535,289 @@ async def test_main_server_on_postgres(pg_url: str, tmp_path: Path) -> None:
         await b.close()
     finally:
         s.stop()
+
+
+# ---- rooms: every rule, on both engines --------------------------------------------------------
+
+
+async def test_room_admission(store: Storage) -> None:
+    owner, bob, carol = await users(store, "Owner", "Bob", "Carol")
+    g = await store.create_group("priv", "Priv", owner, "private")
+    assert (g.mode, g.topic, g.key_hash) == ("private", "", "")
+    with pytest.raises(PermissionDenied, match="invitation"):
+        await store.join_group("priv", bob)
+    with pytest.raises(PermissionDenied):
+        await store.invite("priv", bob, "carol")  # not a member, not a moderator
+    inv = await store.invite("priv", owner, "bob")
+    assert (inv.user, inv.user_key, inv.members) == ("Bob", "bob", ["owner"])
+    with pytest.raises(NotFound):
+        await store.invite("priv", owner, "nobody")
+    joined = await store.join_group("priv", bob)
+    assert (joined.changed, joined.role, joined.members) == (True, "member", ["bob", "owner"])
+    with pytest.raises(AlreadyExists):
+        await store.invite("priv", owner, "bob")
+    await store.leave_group("priv", bob)
+    with pytest.raises(PermissionDenied):
+        await store.join_group("priv", bob)  # the invitation was used up
+    # A key admits whoever proved it (the hash it was verified against is still the key).
+    await store.set_group_key("priv", owner, "hash-of-key")
+    assert (await store.get_group("priv")).key_hash == "hash-of-key"  # type: ignore[union-attr]
+    with pytest.raises(PermissionDenied, match="key"):
+        await store.join_group("priv", carol, "hash-of-old-key")
+    assert (await store.join_group("priv", carol, "hash-of-key")).changed
+    await store.set_group_key("priv", owner, "")
+    with pytest.raises(PermissionDenied):
+        await store.join_group("priv", bob, "hash-of-key")
+    with pytest.raises(PermissionDenied):
+        await store.set_group_key("priv", carol, "mine")  # members may not
+    # A ban beats an invitation and a key; unban lifts it.
+    await store.invite("priv", owner, "bob")
+    await store.ban("priv", owner, "bob", "spam")
+    with pytest.raises(PermissionDenied, match="banned"):
+        await store.join_group("priv", bob)
+    with pytest.raises(PermissionDenied, match="banned"):
+        await store.invite("priv", owner, "bob")
+    await store.unban("priv", owner, "bob")
+    with pytest.raises(NotFound):
+        await store.unban("priv", owner, "bob")
+    with pytest.raises(PermissionDenied):
+        await store.join_group("priv", bob)  # the ban took the invitation with it
+
+
+async def test_room_moderation(store: Storage) -> None:
+    owner, adm, mem, other = await users(store, "Owner", "Adm", "Mem", "Other")
+    await store.create_group("g", "G", owner)
+    for u in (adm, mem, other):
+        await store.join_group("g", u)
+    with pytest.raises(PermissionDenied):
+        await store.kick("g", mem, "other")
+    with pytest.raises(PermissionDenied):
+        await store.set_role("g", adm, "mem", "admin")  # owner only, and adm is no admin yet
+    change = await store.set_role("g", owner, "adm", "admin")
+    assert (change.user, change.role, change.changed) == ("Adm", "admin", True)
+    assert not (await store.set_role("g", owner, "adm", "admin")).changed
+    with pytest.raises(PermissionDenied):
+        await store.set_role("g", adm, "mem", "admin")
+    with pytest.raises(PermissionDenied):
+        await store.set_role("g", owner, "owner", "member")
+    with pytest.raises(PermissionDenied):
+        await store.kick("g", adm, "owner")
+    with pytest.raises(PermissionDenied):
+        await store.ban("g", owner, "owner")
+    await store.set_role("g", owner, "other", "admin")
+    with pytest.raises(PermissionDenied):
+        await store.kick("g", adm, "other")  # an admin does not act on another admin
+    m = (await store.store_group(owner, "g", "queued for mem")).message
+    kicked = await store.kick("g", adm, "mem")
+    assert kicked.members == ["adm", "mem", "other", "owner"]  # the kicked user hears of it too
+    with pytest.raises(NotFound):
+        await store.kick("g", adm, "mem")
+    # Access ends at once, and nothing of the group waits for the kicked user.
+    with pytest.raises(PermissionDenied):
+        await store.store_group(mem, "g", "still here")
+    with pytest.raises(PermissionDenied):
+        await store.history_group("mem", "g", 10)
+    with pytest.raises(PermissionDenied):
+        await store.peek_inbox_group("mem", "g", 10)
+    assert m.id not in [x.id for x in await store.peek_pending("mem", 10)]
+    banned = await store.ban("g", adm, "mem", "again")
+    assert "mem" in banned.members
+    assert [(x.name, x.role) for x in (await store.members("g", "mem"))[1]] == [
+        ("Owner", "owner"), ("Adm", "admin"), ("Other", "admin")]
+    with pytest.raises(PermissionDenied):
+        await store.leave_group("g", owner)  # the owner cannot leave
+
+
+async def test_room_topic_members_and_visibility(store: Storage) -> None:
+    owner, mem, _out = await users(store, "Owner", "Mem", "Out")
+    await store.create_group("p", "P", owner, "private")
+    await store.create_group("pub", "Pub", owner)
+    await store.invite("p", owner, "mem")
+    await store.join_group("p", mem)
+    with pytest.raises(PermissionDenied):
+        await store.set_topic("p", mem, "mine")
+    t = await store.set_topic("p", owner, "plans")
+    assert (t.group.topic, t.members) == ("plans", ["mem", "owner"])
+    assert (await store.room("p", "mem")).topic == "plans"
+    for call in (store.room("p", "out"), store.members("p", "out"), store.history_group("out", "p", 5),
+                 store.member_group("p", "out")):
+        with pytest.raises(PermissionDenied):
+            await call
+    assert [x.name for x in (await store.members("pub", "out"))[1]] == ["Owner"]  # public: anyone sees
+    with pytest.raises(NotFound):
+        await store.room("nope", "out")
+
+
+async def test_private_history_starts_at_the_join(store: Storage) -> None:
+    owner, bob = await users(store, "Owner", "Bob")
+    await store.create_group("p", "P", owner, "private")
+    await store.create_group("o", "O", owner)
+    early_p = (await store.store_group(owner, "p", "before")).message
+    early_o = (await store.store_group(owner, "o", "before")).message
+    await store.invite("p", owner, "bob")
+    await store.join_group("p", bob)
+    await store.join_group("o", bob)
+    late = (await store.store_group(owner, "p", "after")).message
+    assert await store.history_group("bob", "p", 10) == [late]
+    assert await store.history_group("owner", "p", 10) == [early_p, late]
+    assert await store.history_group("bob", "o", 10) == [early_o]  # public: all of it
+
+
+async def test_group_files(store: Storage) -> None:
+    owner, bob, carol, out = await users(store, "Owner", "Bob", "Carol", "Out")
+    await store.create_group("g", "G", owner, "private")
+    await store.invite("g", owner, "bob")
+    await store.join_group("g", bob)
+    sha = "cd" * 32
+    f, recipients = await store.add_group_file(owner, "g", "plan.pdf", 99, sha)
+    assert (f.group, f.group_key, f.to, f.sender, recipients) == ("G", "g", "", "Owner", ["bob"])
+    assert TS_RE.match(f.ts)
+    with pytest.raises(PermissionDenied):
+        await store.add_group_file(out, "g", "x", 1, sha)
+    with pytest.raises(NotFound):
+        await store.add_group_file(owner, "nope", "x", 1, sha)
+    assert await store.pending_files("bob") == [f]
+    assert await store.pending_files("owner") == []
+    assert await store.open_file(f.id, "bob") == f
+    assert await store.open_file(f.id, "owner") == f  # its sender
+    with pytest.raises(PermissionDenied):
+        await store.open_file(f.id, "out")
+    await store.mark_downloaded(f.id, "bob")
+    assert await store.pending_files("bob") == []
+    assert await store.open_file(f.id, "bob") == f  # downloadable again
+    # A newcomer to a private group gets no file from before; a kicked member loses them all.
+    await store.invite("g", owner, "carol")
+    await store.join_group("g", carol)
+    with pytest.raises(PermissionDenied):
+        await store.open_file(f.id, "carol")
+    f2, recipients = await store.add_group_file(bob, "g", "notes.txt", 5, sha)
+    assert recipients == ["carol", "owner"]
+    await store.kick("g", owner, "carol")
+    assert await store.pending_files("carol") == []
+    with pytest.raises(PermissionDenied):
+        await store.open_file(f2.id, "carol")
+
+
+async def test_delete_group(store: Storage) -> None:
+    owner, bob = await users(store, "Owner", "Bob")
+    await store.create_group("g", "G", owner)
+    await store.join_group("g", bob)
+    await store.store_group(owner, "g", "gone soon")
+    f, _ = await store.add_group_file(owner, "g", "x.txt", 1, "ab" * 32)
+    await store.set_role("g", owner, "bob", "admin")
+    with pytest.raises(PermissionDenied):
+        await store.delete_group("g", bob)
+    deleted = await store.delete_group("g", owner)
+    assert deleted.members == ["bob", "owner"]
+    assert await store.get_group("g") is None
+    assert await store.peek_pending("bob", 10) == []
+    assert await store.pending_files("bob") == []
+    with pytest.raises(NotFound):
+        await store.open_file(f.id, "bob")
+    with pytest.raises(NotFound):
+        await store.delete_group("g", owner)
+    await store.create_group("g", "G", bob)  # the name is free; nothing of the old group is left
+    assert await store.history_group("bob", "g", 10) == []
+
+
+async def test_browse_groups(store: Storage) -> None:
+    owner, bob = await users(store, "Owner", "Bob")
+    await store.create_group("team.pub", "Team.Pub", owner)
+    await store.create_group("team.priv", "Team.Priv", owner, "private")
+    await store.create_group("team_x", "Team_X", bob)
+    await store.set_topic("team.pub", owner, "hello")
+    assert [(r.name, r.mode, r.topic, r.members) for r in await store.browse_groups("bob", "%team%")] == [
+        ("Team.Pub", "public", "hello", 1), ("Team_X", "public", "", 1)]
+    assert [r.name for r in await store.browse_groups("owner", "%")] == ["Team.Priv", "Team.Pub", "Team_X"]
+    assert [r.name for r in await store.browse_groups("bob", "team\\_%")] == ["Team_X"]  # _ is literal
+    assert [r.name for r in await store.browse_groups("bob", "team_%")] == ["Team.Pub", "Team_X"]
+
+
+async def test_names_are_shared_by_users_and_groups(store: Storage) -> None:
+    alice, = await users(store, "Alice")
+    with pytest.raises(AlreadyExists, match="user"):
+        await store.create_group("alice", "ALICE", alice)
+    await store.create_group("team", "Team", alice)
+    with pytest.raises(AlreadyExists, match="group"):
+        await store.create_user("team", "TEAM", "h")
+    # At once: exactly one claim of a free name wins.
+    results = await asyncio.gather(store.create_user("both", "Both", "h"), store.create_group("both", "both", alice),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) in (["AlreadyExists", "User"], ["AlreadyExists", "GroupRecord"])
+
+
+async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data dir made by the release before rooms (schema version 2: migrations are only ever
+    appended, so the first two ARE that schema), with groups made as that release made them,
+    opened by this one."""
+    import main_server.storage.postgres as pg_engine
+    import main_server.storage.sqlite as sqlite_engine
+
+    monkeypatch.setattr(sqlite_engine, "MIGRATIONS", SQLITE_MIGRATIONS[:2])
+    monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:2])
+    old = open_storage(db_url, tmp_path)
+    await old.open()
+    alice, bob, carol = await users(old, "Alice", "Bob", "Carol")
+    # What that release's create_group / join_group / leave_group wrote.
+    group = "INSERT INTO groups(key, name, owner_key, created) VALUES (?, ?, ?, '2026-11-01')"
+    member = "INSERT INTO members(group_key, user_key, role) VALUES (?, ?, ?)"
+    rows = [(group, ("team", "Team", "alice")), (member, ("team", "alice", "owner")),
+            (member, ("team", "bob", "member")),
+            (group, ("left", "Left", "carol")), (member, ("left", "bob", "member"))]
+    if isinstance(old, SQLiteStorage):
+        await old.close()
+        with sqlite3.connect(old.path) as c:
+            for sql, params in rows:
+                c.execute(sql, params)
+        old = open_storage(db_url, tmp_path)
+        await old.open()
+    else:
+        import asyncpg
+
+        from main_server.storage.roomops import pg_sql
+
+        conn = await asyncpg.connect(db_url)
+        try:
+            for sql, params in rows:
+                await conn.execute(pg_sql(sql.replace("'2026-11-01'", "TIMESTAMPTZ '2026-11-01'")), *params)
+        finally:
+            await conn.close()
+    sent = [(await old.store_group(alice, "team", f"m{i}")).message for i in range(3)]
+    sent.append((await old.store_group(bob, "left", "carol left this one")).message)
+    private = [(await old.store_private(alice, "bob", f"p{i}")).message for i in range(2)]
+    await old.close()
+    monkeypatch.undo()
+
+    s = open_storage(db_url, tmp_path)
+    await s.open()
+    try:
+        if isinstance(s, SQLiteStorage):
+            with sqlite3.connect(s.path) as c:
+                assert c.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
+        else:
+            assert isinstance(s, PostgresStorage) and await s.schema_version() == len(PG_MIGRATIONS)
+        team = await s.get_group("team")
+        assert team is not None and (team.name, team.mode, team.topic, team.key_hash) == ("Team", "public", "", "")
+        roles = [(m.name, m.role) for m in (await s.members("team", "carol"))[1]]
+        assert roles == [("Alice", "owner"), ("Bob", "member")]
+        # Every message is there, for old members and for newcomers alike (public history).
+        assert await s.history_group("bob", "team", 10) == sent[:3]
+        await s.join_group("team", carol)
+        assert await s.history_group("carol", "team", 10) == sent[:3]
+        assert [m.id for m in (await s.peek_inbox_group("bob", "team", 10))[0]] == [m.id for m in sent[:3]]
+        # Undelivered entries, re-keyed by (user, message), are all still waiting.
+        assert await s.peek_inbox("bob", 10) == (private, False)
+        waiting = sorted(m.id for m in sent[:3] + private)
+        assert [m.id for m in await s.peek_pending("bob", 10)] == waiting
+        await s.mark_delivered([("bob", private[0].id), ("bob", sent[1].id)])
+        marked = (private[0].id, sent[1].id)
+        assert [m.id for m in await s.peek_pending("bob", 10)] == [i for i in waiting if i not in marked]
+        # A creator who had left is the owner again: every group has one.
+        roles = [(m.name, m.role) for m in (await s.members("left", "bob"))[1]]
+        assert roles == [("Carol", "owner"), ("Bob", "member")]
+        assert await s.history_group("carol", "left", 10) == [sent[3]]
+        await s.set_topic("left", carol, "mine again")
+        assert [(g.name, g.role) for g in await s.list_groups("bob")] == [("Left", "member"), ("Team", "member")]
+    finally:
+        await s.close()

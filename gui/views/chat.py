@@ -30,8 +30,9 @@ from ..state import (
     local_time,
 )
 from .common import icon_button, section_title, update
-from .dialogs import ask_name
+from .dialogs import ask_group, ask_name, ask_text
 from .files import FileActions
+from .members import MembersPanel
 
 STATUS_COLORS = {
     Status.ONLINE: ft.Colors.GREEN,
@@ -116,6 +117,8 @@ class Sidebar:
         self.transfers = ft.Column(spacing=4)
         self.files_box = ft.Column([section_title("FILES"), self.incoming, self.transfers], spacing=6,
                                    visible=False)
+        self.invitations = ft.Column(spacing=2)
+        self.invitations_box = ft.Column([section_title("INVITATIONS"), self.invitations], spacing=4, visible=False)
         actions = ft.Row(
             spacing=0,
             controls=[
@@ -134,6 +137,7 @@ class Sidebar:
                 spacing=6,
                 controls=[
                     actions,
+                    self.invitations_box,
                     section_title("CONVERSATIONS"),
                     self.conversations,
                     ft.Divider(height=1),
@@ -256,18 +260,51 @@ class Sidebar:
         ask_name("Start a private chat", "User name", "Start chat", submit, self.on_focus)
 
     async def _new_group(self, e: ft.Event[ft.Control]) -> None:
-        async def submit(name: str) -> None:
-            conv = await self.controller.create_group(name)
+        async def submit(name: str, private: bool, key: str) -> None:
+            conv = await self.controller.create_group(name, private=private, key=key)
             await self.on_open(conv.key)
 
-        ask_name("Create a group", "Group name", "Create group", submit, self.on_focus)
+        ask_group("Create a group", "Create group", submit, create=True, after=self.on_focus)
 
     async def _join_group(self, e: ft.Event[ft.Control]) -> None:
-        async def submit(name: str) -> None:
-            conv = await self.controller.join_group(name)
+        self.ask_join()
+
+    def ask_join(self, group: str = "") -> None:
+        async def submit(name: str, private: bool, key: str) -> None:
+            conv = await self.controller.join_group(name, key)
             await self.on_open(conv.key)
 
-        ask_name("Join a group", "Group name", "Join group", submit, self.on_focus)
+        ask_group("Join a group", "Join group", submit, create=False, after=self.on_focus, name=group)
+
+    async def join_invited(self, group: str) -> None:
+        """Joins a group the user was invited to (no key needed); errors as a notice."""
+        try:
+            conv = await self.controller.join_group(group)
+        except ChatError as err:
+            self.on_error(err.message)
+            return
+        await self.on_open(conv.key)
+
+    def render_invitations(self) -> None:
+        rows: list[ft.Control] = []
+        for inv in self.controller.state.invitations:
+            async def join(e: ft.Event[ft.Control], group: str = inv.group) -> None:
+                await self.join_invited(group)
+
+            def dismiss(e: ft.Event[ft.Control], group: str = inv.group) -> None:
+                self.controller.dismiss_invitation(group)
+
+            rows.append(ft.Row(
+                [ft.Icon(ft.Icons.MAIL, size=16),
+                 ft.Text(f"{sanitize(inv.by)} invited you to #{sanitize(inv.group)}", size=12, expand=True,
+                         max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
+                 ft.TextButton("Join", on_click=join, tooltip=f"join #{sanitize(inv.group)}"),
+                 icon_button(ft.Icons.CLOSE, f"Dismiss the invitation to {sanitize(inv.group)}", dismiss,
+                             icon_size=16)],
+                spacing=4,
+            ))
+        self.invitations.controls = rows
+        self.invitations_box.visible = bool(rows)
 
     async def _refresh_online(self, e: ft.Event[ft.Control]) -> None:
         try:
@@ -317,11 +354,23 @@ class ConversationPane:
     """The open conversation: title and actions, messages, composer."""
 
     def __init__(self, controller: ChatController, files: FileActions,
-                 on_error: Callable[[str], None], on_back: Callable[[], Awaitable[None]]) -> None:
+                 on_error: Callable[[str], None], on_back: Callable[[], Awaitable[None]],
+                 on_members: Callable[[], Awaitable[None]] | None = None) -> None:
         self.controller = controller
         self.files = files
         self.on_error = on_error
         self.on_back = on_back
+        self.on_members = on_members
+        # The group's topic, under the title; owners and admins edit it with the pencil.
+        self.topic = ft.Text("", size=12, italic=True, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS, visible=False)
+        self.topic_button = icon_button(ft.Icons.EDIT, "Edit topic", self._edit_topic, icon_size=16)
+        self.members_button = ft.TextButton("Members", icon=ft.Icons.PEOPLE, on_click=self._members)
+        self.members_icon = icon_button(ft.Icons.PEOPLE, "Members", self._members)
+        self.closed_banner = ft.Container(
+            visible=False, padding=ft.Padding.symmetric(horizontal=12, vertical=10),
+            bgcolor=ft.Colors.ERROR_CONTAINER,
+            content=ft.Text("", color=ft.Colors.ON_ERROR_CONTAINER),
+        )
         self.title = ft.Text("", size=18, weight=ft.FontWeight.BOLD, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS)
         self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT, max_lines=1,
                                 overflow=ft.TextOverflow.ELLIPSIS)
@@ -332,6 +381,8 @@ class ConversationPane:
         self.send_file_icon = icon_button(ft.Icons.ATTACH_FILE, "Send file", self._send_file)
         self.leave_icon = icon_button(ft.Icons.EXIT_TO_APP, "Leave group", self._leave)
         self.narrow = False
+        # Icon buttons instead of labelled ones: on a phone, and beside the members panel.
+        self.compact = False
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
         self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
@@ -349,13 +400,17 @@ class ConversationPane:
             controls=[
                 ft.Container(
                     padding=ft.Padding.symmetric(horizontal=8, vertical=8),
-                    content=ft.Row([self.back_button, ft.Column([self.title, self.subtitle], spacing=0, expand=True),
-                                    self.send_file_button, self.leave_button, self.send_file_icon,
-                                    self.leave_icon]),
+                    content=ft.Row([self.back_button,
+                                    ft.Column([self.title, self.subtitle, ft.Row([self.topic, self.topic_button],
+                                                                                 spacing=0, tight=True)],
+                                              spacing=0, expand=True),
+                                    self.members_button, self.send_file_button, self.leave_button,
+                                    self.members_icon, self.send_file_icon, self.leave_icon]),
                 ),
                 ft.Divider(height=1),
                 self.messages,
                 ft.Divider(height=1),
+                self.closed_banner,
                 ft.Container(padding=ft.Padding.symmetric(horizontal=12, vertical=8),
                              content=ft.Column([self.composer_row, self.composer_error],
                                                spacing=4)),
@@ -389,19 +444,39 @@ class ConversationPane:
             self._bubbles = {}
         self.title.value = sanitize(conv.title)
         st = self.controller.state
-        if conv.kind is Kind.GROUP:
+        group = conv.kind is Kind.GROUP
+        usable = not conv.closed
+        if group:
             g = st.groups.get(conv.name.casefold())
             members = f"{g.members} member{'' if g.members == 1 else 's'}" if g else ""
-            self.subtitle.value = f"group · {members} · you are {g.role}" if g else "group"
+            mode = " · private" if g and g.mode == "private" else ""
+            role = st.role_in(conv.name) or (g.role if g else "")
+            self.subtitle.value = f"group · {members} · you are {role}{mode}" if g else "group"
+            topic = st.topic_of(conv.name) if usable else ""
+            self.topic.value = f"Topic: {sanitize(topic)}" if topic else "No topic yet"
+            can_edit = usable and st.can_moderate(conv.name)
+            self.topic.visible = bool(topic) or can_edit
+            self.topic_button.visible = can_edit
         else:
             online = [p.realm for p in st.online if p.user.casefold() == conv.name.casefold()]
             self.subtitle.value = f"online on realm {', '.join(online)}" if online else "private chat"
+            self.topic.visible = self.topic_button.visible = False
         self.back_button.visible = self.narrow
-        self.send_file_button.visible = conv.kind is Kind.PRIVATE and not self.narrow
-        self.leave_button.visible = conv.kind is Kind.GROUP and not self.narrow
-        self.send_file_icon.visible = conv.kind is Kind.PRIVATE and self.narrow
-        self.leave_icon.visible = conv.kind is Kind.GROUP and self.narrow
+        compact = self.narrow or self.compact
+        self.send_file_button.visible = usable and not compact
+        self.leave_button.visible = group and usable and not compact
+        self.members_button.visible = group and usable and not compact
+        self.send_file_icon.visible = usable and compact
+        self.leave_icon.visible = group and usable and compact
+        self.members_icon.visible = group and usable and compact
+        self.closed_banner.visible = bool(conv.closed)
+        closed_text = self.closed_banner.content
+        assert isinstance(closed_text, ft.Text)
+        closed_text.value = f"{sanitize(conv.closed)}. You can read what was said, not write here."
+        self.composer_row.visible = usable
         lines: list[ft.Control] = []
+        if conv.closed and not conv.history_loaded:
+            conv.history_loaded = True  # nothing to load from a group we lost
         if not conv.history_loaded and not conv.history_error:
             lines.append(ft.Text("loading history…", size=12, italic=True))
         if conv.history_error:
@@ -445,6 +520,13 @@ class ConversationPane:
         return control
 
     def _bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
+        if line.kind is LineKind.NOTICE:
+            # Membership and topic changes: a centred line, not a message bubble.
+            return ft.Container(
+                alignment=ft.Alignment.CENTER,
+                content=ft.Text(f"{line.text} · {clock(line.ts, self.controller.state.tz)}", size=12, italic=True,
+                                color=ft.Colors.ON_SURFACE_VARIANT, text_align=ft.TextAlign.CENTER),
+            )
         head = ft.Row(
             [ft.Text("you" if line.own else sanitize(line.sender), size=12, weight=ft.FontWeight.BOLD),
              ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)],
@@ -524,8 +606,24 @@ class ConversationPane:
 
     async def _send_file(self, e: ft.Event[ft.Control]) -> None:
         conv = self.controller.current
-        if conv is not None and conv.kind is Kind.PRIVATE:
-            await self.files.pick_and_send(conv.name)
+        if conv is not None and not conv.closed:
+            await self.files.pick_and_send(f"#{conv.name}" if conv.kind is Kind.GROUP else conv.name)
+
+    async def _members(self, e: ft.Event[ft.Control]) -> None:
+        if self.on_members is not None:
+            await self.on_members()
+
+    async def _edit_topic(self, e: ft.Event[ft.Control]) -> None:
+        conv = self.controller.current
+        if conv is None or conv.kind is not Kind.GROUP:
+            return
+        group = conv.name
+
+        async def submit(text: str) -> None:
+            await self.controller.set_topic(text, group)
+
+        ask_text(f"Topic of #{group}", "Topic (empty: none)", "Set topic", submit, optional=True,
+                 value=self.controller.state.topic_of(group))
 
     async def _leave(self, e: ft.Event[ft.Control]) -> None:
         conv = self.controller.current
@@ -540,11 +638,16 @@ class ConversationPane:
 class ChatView:
     def __init__(self, controller: ChatController, files: FileActions,
                  on_logout: Callable[[], Awaitable[None]], on_error: Callable[[str], None],
-                 narrow: bool = False) -> None:
+                 narrow: bool = False, on_info: Callable[[str], None] | None = None) -> None:
         self.controller = controller
         self.header = Header(controller, on_logout)
         self.sidebar = Sidebar(controller, files, self.open, on_error, self.focus_after_dialog)
-        self.pane = ConversationPane(controller, files, on_error, self.back)
+        self.pane = ConversationPane(controller, files, on_error, self.back, self.toggle_members)
+        self.members = MembersPanel(controller, on_error, on_info or (lambda text: None), self.toggle_members)
+        # The members panel of the open group: beside the conversation (wide), or instead of it
+        # (phone). Wide screens open it with a group; a phone opens it from the header button.
+        self.show_members = not narrow
+        self.members_divider = ft.VerticalDivider(width=1)
         self.divider = ft.VerticalDivider(width=1)
         self.body = ft.Row(expand=True, spacing=0, vertical_alignment=ft.CrossAxisAlignment.STRETCH)
         self.root = ft.Column(expand=True, spacing=0, controls=[self.header.root, self.body])
@@ -553,17 +656,40 @@ class ChatView:
         self.render(set(Change))
 
     def set_narrow(self, narrow: bool) -> None:
+        if narrow != self.narrow:
+            self.show_members = not narrow
         self.narrow = narrow
         self.header.set_narrow(narrow)
         self.sidebar.set_narrow(narrow)
         self.pane.set_narrow(narrow)
+        self.members.set_narrow(narrow)
         self._layout()
         self.pane.render()
+        self.members.render()
+
+    def _members_shown(self) -> bool:
+        conv = self.controller.current
+        return self.show_members and conv is not None and conv.kind is Kind.GROUP and not conv.closed
+
+    async def toggle_members(self) -> None:
+        self.show_members = not self.show_members
+        self._layout()
+        self.pane.render()
+        if self._members_shown():
+            self.members.render()
+        update(self.root)
 
     def _layout(self) -> None:
-        """Wide: list and conversation side by side. Narrow: the open conversation, else the list."""
+        """Wide: list, conversation and (for a group) its members side by side. Narrow: the
+        members panel if asked for, else the open conversation, else the list."""
+        members = self._members_shown()
+        self.pane.compact = members
         if not self.narrow:
             wanted: list[ft.Control] = [self.sidebar.root, self.divider, self.pane.root]
+            if members:
+                wanted += [self.members_divider, self.members.root]
+        elif members:
+            wanted = [self.members.root]
         elif self.controller.current is not None:
             wanted = [self.pane.root]
         else:
@@ -588,11 +714,17 @@ class ChatView:
             self.pane.focus_composer()
 
     async def back(self) -> None:
+        if self.narrow:
+            self.show_members = False
         self.controller.close_conversation()
 
     def render(self, changes: set[Change]) -> None:
-        if changes & {Change.CONVERSATIONS, Change.MESSAGES}:
+        if changes & {Change.CONVERSATIONS, Change.MESSAGES, Change.MEMBERS, Change.GROUPS}:
             self._layout()
+        if Change.INVITATIONS in changes:
+            self.sidebar.render_invitations()
+        if changes & {Change.MEMBERS, Change.GROUPS, Change.MESSAGES, Change.CONVERSATIONS}:
+            self.members.render()
         if Change.STATUS in changes:
             self.header.render()
         if Change.CONVERSATIONS in changes:
@@ -601,5 +733,6 @@ class ChatView:
             self.sidebar.render_online()
         if Change.FILES in changes:
             self.sidebar.render_files()
-        if changes & {Change.MESSAGES, Change.GROUPS, Change.ONLINE, Change.FILES, Change.CONVERSATIONS}:
+        if changes & {Change.MESSAGES, Change.GROUPS, Change.ONLINE, Change.FILES, Change.CONVERSATIONS,
+                      Change.MEMBERS}:
             self.pane.render()

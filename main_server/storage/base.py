@@ -50,19 +50,57 @@ class FileRecord:
     size: int
     sha256: str
     ts: str
+    group: str = ""      # a group file: the group's name (to and to_key are then empty)
+    group_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupRecord:
     key: str
     name: str
+    mode: str = "public"  # "public" or "private"
+    topic: str = ""
+    key_hash: str = field(default="", repr=False)  # the join key's password hash; "" = no key
 
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
+    """One of the caller's groups."""
+
     name: str
     role: str
     members: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A group as the directory (listgroups) shows it."""
+
+    name: str
+    mode: str
+    topic: str
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    key: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChange:
+    """What a room operation did: to whom (`user`, its key and role afterwards), and the
+    members who hear of it (keys, read in the same transaction). changed=False: nothing
+    happened (joining twice), so nobody is told."""
+
+    group: GroupRecord
+    user: str = ""
+    user_key: str = ""
+    role: str = ""
+    members: list[str] = field(default_factory=list)
+    changed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,25 +175,76 @@ class Storage(ABC):
     @abstractmethod
     async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]: ...
 
-    # groups
+    # groups (rooms). Every rule is main_server/rooms.py's, applied inside the operation's
+    # transaction, so a change and the check that allowed it are one atomic step.
     @abstractmethod
-    async def create_group(self, key: str, name: str, owner: User) -> GroupRecord: ...
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord: ...
 
     @abstractmethod
     async def get_group(self, key: str) -> GroupRecord | None: ...
 
     @abstractmethod
-    async def join_group(self, key: str, user: User) -> GroupRecord: ...
+    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
+        """key_hash: the group key hash that the KEY the user gave was verified against ("" when
+        none was given or it did not match); it admits the user only if it still is the key."""
 
     @abstractmethod
-    async def leave_group(self, key: str, user: User) -> GroupRecord: ...
+    async def leave_group(self, key: str, user: User) -> RoomChange: ...
 
     @abstractmethod
     async def list_groups(self, user_key: str) -> list[GroupInfo]: ...
 
+    @abstractmethod
+    async def invite(self, key: str, actor: User, target_key: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def kick(self, key: str, actor: User, target_key: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def ban(self, key: str, actor: User, target_key: str, reason: str = "") -> RoomChange: ...
+
+    @abstractmethod
+    async def unban(self, key: str, actor: User, target_key: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def set_role(self, key: str, actor: User, target_key: str, role: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange: ...
+
+    @abstractmethod
+    async def delete_group(self, key: str, actor: User) -> RoomChange:
+        """Removes the group with its messages, files, members, bans and invitations;
+        `members` are those it had."""
+
+    @abstractmethod
+    async def room(self, key: str, user_key: str) -> GroupRecord:
+        """The group as the user may see it (a private group: members only)."""
+
+    @abstractmethod
+    async def member_group(self, key: str, user_key: str) -> GroupRecord:
+        """The group if the user is a member (PermissionDenied otherwise)."""
+
+    @abstractmethod
+    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]: ...
+
+    @abstractmethod
+    async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
+        """Public groups and the user's private ones whose key matches the SQL LIKE pattern
+        (escape character backslash), by name."""
+
     # files
     @abstractmethod
     async def add_file(self, sender: User, to: User, name: str, size: int, sha256: str) -> FileRecord: ...
+
+    @abstractmethod
+    async def add_group_file(self, sender: User, group_key: str, name: str, size: int, sha256: str
+                             ) -> tuple[FileRecord, list[str]]:
+        """A file for every member of the group but the sender (members only); returns the
+        record and the members it waits for."""
 
     @abstractmethod
     async def pending_files(self, user_key: str) -> list[FileRecord]: ...
@@ -164,4 +253,9 @@ class Storage(ABC):
     async def get_file(self, file_id: int) -> FileRecord | None: ...
 
     @abstractmethod
-    async def mark_downloaded(self, file_id: int) -> None: ...
+    async def open_file(self, file_id: int, user_key: str) -> FileRecord:
+        """The file if the user may download it (its recipient; for a group file, by the
+        group's rules), else NotFound / PermissionDenied."""
+
+    @abstractmethod
+    async def mark_downloaded(self, file_id: int, user_key: str) -> None: ...

@@ -32,11 +32,15 @@ import asyncpg
 
 from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
+from . import roomops
 from .base import (
     FileRecord,
     GroupInfo,
     GroupRecord,
+    MemberInfo,
     MessageRecord,
+    RoomChange,
+    RoomInfo,
     SessionRecord,
     Storage,
     Stored,
@@ -168,6 +172,42 @@ MIGRATIONS: list[str] = [
     DROP INDEX undelivered_by_msg;
     ALTER TABLE undelivered ADD PRIMARY KEY (user_key, msg_id);
     """,
+    # Groups become rooms (see the SQLite engine's MIGRATIONS[3]): modes, topics, join keys,
+    # roles, bans, invitations, join points and group files. Groups made before are public,
+    # their creator the owner.
+    """
+    ALTER TABLE groups ADD COLUMN mode TEXT NOT NULL DEFAULT 'public',
+        ADD COLUMN topic TEXT NOT NULL DEFAULT '',
+        ADD COLUMN key_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE members ADD COLUMN joined_at_id BIGINT NOT NULL DEFAULT 0;
+    INSERT INTO members(group_key, user_key, role) SELECT key, owner_key, 'owner' FROM groups
+        ON CONFLICT (group_key, user_key) DO UPDATE SET role = 'owner';
+    CREATE TABLE group_invites (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL REFERENCES users(key),
+        by_key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    CREATE TABLE group_bans (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL REFERENCES users(key),
+        by_key TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        ts TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    ALTER TABLE files ADD COLUMN group_key TEXT NOT NULL DEFAULT '',
+        ADD COLUMN group_name TEXT NOT NULL DEFAULT '';
+    CREATE INDEX files_by_group ON files(group_key, id) WHERE group_key <> '';
+    CREATE TABLE file_recipients (
+        file_id BIGINT NOT NULL REFERENCES files(id),
+        user_key TEXT NOT NULL,
+        downloaded BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (file_id, user_key)
+    );
+    CREATE INDEX file_recipients_pending ON file_recipients(user_key, file_id) WHERE NOT downloaded;
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.
@@ -189,7 +229,7 @@ _DOWN = (
 )
 
 _MSG_COLS = "id, sender, text, ts, to_name, group_name"
-_FILE_COLS = "id, sender, to_name, to_key, name, size, sha256, ts"
+_FILE_COLS = roomops.FILE_COLS
 
 
 def _group_lock_id(key: str) -> int:
@@ -230,7 +270,8 @@ DELETE FROM undelivered WHERE ctid = ANY(ARRAY(
 
 # The group and its owner's membership together; no row when the key is taken.
 _CREATE_GROUP = """
-WITH g AS (INSERT INTO groups(key, name, owner_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING key),
+WITH g AS (INSERT INTO groups(key, name, owner_key, mode) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+           RETURNING key),
 m AS (INSERT INTO members(group_key, user_key, role) SELECT key, $3, 'owner' FROM g)
 SELECT count(*) FROM g"""
 
@@ -246,14 +287,8 @@ SELECT m.id, m.sender, m.text, m.ts, m.to_name, m.group_name, n.n > $2 AS more
 FROM messages m, n WHERE m.id IN (SELECT msg_id FROM picked ORDER BY msg_id LIMIT $2) ORDER BY m.id"""
 
 
-def _message(r: asyncpg.Record) -> MessageRecord:
-    return MessageRecord(id=r["id"], sender=r["sender"], text=r["text"], ts=r["ts"],
-                         to=r["to_name"], group=r["group_name"])
-
-
-def _file(r: asyncpg.Record) -> FileRecord:
-    return FileRecord(id=r["id"], sender=r["sender"], to=r["to_name"], to_key=r["to_key"],
-                      name=r["name"], size=r["size"], sha256=r["sha256"], ts=r["ts"])
+_message = roomops.message
+_file = roomops.file
 
 
 def _no_nul(*values: str) -> None:
@@ -567,39 +602,31 @@ class PostgresStorage(Storage):
         return await self._auto(op)
 
     async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
-        async def op(c: asyncpg.Connection) -> list[MessageRecord]:
-            await self._check_member(c, group_key, user_key)
-            rows = await c.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE group_key=$1 ORDER BY id DESC LIMIT $2",
-                                 group_key, limit)
-            return [_message(r) for r in reversed(rows)]
-
-        return await self._auto(op)
+        _no_nul(group_key)
+        return await self._read_room(roomops.history(user_key, group_key, limit))
 
     # ---- groups ------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _group(c: asyncpg.Connection, key: str) -> GroupRecord:
-        g = await c.fetchrow("SELECT key, name FROM groups WHERE key=$1", key)
-        if g is None:
-            raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
-        return GroupRecord(g["key"], g["name"])
+    async def _room(self, key: str, op: roomops.Op[T]) -> T:
+        """A shared room operation (roomops) in one transaction holding the group's exclusive
+        lock: sends to the group wait, so a membership change and every send are ordered."""
+        return await self._tx(lambda c: roomops.drive_async(op, c), _group_lock(key))
 
-    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str,
-                            hint: str = ": joingroup first") -> GroupRecord:
-        g = await self._group(c, group_key)
-        if await c.fetchval("SELECT 1 FROM members WHERE group_key=$1 AND user_key=$2", group_key, user_key) is None:
-            raise PermissionDenied(f"you are not a member of {g.name!r}{hint}")
-        return g
+    async def _read_room(self, op: roomops.Op[T]) -> T:
+        return await self._auto(lambda c: roomops.drive_async(op, c))
 
-    async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
+    async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str) -> GroupRecord:
+        return await roomops.drive_async(roomops.check_member(group_key, user_key), c)
+
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord:
         _no_nul(key, name)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
             if await c.fetchval("SELECT 1 FROM users WHERE key=$1", key):
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
-            if not await c.fetchval(_CREATE_GROUP, key, name, owner.key):
+            if not await c.fetchval(_CREATE_GROUP, key, name, owner.key, mode):
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it")
-            return GroupRecord(key, name)
+            return GroupRecord(key, name, mode)
 
         return await self._tx(op, begin=_name_lock(key))
 
@@ -608,34 +635,20 @@ class PostgresStorage(Storage):
 
         async def op(c: asyncpg.Connection) -> GroupRecord | None:
             try:
-                return await self._group(c, key)
+                return await roomops.drive_async(roomops.group(key), c)
             except NotFound:
                 return None
 
         return await self._auto(op)
 
-    async def join_group(self, key: str, user: User) -> GroupRecord:
+    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
         _no_nul(key)
+        return await self._room(key, roomops.join(key, user, key_hash))  # waits for sends in flight
 
-        async def op(c: asyncpg.Connection) -> GroupRecord:
-            g = await self._group(c, key)
-            await c.execute("INSERT INTO members(group_key, user_key, role) VALUES ($1, $2, 'member') "
-                            "ON CONFLICT DO NOTHING", key, user.key)
-            return g
-
-        return await self._tx(op, _group_lock(key))  # waits for sends in flight
-
-    async def leave_group(self, key: str, user: User) -> GroupRecord:
+    async def leave_group(self, key: str, user: User) -> RoomChange:
         _no_nul(key)
-
-        async def op(c: asyncpg.Connection) -> GroupRecord:
-            g = await self._check_member(c, key, user.key, ", so there is nothing to leave")
-            await c.execute("DELETE FROM members WHERE group_key=$1 AND user_key=$2", key, user.key)
-            await c.execute("DELETE FROM undelivered WHERE user_key=$1 AND group_key=$2", user.key, key)
-            return g
-
         # Exclusive: no send can queue a message for this user after its queue is emptied.
-        return await self._tx(op, _group_lock(key))
+        return await self._room(key, roomops.leave(key, user))
 
     async def list_groups(self, user_key: str) -> list[GroupInfo]:
         async def op(c: asyncpg.Connection) -> list[GroupInfo]:
@@ -647,6 +660,54 @@ class PostgresStorage(Storage):
             return [GroupInfo(r["name"], r["role"], r["n"]) for r in rows]
 
         return await self._auto(op)
+
+    async def invite(self, key: str, actor: User, target_key: str) -> RoomChange:
+        _no_nul(key, target_key)
+        return await self._room(key, roomops.invite(key, actor, target_key))
+
+    async def kick(self, key: str, actor: User, target_key: str) -> RoomChange:
+        _no_nul(key, target_key)
+        return await self._room(key, roomops.kick(key, actor, target_key))
+
+    async def ban(self, key: str, actor: User, target_key: str, reason: str = "") -> RoomChange:
+        _no_nul(key, target_key, reason)
+        return await self._room(key, roomops.ban(key, actor, target_key, reason))
+
+    async def unban(self, key: str, actor: User, target_key: str) -> RoomChange:
+        _no_nul(key, target_key)
+        return await self._room(key, roomops.unban(key, actor, target_key))
+
+    async def set_role(self, key: str, actor: User, target_key: str, role: str) -> RoomChange:
+        _no_nul(key, target_key, role)
+        return await self._room(key, roomops.set_role(key, actor, target_key, role))
+
+    async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange:
+        _no_nul(key, topic)
+        return await self._room(key, roomops.set_topic(key, actor, topic))
+
+    async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange:
+        _no_nul(key, key_hash)
+        return await self._room(key, roomops.set_group_key(key, actor, key_hash))
+
+    async def delete_group(self, key: str, actor: User) -> RoomChange:
+        _no_nul(key)
+        return await self._room(key, roomops.delete_group(key, actor))
+
+    async def room(self, key: str, user_key: str) -> GroupRecord:
+        _no_nul(key)
+        return await self._read_room(roomops.room(key, user_key))
+
+    async def member_group(self, key: str, user_key: str) -> GroupRecord:
+        _no_nul(key)
+        return await self._read_room(roomops.check_member(key, user_key))
+
+    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
+        _no_nul(key)
+        return await self._read_room(roomops.members(key, user_key))
+
+    async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
+        _no_nul(like)
+        return await self._read_room(roomops.browse(user_key, like, ' COLLATE "C"'))
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -661,10 +722,17 @@ class PostgresStorage(Storage):
 
         return await self._auto(op, idempotent=False)
 
+    async def add_group_file(self, sender: User, group_key: str, name: str, size: int, sha256: str
+                             ) -> tuple[FileRecord, list[str]]:
+        _no_nul(group_key, name, sha256)
+        return await self._room(group_key, roomops.add_group_file(sender, group_key, name, size, sha256, None))
+
     async def pending_files(self, user_key: str) -> list[FileRecord]:
         async def op(c: asyncpg.Connection) -> list[FileRecord]:
-            rows = await c.fetch(f"SELECT {_FILE_COLS} FROM files WHERE to_key=$1 AND NOT downloaded ORDER BY id",
-                                 user_key)
+            rows = await c.fetch(
+                f"SELECT {_FILE_COLS} FROM files WHERE to_key=$1 AND NOT downloaded UNION ALL "
+                f"SELECT {', '.join('f.' + col for col in _FILE_COLS.split(', '))} FROM file_recipients r "
+                "JOIN files f ON f.id = r.file_id WHERE r.user_key=$1 AND NOT r.downloaded ORDER BY id", user_key)
             return [_file(r) for r in rows]
 
         return await self._auto(op)
@@ -678,9 +746,11 @@ class PostgresStorage(Storage):
             return None  # out of BIGINT range: no such file (not a driver overflow error)
         return await self._auto(op)
 
-    async def mark_downloaded(self, file_id: int) -> None:
-        async def op(c: asyncpg.Connection) -> None:
-            await c.execute("UPDATE files SET downloaded = true WHERE id=$1", file_id)
+    async def open_file(self, file_id: int, user_key: str) -> FileRecord:
+        if not -(1 << 63) <= file_id < 1 << 63:
+            raise NotFound(f"no file {file_id} for you: 'receivefile' lists yours")
+        return await self._read_room(roomops.open_file(file_id, user_key))
 
+    async def mark_downloaded(self, file_id: int, user_key: str) -> None:
         if -(1 << 63) <= file_id < 1 << 63:
-            await self._auto(op)
+            await self._read_room(roomops.mark_downloaded(file_id, user_key))  # idempotent: retried freely

@@ -22,11 +22,15 @@ from typing import Any, TypeVar
 from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
 
 from ..metrics import COMMIT_OPS, COMMIT_SECONDS
+from . import roomops
 from .base import (
     FileRecord,
     GroupInfo,
     GroupRecord,
+    MemberInfo,
     MessageRecord,
+    RoomChange,
+    RoomInfo,
     SessionRecord,
     Storage,
     Stored,
@@ -120,19 +124,51 @@ MIGRATIONS: list[str] = [
     DROP TABLE undelivered;
     ALTER TABLE undelivered_v3 RENAME TO undelivered;
     """,
+    # Groups become rooms: public or private, a topic, an optional join key (its password
+    # hash), roles owner/admin/member, bans, invitations, and each member's join point (the
+    # group's newest message id when they joined: a private group shows history from there).
+    # Group files are stored once; file_recipients says who they wait for. Groups made before
+    # are public, their creator the owner (back in the group if they had left it).
+    """
+    ALTER TABLE groups ADD COLUMN mode TEXT NOT NULL DEFAULT 'public';
+    ALTER TABLE groups ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+    ALTER TABLE groups ADD COLUMN key_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE members ADD COLUMN joined_at_id INTEGER NOT NULL DEFAULT 0;
+    INSERT INTO members(group_key, user_key, role) SELECT key, owner_key, 'owner' FROM groups WHERE true
+        ON CONFLICT(group_key, user_key) DO UPDATE SET role = 'owner';
+    CREATE TABLE group_invites (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL REFERENCES users(key),
+        by_key TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE group_bans (
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        user_key TEXT NOT NULL REFERENCES users(key),
+        by_key TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        ts TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    ) WITHOUT ROWID;
+    ALTER TABLE files ADD COLUMN group_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE files ADD COLUMN group_name TEXT NOT NULL DEFAULT '';
+    CREATE INDEX files_by_group ON files(group_key, id) WHERE group_key != '';
+    CREATE TABLE file_recipients (
+        file_id INTEGER NOT NULL REFERENCES files(id),
+        user_key TEXT NOT NULL,
+        downloaded INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (file_id, user_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX file_recipients_pending ON file_recipients(user_key, file_id) WHERE downloaded = 0;
+    """,
 ]
 
 _STOP = object()
 
 
-def _message(row: sqlite3.Row) -> MessageRecord:
-    return MessageRecord(id=row["id"], sender=row["sender"], text=row["text"], ts=row["ts"],
-                         to=row["to_name"], group=row["group_name"])
-
-
-def _file(row: sqlite3.Row) -> FileRecord:
-    return FileRecord(id=row["id"], sender=row["sender"], to=row["to_name"], to_key=row["to_key"],
-                      name=row["name"], size=row["size"], sha256=row["sha256"], ts=row["ts"])
+_message = roomops.message
+_file = roomops.file
 
 
 class SQLiteStorage(Storage):
@@ -439,71 +475,45 @@ class SQLiteStorage(Storage):
         return await self._do(op)
 
     async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
-        def op(c: sqlite3.Connection) -> list[MessageRecord]:
-            self._check_member(c, group_key, user_key)
-            rows = c.execute("SELECT * FROM messages WHERE group_key=? ORDER BY id DESC LIMIT ?",
-                             (group_key, limit)).fetchall()
-            return [_message(r) for r in reversed(rows)]
-
-        return await self._do(op)
+        return await self._room(roomops.history(user_key, group_key, limit))
 
     # ---- groups ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _group(c: sqlite3.Connection, key: str) -> GroupRecord:
-        g = c.execute("SELECT key, name FROM groups WHERE key=?", (key,)).fetchone()
-        if g is None:
-            raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
-        return GroupRecord(g["key"], g["name"])
+    async def _room(self, op: roomops.Op[T]) -> T:
+        """A shared room operation (roomops), run by the writer: atomic with its checks."""
+        return await self._do(lambda c: roomops.drive_sync(op, c))
 
-    def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str,
-                      hint: str = ": joingroup first") -> GroupRecord:
-        g = self._group(c, group_key)
-        if c.execute("SELECT 1 FROM members WHERE group_key=? AND user_key=?",
-                     (group_key, user_key)).fetchone() is None:
-            raise PermissionDenied(f"you are not a member of {g.name!r}{hint}")
-        return g
+    def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str) -> GroupRecord:
+        return roomops.drive_sync(roomops.check_member(group_key, user_key), c)
 
-    async def create_group(self, key: str, name: str, owner: User) -> GroupRecord:
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord:
         def op(c: sqlite3.Connection) -> GroupRecord:
             if c.execute("SELECT 1 FROM users WHERE key=?", (key,)).fetchone():
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
             try:
-                c.execute("INSERT INTO groups(key, name, owner_key, created) VALUES (?,?,?,?)",
-                          (key, name, owner.key, utc_now_iso()))
+                c.execute("INSERT INTO groups(key, name, owner_key, created, mode) VALUES (?,?,?,?,?)",
+                          (key, name, owner.key, utc_now_iso(), mode))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it") from None
             c.execute("INSERT INTO members(group_key, user_key, role) VALUES (?,?,?)", (key, owner.key, "owner"))
-            return GroupRecord(key, name)
+            return GroupRecord(key, name, mode)
 
         return await self._do(op)
 
     async def get_group(self, key: str) -> GroupRecord | None:
         def op(c: sqlite3.Connection) -> GroupRecord | None:
             try:
-                return self._group(c, key)
+                return roomops.drive_sync(roomops.group(key), c)
             except NotFound:
                 return None
 
         return await self._do(op)
 
-    async def join_group(self, key: str, user: User) -> GroupRecord:
-        def op(c: sqlite3.Connection) -> GroupRecord:
-            g = self._group(c, key)
-            c.execute("INSERT OR IGNORE INTO members(group_key, user_key, role) VALUES (?,?,?)",
-                      (key, user.key, "member"))
-            return g
+    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
+        return await self._room(roomops.join(key, user, key_hash))
 
-        return await self._do(op)
-
-    async def leave_group(self, key: str, user: User) -> GroupRecord:
-        def op(c: sqlite3.Connection) -> GroupRecord:
-            g = self._check_member(c, key, user.key, ", so there is nothing to leave")
-            c.execute("DELETE FROM members WHERE group_key=? AND user_key=?", (key, user.key))
-            c.execute("DELETE FROM undelivered WHERE user_key=? AND group_key=?", (user.key, key))
-            return g
-
-        return await self._do(op)
+    async def leave_group(self, key: str, user: User) -> RoomChange:
+        return await self._room(roomops.leave(key, user))
 
     async def list_groups(self, user_key: str) -> list[GroupInfo]:
         def op(c: sqlite3.Connection) -> list[GroupInfo]:
@@ -514,6 +524,42 @@ class SQLiteStorage(Storage):
             return [GroupInfo(r["name"], r["role"], r["n"]) for r in rows]
 
         return await self._do(op)
+
+    async def invite(self, key: str, actor: User, target_key: str) -> RoomChange:
+        return await self._room(roomops.invite(key, actor, target_key))
+
+    async def kick(self, key: str, actor: User, target_key: str) -> RoomChange:
+        return await self._room(roomops.kick(key, actor, target_key))
+
+    async def ban(self, key: str, actor: User, target_key: str, reason: str = "") -> RoomChange:
+        return await self._room(roomops.ban(key, actor, target_key, reason))
+
+    async def unban(self, key: str, actor: User, target_key: str) -> RoomChange:
+        return await self._room(roomops.unban(key, actor, target_key))
+
+    async def set_role(self, key: str, actor: User, target_key: str, role: str) -> RoomChange:
+        return await self._room(roomops.set_role(key, actor, target_key, role))
+
+    async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange:
+        return await self._room(roomops.set_topic(key, actor, topic))
+
+    async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange:
+        return await self._room(roomops.set_group_key(key, actor, key_hash))
+
+    async def delete_group(self, key: str, actor: User) -> RoomChange:
+        return await self._room(roomops.delete_group(key, actor))
+
+    async def room(self, key: str, user_key: str) -> GroupRecord:
+        return await self._room(roomops.room(key, user_key))
+
+    async def member_group(self, key: str, user_key: str) -> GroupRecord:
+        return await self._room(roomops.check_member(key, user_key))
+
+    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
+        return await self._room(roomops.members(key, user_key))
+
+    async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
+        return await self._room(roomops.browse(user_key, like))
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -527,23 +573,33 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
+    async def add_group_file(self, sender: User, group_key: str, name: str, size: int, sha256: str
+                             ) -> tuple[FileRecord, list[str]]:
+        return await self._room(roomops.add_group_file(sender, group_key, name, size, sha256, utc_now_iso()))
+
     async def pending_files(self, user_key: str) -> list[FileRecord]:
         def op(c: sqlite3.Connection) -> list[FileRecord]:
-            rows = c.execute("SELECT * FROM files WHERE to_key=? AND downloaded=0 ORDER BY id",
-                             (user_key,)).fetchall()
+            rows = c.execute(
+                f"SELECT {roomops.FILE_COLS} FROM files WHERE to_key=? AND downloaded=0 UNION ALL "
+                f"SELECT {', '.join('f.' + col for col in roomops.FILE_COLS.split(', '))} "
+                "FROM file_recipients r JOIN files f ON f.id = r.file_id WHERE r.user_key=? AND r.downloaded=0 "
+                "ORDER BY id", (user_key, user_key)).fetchall()
             return [_file(r) for r in rows]
 
         return await self._do(op)
 
     async def get_file(self, file_id: int) -> FileRecord | None:
         def op(c: sqlite3.Connection) -> FileRecord | None:
-            r = c.execute("SELECT * FROM files WHERE id=?", (file_id,)).fetchone()
+            r = c.execute(f"SELECT {roomops.FILE_COLS} FROM files WHERE id=?", (file_id,)).fetchone()
             return _file(r) if r else None
 
         return await self._do(op)
 
-    async def mark_downloaded(self, file_id: int) -> None:
-        await self._do(lambda c: c.execute("UPDATE files SET downloaded=1 WHERE id=?", (file_id,)))
+    async def open_file(self, file_id: int, user_key: str) -> FileRecord:
+        return await self._room(roomops.open_file(file_id, user_key))
+
+    async def mark_downloaded(self, file_id: int, user_key: str) -> None:
+        await self._room(roomops.mark_downloaded(file_id, user_key))
 
 
 def _resolve_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

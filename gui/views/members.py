@@ -1,0 +1,176 @@
+"""The members panel of the open group: who is in it, their role, whether they are online and
+on which realm. Owners and admins also get Invite, Kick and Ban here; the owner makes members
+admins (and back). Controls a role may not use are not shown at all.
+
+Wide screens show it to the right of the conversation; phones show it instead of the
+conversation, with a back button, like the conversation replaces the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import flet as ft
+
+from chat_cli.models import Member
+from realmchat.display import sanitize
+from realmchat.errors import ChatError
+
+from ..controller import ChatController
+from ..state import Kind, sorted_members
+from .common import icon_button, section_title
+from .dialogs import ask_name, ask_text
+
+ROLE_COLORS = {"owner": ft.Colors.TERTIARY, "admin": ft.Colors.PRIMARY}
+
+
+def member_line(m: Member, me: str) -> str:
+    """'bob (you) · admin · online on beta': one line a screen reader says as a whole."""
+    you = " (you)" if m.user.casefold() == me.casefold() else ""
+    where = f"online on {sanitize(m.realm)}" if m.online and m.realm else ("online" if m.online else "offline")
+    return f"{sanitize(m.user)}{you} · {m.role} · {where}"
+
+
+class MembersPanel:
+    def __init__(self, controller: ChatController, on_error: Callable[[str], None],
+                 on_info: Callable[[str], None], on_close: Callable[[], Awaitable[None]]) -> None:
+        self.controller = controller
+        self.on_error = on_error
+        self.on_info = on_info
+        self.on_close = on_close
+        self.title = ft.Text("Members", size=16, weight=ft.FontWeight.BOLD, max_lines=1,
+                             overflow=ft.TextOverflow.ELLIPSIS)
+        self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT, max_lines=1,
+                                overflow=ft.TextOverflow.ELLIPSIS)
+        self.back = icon_button(ft.Icons.ARROW_BACK, "Back to the conversation", self._close)
+        self.hide = icon_button(ft.Icons.CLOSE, "Hide members", self._close)
+        self.invite_button = ft.TextButton("Invite", icon=ft.Icons.PERSON_ADD, on_click=self._invite)
+        self.error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
+        self.rows = ft.ListView(spacing=0, expand=True)
+        self.narrow = False
+        self.root = ft.Container(
+            width=300, padding=ft.Padding.all(8), bgcolor=ft.Colors.SURFACE_CONTAINER_LOW,
+            content=ft.Column(
+                spacing=6, expand=True,
+                controls=[ft.Row([self.back, ft.Column([self.title, self.subtitle], spacing=0, expand=True),
+                                  self.invite_button, self.hide], spacing=4),
+                          section_title("ROLES · ONLINE"), self.error, self.rows],
+            ),
+        )
+
+    def set_narrow(self, narrow: bool) -> None:
+        self.narrow = narrow
+        self.root.width = None if narrow else 300
+        self.root.expand = narrow
+
+    @property
+    def group(self) -> str | None:
+        conv = self.controller.current
+        return conv.name if conv is not None and conv.kind is Kind.GROUP else None
+
+    def render(self) -> None:
+        group = self.group
+        st = self.controller.state
+        self.back.visible = self.narrow
+        self.hide.visible = not self.narrow
+        if group is None:
+            self.rows.controls = []
+            return
+        key = group.casefold()
+        members = sorted_members(st.members.get(key, []))
+        online = sum(1 for m in members if m.online)
+        self.title.value = f"Members ({len(members)})" if members else "Members"
+        self.subtitle.value = f"#{sanitize(group)}" + (f" · {online} online" if members else "")
+        role = st.role_in(group)
+        self.invite_button.visible = role in ("owner", "admin")
+        err = st.members_error.get(key, "")
+        self.error.value, self.error.visible = err, bool(err)
+        if not members and not err:
+            self.rows.controls = [ft.Text("loading members…", size=12, italic=True)]
+            return
+        self.rows.controls = [self._row(m, role) for m in members]
+
+    def _row(self, m: Member, my_role: str) -> ft.Control:
+        st = self.controller.state
+        me = m.user.casefold() == st.user.casefold()
+        dot = ft.Icon(ft.Icons.CIRCLE, size=10, color=ft.Colors.GREEN if m.online else ft.Colors.OUTLINE)
+        name = ft.Text(sanitize(m.user) + (" (you)" if me else ""), size=13, weight=ft.FontWeight.BOLD,
+                       max_lines=1, overflow=ft.TextOverflow.ELLIPSIS)
+        where = f"online on {sanitize(m.realm)}" if m.online and m.realm else ("online" if m.online else "offline")
+        detail = ft.Text(f"{m.role} · {where}", size=11, color=ROLE_COLORS.get(m.role, ft.Colors.ON_SURFACE_VARIANT),
+                         max_lines=1, overflow=ft.TextOverflow.ELLIPSIS)
+        actions: list[ft.Control] = []
+        # Who may do what (the server checks it again): owner/admin moderate, never the owner;
+        # an admin does not moderate another admin's role; only the owner changes roles.
+        if not me and m.role != "owner" and my_role in ("owner", "admin"):
+            if my_role == "owner":
+                if m.role == "admin":
+                    actions.append(icon_button(ft.Icons.ARROW_DOWNWARD, f"Make {m.user} member",
+                                               self._role_handler(m.user, "member"), icon_size=18))
+                else:
+                    actions.append(icon_button(ft.Icons.ARROW_UPWARD, f"Make {m.user} admin",
+                                               self._role_handler(m.user, "admin"), icon_size=18))
+            if my_role == "owner" or m.role == "member":
+                actions.append(icon_button(ft.Icons.PERSON_REMOVE, f"Kick {m.user}",
+                                           self._moderate_handler(m.user, "kick"), icon_size=18))
+                actions.append(icon_button(ft.Icons.BLOCK, f"Ban {m.user}",
+                                           self._moderate_handler(m.user, "ban"), icon_size=18))
+        info = ft.MergeSemantics(content=ft.Row(
+            [ft.Semantics(label="online" if m.online else "offline", content=dot),
+             ft.Column([name, detail], spacing=0, tight=True, expand=True)],
+            spacing=8, expand=True))
+        return ft.Container(padding=ft.Padding.symmetric(horizontal=4, vertical=4),
+                            content=ft.Row([info, *actions], spacing=0))
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    async def _close(self, e: ft.Event[ft.Control]) -> None:
+        await self.on_close()
+
+    async def _invite(self, e: ft.Event[ft.Control]) -> None:
+        group = self.group
+        if group is None:
+            return
+
+        invited: list[str] = []
+
+        async def submit(user: str) -> None:
+            await self.controller.invite(user, group)
+            invited.append(user)
+
+        async def after() -> None:
+            # After the dialog is gone: a snack bar shown while it is open would be what its
+            # close pops.
+            if invited:
+                self.on_info(f"invited {invited[-1]} to #{group}")
+
+        ask_name(f"Invite to #{group}", "User to invite", "Send invitation", submit, after)
+
+    def _role_handler(self, user: str, role: str) -> Callable[[ft.Event[ft.Control]], Awaitable[None]]:
+        async def go(e: ft.Event[ft.Control]) -> None:
+            group = self.group
+            if group is None:
+                return
+            try:
+                await self.controller.set_role(user, role, group)
+            except ChatError as err:
+                self.on_error(err.message)
+
+        return go
+
+    def _moderate_handler(self, user: str, action: str) -> Callable[[ft.Event[ft.Control]], Awaitable[None]]:
+        async def go(e: ft.Event[ft.Control]) -> None:
+            group = self.group
+            if group is None:
+                return
+
+            async def submit(reason: str) -> None:
+                if action == "kick":
+                    await self.controller.kick(user, reason, group)
+                else:
+                    await self.controller.ban(user, reason, group)
+
+            verb = "Kick" if action == "kick" else "Ban"
+            ask_text(f"{verb} {user} from #{group}?", "Reason (optional)", verb, submit, optional=True)
+
+        return go
