@@ -110,6 +110,9 @@ class GuardedStorage:
         self._space = space
 
     def __getattr__(self, name: str) -> Any:
+        """Only called for a name not yet looked up: the wrapper is kept on the instance (a
+        storage call is on every message's path; building a wrapper each time showed in
+        profiles)."""
         attr = getattr(self._inner, name)
         if not inspect.iscoroutinefunction(attr):
             return attr
@@ -127,6 +130,7 @@ class GuardedStorage:
                     raise
                 raise new from exc
 
+        setattr(self, name, guarded)
         return guarded
 
 

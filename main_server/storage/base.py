@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 def utc_now_iso() -> str:
     """ISO-8601 UTC with milliseconds, e.g. 2026-11-24T07:42:01.123Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"  # cut "+00:00"
 
 
 @dataclass(frozen=True, slots=True)
