@@ -307,6 +307,11 @@ def _response_class(method: str) -> Any:
     return getattr(pb, _CHAT.methods_by_name[method].output_type.name)
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class Relay:
     """Unary calls multiplexed on one bidirectional stream to main. Calls queued while a batch
     is in flight go out together in the next stream message; results come back in batches."""
@@ -343,12 +348,15 @@ class Relay:
             raise Unavailable("the main server is unavailable, try again shortly")
         self._next_id += 1
         call_id = self._next_id
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._pending[call_id] = (fut, method)
         outbox.put_nowait(pb.RelayCall(id=call_id, method=method, token=token, timeout_ms=int(timeout * 1000),
                                        payload=request.SerializeToString()))
+        # A timer, not asyncio.wait_for: every command passes here, and wait_for costs a task.
+        timer = loop.call_later(timeout, _expire, fut)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await fut
         except TimeoutError:
             # Main stops the call at the same deadline; should its answer still come, it is
             # handed to on_late (a login nobody will use is undone).
@@ -356,6 +364,7 @@ class Relay:
                 self._gave_up[call_id] = (method, on_late)
             raise Unavailable(f"the main server did not answer within {timeout:g} s; try again") from None
         finally:
+            timer.cancel()
             self._pending.pop(call_id, None)
 
     @staticmethod
