@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -67,3 +68,17 @@ def pg_url(pg_cluster: PgCluster) -> str:
     """A fresh, empty database per test (postgresql://postgres@127.0.0.1:PORT/NAME); for one
     shared by a module or by several mains, call pg_cluster.create_database() yourself."""
     return pg_cluster.create_database()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MiB tmpfs of the test's own: free space nobody else changes."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)

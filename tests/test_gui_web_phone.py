@@ -25,6 +25,7 @@ from PIL import Image
 
 from gui.config import parse_args
 
+from . import test_gui_web_e2e as e2e
 from .gui_driver import AXNode, Browser, wait_for
 from .stack import PYTHON, ROOT, ServerProcess, Stack, start_main
 from .textclient import TextClient, login
@@ -76,11 +77,7 @@ async def phone(gui_server: ServerProcess) -> AsyncIterator[Browser]:
 
 
 async def register_in_browser(b: Browser, user: str, realm: str = "alpha") -> None:
-    await b.wait_text("Create account", 90, role="button")
-    await b.fill("User name", user)
-    await b.fill("Password", PW)
-    await b.click(await b.wait_text("Create account", role="button"))
-    await b.wait_text(f"{user} @ {realm}", 30)
+    await e2e.register_in_browser(b, user, realm, PW)
 
 
 async def box(b: Browser, node: AXNode) -> tuple[float, float, float, float]:

@@ -7,11 +7,8 @@ real ENOSPC / SQLITE_FULL errors."""
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from realmchat.rpc import EARLY_END
 
@@ -22,19 +19,6 @@ from .textclient import TextClient, login
 Names = Callable[[str], str]
 CHEAP = ("--argon2-time-cost", "1", "--argon2-memory-kib", "8192")
 MIB = 1 << 20
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def free_bytes(d: Path) -> int:
