@@ -10,7 +10,6 @@ from typing import Any
 
 from realmchat.textproto import decode
 
-
 # Events most tests are not about: presence comes and goes with every login of anyone who
 # shares a group or a conversation. Readers set these aside (in `ignored`) unless a test asks
 # for them (TextClient.ignore = frozenset()).
