@@ -102,6 +102,12 @@ def _check_word(value: str, what: str) -> str:
     return value
 
 
+def _presence(r: dict[str, Any], default: str) -> str:
+    """The new status in an away/back OK: `presence` (`status` is the OK itself)."""
+    value = r.get("presence")
+    return str(value) if value else default
+
+
 def _same_name(a: str, b: str) -> bool:
     """Names are unique ignoring case (the protocol)."""
     return a.casefold() == b.casefold()
@@ -402,7 +408,8 @@ class ChatClient:
                 except ValueError:
                     reason = f"the realm sent a line that is not JSON: {line[:80]!r}"
                     break
-                if "status" not in obj:
+                if "status" not in obj or ("event" in obj and obj.get("status") not in ("OK", "ERROR")):
+                    # An event; a presence event has a "status" of its own (online/away/offline).
                     self._on_server_event(obj)
                     continue
                 if not conn.pending:
@@ -836,15 +843,16 @@ class ChatClient:
         return int(r.get("read", message_id) or 0)
 
     async def away(self, message: str | None = None) -> str:
-        """Sets the user away (with an optional one-line message); returns the status."""
+        """Sets the user away (with an optional one-line message); returns the new presence
+        ("away")."""
         line = "away" + (f" {_check_text(message)}" if message and message.strip() else "")
         r = await self._call(line)
-        return str(r.get("status", "away"))
+        return _presence(r, "away")
 
     async def back(self) -> str:
         """Online again after away(); returns the status."""
         r = await self._call("back")
-        return str(r.get("status", "online"))
+        return _presence(r, "online")
 
     async def typing(self, peer: str) -> None:
         """Tells `peer` (a user, or a group's members) that the user is typing. Not stored; it
