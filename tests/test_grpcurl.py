@@ -50,7 +50,7 @@ async def test_register_auth_send_with_token(stack: Stack, uname: Names) -> None
     ev = await cb.event()
     assert ev["from"] == a and ev["text"] == "via grpcurl\nline2" and ev["id"] == int(sent["id"])
     r = grpcurl(stack.main.addr, "chat.v1.Chat/Who", data={}, token=token)
-    assert {"user": b, "realm": "beta"} in json.loads(r.stdout)["online"]
+    assert {"user": b, "realm": "beta", "status": "online"} in json.loads(r.stdout)["online"]  # no away message
 
 
 def test_calls_without_a_valid_token_are_unauthenticated(stack: Stack) -> None:

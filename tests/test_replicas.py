@@ -64,7 +64,8 @@ async def test_messages_groups_files_cross_replicas(replicas: Replicas, uname: N
 
     async def both_online() -> bool:
         online = (await ca.ok("who"))["online"]
-        return {"user": a, "realm": "alpha"} in online and {"user": b, "realm": "beta"} in online
+        return ({"user": a, "realm": "alpha", "status": "online", "message": ""} in online
+                and {"user": b, "realm": "beta", "status": "online", "message": ""} in online)
 
     await eventually(both_online)  # presence crosses replicas
     r = await ca.ok(f"sendprivate {b} across replicas")
@@ -131,4 +132,4 @@ async def test_failover_loses_and_duplicates_nothing(replicas: Replicas, uname: 
     got = received + [m["id"] for m in inbox]
     assert len(got) == len(set(got)), "a message arrived twice"
     assert acked <= set(got)
-    assert {"user": a, "realm": "alpha"} in (await cb.ok("who"))["online"]
+    assert {"user": a, "realm": "alpha", "status": "online", "message": ""} in (await cb.ok("who"))["online"]
