@@ -221,7 +221,8 @@ def w8(b: Bench) -> None:
         w = win.stop()
         errors = sum(r["errors"] for r in res)
         if errors:
-            raise RuntimeError(f"{errors} logins/logouts failed, e.g. {[e for r in res for e in r['error_samples']][:3]}")
+            samples = [e for r in res for e in r["error_samples"]][:3]
+            raise RuntimeError(f"{errors} logins/logouts failed, e.g. {samples}")
         events = _presence_received(b) - before
         cycles = sum(r["cycles"] for r in res)
         what = "log out, wait, log in, wait" if hold else "log out and in back to back"
