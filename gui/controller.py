@@ -679,9 +679,18 @@ class ChatController:
         self._online_from_presence()
         self._changed(Change.ONLINE)
 
+    def _heard_from(self, user: str) -> None:
+        """Someone whose presence we were not told (presence goes only to people who already
+        share a group or a conversation) just wrote: they are online."""
+        if user and not _same(user, self.state.user) and user.casefold() not in self.state.presence:
+            self.state.presence[user.casefold()] = Presence(user=user, realm="")
+            self._online_from_presence()
+            self._changed(Change.ONLINE)
+
     def _on_typing(self, ev: TypingEvent) -> None:
         if _same(ev.user, self.state.user):
             return
+        self._heard_from(ev.user)
         key = conv_key(Kind.GROUP, ev.peer) if ev.group else conv_key(Kind.PRIVATE, ev.user)
         conv = self.state.conversations.get(key)
         if conv is None:
@@ -968,6 +977,8 @@ class ChatController:
         if not self.state.logged_in:
             return
         if isinstance(ev, MessageEvent):
+            if not ev.backlog and not ev.own:
+                self._heard_from(ev.message.sender)
             conv = self._add_message(ev.message, unread=True)
             if conv.key == self.state.current:
                 self._mark_read(conv)  # arrived in the conversation the user is looking at
