@@ -435,7 +435,9 @@ class ChatService:
             return
         if self.cluster is not None and name in self.cluster.online_names():
             return  # still online on another replica
-        self._status.pop(user_key, None)  # away lasts until back or the last session ends
+        # Away lasts until back or until the last session ends (the other replicas forget it too).
+        if self._status.pop(user_key, None) is not None and self.cluster is not None:
+            self.cluster.publish({"k": "st", "uk": user_key, "s": presence.ONLINE, "m": ""})
         self._presence(user_key, name, presence.State(presence.OFFLINE))
 
     def _presence(self, user_key: str, name: str, state: presence.State) -> None:
