@@ -4,6 +4,8 @@ offline held back by the grace time."""
 
 from __future__ import annotations
 
+import pytest
+
 from main_server.presence import AWAY, OFFLINE, ONLINE, Coalescer, State
 
 
@@ -12,7 +14,7 @@ def test_first_change_goes_at_once_then_one_per_interval() -> None:
     assert c.update("u", State(ONLINE, "alpha"), now=10.0) == 0.0
     assert c.take("u", now=10.0) == State(ONLINE, "alpha")
     # Within the interval: scheduled for its end; later changes ride along, the latest wins.
-    assert c.update("u", State(AWAY, "alpha", "lunch"), now=10.2) == 0.8
+    assert c.update("u", State(AWAY, "alpha", "lunch"), now=10.2) == pytest.approx(0.8)
     assert c.update("u", State(ONLINE, "alpha"), now=10.3) is None
     assert c.update("u", State(AWAY, "alpha", "brb"), now=10.4) is None
     assert c.take("u", now=11.0) == State(AWAY, "alpha", "brb")
