@@ -5,6 +5,7 @@ unread counts. Then the same screen at phone width. Screenshots go to test-artif
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -70,6 +71,14 @@ async def test_unread_survives_logout_typing_and_presence_live(
         await wait_for(carol_read, 20, "carol's count cleared")
         await b.wait_text("2 unread", 5)  # bob's untouched
 
+        # ---- alice answers; carol reads it: two ticks ------------------------------------------
+        await b.fill("Message", "thanks carol")
+        await b.press_enter()
+        sent = await event_where(carol_client, lambda e: e.get("event") == "private")
+        await b.wait_text(re.compile(r"^you \d\d:\d\d thanks carol$"), 20)  # one tick: stored
+        await carol_client.ok(f"read {alice} {sent['id']}")
+        await b.wait_text(re.compile(r"^you \d\d:\d\d seen thanks carol$"), 20)
+
         # ---- carol types, then goes away: shown live, no polling ------------------------------
         await carol_client.ok(f"typing {alice}")
         await b.wait_text(f"{carol} is typing…", 20)
@@ -78,10 +87,15 @@ async def test_unread_survives_logout_typing_and_presence_live(
         await b.wait_text("away: back in ten", 20)
 
         # ---- alice types: carol hears it ---------------------------------------------------------
+        await asyncio.sleep(3.2)  # the app says "typing" at most every 3 s
         await b.fill("Message", "writing something")
         typing = await event_where(carol_client, lambda e: e.get("event") == "typing")
         assert typing["user"] == alice, typing
         await b.screenshot(ARTIFACTS / "gui-conv-away.png")
+
+        # ---- carol leaves: offline, live -------------------------------------------------------
+        await carol_client.close()
+        await b.wait_text("offline · private chat", 20)
 
         # ---- log out and in: the conversations and their counts come back from the server ------
         await b.click(await b.wait_text("Log out", role="button"))
@@ -91,7 +105,7 @@ async def test_unread_survives_logout_typing_and_presence_live(
         await b.click(await b.wait_text("Log in", role="button"))
         await b.wait_text(f"{alice} @ alpha", 30)
         await b.wait_text(re.compile(rf"^{re.escape(bob)}\b.*two from bob"), 30)
-        await b.wait_text(re.compile(rf"^{re.escape(carol)}\b.*hello from carol"), 30)
+        await b.wait_text(re.compile(rf"^{re.escape(carol)}\b.*you: thanks carol"), 30)
         await b.wait_text("2 unread", 20)
         assert await b.find("1 unread") is None
         await b.screenshot(ARTIFACTS / "gui-conv-after-login.png")
@@ -109,4 +123,4 @@ async def test_unread_survives_logout_typing_and_presence_live(
         assert seen["by"] == alice, seen
     finally:
         await bob_client.close()
-        await carol_client.close()
+        await carol_client.close()  # again if the test stopped early: closing twice is harmless

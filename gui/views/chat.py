@@ -599,10 +599,11 @@ class ConversationPane:
             ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)]
         if line.own and conv.kind is Kind.PRIVATE and line.id is not None and not line.pending:
             # One tick: stored; two: the peer read it (a `seen` event).
+            # Screen readers hear "seen" once it is; a plain sent tick says nothing.
             seen = conv.seen(line)
-            head_parts.append(ft.Text("✓✓" if seen else "✓", size=11,
+            head_parts.append(ft.Icon(ft.Icons.DONE_ALL if seen else ft.Icons.DONE, size=14,
                                       color=ft.Colors.PRIMARY if seen else ft.Colors.ON_SURFACE_VARIANT,
-                                      semantics_label="seen" if seen else "sent"))
+                                      semantics_label="seen" if seen else None))
         head = ft.Row(head_parts, spacing=8, tight=True)
         # Not selectable: selectable text turns into an editable-text node for screen readers
         # (and Flutter web then hides the text itself from the accessibility tree).
