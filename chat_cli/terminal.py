@@ -280,9 +280,10 @@ class Terminal:
         self.users: set[str] = set()
         self.groups: set[str] = set()
         self._refresh: asyncio.Task[None] | None = None
-        # Interactive: status lines (presence, read, seen) are dimmed and "bob is typing…" lives
-        # in the bottom toolbar; piped: plain lines.
+        # Interactive: status lines (presence, read, seen) are dimmed and "bob is typing…" shows
+        # at the right end of the prompt line; piped: plain lines.
         self.interactive = False
+        self.out_dim: Callable[[str], None] | None = None
         self.typing: dict[str, tuple[str, float]] = {}  # who (casefolded) -> (what, until monotonic)
         self.last_ids: dict[str, int] = {}  # conversation (casefolded) -> newest message id seen
         self._handlers: dict[str, Callable[[tuple[str, ...]], Awaitable[None]]] = {
@@ -337,11 +338,14 @@ class Terminal:
             self.out(fmt_error(e))
 
     def status_line(self, text: str) -> None:
-        """A quiet line (presence, read elsewhere, seen): dimmed on a terminal."""
-        self.out(f"\x1b[2m{text}\x1b[0m" if self.interactive else text)
+        """A quiet line (presence, read elsewhere, seen): dimmed on a terminal (`out_dim`)."""
+        if self.out_dim is not None and not self.json_mode:
+            self.out_dim(text)
+        else:
+            self.out(text)
 
     def toolbar(self) -> str:
-        """The bottom toolbar of the interactive prompt: who is typing right now."""
+        """What the interactive prompt shows at its right end: who is typing right now."""
         now = time.monotonic()
         self.typing = {k: v for k, v in self.typing.items() if v[1] > now}
         return "  ".join(what for what, _ in self.typing.values())
@@ -796,9 +800,10 @@ def _history() -> History:
 
 
 async def run_interactive(term: Terminal) -> int:
-    from prompt_toolkit import PromptSession
+    from prompt_toolkit import PromptSession, print_formatted_text
     from prompt_toolkit.completion import Completer, Completion, PathCompleter
     from prompt_toolkit.document import Document
+    from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.patch_stdout import patch_stdout
 
     class VerbCompleter(Completer):
@@ -821,11 +826,13 @@ async def run_interactive(term: Terminal) -> int:
                 for name in term.completions(words[0], words[-1], len(words) - 1):
                     yield Completion(name, start_position=-len(words[-1]))
 
-    def toolbar() -> str | None:
-        return term.toolbar() or None  # None: no toolbar line while nobody types
+    def typing_now() -> FormattedText:
+        # "bob is typing…" at the right end of the prompt line: it never moves what the user
+        # types, and needs no terminal size report (a bottom toolbar does).
+        return FormattedText([("fg:ansibrightblack italic", term.toolbar())])
 
     session: PromptSession[str] = PromptSession(history=_history(), completer=VerbCompleter(),
-                                                complete_while_typing=False, bottom_toolbar=toolbar,
+                                                complete_while_typing=False, rprompt=typing_now,
                                                 refresh_interval=1.0)
     term.say("type 'help' for the commands, Ctrl-D to leave")
     def prompt() -> str:
@@ -833,6 +840,12 @@ async def run_interactive(term: Terminal) -> int:
         # shows who is logged in now, not who was when it was first drawn.
         return f"{term.client.user or 'guest'}@{term.client.realm or 'realm'}> "
 
+    def dim(text: str) -> None:
+        # Through prompt_toolkit, so the line lands above the prompt, styled (patch_stdout
+        # would show an escape sequence as text).
+        print_formatted_text(FormattedText([("fg:ansibrightblack", text)]))
+
+    term.out_dim = dim
     with patch_stdout(raw=False):
         while not term.done:
             try:

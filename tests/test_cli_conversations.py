@@ -4,8 +4,11 @@ real main server and two realms: the library's verbs and events, and the termina
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
+import struct
 import sys
+import termios
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from chat_cli import (
 )
 
 from .stack import Stack
+from .test_cli_terminal import PtyCli, run_cli
 from .test_client_lib import PW, until, user
 
 
@@ -200,3 +204,31 @@ async def test_terminal_conversations_away_and_read_on_view(stack: Stack, uname:
         assert proc.returncode == 1  # the bad receipts line failed
     finally:
         await b.close()
+
+
+def test_interactive_typing_in_the_toolbar_and_presence_dimmed(stack: Stack, uname: Callable[[str], str],
+                                                                tmp_path: Path) -> None:
+    """On a terminal, "bob is typing…" shows at the right end of the prompt line, and a presence
+    change is a quiet line above it."""
+    alice, bob = uname("alice"), uname("bob")
+    assert run_cli(stack.realm("beta"), [f"register {bob} {PW}"]).returncode == 0
+    t = PtyCli(stack.realm("alpha"), tmp_path)
+    # A real terminal's size: the toolbar needs a row of its own.
+    fcntl.ioctl(t.master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        t.read_until(b"guest@alpha>")
+        t.type(f"register {alice} {PW}\r")
+        t.read_until(f"registered {alice}".encode())
+        t.type(f"auth {alice} {PW}\r")
+        logged_in = t.read_until(f"logged in as {alice}".encode())
+        t.read_until(f"{alice}@alpha>".encode(), logged_in)
+        # bob writes (now they share a conversation), types, then goes away.
+        r = run_cli(stack.realm("beta"), [f"auth {bob} {PW}", f"sendprivate {alice} hi", f"typing {alice}",
+                                          "away out for lunch"], "--wait", "1.5")
+        assert r.returncode == 0, r.stdout
+        at = t.read_until(b"] hi", logged_in)
+        typing = t.read_until(f"{bob} is typing".encode(), at)  # the "…" may be drawn apart
+        t.read_until_re(rf"· {bob} is (away on realm beta: out for lunch|offline)".encode(), at)
+        assert typing > at
+    finally:
+        t.close()
