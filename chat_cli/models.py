@@ -460,12 +460,13 @@ class PresenceEvent:
 
 @dataclass(frozen=True, slots=True)
 class TypingEvent:
-    """`user` is typing to the user (`peer` is the user) or in group `peer`. Not repeated when
-    they stop: treat it as over after TYPING_TTL seconds without another one."""
+    """`user` is typing to the user (`peer` is then the typer) or in group `peer`. There is no
+    "stopped typing": it is over `expires` seconds after the last one."""
 
     user: str
     peer: str
     group: bool = False  # set by the library: `peer` is a group (not the user themself)
+    expires: float = 5.0  # seconds to show it, unless another one arrives
     kind: str = "typing"
 
     @property
@@ -503,7 +504,10 @@ def event_from_wire(obj: dict[str, Any]) -> Event:
         return PresenceEvent(user=_str(obj, "user"), status=_str(obj, "status") or Status.ONLINE,
                              realm=_str(obj, "realm"), message=_str(obj, "message"))
     if kind == "typing":
-        return TypingEvent(user=_str(obj, "user"), peer=_str(obj, "peer").lstrip("#"))
+        expires = obj.get("expires")
+        return TypingEvent(user=_str(obj, "user"), peer=_str(obj, "peer").lstrip("#"),
+                           expires=float(expires) if isinstance(expires, int | float) and 0 < expires <= 60
+                           else TYPING_TTL)
     if kind == "session":
         return SessionEvent(state=_str(obj, "state"), message=_str(obj, "message"), raw=obj)
     return OtherEvent(kind=kind, raw=obj)

@@ -32,7 +32,6 @@ from realmchat.textproto import error as error_line
 
 from .client import ChatClient
 from .models import (
-    TYPING_TTL,
     ConnectionEvent,
     ConnState,
     Event,
@@ -373,7 +372,7 @@ class Terminal:
             what = (f"{sanitize(ev.user)} is typing in #{sanitize(ev.peer)}…" if ev.group
                     else f"{sanitize(ev.user)} is typing…")
             if self.interactive:
-                self.typing[ev.user.casefold()] = (what, time.monotonic() + TYPING_TTL)
+                self.typing[ev.user.casefold()] = (what, time.monotonic() + ev.expires)
             else:
                 self.status_line(f"· {what}")
         elif isinstance(ev, ReadEvent):

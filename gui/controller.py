@@ -70,7 +70,7 @@ PROBE_INTERVAL = 15.0       # seconds between probes while all is well
 DEGRADED_INTERVAL = 3.0     # ... while main is unreachable, so "online" comes back soon after it does
 WHO_INTERVAL = PROBE_INTERVAL  # the former name
 TYPING_EVERY = 3.0          # send `typing` at most this often while the user types
-TYPING_TTL = 5.0            # a typing indicator disappears this long after the last typing event
+# A typing indicator disappears `expires` seconds (the event says; 5 s) after the last one.
 
 
 class Change(StrEnum):
@@ -695,16 +695,16 @@ class ChatController:
         conv = self.state.conversations.get(key)
         if conv is None:
             return
-        conv.typing[ev.user.casefold()] = (ev.user, time.monotonic() + TYPING_TTL)
-        self._changed(Change.MESSAGES)
-        self._spawn(self._typing_expires(conv, ev.user.casefold()), "gui-typing-expiry")
+        conv.typing[ev.user.casefold()] = (ev.user, time.monotonic() + ev.expires)
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+        self._spawn(self._typing_expires(conv, ev.user.casefold(), ev.expires), "gui-typing-expiry")
 
-    async def _typing_expires(self, conv: Conversation, who: str) -> None:
-        await asyncio.sleep(TYPING_TTL + 0.05)
+    async def _typing_expires(self, conv: Conversation, who: str, after: float) -> None:
+        await asyncio.sleep(after + 0.05)
         entry = conv.typing.get(who)
         if entry is not None and entry[1] <= time.monotonic():
             del conv.typing[who]
-            self._changed(Change.MESSAGES)
+            self._changed(Change.MESSAGES, Change.CONVERSATIONS)
 
     def _on_invited(self, ev: InvitedEvent) -> None:
         if not any(_same(i.group, ev.group) for i in self.state.invitations):
