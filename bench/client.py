@@ -22,6 +22,7 @@ from typing import Any, cast
 # Matches private and group events alike: message_dict puts "text" after "to"/"group".
 TEXT_RE = re.compile(rb'"text":"t=(\d+) w=(\d+) s=(\d+) p=(\d+)')
 EVENT = b'{"event"'
+PRESENCE = b'{"event":"presence"'
 OK = b'{"status":"OK"'
 
 
@@ -114,6 +115,7 @@ class Client(asyncio.Protocol):
         self.rest = b""
         self.hello: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.presence = 0  # presence events received (workload 8)
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -145,6 +147,9 @@ class Client(asyncio.Protocol):
         self.rest = lines.pop()
         for line in lines:
             if line.startswith(EVENT):
+                if line.startswith(PRESENCE):
+                    self.presence += 1
+                    continue
                 m = TEXT_RE.search(line)
                 if m is not None:
                     self.on_event(m, now)

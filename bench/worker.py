@@ -13,6 +13,7 @@ import gc
 import hashlib
 import json
 import os
+import random
 import re
 import time
 import traceback
@@ -209,6 +210,35 @@ class Worker:
         rec = self.phases.pop(phase, None) or Received()
         return {"n": rec.n, "first_ns": rec.first_ns, "last_ns": rec.last_ns, "lat_us": rec.lat_us.tobytes(),
                 "counts": {w: bytes(c) for w, c in rec.counts.items()}}
+
+    # ---- presence (workload 8) ----------------------------------------------------------------
+
+    async def op_presence_count(self) -> dict[str, Any]:
+        return {"n": sum(c.presence for c in self.clients.values())}
+
+    async def op_churn(self, cids: list[int], duration_s: float, hold_s: float) -> dict[str, Any]:
+        """Each listed client logs out, waits hold_s, logs in again, waits hold_s, until the end
+        (hold_s 0: back to back, which presence coalescing should swallow)."""
+        end = time.monotonic() + duration_s
+        cycles = 0
+        errors: list[str] = []
+
+        async def one(cid: int) -> None:
+            nonlocal cycles
+            c = self.clients[cid]
+            # Spread the first logouts over one cycle: not every user at the same instant.
+            await asyncio.sleep(random.random() * hold_s)
+            while time.monotonic() < end:
+                for line in ("logout", f"auth {c.user} {PASSWORD}"):
+                    r = await asyncio.wait_for(c.command(line), 60)
+                    if not r.startswith(b'{"status":"OK"'):
+                        errors.append(f"{line.split()[0]} {cid}: {r.decode(errors='replace')[:200]}")
+                    if hold_s:
+                        await asyncio.sleep(hold_s)
+                cycles += 1
+
+        await asyncio.gather(*(one(c) for c in cids))
+        return {"cycles": cycles, "errors": len(errors), "error_samples": errors[:5]}
 
     # ---- files -------------------------------------------------------------------------------
 

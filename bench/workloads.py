@@ -1,4 +1,4 @@
-"""The seven workloads of issue 5. Each one adds rows to the Bench; the goals are carried in the
+"""The workloads (1-7 of issue 5; 8: presence). Each one adds rows to the Bench; the goals are carried in the
 rows so that the table and docs/PERFORMANCE.md show goal and figure side by side."""
 
 from __future__ import annotations
@@ -183,4 +183,67 @@ def _links(log_text: str) -> int:
     return log_text.count("linked to main")
 
 
-WORKLOADS = {"1": w1, "2": w2, "3": w3, "4": w4, "5": w5, "6": w6, "7": w7}
+def _presence_received(b: Bench) -> int:
+    return sum(r["n"] for r in b.workers.all("presence_count"))
+
+
+def w8(b: Bench) -> None:
+    """Presence at scale: users in groups (each user in one group of --presence-group), all
+    logged in; some of them log out and back in over and over. Every change goes to the online
+    members of the user's group (who shares a conversation), coalesced per user to one a
+    second: the cost grows with group size, not with the number of users on the server."""
+    b.use_stack("presence")
+    size = b.args.presence_group
+    n = b.args.presence_users - b.args.presence_users % size
+    users = [(f"u{i}", realm_of(i)) for i in range(n)]
+    t0 = time.perf_counter()
+    cids, _ = b.add_clients(users)
+    log(f"{n} users registered and logged in ({n / (time.perf_counter() - t0):.0f}/s)")
+    base = cids[0]
+    groups = n // size
+    t0 = time.perf_counter()
+    b.commands([(base + gi * size, f"creategroup pg{gi}") for gi in range(groups)])
+    b.commands([(base + gi * size + j, f"joingroup pg{gi}") for gi in range(groups) for j in range(1, size)])
+    log(f"{groups} groups of {size} joined in {time.perf_counter() - t0:.1f} s")
+    churn = max(1, min(b.args.presence_churn, n))
+    churners = cids[:: max(1, n // churn)][:churn]
+    per: list[list[int]] = [[] for _ in range(b.workers.n)]
+    for cid in churners:
+        per[b.worker_of(cid)].append(cid)
+    duration = b.args.full_duration
+    for name, hold in (("churn", b.args.presence_hold), ("flap", 0.0)):
+        time.sleep(1.5)  # earlier coalesced changes have gone out
+        b.wait_quiet()
+        before = _presence_received(b)
+        win = b.meter.start()
+        res = b.workers.call([{"op": "churn", "cids": p, "duration_s": duration, "hold_s": hold} for p in per])
+        time.sleep(OFFLINE_SETTLE_S)  # the last (held back) changes arrive
+        w = win.stop()
+        errors = sum(r["errors"] for r in res)
+        if errors:
+            samples = [e for r in res for e in r["error_samples"]][:3]
+            raise RuntimeError(f"{errors} logins/logouts failed, e.g. {samples}")
+        events = _presence_received(b) - before
+        cycles = sum(r["cycles"] for r in res)
+        what = "log out, wait, log in, wait" if hold else "log out and in back to back"
+        if hold:
+            r = b.row("8", f"presence {name}", f"{n} users, groups of {size}, {churn} {what}", window=w,
+                      rate=events / w.seconds, unit="events/s",
+                      goal="cost grows with group size, not with users")
+        else:  # what counts here is how few events the flapping makes: the rate is of cycles
+            r = b.row("8", f"presence {name}", f"{n} users, groups of {size}, {churn} {what}", window=w,
+                      rate=cycles / w.seconds, unit="cycles/s", goal="coalesced: ~0 events per cycle")
+        r.extra.update({
+            "users": n, "group_size": size, "churning_users": churn, "hold_s": hold, "logout_login_cycles": cycles,
+            "presence_events": events, "events_per_cycle": round(events / max(cycles, 1), 1),
+            "cycles_per_s": round(cycles / w.seconds, 1),
+        })
+        cpu_s = {k: v / 100 * w.seconds for k, v in w.cpu_pct.items() if k != "other"}
+        if events:
+            r.extra["cpu_us_per_presence_event"] = {k: round(v / events * 1e6, 1) for k, v in cpu_s.items()}
+
+
+OFFLINE_SETTLE_S = 2.5  # > the offline grace plus the coalescing interval
+
+
+WORKLOADS = {"1": w1, "2": w2, "3": w3, "4": w4, "5": w5, "6": w6, "7": w7, "8": w8}

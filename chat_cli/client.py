@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -44,6 +45,7 @@ from realmchat.textproto import base_file_name, decode
 from .models import (
     ConnectionEvent,
     ConnState,
+    ConversationInfo,
     Downloaded,
     Event,
     FileInfo,
@@ -58,6 +60,7 @@ from .models import (
     Sent,
     Session,
     SessionEvent,
+    TypingEvent,
     Uploaded,
     event_from_wire,
 )
@@ -97,6 +100,17 @@ def _check_word(value: str, what: str) -> str:
                                                       for c in value):
         raise InvalidArgument(f"invalid {what} {value!r}: one word without spaces")
     return value
+
+
+def _presence(r: dict[str, Any], default: str) -> str:
+    """The new status in an away/back OK: `presence` (`status` is the OK itself)."""
+    value = r.get("presence")
+    return str(value) if value else default
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Names are unique ignoring case (the protocol)."""
+    return a.casefold() == b.casefold()
 
 
 def _expand(path: str | os.PathLike[str]) -> Path:
@@ -394,7 +408,8 @@ class ChatClient:
                 except ValueError:
                     reason = f"the realm sent a line that is not JSON: {line[:80]!r}"
                     break
-                if "status" not in obj:
+                if "status" not in obj or ("event" in obj and obj.get("status") not in ("OK", "ERROR")):
+                    # An event; a presence event has a "status" of its own (online/away/offline).
                     self._on_server_event(obj)
                     continue
                 if not conn.pending:
@@ -446,14 +461,23 @@ class ChatClient:
         if obj.get("event") == "hello":
             return  # only expected once, at connect
         ev = event_from_wire(obj)
-        if isinstance(ev, MessageEvent) and ev.message.id and not self._seen.first_sight(ev.message.id):
-            return
+        if isinstance(ev, MessageEvent):
+            if ev.message.id and not self._seen.first_sight(ev.message.id):
+                return
+            if not ev.message.is_group and self._is_me(ev.message.sender):
+                # A carbon: sent from another session of ours; it belongs to the chat with `to`.
+                ev = dataclasses.replace(ev, own=True)
+        elif isinstance(ev, TypingEvent) and ev.peer and not self._is_me(ev.peer) and not _same_name(ev.peer, ev.user):
+            ev = dataclasses.replace(ev, group=True)
         self._emit(ev)
         if isinstance(ev, SessionEvent) and ev.state == "expired":
             self._user = None
             if self.auto_reconnect and self._credentials and not self._closing:
                 if self._reauth_task is None or self._reauth_task.done():
                     self._reauth_task = asyncio.create_task(self._resume(), name="chat_cli-reauth")
+
+    def _is_me(self, name: str) -> bool:
+        return self._user is not None and _same_name(name, self._user)
 
     # ---- connection loss and reconnect ----------------------------------------------------
 
@@ -801,16 +825,52 @@ class ChatClient:
         r = await self._call(f"deletegroup {_check_word(group, 'group')}")
         return str(r.get("group", group))
 
+    # ---- conversation state (kept by the server, the same on every device) ------------------
+
+    async def conversations(self) -> list[ConversationInfo]:
+        """Every conversation the user has, newest first: peer, kind ("user"/"group"), the last
+        message, unread and mention counts, and the id read up to."""
+        r = await self._call("conversations")
+        return [ConversationInfo.from_wire(c) for c in r.get("conversations", []) if isinstance(c, dict)]
+
+    async def read(self, peer: str, message_id: int) -> int:
+        """Marks the conversation with `peer` (a user, or a group; "#group" accepted) read up to
+        `message_id`; returns where the read mark now is (it never moves back). The user's other
+        sessions get a ReadEvent; the sender of a private message a SeenEvent (receipts on)."""
+        if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
+            raise InvalidArgument(f"invalid message id {message_id!r}")
+        r = await self._call(f"read {_check_word(peer.lstrip('#') or peer, 'user or group')} {message_id}")
+        return int(r.get("read", message_id) or 0)
+
+    async def away(self, message: str | None = None) -> str:
+        """Sets the user away (with an optional one-line message); returns the new presence
+        ("away")."""
+        line = "away" + (f" {_check_text(message)}" if message and message.strip() else "")
+        r = await self._call(line)
+        return _presence(r, "away")
+
+    async def back(self) -> str:
+        """Online again after away(); returns the status."""
+        r = await self._call("back")
+        return _presence(r, "online")
+
+    async def typing(self, peer: str) -> None:
+        """Tells `peer` (a user, or a group's members) that the user is typing. Not stored; it
+        expires after a few seconds, so call it again every ~3 s while the user types."""
+        await self._call(f"typing {_check_word(peer.lstrip('#') or peer, 'user or group')}")
+
+    async def receipts(self, on: bool) -> bool:
+        """Whether senders learn (SeenEvent) when this user reads their private messages."""
+        r = await self._call(f"receipts {'on' if on else 'off'}")
+        value = r.get("receipts", on)
+        return value is True or str(value).lower() in ("on", "true", "1")
+
     # ---- helpers --------------------------------------------------------------------------
 
     async def who(self) -> list[Presence]:
-        """Online users and the realm of each of their sessions."""
+        """Online users: the realm of each session, status ("online"/"away") and away message."""
         r = await self._call("who")
-        return [
-            Presence(user=str(p.get("user", "")), realm=str(p.get("realm", "")))
-            for p in r.get("online", [])
-            if isinstance(p, dict)
-        ]
+        return [Presence.from_wire(p) for p in r.get("online", []) if isinstance(p, dict)]
 
     async def ping(self) -> float:
         """Round trip to the realm, in seconds."""

@@ -140,12 +140,67 @@ class Downloaded:
         return self.file.sha256
 
 
+class Status(StrEnum):
+    """A user's presence (protocol version 2)."""
+
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """One row of `who`: an online user and the realm of their session."""
+    """One row of `who`: an online user and the realm of their session; `status` "online" or
+    "away" and the away `message` when the realm says (version 2)."""
 
     user: str
     realm: str
+    status: str = Status.ONLINE
+    message: str = ""
+
+    @property
+    def away(self) -> bool:
+        return self.status == Status.AWAY
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Presence:
+        return cls(user=_str(obj, "user"), realm=_str(obj, "realm"), status=_str(obj, "status") or Status.ONLINE,
+                   message=_str(obj, "message"))
+
+
+class ConversationKind(StrEnum):
+    USER = "user"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """One row of `conversations`: a conversation the user has (kept by the server, the same on
+    every device). `unread` messages after `read` (the id read up to), `mentions` of them name
+    the user; `last` the newest message (None for a conversation without messages yet)."""
+
+    peer: str
+    kind: str  # "user" | "group"
+    last: Message | None
+    unread: int = 0
+    mentions: int = 0
+    read: int = 0
+
+    @property
+    def is_group(self) -> bool:
+        return self.kind == ConversationKind.GROUP
+
+    @property
+    def target(self) -> str:
+        """The name to give history/read: "#group" for a group, the user name otherwise."""
+        return f"#{self.peer}" if self.is_group else self.peer
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> ConversationInfo:
+        last = obj.get("last")
+        return cls(peer=_str(obj, "peer").lstrip("#"), kind=_str(obj, "kind") or ConversationKind.USER,
+                   last=Message.from_wire(last) if isinstance(last, dict) and last else None,
+                   unread=_int(obj, "unread"), mentions=_int(obj, "mentions"), read=_int(obj, "read"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +305,27 @@ class MessageEvent:
 
     message: Message
     backlog: bool = False
+    # A carbon: a private message the user sent from another session (its sender is the user;
+    # `to` is the peer). The library sets it; such a message belongs to the conversation with
+    # `to` and is never unread.
+    own: bool = False
 
     @property
     def kind(self) -> str:
         return "group" if self.message.is_group else "private"
+
+    @property
+    def peer(self) -> str:
+        """The conversation this message belongs to: the group, else the other user."""
+        m = self.message
+        if m.group is not None:
+            return m.group
+        return (m.to or "") if self.own else m.sender
+
+    @property
+    def mention(self) -> bool:
+        """The message names the user as @user (the realm says so)."""
+        return self.message.raw.get("mention") is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +429,56 @@ class InvitedEvent:
     kind: str = "invited"
 
 
+@dataclass(frozen=True, slots=True)
+class ReadEvent:
+    """Another session of the user read the conversation with `peer` up to message `id`."""
+
+    peer: str
+    id: int
+    kind: str = "read"
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    """`by` read the user's private messages up to `id` (sent only while `by` has receipts on)."""
+
+    by: str
+    id: int
+    kind: str = "seen"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """`user` is now "online", "away" (with `message`) or "offline"; `realm` of the session."""
+
+    user: str
+    status: str
+    realm: str = ""
+    message: str = ""
+    kind: str = "presence"
+
+
+@dataclass(frozen=True, slots=True)
+class TypingEvent:
+    """`user` is typing to the user (`peer` is then the typer) or in group `peer`. There is no
+    "stopped typing": it is over `expires` seconds after the last one."""
+
+    user: str
+    peer: str
+    group: bool = False  # set by the library: `peer` is a group (not the user themself)
+    expires: float = 5.0  # seconds to show it, unless another one arrives
+    kind: str = "typing"
+
+    @property
+    def conversation(self) -> str:
+        """Where to show it: the group, or the private chat with `user`."""
+        return self.peer if self.group else self.user
+
+
+TYPING_TTL = 5.0  # seconds a typing event stays true
+
 Event = (MessageEvent | FileEvent | SessionEvent | ConnectionEvent | MemberEvent | TopicEvent | GroupDeletedEvent
-         | InvitedEvent | OtherEvent)
+         | InvitedEvent | ReadEvent | SeenEvent | PresenceEvent | TypingEvent | OtherEvent)
 
 
 def event_from_wire(obj: dict[str, Any]) -> Event:
@@ -376,6 +496,18 @@ def event_from_wire(obj: dict[str, Any]) -> Event:
         return GroupDeletedEvent(group=_str(obj, "group"), by=_str(obj, "by"))
     if kind == "invited":
         return InvitedEvent(group=_str(obj, "group"), by=_str(obj, "by"))
+    if kind == "read":
+        return ReadEvent(peer=_str(obj, "peer").lstrip("#"), id=_int(obj, "id"))
+    if kind == "seen":
+        return SeenEvent(by=_str(obj, "by"), id=_int(obj, "id"))
+    if kind == "presence":
+        return PresenceEvent(user=_str(obj, "user"), status=_str(obj, "status") or Status.ONLINE,
+                             realm=_str(obj, "realm"), message=_str(obj, "message"))
+    if kind == "typing":
+        expires = obj.get("expires")
+        return TypingEvent(user=_str(obj, "user"), peer=_str(obj, "peer").lstrip("#"),
+                           expires=float(expires) if isinstance(expires, int | float) and 0 < expires <= 60
+                           else TYPING_TTL)
     if kind == "session":
         return SessionEvent(state=_str(obj, "state"), message=_str(obj, "message"), raw=obj)
     return OtherEvent(kind=kind, raw=obj)

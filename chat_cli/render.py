@@ -15,7 +15,18 @@ from datetime import datetime
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
-from .models import FileInfo, GroupInfo, GroupListing, Member, MemberEvent, Message, Presence, parse_ts
+from .models import (
+    ConversationInfo,
+    FileInfo,
+    GroupInfo,
+    GroupListing,
+    Member,
+    MemberEvent,
+    Message,
+    Presence,
+    PresenceEvent,
+    parse_ts,
+)
 
 __all__ = ["fmt_error", "fmt_file_offer", "fmt_group_list", "fmt_groups", "fmt_member_event", "fmt_members",
            "fmt_message", "fmt_size", "fmt_table", "fmt_time", "fmt_who", "progress_bar", "sanitize"]
@@ -86,7 +97,37 @@ def fmt_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def fmt_who(online: Sequence[Presence]) -> str:
     if not online:
         return "nobody is online"
-    return fmt_table(("USER", "REALM"), [(p.user, p.realm) for p in online])
+    if not any(p.away or p.message for p in online):
+        return fmt_table(("USER", "REALM"), [(p.user, p.realm) for p in online])
+    return fmt_table(("USER", "REALM", "STATUS"),
+                     [(p.user, p.realm, p.status + (f": {p.message}" if p.message else "")) for p in online])
+
+
+def fmt_conversations(convs: Sequence[ConversationInfo], me: str | None, now: datetime | None = None) -> str:
+    """The user's conversations, newest first: unread (and @mention) counts and the last line."""
+    if not convs:
+        return "no conversations yet"
+    rows = []
+    for c in convs:
+        unread = str(c.unread) if c.unread else ""
+        if c.mentions:
+            unread += f" (@{c.mentions})"
+        last = ""
+        when = ""
+        if c.last is not None:
+            who = "you" if _is(c.last.sender, me) else c.last.sender
+            text = " ".join(c.last.text.split())
+            last = f"{who}: {text[:47] + '…' if len(text) > 48 else text}"
+            when = fmt_time(c.last.ts, now)
+        rows.append((("#" if c.is_group else "") + c.peer, unread, when, last))
+    return fmt_table(("CONVERSATION", "UNREAD", "LAST", "MESSAGE"), rows)
+
+
+def fmt_presence(ev: PresenceEvent) -> str:
+    """`· bob is away: lunch`: the line the terminal prints (dimmed on a TTY) as presence changes."""
+    where = f" on realm {sanitize(ev.realm)}" if ev.realm and ev.status != "offline" else ""
+    note = f": {sanitize(ev.message)}" if ev.message else ""
+    return f"· {sanitize(ev.user)} is {sanitize(ev.status)}{where}{note}"
 
 
 def fmt_groups(groups: Sequence[GroupInfo]) -> str:

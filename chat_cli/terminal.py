@@ -43,10 +43,15 @@ from .models import (
     Message,
     MessageEvent,
     OtherEvent,
+    PresenceEvent,
+    ReadEvent,
+    SeenEvent,
     SessionEvent,
     TopicEvent,
+    TypingEvent,
 )
 from .render import (
+    fmt_conversations,
     fmt_error,
     fmt_file_offer,
     fmt_group_list,
@@ -54,6 +59,7 @@ from .render import (
     fmt_member_event,
     fmt_members,
     fmt_message,
+    fmt_presence,
     fmt_size,
     fmt_who,
     progress_bar,
@@ -110,6 +116,19 @@ ROOM_COMMANDS: dict[str, RoomSpec] = {
         RoomSpec("deletegroup", "deletegroup GROUP", "delete a group for everyone (owner)", 1, 1),
     )
 }
+# The conversation-state verbs (protocol version 2): the server keeps unread counts and read
+# marks per user, the same on every device.
+ROOM_COMMANDS.update({
+    s.verb: s
+    for s in (
+        RoomSpec("conversations", "conversations", "your conversations, newest first, with unread counts", 0, 0),
+        RoomSpec("read", "read USER|GROUP [ID]", "mark a conversation read (up to ID; default: all of it)", 1, 2),
+        RoomSpec("away", "away [MESSAGE]", "show others you are away (with a message)", 0, 1, rest_at=0),
+        RoomSpec("back", "back", "you are back (online)", 0, 0),
+        RoomSpec("typing", "typing USER|GROUP", "tell a user (or a group) you are typing", 1, 1),
+        RoomSpec("receipts", "receipts on|off", "let senders see when you read their messages, or not", 1, 1),
+    )
+})
 ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS)))
 VERBS: tuple[str, ...] = ALL_VERBS + tuple(ALIASES)
 
@@ -148,6 +167,10 @@ def parse_room_line(verb: str, rest: str) -> UserCommand:
         raise InvalidArgument(f"usage: {spec.usage} (the only option is 'private')")
     if verb == "role" and args[2].lower() not in ("admin", "member"):
         raise InvalidArgument(f"usage: {spec.usage}")
+    if verb == "receipts" and args[0].lower() not in ("on", "off"):
+        raise InvalidArgument(f"usage: {spec.usage}")
+    if verb == "read" and len(args) == 2 and not args[1].isdigit():
+        raise InvalidArgument(f"usage: {spec.usage} (ID is a message id)")
     return UserCommand(verb, args)
 
 
@@ -256,6 +279,12 @@ class Terminal:
         self.users: set[str] = set()
         self.groups: set[str] = set()
         self._refresh: asyncio.Task[None] | None = None
+        # Interactive: status lines (presence, read, seen) are dimmed and "bob is typing…" shows
+        # at the right end of the prompt line; piped: plain lines.
+        self.interactive = False
+        self.out_dim: Callable[[str], None] | None = None
+        self.typing: dict[str, tuple[str, float]] = {}  # who (casefolded) -> (what, until monotonic)
+        self.last_ids: dict[str, int] = {}  # conversation (casefolded) -> newest message id seen
         self._handlers: dict[str, Callable[[tuple[str, ...]], Awaitable[None]]] = {
             "register": self._register,
             "auth": self._auth,
@@ -285,6 +314,12 @@ class Terminal:
             "topic": self._topic,
             "groupkey": self._groupkey,
             "deletegroup": self._deletegroup,
+            "conversations": self._conversations,
+            "read": self._read,
+            "away": self._away,
+            "back": self._back,
+            "typing": self._typing,
+            "receipts": self._receipts,
         }
 
     # ---- output ---------------------------------------------------------------------------
@@ -301,6 +336,19 @@ class Terminal:
         else:
             self.out(fmt_error(e))
 
+    def status_line(self, text: str) -> None:
+        """A quiet line (presence, read elsewhere, seen): dimmed on a terminal (`out_dim`)."""
+        if self.out_dim is not None and not self.json_mode:
+            self.out_dim(text)
+        else:
+            self.out(text)
+
+    def toolbar(self) -> str:
+        """What the interactive prompt shows at its right end: who is typing right now."""
+        now = time.monotonic()
+        self.typing = {k: v for k, v in self.typing.items() if v[1] > now}
+        return "  ".join(what for what, _ in self.typing.values())
+
     def on_event(self, ev: Event) -> None:
         """Prints one event as it arrives (wire order, from the reader)."""
         if self.json_mode:
@@ -313,7 +361,24 @@ class Terminal:
         me = self.client.user
         if isinstance(ev, MessageEvent):
             self._saw_message(ev.message)
+            self.typing.pop(ev.message.sender.casefold(), None)
             self.out(fmt_message(ev.message, me))
+        elif isinstance(ev, PresenceEvent):
+            self.users.add(ev.user)
+            if ev.status == "offline":
+                self.typing.pop(ev.user.casefold(), None)
+            self.status_line(fmt_presence(ev))
+        elif isinstance(ev, TypingEvent):
+            what = (f"{sanitize(ev.user)} is typing in #{sanitize(ev.peer)}…" if ev.group
+                    else f"{sanitize(ev.user)} is typing…")
+            if self.interactive:
+                self.typing[ev.user.casefold()] = (what, time.monotonic() + ev.expires)
+            else:
+                self.status_line(f"· {what}")
+        elif isinstance(ev, ReadEvent):
+            self.status_line(f"· you read {sanitize(ev.peer)} up to message {ev.id} on another device")
+        elif isinstance(ev, SeenEvent):
+            self.status_line(f"· {sanitize(ev.by)} has seen your messages up to {ev.id} ✓✓")
         elif isinstance(ev, FileEvent):
             self.users.add(ev.file.sender)
             if ev.file.group:
@@ -361,6 +426,10 @@ class Terminal:
         self.groups = {n for n in self.groups if not _same(n, group)}
 
     def _saw_message(self, m: Message) -> None:
+        peer = m.group if m.group is not None else (m.to if _same(m.sender, self.client.user) else m.sender)
+        if peer and m.id:
+            key = peer.casefold()
+            self.last_ids[key] = max(self.last_ids.get(key, 0), m.id)
         self.users.add(m.sender)
         if m.to:
             self.users.add(m.to)
@@ -461,7 +530,51 @@ class Terminal:
 
     async def _history(self, a: tuple[str, ...]) -> None:
         n = int(a[1]) if len(a) > 1 else None
-        self._messages(await self.client.history(a[0], n), f"no messages with {sanitize(a[0])}")
+        msgs = await self.client.history(a[0], n)
+        self._messages(msgs, f"no messages with {sanitize(a[0])}")
+        newest = max((m.id for m in msgs), default=0)
+        if newest and not self.json_mode:
+            # Viewing a conversation reads it: the read mark (and the unread count on every
+            # device) follows. A realm without read marks just does not get them.
+            with contextlib.suppress(ChatError):
+                await self.client.read(a[0].lstrip("#"), newest)
+
+    async def _conversations(self, a: tuple[str, ...]) -> None:
+        convs = await self.client.conversations()
+        for c in convs:
+            (self.groups if c.is_group else self.users).add(c.peer)
+            if c.last is not None and c.last.id:
+                self.last_ids[c.peer.casefold()] = max(self.last_ids.get(c.peer.casefold(), 0), c.last.id)
+        self.say(fmt_conversations(convs, self.client.user))
+
+    async def _read(self, a: tuple[str, ...]) -> None:
+        peer = a[0].lstrip("#")
+        if len(a) > 1:
+            upto = int(a[1])
+        else:
+            convs = await self.client.conversations()
+            found = next((c for c in convs if _same(c.peer, peer)), None)
+            if found is None or found.last is None:
+                raise NotFound(f"no conversation with {peer}")
+            upto = found.last.id
+        mark = await self.client.read(peer, upto)
+        self.say(f"{sanitize(peer)}: read up to message {mark}")
+
+    async def _away(self, a: tuple[str, ...]) -> None:
+        status = await self.client.away(a[0] if a else None)
+        self.say(f"you are {sanitize(status)}" + (f": {sanitize(a[0])}" if a else ""))
+
+    async def _back(self, a: tuple[str, ...]) -> None:
+        status = await self.client.back()
+        self.say(f"you are {sanitize(status)}")
+
+    async def _typing(self, a: tuple[str, ...]) -> None:
+        await self.client.typing(a[0])
+
+    async def _receipts(self, a: tuple[str, ...]) -> None:
+        on = await self.client.receipts(a[0].lower() == "on")
+        self.say("read receipts on: senders see when you read their messages" if on
+                 else "read receipts off: senders do not see when you read their messages")
 
     async def _creategroup(self, a: tuple[str, ...]) -> None:
         private = len(a) > 1
@@ -686,9 +799,10 @@ def _history() -> History:
 
 
 async def run_interactive(term: Terminal) -> int:
-    from prompt_toolkit import PromptSession
+    from prompt_toolkit import PromptSession, print_formatted_text
     from prompt_toolkit.completion import Completer, Completion, PathCompleter
     from prompt_toolkit.document import Document
+    from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.patch_stdout import patch_stdout
 
     class VerbCompleter(Completer):
@@ -711,14 +825,26 @@ async def run_interactive(term: Terminal) -> int:
                 for name in term.completions(words[0], words[-1], len(words) - 1):
                     yield Completion(name, start_position=-len(words[-1]))
 
+    def typing_now() -> FormattedText:
+        # "bob is typing…" at the right end of the prompt line: it never moves what the user
+        # types, and needs no terminal size report (a bottom toolbar does).
+        return FormattedText([("fg:ansibrightblack italic", term.toolbar())])
+
     session: PromptSession[str] = PromptSession(history=_history(), completer=VerbCompleter(),
-                                                complete_while_typing=False)
+                                                complete_while_typing=False, rprompt=typing_now,
+                                                refresh_interval=1.0)
     term.say("type 'help' for the commands, Ctrl-D to leave")
     def prompt() -> str:
         # Evaluated at every redraw: after an automatic re-login (or its failure) the prompt
         # shows who is logged in now, not who was when it was first drawn.
         return f"{term.client.user or 'guest'}@{term.client.realm or 'realm'}> "
 
+    def dim(text: str) -> None:
+        # Through prompt_toolkit, so the line lands above the prompt, styled (patch_stdout
+        # would show an escape sequence as text).
+        print_formatted_text(FormattedText([("fg:ansibrightblack", text)]))
+
+    term.out_dim = dim
     with patch_stdout(raw=False):
         while not term.done:
             try:
@@ -762,6 +888,7 @@ async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linge
                     progress_stream=sys.stderr if interactive and sys.stderr.isatty() else None)
     client.on_event = term.on_event
     term.complete_names = interactive
+    term.interactive = interactive
     try:
         await client.open()
     except ChatError as e:

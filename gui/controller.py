@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -34,12 +35,17 @@ from chat_cli.models import (
     Message,
     MessageEvent,
     OtherEvent,
+    Presence,
+    PresenceEvent,
+    ReadEvent,
+    SeenEvent,
     SessionEvent,
     TopicEvent,
+    TypingEvent,
     parse_ts,
 )
 from realmchat.display import sanitize
-from realmchat.errors import ChatError, InvalidArgument, NotFound, Unavailable
+from realmchat.errors import ChatError, InvalidArgument, NotFound, Unavailable, Unimplemented
 from realmchat.names import check_name
 
 from .state import (
@@ -58,8 +64,13 @@ from .state import (
 log = logging.getLogger("gui.controller")
 
 HISTORY_SIZE = 200          # messages loaded when a conversation opens
-WHO_INTERVAL = 15.0         # seconds between `who` refreshes: the protocol has no presence events
+# Presence comes from events (one `who` at login). The realm sends no event when its main server
+# goes away or comes back, so a light probe (`groups`, never `who`) keeps the header honest:
+PROBE_INTERVAL = 15.0       # seconds between probes while all is well
 DEGRADED_INTERVAL = 3.0     # ... while main is unreachable, so "online" comes back soon after it does
+WHO_INTERVAL = PROBE_INTERVAL  # the former name
+TYPING_EVERY = 3.0          # send `typing` at most this often while the user types
+# A typing indicator disappears `expires` seconds (the event says; 5 s) after the last one.
 
 
 class Change(StrEnum):
@@ -98,6 +109,10 @@ class ChatController:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._who_task: asyncio.Task[None] | None = None
         self._tids = itertools.count(1)
+        self._typing_sent: dict[str, float] = {}  # conversation key -> when `typing` was last sent
+        # The server keeps unread counts and read marks (protocol 2); False with an older realm,
+        # where the counts are this app's own.
+        self.server_state = False
 
     # ---- listeners ---------------------------------------------------------------------------
 
@@ -217,21 +232,26 @@ class ChatController:
         self._start_who()
 
     async def _after_login(self) -> None:
-        """Fills the side list; each step is independent so one failure does not hide the rest."""
+        """Fills the side list; each step is independent so one failure does not hide the rest.
+        The conversations, their unread and mention counts come from the server (the same on
+        every device); presence from one `who`, then from presence events."""
         client = self._client()
+        with contextlib.suppress(ChatError):
+            await self.refresh_conversations()
         with contextlib.suppress(ChatError):
             await self.refresh_groups()
         with contextlib.suppress(ChatError):
             await self.refresh_online()
-        # Messages queued while we were offline: shown as unread (fetching them marks them
-        # delivered on the server, which is what "read by this app" means here).
+        # Messages queued while we were offline (fetching them marks them delivered). The
+        # server's counts already include them; an older realm has none, so they count here.
+        unread = not self.server_state
         with contextlib.suppress(ChatError):
             for msg in await client.inbox():
-                self._add_message(msg, unread=True)
+                self._add_message(msg, unread=unread)
         for g in list(self.state.groups.values()):
             with contextlib.suppress(ChatError):
                 for msg in await client.inbox_group(g.name):
-                    self._add_message(msg, unread=True)
+                    self._add_message(msg, unread=unread)
         for g in list(self.state.groups.values()):
             # Every group gets a row in the side list, even a quiet one.
             self._conversation(Kind.GROUP, g.name)
@@ -253,13 +273,89 @@ class ChatController:
         self._changed(Change.STATUS, Change.CONVERSATIONS, Change.MESSAGES, Change.ONLINE, Change.GROUPS,
                       Change.FILES, Change.MEMBERS, Change.INVITATIONS)
 
+    async def refresh_conversations(self) -> None:
+        """The user's conversations with the server's unread and mention counts and read marks
+        (at login, and after a reconnect: what happened meanwhile on other devices)."""
+        try:
+            convs = await self._checked(self._client().conversations())
+        except Unimplemented:
+            self.server_state = False  # an older realm: counts are kept by this app
+            return
+        self.server_state = True
+        for c in convs:
+            kind = Kind.GROUP if c.is_group else Kind.PRIVATE
+            conv = self._conversation(kind, c.peer)
+            if c.last is not None:
+                conv.add(self._line(c.last))
+            conv.read_id = max(conv.read_id, c.read)
+            if self.state.current == conv.key:
+                conv.unread = conv.mentions = 0
+                self._mark_read(conv)
+            else:
+                conv.unread, conv.mentions = c.unread, c.mentions
+        self._changed(Change.CONVERSATIONS)
+
     # ---- presence and groups ----------------------------------------------------------------
 
     async def refresh_online(self) -> None:
+        """Who is online (one `who`: at login and after a reconnect); presence events keep it
+        current from then on."""
         online = await self._checked(self._client().who())
-        self.state.online = sorted(online, key=lambda p: (p.user.casefold(), p.realm))
+        self.state.presence = {}
+        for p in online:
+            self.state.presence[p.user.casefold()] = p
+        me = self.state.presence.get(self.state.user.casefold())
+        if me is not None:
+            self.state.away, self.state.away_message = me.away, me.message if me.away else ""
+            self._changed(Change.STATUS)
+        self._online_from_presence()
         self.state.online_at = datetime.now(UTC)
         self._changed(Change.ONLINE)
+
+    def _online_from_presence(self) -> None:
+        st = self.state
+        st.online = sorted((p for p in st.presence.values() if p.status != "offline"),
+                           key=lambda p: (p.user.casefold(), p.realm))
+
+    # ---- conversation state: read marks, typing, away, receipts ---------------------------------
+
+    def _mark_read(self, conv: Conversation) -> None:
+        """The user is looking at `conv`: tell the server it is read up to its newest message
+        (the count clears on every device, the sender of a private message sees it was read)."""
+        newest = conv.newest_id
+        if not newest or newest <= conv.read_id or not self.state.logged_in or self.client is None:
+            return
+        conv.read_id = newest
+        target = conv.name
+        self._spawn(self._quietly(self._client().read(target, newest)), "gui-read")
+
+    def user_typing(self, key: str | None = None) -> None:
+        """Called as the user types in a conversation: sends `typing` at most every few seconds."""
+        conv = self.conversation(key or self.state.current)
+        if conv is None or conv.closed or self.client is None or not self.state.logged_in:
+            return
+        now = time.monotonic()
+        if now - self._typing_sent.get(conv.key, -TYPING_EVERY) < TYPING_EVERY:
+            return
+        self._typing_sent[conv.key] = now
+        self._spawn(self._quietly(self._client().typing(conv.name)), "gui-typing")
+
+    async def set_away(self, message: str = "") -> None:
+        """Shows others the user is away, with an optional message."""
+        message = " ".join(message.split())
+        await self._client().away(message or None)
+        self.state.away, self.state.away_message = True, message
+        self._changed(Change.STATUS)
+
+    async def set_back(self) -> None:
+        await self._client().back()
+        self.state.away, self.state.away_message = False, ""
+        self._changed(Change.STATUS)
+
+    async def set_receipts(self, on: bool) -> None:
+        """Whether senders see when the user reads their private messages."""
+        self.state.receipts = await self._client().receipts(on)
+        self._changed(Change.STATUS)
 
     async def _checked(self, aw: Any) -> Any:
         """Runs a call that needs the main server and keeps the header honest: UNAVAILABLE from a
@@ -310,12 +406,16 @@ class ChatController:
             self._who_task = None
 
     async def _who_loop(self) -> None:
+        """Probes the main server (never `who`: presence comes from events) so that the header
+        notices an outage and the recovery; after a recovery presence is fetched once again."""
         while True:
             degraded = self.state.status is Status.DEGRADED
             await asyncio.sleep(min(self.who_interval, DEGRADED_INTERVAL) if degraded else self.who_interval)
             if self.client is not None and self.client.connected and self.state.logged_in:
                 with contextlib.suppress(ChatError):
-                    await self.refresh_online()
+                    await self._checked(self.client.groups())
+                    if degraded:
+                        await self.refresh_online()
 
     async def create_group(self, name: str, private: bool = False, key: str = "") -> Conversation:
         """Creates a group (you own it). A private one is joined by invitation, or with `key`
@@ -547,6 +647,65 @@ class ChatController:
                                               else f"{by} cleared the topic"))
         self._changed(Change.MEMBERS, Change.MESSAGES)
 
+    def _on_read(self, ev: ReadEvent) -> None:
+        """The user read a conversation on another device: its counts follow."""
+        conv = (self.state.conversations.get(conv_key(Kind.PRIVATE, ev.peer))
+                or self.state.conversations.get(conv_key(Kind.GROUP, ev.peer)))
+        if conv is None:
+            return
+        conv.read_id = max(conv.read_id, ev.id)
+        if ev.id >= conv.newest_id:
+            conv.unread = conv.mentions = 0
+        else:
+            later = [ln for ln in conv.lines if ln.id is not None and ln.id > ev.id and not ln.own
+                     and ln.kind is not LineKind.NOTICE]
+            conv.unread = min(conv.unread, len(later))
+            conv.mentions = min(conv.mentions, conv.unread)
+        self._changed(Change.CONVERSATIONS)
+
+    def _on_presence(self, ev: PresenceEvent) -> None:
+        st = self.state
+        if ev.status == "offline":
+            st.presence.pop(ev.user.casefold(), None)
+            for conv in st.conversations.values():
+                conv.typing.pop(ev.user.casefold(), None)
+        else:
+            st.presence[ev.user.casefold()] = Presence(user=ev.user, realm=ev.realm, status=ev.status,
+                                                       message=ev.message)
+        if _same(ev.user, st.user):
+            st.away = ev.status == "away"  # set on another device
+            st.away_message = ev.message if st.away else ""
+            self._changed(Change.STATUS)
+        self._online_from_presence()
+        self._changed(Change.ONLINE)
+
+    def _heard_from(self, user: str) -> None:
+        """Someone whose presence we were not told (presence goes only to people who already
+        share a group or a conversation) just wrote: they are online."""
+        if user and not _same(user, self.state.user) and user.casefold() not in self.state.presence:
+            self.state.presence[user.casefold()] = Presence(user=user, realm="")
+            self._online_from_presence()
+            self._changed(Change.ONLINE)
+
+    def _on_typing(self, ev: TypingEvent) -> None:
+        if _same(ev.user, self.state.user):
+            return
+        self._heard_from(ev.user)
+        key = conv_key(Kind.GROUP, ev.peer) if ev.group else conv_key(Kind.PRIVATE, ev.user)
+        conv = self.state.conversations.get(key)
+        if conv is None:
+            return
+        conv.typing[ev.user.casefold()] = (ev.user, time.monotonic() + ev.expires)
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+        self._spawn(self._typing_expires(conv, ev.user.casefold(), ev.expires), "gui-typing-expiry")
+
+    async def _typing_expires(self, conv: Conversation, who: str, after: float) -> None:
+        await asyncio.sleep(after + 0.05)
+        entry = conv.typing.get(who)
+        if entry is not None and entry[1] <= time.monotonic():
+            del conv.typing[who]
+            self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+
     def _on_invited(self, ev: InvitedEvent) -> None:
         if not any(_same(i.group, ev.group) for i in self.state.invitations):
             self.state.invitations.append(Invitation(group=ev.group, by=ev.by))
@@ -608,7 +767,8 @@ class ChatController:
         if conv is None:
             raise NotFound(f"no conversation {key}")
         self.state.current = key
-        conv.unread = 0
+        conv.unread = conv.mentions = 0
+        self._mark_read(conv)
         self._changed(Change.CONVERSATIONS, Change.MESSAGES)
         if conv.kind is Kind.GROUP and not conv.closed:
             # Counts, roles, online marks and the topic: fetched when a group is looked at, then
@@ -618,6 +778,8 @@ class ChatController:
             self._spawn(self._quietly(self.refresh_topic(conv.name)), "gui-refresh-topic")
         if not conv.history_loaded:
             await self.load_history(conv)
+            if self.state.current == key:
+                self._mark_read(conv)
         return conv
 
     async def load_history(self, conv: Conversation) -> None:
@@ -639,14 +801,20 @@ class ChatController:
         return ChatLine(sender=m.sender, text=m.text, ts=m.time, own=_same(m.sender, self.state.user), id=m.id)
 
     def _add_message(self, m: Message, unread: bool) -> Conversation:
+        """Adds a message to its conversation. One the user sent from another device (a carbon:
+        `from` is the user) goes to the chat with its `to`, as the user's own line."""
         if m.is_group:
             conv = self._conversation(Kind.GROUP, m.group or "")
         else:
             peer = m.to if _same(m.sender, self.state.user) else m.sender
             conv = self._conversation(Kind.PRIVATE, peer or m.sender)
         line = self._line(m)
-        if conv.add(line) and unread and not line.own and self.state.current != conv.key:
-            conv.unread += 1
+        if conv.add(line) and not line.own:
+            conv.typing.pop(m.sender.casefold(), None)
+            if unread and self.state.current != conv.key:
+                conv.unread += 1
+                if m.raw.get("mention") is True:
+                    conv.mentions += 1
         return conv
 
     async def send(self, text: str, key: str | None = None) -> ChatLine:
@@ -809,8 +977,25 @@ class ChatController:
         if not self.state.logged_in:
             return
         if isinstance(ev, MessageEvent):
+            if not ev.backlog and not ev.own:
+                self._heard_from(ev.message.sender)
             conv = self._add_message(ev.message, unread=True)
+            if conv.key == self.state.current:
+                self._mark_read(conv)  # arrived in the conversation the user is looking at
+            elif ev.own:
+                conv.read_id = max(conv.read_id, ev.message.id)  # what we wrote elsewhere is read
             self._changed(Change.CONVERSATIONS, *([Change.MESSAGES] if conv.key == self.state.current else []))
+        elif isinstance(ev, ReadEvent):
+            self._on_read(ev)
+        elif isinstance(ev, SeenEvent):
+            conv = self.state.conversations.get(conv_key(Kind.PRIVATE, ev.by))
+            if conv is not None and ev.id > conv.seen_id:
+                conv.seen_id = ev.id
+                self._changed(Change.MESSAGES)
+        elif isinstance(ev, PresenceEvent):
+            self._on_presence(ev)
+        elif isinstance(ev, TypingEvent):
+            self._on_typing(ev)
         elif isinstance(ev, FileEvent):
             self.state.incoming_files[ev.file.id] = ev.file
             self._file_line(ev.file, unread=True)
@@ -854,7 +1039,10 @@ class ChatController:
         self._changed(Change.STATUS)
 
     async def _after_reconnect(self) -> None:
-        """Backlog messages come as events (chat_cli catches up); refresh what has no events."""
+        """Backlog messages come as events (chat_cli catches up); refresh what has no events
+        (counts read elsewhere meanwhile, presence changes missed while away)."""
+        with contextlib.suppress(ChatError):
+            await self.refresh_conversations()
         with contextlib.suppress(ChatError):
             await self.refresh_groups()
         with contextlib.suppress(ChatError):

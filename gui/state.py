@@ -6,6 +6,7 @@ against a real stack without a browser.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
@@ -110,6 +111,11 @@ class Conversation:
     name: str
     lines: list[ChatLine] = field(default_factory=list)
     unread: int = 0
+    mentions: int = 0                 # unread messages that name the user (@user)
+    read_id: int = 0                  # read up to this message id (the server's mark)
+    seen_id: int = 0                  # private: the peer has read our messages up to this id
+    # Who is typing here: user (casefolded) -> (name, until time.monotonic()).
+    typing: dict[str, tuple[str, float]] = field(default_factory=dict)
     history_loaded: bool = False
     history_error: str = ""
     # A group the user can no longer use (kicked, banned, deleted): why, shown instead of the
@@ -141,6 +147,29 @@ class Conversation:
         if len(text) > 60:
             text = text[:59] + "…"
         return f"{who}: {text}" if self.kind is Kind.GROUP or last.own else text
+
+    @property
+    def newest_id(self) -> int:
+        return max((ln.id for ln in self.lines if ln.id is not None), default=0)
+
+    def seen(self, line: ChatLine) -> bool:
+        """An own private message the peer has read (two ticks)."""
+        return (self.kind is Kind.PRIVATE and line.own and line.id is not None and not line.pending
+                and line.id <= self.seen_id)
+
+    def typing_names(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        return [name for name, until in self.typing.values() if until > now]
+
+    @property
+    def typing_label(self) -> str:
+        """'bob is typing…', 'bob and eve are typing…', or ''."""
+        names = self.typing_names()
+        if not names:
+            return ""
+        if len(names) == 1:
+            return f"{names[0]} is typing…"
+        return f"{', '.join(names[:-1])} and {names[-1]} are typing…"
 
     @property
     def sort_key(self) -> float:
@@ -228,6 +257,16 @@ class ChatState:
     members_error: dict[str, str] = field(default_factory=dict)      # group -> why members failed
     topics: dict[str, str] = field(default_factory=dict)             # group (casefolded) -> topic
     invitations: list[Invitation] = field(default_factory=list)
+    # Presence from `who` at login, then from presence events: user (casefolded) -> Presence
+    # (status "online" / "away" / "offline", realm, away message).
+    presence: dict[str, Presence] = field(default_factory=dict)
+    away: bool = False        # the user set themself away
+    away_message: str = ""
+    receipts: bool = True     # senders see when the user reads their private messages
+
+    def presence_of(self, user: str) -> Presence | None:
+        p = self.presence.get(user.casefold())
+        return p if p is not None and p.status != "offline" else None
 
     @property
     def logged_in(self) -> bool:

@@ -5,7 +5,8 @@ message notifies the others with its id and recipients, and each pushes it to th
 attached to it (marking delivery as usual; what no replica pushes stays undelivered in the
 database for inbox or the next resume). Presence is replicated the same way: attach and detach
 notices, a heartbeat, and a snapshot on request; a replica not heard from for
-STALE_AFTER_S is dropped, so `who` stays right when one dies.
+STALE_AFTER_S is dropped, so `who` stays right when one dies. Away/back travels as a status
+notice ("st"); presence events themselves travel like room events ("ev").
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class Cluster:
             if notice.get("reset"):
                 sessions.clear()
             sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
-        elif kind in ("m", "f", "ev", "lo") and self._handler is not None:
+        elif kind in ("m", "f", "ev", "lo", "st") and self._handler is not None:
             try:
                 await self._handler(notice)
             except Exception:
@@ -173,6 +174,10 @@ class Cluster:
 
     def detached(self, session_id: int) -> None:
         self.publish({"k": "det", "s": session_id})
+
+    def online_names(self) -> set[str]:
+        """Names of users with a session on another replica."""
+        return {n for _, sessions in self.remote.values() for n, _ in sessions.values()}
 
     def who(self) -> set[tuple[str, str]]:
         return {(n, realm) for _, sessions in self.remote.values() for n, realm in sessions.values()}

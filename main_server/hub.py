@@ -58,6 +58,9 @@ class Hub:
         self._online: dict[str, dict[int, Channel]] = {}  # user key -> {session id: channel}
         self._names: dict[str, str] = {}
         self.observer: PresenceObserver | None = None  # other replicas, told of (de)attachments
+        # A user's first session attached here (online=True, with its realm) or their last one
+        # left (online=False): the service turns it into presence events.
+        self.on_presence: Callable[[str, str, str, bool], None] = lambda user_key, name, realm, online: None
         # Where entries delivered or returned by a transition go (the service persists them).
         self.on_outcome: Callable[[Outcome], None] = lambda out: None
         SESSIONS.set_function(lambda: sum(len(ch.sessions) for ch in list(self.channels.values())))
@@ -88,10 +91,13 @@ class Hub:
         # A session lives on one channel at a time: a realm reconnect moves it.
         self.detach(session_id, user_key)
         ch.sessions[session_id] = user_key
+        first = user_key not in self._online
         self._online.setdefault(user_key, {})[session_id] = ch
         self._names[user_key] = user_name
         if self.observer is not None:
             self.observer.attached(session_id, user_name, ch.realm)
+        if first:
+            self.on_presence(user_key, user_name, ch.realm, True)
 
     def detach(self, session_id: int, user_key: str) -> None:
         sessions = self._online.get(user_key)
@@ -105,13 +111,19 @@ class Hub:
                 self.observer.detached(session_id)
         if not sessions:
             del self._online[user_key]
-            self._names.pop(user_key, None)
+            name = self._names.pop(user_key, user_key)
+            self.on_presence(user_key, name, "", False)
 
     def channel_of(self, session_id: int, user_key: str) -> Channel | None:
         return self._online.get(user_key, {}).get(session_id)
 
     def is_online(self, user_key: str) -> bool:
         return user_key in self._online
+
+    def realm_of(self, user_key: str) -> str:
+        """The realm of one of the user's sessions here ('' if none)."""
+        sessions = self._online.get(user_key)
+        return next(iter(sessions.values())).realm if sessions else ""
 
     # ---- delivery reports --------------------------------------------------------------------
 

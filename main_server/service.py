@@ -20,6 +20,7 @@ from realmchat.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -29,7 +30,7 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.ratelimit import AttemptLimiter
 from realmchat.textproto import HISTORY_MAX, base_file_name
 
-from . import rooms
+from . import presence, rooms
 from .blobs import BlobStore
 from .cluster import Cluster
 from .config import MainConfig
@@ -40,10 +41,12 @@ from .metrics import MESSAGES
 from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
 from .storage.base import (
+    ConversationRecord,
     FileRecord,
     GroupInfo,
     GroupRecord,
     MessageRecord,
+    ReadMark,
     RoomChange,
     RoomInfo,
     SessionRecord,
@@ -61,6 +64,9 @@ PUSH_PENDING_MAX_BYTES = 32 * 1024  # well under any realm's per-connection send
 BAD_TOKEN = "session expired or unknown: auth again"
 UNKNOWN_TOKENS_MAX = 100_000  # negative cache of token hashes the database does not know
 UNKNOWN_TOKENS_TTL_S = 300.0
+TYPING_INTERVAL_S = 2.0  # at most one typing notice per user and conversation forwarded in this time
+TYPING_EXPIRES_S = 5  # what clients are told: a typing notice stands for about this long
+TYPING_MAX = 100_000  # bound on remembered (user, conversation) pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,14 @@ class ChatService:
         self.logins = LoginGuard(config.login_max_failures, config.login_window_s, config.peer_login_attempts,
                                  config.peer_login_window_s, parse_networks(config.trusted_nets))
         self.uploads = UploadSlots(config.max_uploads_per_user, config.max_uploads)
+        # Conversation state: presence (coalesced, main_server/presence.py), away messages of
+        # users online here or on other replicas, and when each typing notice was forwarded.
+        self.presence = presence.Coalescer()
+        self._status: dict[str, tuple[str, str]] = {}  # user key -> (away, message)
+        self._typing: dict[tuple[str, str], float] = {}
+        self._presence_tasks: set[asyncio.Task[None]] = set()
+        self.presence_sent = 0  # presence events queued for sessions (bench, metrics)
+        hub.on_presence = self._on_presence
 
     # ---- accounts and sessions -------------------------------------------------------------
 
@@ -317,6 +331,12 @@ class ChatService:
             self._forget(notice["h"])
             self.hub.detach(notice["s"], notice["uk"])
             return
+        if notice["k"] == "st":
+            if notice["s"] == presence.AWAY:
+                self._status[notice["uk"]] = (presence.AWAY, notice["m"])
+            else:
+                self._status.pop(notice["uk"], None)
+            return
         local = [u for u in notice["u"] if self.hub.is_online(u)]
         if not local:
             return
@@ -393,6 +413,122 @@ class ChatService:
     def who(self) -> list[tuple[str, str]]:
         return self.hub.who(self.cluster.who() if self.cluster is not None else None)
 
+    def who_status(self) -> list[tuple[str, str, str, str]]:
+        """`who` with each user's status (online or away) and away message."""
+        out = []
+        for name, realm in self.who():
+            status, message = self._status.get(name_key(name), (presence.ONLINE, ""))
+            out.append((name, realm, status, message))
+        return out
+
+    # ---- conversation state: presence, read markers, typing, receipts -------------------------
+
+    def _online_anywhere(self) -> Callable[[str], bool]:
+        remote = {name_key(n) for n in self.cluster.online_names()} if self.cluster is not None else set()
+        return lambda key: self.hub.is_online(key) or key in remote
+
+    def _on_presence(self, user_key: str, name: str, realm: str, online: bool) -> None:
+        """The hub saw a user's first session attach or their last one leave (here)."""
+        if online:
+            status, message = self._status.get(user_key, (presence.ONLINE, ""))
+            self._presence(user_key, name, presence.State(status, realm, message))
+            return
+        if self.cluster is not None and name in self.cluster.online_names():
+            return  # still online on another replica
+        # Away lasts until back or until the last session ends (the other replicas forget it too).
+        if self._status.pop(user_key, None) is not None and self.cluster is not None:
+            self.cluster.publish({"k": "st", "uk": user_key, "s": presence.ONLINE, "m": ""})
+        self._presence(user_key, name, presence.State(presence.OFFLINE))
+
+    def _presence(self, user_key: str, name: str, state: presence.State) -> None:
+        delay = self.presence.update(user_key, state, time.monotonic())
+        if delay is not None:
+            asyncio.get_running_loop().call_later(delay, self._start_presence_flush, user_key, name)
+
+    def _start_presence_flush(self, user_key: str, name: str) -> None:
+        task = asyncio.create_task(self._flush_presence(user_key, name))
+        self._presence_tasks.add(task)
+        task.add_done_callback(self._presence_tasks.discard)
+
+    async def _flush_presence(self, user_key: str, name: str) -> None:
+        state = self.presence.take(user_key, time.monotonic())
+        if state is None:
+            return
+        try:
+            audience = await self.storage.audience(user_key)
+        except Exception:
+            log.exception("presence of %s: reading who shares a conversation failed", user_key)
+            return
+        online = self._online_anywhere()
+        targets = [u for u in audience if online(u)]
+        if not targets:
+            return
+        e = pb.PresenceEvent(user=name, status=state.status, realm=state.realm, message=state.message)
+        self.presence_sent += len(targets)
+        self._notify(targets, lambda ev: ev.presence.CopyFrom(e), 0)
+
+    async def set_status(self, caller: Caller, away: bool, message: str) -> tuple[str, str]:
+        key = caller.session.user_key
+        message = rooms.check_text(message, "away message", presence.STATUS_MESSAGE_MAX_BYTES) if away else ""
+        if away:
+            self._status[key] = (presence.AWAY, message)
+        else:
+            self._status.pop(key, None)
+        status = presence.AWAY if away else presence.ONLINE
+        if self.cluster is not None:
+            self.cluster.publish({"k": "st", "uk": key, "s": status, "m": message})
+        realm = self.hub.realm_of(key) or caller.session.realm
+        self._presence(key, caller.session.user_name, presence.State(status, realm, message))
+        return status, message
+
+    async def conversations(self, caller: Caller) -> list[ConversationRecord]:
+        return await self.storage.conversations(caller.session.user_key)
+
+    @staticmethod
+    def _peer_key(peer: str) -> str:
+        return name_key(check_name(peer.removeprefix("#"), "user or group"))
+
+    async def mark_read(self, caller: Caller, peer: str, msg_id: int) -> ReadMark:
+        if msg_id < 0:
+            raise InvalidArgument("ID is a message id (a whole number)")
+        me = caller.session.user_key
+        mark = await self.storage.mark_read(me, self._peer_key(peer), msg_id)
+        if mark.moved:
+            e = pb.ReadEvent(peer=mark.peer, id=mark.read)
+            self._notify([me], lambda ev: ev.read.CopyFrom(e), caller.session.id)
+            if mark.seen_id:
+                seen = pb.SeenEvent(by=caller.session.user_name, id=mark.seen_id)
+                self._notify([mark.peer_key], lambda ev: ev.seen.CopyFrom(seen), 0)
+        return mark
+
+    async def set_receipts(self, caller: Caller, enabled: bool) -> bool:
+        await self.storage.set_receipts(caller.session.user_key, enabled)
+        return enabled
+
+    async def typing(self, caller: Caller, peer: str) -> bool:
+        """Forwards a typing notice to the peer or the group's members (not stored); at most one
+        per TYPING_INTERVAL_S per user and conversation, the rest are accepted and dropped."""
+        me = caller.session.user_key
+        key = self._peer_key(peer)
+        now = time.monotonic()
+        last = self._typing.get((me, key))
+        if last is not None and now - last < TYPING_INTERVAL_S:
+            return False
+        if await self.storage.get_user(key) is not None and not peer.startswith("#"):
+            targets = [key] if key != me else []
+            e = pb.TypingEvent(user=caller.session.user_name, peer=caller.session.user_name)
+        else:
+            g, members = await self.storage.members(key, me)
+            if me not in {m.key for m in members}:
+                raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
+            targets = [m.key for m in members if m.key != me]
+            e = pb.TypingEvent(user=caller.session.user_name, peer=g.name)
+        if len(self._typing) >= TYPING_MAX:
+            self._typing = {k: t for k, t in self._typing.items() if now - t < TYPING_INTERVAL_S}
+        self._typing[(me, key)] = now
+        self._notify(targets, lambda ev: ev.typing.CopyFrom(e), 0)
+        return True
+
     # ---- messages ----------------------------------------------------------------------------
 
     def _check_text(self, text: str) -> None:
@@ -408,7 +544,9 @@ class ChatService:
         self._check_text(text)
         stored = await self.storage.store_private(caller.user, name_key(to), text)
         PRIVATE_STORED.inc()
-        self._push_message(stored.message, stored.recipients, stored.recipients, caller.session.id)
+        # Carbons: the sender's other sessions get it too (no undelivered entry is theirs).
+        users = sorted({*stored.recipients, caller.session.user_key})
+        self._push_message(stored.message, users, stored.recipients, caller.session.id)
         return stored.message
 
     async def send_group(self, caller: Caller, group: str, text: str) -> MessageRecord:

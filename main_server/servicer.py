@@ -186,7 +186,8 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def Who(self, request: pb.WhoRequest, caller: Caller, identity: Identity) -> pb.WhoResponse:
-        return pb.WhoResponse(online=[pb.Presence(user=u, realm=r) for u, r in self.service.who()])
+        return pb.WhoResponse(online=[pb.Presence(user=u, realm=r, status=st, message=msg)
+                                      for u, r, st, msg in self.service.who_status()])
 
     # ---- messages ----------------------------------------------------------------------------
 
@@ -212,6 +213,39 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def History(self, request: pb.HistoryRequest, caller: Caller, identity: Identity) -> pb.MessageList:
         return _messages(await self.service.history(caller, request.peer, request.limit))
+
+    # ---- conversation state ------------------------------------------------------------------
+
+    @unary()
+    async def Conversations(self, request: pb.ConversationsRequest, caller: Caller, identity: Identity
+                            ) -> pb.ConversationsResponse:
+        out = []
+        for c in await self.service.conversations(caller):
+            conv = pb.Conversation(peer=c.peer, kind=c.kind, unread=c.unread, mentions=c.mentions, read=c.read)
+            if c.last is not None:
+                conv.last.CopyFrom(message_pb(c.last))
+            out.append(conv)
+        return pb.ConversationsResponse(conversations=out)
+
+    @unary()
+    async def MarkRead(self, request: pb.MarkReadRequest, caller: Caller, identity: Identity) -> pb.MarkReadResponse:
+        mark = await self.service.mark_read(caller, request.peer, request.id)
+        return pb.MarkReadResponse(peer=mark.peer, read=mark.read)
+
+    @unary()
+    async def SetStatus(self, request: pb.SetStatusRequest, caller: Caller, identity: Identity
+                        ) -> pb.SetStatusResponse:
+        status, message = await self.service.set_status(caller, request.away, request.message)
+        return pb.SetStatusResponse(status=status, message=message)
+
+    @unary()
+    async def Typing(self, request: pb.TypingRequest, caller: Caller, identity: Identity) -> pb.TypingResponse:
+        return pb.TypingResponse(forwarded=await self.service.typing(caller, request.peer))
+
+    @unary()
+    async def SetReceipts(self, request: pb.SetReceiptsRequest, caller: Caller, identity: Identity
+                          ) -> pb.SetReceiptsResponse:
+        return pb.SetReceiptsResponse(enabled=await self.service.set_receipts(caller, request.enabled))
 
     # ---- groups ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
-from .convert import file_dict, message_dict
+from .convert import conversation_dict, file_dict, message_dict
 from .metrics import commands
 from .session import Session, Tag
 
@@ -188,7 +188,8 @@ class Commands:
 
     async def cmd_who(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("Who", pb.WhoRequest(), s.token)
-        return tp.ok(online=[{"user": p.user, "realm": p.realm} for p in r.online])
+        return tp.ok(online=[{"user": p.user, "realm": p.realm, "status": p.status or "online",
+                              "message": p.message} for p in r.online])
 
     # ---- messages ----------------------------------------------------------------------------
 
@@ -224,6 +225,34 @@ class Commands:
         limit = int(cmd.args[1]) if len(cmd.args) > 1 else 0
         r = await self.up.call("History", pb.HistoryRequest(peer=cmd.args[0], limit=limit), s.token)
         return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
+
+    # ---- conversation state ------------------------------------------------------------------
+
+    async def cmd_conversations(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Conversations", pb.ConversationsRequest(), s.token)
+        return tp.ok(conversations=[conversation_dict(c) for c in r.conversations])
+
+    async def cmd_read(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("MarkRead", pb.MarkReadRequest(peer=cmd.args[0], id=int(cmd.args[1])), s.token)
+        return tp.ok(peer=r.peer, read=r.read)
+
+    async def cmd_away(self, s: Session, cmd: Command) -> bytes:
+        message = cmd.args[0].strip() if cmd.args else ""
+        r = await self.up.call("SetStatus", pb.SetStatusRequest(away=True, message=message), s.token)
+        # The new status is `presence`: `status` is every response's OK/ERROR.
+        return tp.ok(presence=r.status, message=r.message)
+
+    async def cmd_back(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("SetStatus", pb.SetStatusRequest(away=False), s.token)
+        return tp.ok(presence=r.status, message="")
+
+    async def cmd_typing(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Typing", pb.TypingRequest(peer=cmd.args[0]), s.token)
+        return tp.ok(forwarded=r.forwarded)
+
+    async def cmd_receipts(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("SetReceipts", pb.SetReceiptsRequest(enabled=cmd.args[0] == "on"), s.token)
+        return tp.ok(receipts="on" if r.enabled else "off")
 
     # ---- groups ------------------------------------------------------------------------------
 

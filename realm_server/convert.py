@@ -27,7 +27,8 @@ def file_dict(f: pb.FileInfo) -> dict[str, Any]:
 
 
 def room_event(kind: str, ev: pb.Event) -> dict[str, Any] | None:
-    """A room notice as the text protocol's event object (kind: the Event's oneof field)."""
+    """A live notice (rooms, conversation state) as the text protocol's event object (kind:
+    the Event's oneof field)."""
     if kind == "member":
         m = ev.member
         d: dict[str, Any] = {"event": "member", "group": m.group, "user": m.user, "action": m.action, "by": m.by}
@@ -42,4 +43,23 @@ def room_event(kind: str, ev: pb.Event) -> dict[str, Any] | None:
         return {"event": "groupdeleted", "group": ev.group_deleted.group, "by": ev.group_deleted.by}
     if kind == "invited":
         return {"event": "invited", "group": ev.invited.group, "by": ev.invited.by}
+    if kind == "read":
+        return {"event": "read", "peer": ev.read.peer, "id": ev.read.id}
+    if kind == "seen":
+        return {"event": "seen", "by": ev.seen.by, "id": ev.seen.id}
+    if kind == "presence":
+        p = ev.presence
+        return {"event": "presence", "user": p.user, "status": p.status, "realm": p.realm, "message": p.message}
+    if kind == "typing":
+        return {"event": "typing", "user": ev.typing.user, "peer": ev.typing.peer, "expires": TYPING_EXPIRES_S}
     return None
+
+
+TYPING_EXPIRES_S = 5  # seconds a typing notice stands for (main forwards at most one per 2 s)
+
+
+def conversation_dict(c: pb.Conversation) -> dict[str, Any]:
+    d: dict[str, Any] = {"peer": c.peer, "kind": c.kind}
+    d["last"] = message_dict(c.last) if c.HasField("last") else None
+    d.update(unread=c.unread, mentions=c.mentions, read=c.read)
+    return d

@@ -76,6 +76,15 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("groups", "", "your groups"),
         _spec("history", "USER|GROUP [N]", "recent conversation (#GROUP forces a group)",
               min_args=1, max_args=2),
+        _spec("conversations", "", "your conversations, newest first, with unread and mention counts"),
+        _spec("read", "PEER ID", "mark your conversation with PEER (a user or group) read up to message ID",
+              min_args=2, max_args=2),
+        _spec("away", "[MESSAGE]", "show yourself as away, with an optional message", max_args=1, rest=True),
+        _spec("back", "", "show yourself as online again"),
+        _spec("typing", "PEER", "tell PEER (a user or group) that you are typing (lasts about 5 s)",
+              min_args=1, max_args=1),
+        _spec("receipts", "on|off", "whether senders see when you read their private messages",
+              min_args=1, max_args=1),
         _spec("help", "", "list commands", needs_auth=False),
         _spec("ping", "", "liveness check", needs_auth=False),
         _spec("logout", "", "end your session", needs_auth=False),
@@ -142,6 +151,12 @@ def parse_line(line: str) -> Command | None:
         n = _parse_count(args[1], "N", HISTORY_MAX)
         if n == 0:
             raise InvalidArgument("N must be at least 1")
+    elif verb == "read":
+        _parse_count(args[1], "ID", 1 << 62)
+    elif verb == "receipts":
+        if args[0].lower() not in ("on", "off"):
+            raise InvalidArgument(f"usage: {spec.usage}")
+        args = (args[0].lower(),)
     elif verb == "creategroup" and len(args) == 2:
         if args[1].lower() not in ("private", "public"):
             raise InvalidArgument(f"usage: {spec.usage} (the second word may only be 'private')")

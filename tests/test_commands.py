@@ -125,15 +125,17 @@ async def test_who_lists_online_users_with_realm(stack: Stack, uname: Names) -> 
     ca = await login(*stack.realm("alpha"), a)
     cb = await login(*stack.realm("beta"), b)
     online = (await ca.ok("who"))["online"]
-    assert {"user": a, "realm": "alpha"} in online and {"user": b, "realm": "beta"} in online
+    # Each entry: user, realm, status (online or away) and the away message.
+    assert {"user": a, "realm": "alpha", "status": "online", "message": ""} in online
+    assert {"user": b, "realm": "beta", "status": "online", "message": ""} in online
     await cb.ok("logout")
     await cb.err("inbox", "UNAUTHENTICATED")
-    assert {"user": b, "realm": "beta"} not in (await ca.ok("who"))["online"]
+    assert (b, "beta") not in {(e["user"], e["realm"]) for e in (await ca.ok("who"))["online"]}
     await ca.close()
     await cb.ok(f"auth {b} pw-secret")
 
     async def a_gone() -> bool:
-        return {"user": a, "realm": "alpha"} not in (await cb.ok("who"))["online"]
+        return (a, "alpha") not in {(e["user"], e["realm"]) for e in (await cb.ok("who"))["online"]}
 
     for _ in range(50):
         if await a_gone():

@@ -72,7 +72,7 @@ async def test_push_resumes_after_main_restart(fresh_stack: Stack, uname: Names)
     assert ev["text"] == "after restart"  # b's session was re-attached to beta's new link
     await until_ok(cb, f"sendprivate {a} and back")
     assert (await ca.event())["text"] == "and back"
-    assert {"user": b, "realm": "beta"} in (await ca.ok("who"))["online"]
+    assert {"user": b, "realm": "beta", "status": "online", "message": ""} in (await ca.ok("who"))["online"]
 
 
 async def test_sigterm_is_a_graceful_exit(fresh_stack: Stack) -> None:

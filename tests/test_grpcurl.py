@@ -50,7 +50,7 @@ async def test_register_auth_send_with_token(stack: Stack, uname: Names) -> None
     ev = await cb.event()
     assert ev["from"] == a and ev["text"] == "via grpcurl\nline2" and ev["id"] == int(sent["id"])
     r = grpcurl(stack.main.addr, "chat.v1.Chat/Who", data={}, token=token)
-    assert {"user": b, "realm": "beta"} in json.loads(r.stdout)["online"]
+    assert {"user": b, "realm": "beta", "status": "online"} in json.loads(r.stdout)["online"]  # no away message
 
 
 def test_calls_without_a_valid_token_are_unauthenticated(stack: Stack) -> None:
@@ -92,3 +92,30 @@ async def test_room_rpcs_with_token(stack: Stack, uname: Names) -> None:
         {"group": g, "mode": "private", "topic": "via grpcurl", "members": 2}]
     r = grpcurl(stack.main.addr, "chat.v1.Chat/Kick", data={"group": g, "user": a}, token=token)
     assert r.returncode != 0 and "PermissionDenied" in r.stderr and "owner" in r.stderr
+
+
+async def test_conversation_state_rpcs(stack: Stack, uname: Names) -> None:
+    """Every conversation-state verb is a typed RPC: Conversations, MarkRead, SetReceipts,
+    SetStatus, Typing; a realm user hears the effects (seen, presence is set aside, typing)."""
+    a, b = uname("gca"), uname("gcb")
+    cb = await login(*stack.realm("beta"), b)
+    grpcurl(stack.main.addr, "chat.v1.Chat/Register", data={"user": a, "password": "pw-secret"})
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/Auth", data={"user": a, "password": "pw-secret"})
+    token = json.loads(r.stdout)["token"]
+    m = await cb.ok(f"sendprivate {a} to the script")
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/Conversations", data={}, token=token)
+    assert r.returncode == 0, r.stderr
+    (c,) = json.loads(r.stdout)["conversations"]
+    assert (c["peer"], c["kind"], c["unread"], c["last"]["text"]) == (b, "user", "1", "to the script")
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/MarkRead", data={"peer": b, "id": m["id"]}, token=token)
+    assert json.loads(r.stdout) == {"peer": b, "read": str(m["id"])}
+    assert await cb.event() == {"event": "seen", "by": a, "id": m["id"]}
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/SetReceipts", data={"enabled": False}, token=token)
+    assert r.returncode == 0 and json.loads(r.stdout) == {}  # enabled false: the default, not printed
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/SetStatus", data={"away": True, "message": "script"}, token=token)
+    assert json.loads(r.stdout) == {"status": "away", "message": "script"}
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/Typing", data={"peer": b}, token=token)
+    assert json.loads(r.stdout) == {"forwarded": True}
+    assert await cb.event() == {"event": "typing", "user": a, "peer": a, "expires": 5}
+    r = grpcurl(stack.main.addr, "chat.v1.Chat/MarkRead", data={"peer": "nobody-here", "id": 1}, token=token)
+    assert r.returncode != 0 and "NotFound" in r.stderr, r.stderr

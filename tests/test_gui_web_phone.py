@@ -242,6 +242,7 @@ async def test_whole_chat_flow_at_phone_size(
     eve, fay, club = uname("eve"), uname("fay"), uname("club")
     b = phone
     fay_client = await login(*stack.realm("beta"), fay, PW)
+    fay_client.ignore = fay_client.ignore | {"seen", "typing"}  # the GUI reads and types
     try:
         await b.wait_text("Create account", 90, role="button")
         await b.screenshot(ARTIFACTS / "gui-phone-login.png")
@@ -335,6 +336,7 @@ async def test_main_outage_shows_in_header_and_send_offers_retry(
         fresh_stack.main = start_main(fresh_stack.data_dir, main_port)
         await b.wait_text("online · realm alpha", 60)
         hal_client = await login(*fresh_stack.realm("beta"), hal, PW, register=False)
+        hal_client.ignore = hal_client.ignore | {"seen", "typing"}  # the GUI reads and types
         retry = await b.wait_text("Retry", 10, role="button")
         await b.click(retry)
         ev = await hal_client.event(30)

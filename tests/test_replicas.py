@@ -64,7 +64,8 @@ async def test_messages_groups_files_cross_replicas(replicas: Replicas, uname: N
 
     async def both_online() -> bool:
         online = (await ca.ok("who"))["online"]
-        return {"user": a, "realm": "alpha"} in online and {"user": b, "realm": "beta"} in online
+        return ({"user": a, "realm": "alpha", "status": "online", "message": ""} in online
+                and {"user": b, "realm": "beta", "status": "online", "message": ""} in online)
 
     await eventually(both_online)  # presence crosses replicas
     r = await ca.ok(f"sendprivate {b} across replicas")
@@ -131,4 +132,41 @@ async def test_failover_loses_and_duplicates_nothing(replicas: Replicas, uname: 
     got = received + [m["id"] for m in inbox]
     assert len(got) == len(set(got)), "a message arrived twice"
     assert acked <= set(got)
-    assert {"user": a, "realm": "alpha"} in (await cb.ok("who"))["online"]
+    assert {"user": a, "realm": "alpha", "status": "online", "message": ""} in (await cb.ok("who"))["online"]
+
+
+async def test_conversation_state_crosses_replicas(replicas: Replicas, uname: Names) -> None:
+    """alpha is on main 1, beta on main 2: carbons, read markers, seen receipts, presence (with
+    the away message in `who`) and typing reach sessions attached to the other replica."""
+    from .test_conversations import expect
+
+    a, b, g = uname("xa"), uname("xb"), uname("xg")
+    a1 = await login(replicas.alpha.host, replicas.alpha.port, a)
+    a2 = await login(replicas.beta.host, replicas.beta.port, a, register=False)
+    cb = await login(replicas.beta.host, replicas.beta.port, b)
+    cb.ignore = frozenset()
+    await a1.ok(f"creategroup {g}")
+    await cb.ok(f"joingroup {g}")
+    r = await a1.ok(f"sendprivate {b} hi")
+    assert (await expect(a2, "private", id=r["id"]))["from"] == a  # carbon on the other replica
+    m = await cb.ok(f"sendprivate {a} back")
+    await expect(a1, "private", id=m["id"])
+    await a1.ok(f"read {b} {m['id']}")
+    assert await expect(a2, "read") == {"event": "read", "peer": b, "id": m["id"]}
+    assert await expect(cb, "seen") == {"event": "seen", "by": a, "id": m["id"]}
+    await a1.ok("away gone fishing")
+    ev = await expect(cb, "presence", user=a, status="away")
+    assert ev["message"] == "gone fishing"
+
+    async def away_in_who() -> bool:
+        who = (await cb.ok("who"))["online"]
+        return {"user": a, "realm": "alpha", "status": "away", "message": "gone fishing"} in who
+
+    await eventually(away_in_who)
+    await a1.ok(f"typing {g}")
+    assert (await expect(cb, "typing", peer=g))["user"] == a
+    await a1.ok("logout")
+    await a2.ok("logout")
+    await expect(cb, "presence", user=a, status="offline")
+    for c in (a1, a2, cb):
+        await c.close()

@@ -10,6 +10,11 @@ from typing import Any
 
 from realmchat.textproto import decode
 
+# Events most tests are not about: presence comes and goes with every login of anyone who
+# shares a group or a conversation. Readers set these aside (in `ignored`) unless a test asks
+# for them (TextClient.ignore = frozenset()).
+IGNORED_EVENTS = frozenset({"presence"})
+
 
 class TextClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -17,6 +22,14 @@ class TextClient:
         self.writer = writer
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.hello: dict[str, Any] = {}
+        self.ignore: frozenset[str] = IGNORED_EVENTS
+        self.ignored: list[dict[str, Any]] = []
+
+    def _queue_event(self, obj: dict[str, Any]) -> None:
+        if obj["event"] in self.ignore:
+            self.ignored.append(obj)
+        else:
+            self.events.put_nowait(obj)
 
     @classmethod
     async def connect(cls, host: str, port: int) -> TextClient:
@@ -38,7 +51,7 @@ class TextClient:
                 raise ConnectionError("connection closed")
             obj = json.loads(line)
             if "event" in obj:
-                self.events.put_nowait(obj)
+                self._queue_event(obj)
                 continue
             return obj
 
@@ -67,6 +80,9 @@ class TextClient:
                 raise ConnectionError("connection closed")
             obj = json.loads(line)
             if "event" in obj:
+                if obj["event"] in self.ignore:
+                    self.ignored.append(obj)
+                    continue
                 return obj
             raise AssertionError(f"unexpected response while waiting for an event: {obj}")
 
@@ -74,11 +90,17 @@ class TextClient:
         """Asserts that no event arrives within `wait` seconds."""
         if not self.events.empty():
             raise AssertionError(f"unexpected event {self.events.get_nowait()}")
-        try:
-            line = await asyncio.wait_for(self.reader.readline(), wait)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected line {line!r}")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                line = await asyncio.wait_for(self.reader.readline(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return
+            obj = json.loads(line) if line.strip() else None
+            if obj is not None and obj.get("event") in self.ignore:
+                self.ignored.append(obj)
+                continue
+            raise AssertionError(f"unexpected line {line!r}")
 
     async def read_exactly(self, n: int) -> bytes:
         return await self.reader.readexactly(n)

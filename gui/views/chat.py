@@ -47,6 +47,16 @@ STATUS_COLORS = {
 DIALOG_EXIT = 0.4  # seconds: a Material dialog's exit transition, with a margin
 
 
+PRESENCE_COLORS = {"online": ft.Colors.GREEN, "away": ft.Colors.AMBER}
+
+
+def presence_dot(status: str, size: int = 10) -> ft.Control:
+    """A coloured dot for a user's presence. Decoration only: the row says the same in words
+    where it matters (the conversation header, *away* under a name), so screen readers do not
+    hear "online" before every name."""
+    return ft.Icon(ft.Icons.CIRCLE, size=size, color=PRESENCE_COLORS.get(status, ft.Colors.GREY))
+
+
 def status_label(status: Status, realm: str) -> str:
     return {Status.ONLINE: f"online · realm {realm}", Status.RECONNECTING: "reconnecting…",
             Status.DEGRADED: "main server unreachable"}.get(status, status.value)
@@ -66,12 +76,16 @@ class Header:
         self.status_row = ft.Row([self.dot, self.status], spacing=6, tooltip="connection to the realm")
         self.person = ft.Icon(ft.Icons.PERSON, size=18)
         self.divider = ft.VerticalDivider(width=16)
+        # Away toggle: "Away" asks for an optional message; while away it reads "Back".
+        self.away_text = ft.TextButton("Set away", icon=ft.Icons.BEDTIME, on_click=self._toggle_away)
+        self.away_icon = icon_button(ft.Icons.BEDTIME, "Set away", self._toggle_away)
         self.logout_text = ft.TextButton("Log out", icon=ft.Icons.LOGOUT, on_click=self._logout)
         self.logout_icon = icon_button(ft.Icons.LOGOUT, "Log out", self._logout)
         self.row = ft.Row(
             spacing=8,
             controls=[ft.Icon(ft.Icons.FORUM, color=ft.Colors.PRIMARY), self.brand, self.spacer, self.status_row,
-                      self.divider, self.person, self.who, self.logout_text, self.logout_icon],
+                      self.divider, self.person, self.who, self.away_text, self.away_icon, self.logout_text,
+                      self.logout_icon],
         )
         self.root = ft.Container(padding=ft.Padding.symmetric(horizontal=16, vertical=8),
                                  bgcolor=ft.Colors.SURFACE_CONTAINER, content=self.row)
@@ -81,8 +95,8 @@ class Header:
         """Phone: no brand text and divider, state and name share the width (each cut with an
         ellipsis), Log out as an icon button that stays on screen."""
         self.brand.visible = self.spacer.visible = self.divider.visible = self.person.visible = not narrow
-        self.logout_text.visible = not narrow
-        self.logout_icon.visible = narrow
+        self.logout_text.visible = self.away_text.visible = not narrow
+        self.logout_icon.visible = self.away_icon.visible = narrow
         self.status_row.expand = 1 if narrow else None
         self.status.expand = 1 if narrow else None
         self.who.expand = 1 if narrow else None
@@ -94,6 +108,30 @@ class Header:
         self.status.value = status_label(st.status, sanitize(st.realm))
         self.status.tooltip = st.status_detail
         self.who.value = f"{sanitize(st.user)} @ {sanitize(st.realm)}" if st.user else ""
+        if st.away:
+            self.status.value = "away" + (f": {sanitize(st.away_message)}" if st.away_message else "")
+            self.dot.color = ft.Colors.AMBER
+        label = "I'm back" if st.away else "Set away"
+        icon = ft.Icons.WB_SUNNY if st.away else ft.Icons.BEDTIME
+        self.away_text.content = label
+        self.away_text.icon = icon
+        sem = self.away_icon.content
+        assert isinstance(sem, ft.Semantics) and isinstance(sem.content, ft.IconButton)
+        sem.label = label
+        sem.content.icon = icon
+
+    async def _toggle_away(self, e: ft.Event[ft.Control]) -> None:
+        if self.controller.state.away:
+            try:
+                await self.controller.set_back()
+            except ChatError:
+                pass  # the header keeps saying away: the user can try again
+            return
+
+        async def submit(text: str) -> None:
+            await self.controller.set_away(text)
+
+        ask_text("Set away", "Message (optional)", "Set away", submit, optional=True)
 
     async def _logout(self, e: ft.Event[ft.Control]) -> None:
         await self.on_logout()
@@ -173,6 +211,12 @@ class Sidebar:
         if conv.last is not None:
             trailing.append(ft.Text(local_time(conv.last.ts, tz=self.controller.state.tz), size=11,
                                     color=ft.Colors.ON_SURFACE_VARIANT))
+        if conv.mentions:
+            trailing.append(ft.Container(
+                content=ft.Text(f"@{conv.mentions}", size=11, color=ft.Colors.ON_TERTIARY,
+                                weight=ft.FontWeight.BOLD, semantics_label=f"{conv.mentions} mentioning you"),
+                bgcolor=ft.Colors.TERTIARY, border_radius=10, padding=ft.Padding.symmetric(horizontal=6, vertical=1),
+            ))
         if conv.unread:
             trailing.append(ft.Container(
                 content=ft.Text(str(conv.unread), size=11, color=ft.Colors.ON_PRIMARY,
@@ -183,11 +227,18 @@ class Sidebar:
         async def clicked(e: ft.Event[ft.ListTile], key: str = conv.key) -> None:
             await self.on_open(key)
 
+        leading: ft.Control = ft.Icon(ft.Icons.GROUP)
+        if conv.kind is Kind.PRIVATE:
+            p = self.controller.state.presence_of(conv.name)
+            leading = ft.Row([presence_dot(p.status if p else "offline", 12), ft.Icon(ft.Icons.PERSON)],
+                             spacing=2, tight=True)
+        typing = conv.typing_label
+        subtitle = conv.preview or ("group" if conv.kind is Kind.GROUP else "private chat")
         return ft.ListTile(
-            leading=ft.Icon(ft.Icons.GROUP if conv.kind is Kind.GROUP else ft.Icons.PERSON),
+            leading=leading,
             title=ft.Text(sanitize(conv.title), weight=ft.FontWeight.BOLD if conv.unread else None,
                           max_lines=1, overflow=ft.TextOverflow.ELLIPSIS),
-            subtitle=ft.Text(conv.preview or ("group" if conv.kind is Kind.GROUP else "private chat"),
+            subtitle=ft.Text(sanitize(typing) if typing else subtitle, italic=bool(typing),
                              size=12, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS),
             trailing=ft.Column(trailing, spacing=2, alignment=ft.MainAxisAlignment.CENTER,
                                horizontal_alignment=ft.CrossAxisAlignment.END) if trailing else None,
@@ -212,9 +263,12 @@ class Sidebar:
                 await self._start_chat(user)
 
             name = sanitize(p.user)
+            away = f"away: {sanitize(p.message)}" if p.away and p.message else ("away" if p.away else "")
             rows.append(ft.ListTile(
-                leading=ft.Icon(ft.Icons.CIRCLE, color=ft.Colors.GREY if stale else ft.Colors.GREEN, size=10),
+                leading=presence_dot("unknown" if stale else p.status),
                 title=ft.Text(f"{name} (you)" if me else name, size=13),
+                subtitle=ft.Text(away, size=11, italic=True, max_lines=1,
+                                 overflow=ft.TextOverflow.ELLIPSIS) if away else None,
                 trailing=ft.Text(sanitize(p.realm), size=11, color=ft.Colors.ON_SURFACE_VARIANT),
                 dense=True,
                 on_click=None if me else clicked,
@@ -374,6 +428,9 @@ class ConversationPane:
         self.title = ft.Text("", size=18, weight=ft.FontWeight.BOLD, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS)
         self.subtitle = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT, max_lines=1,
                                 overflow=ft.TextOverflow.ELLIPSIS)
+        # "bob is typing…" under the header (one line, cut on a phone).
+        self.typing = ft.Text("", size=12, italic=True, color=ft.Colors.PRIMARY, max_lines=1,
+                              overflow=ft.TextOverflow.ELLIPSIS, visible=False)
         self.back_button = icon_button(ft.Icons.ARROW_BACK, "Back to conversations", self._back)
         self.send_file_button = ft.TextButton("Send file", icon=ft.Icons.ATTACH_FILE, on_click=self._send_file)
         self.leave_button = ft.TextButton("Leave group", icon=ft.Icons.EXIT_TO_APP, on_click=self._leave)
@@ -386,7 +443,8 @@ class ConversationPane:
         # auto_scroll keeps the newest message in view as lines arrive.
         self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
         self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
-                                   multiline=True, shift_enter=True, min_lines=1, max_lines=4, label="Message")
+                                   multiline=True, shift_enter=True, min_lines=1, max_lines=4, label="Message",
+                                   on_change=self._typed)
         self.send_button = icon_button(ft.Icons.SEND, "Send", self._send)
         self.composer_error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.empty = ft.Container(
@@ -407,6 +465,7 @@ class ConversationPane:
                                     self.members_button, self.send_file_button, self.leave_button,
                                     self.members_icon, self.send_file_icon, self.leave_icon]),
                 ),
+                ft.Container(self.typing, padding=ft.Padding.only(left=16, right=16)),
                 ft.Divider(height=1),
                 self.messages,
                 ft.Divider(height=1),
@@ -458,9 +517,17 @@ class ConversationPane:
             self.topic.visible = bool(topic) or can_edit
             self.topic_button.visible = can_edit
         else:
-            online = [p.realm for p in st.online if p.user.casefold() == conv.name.casefold()]
-            self.subtitle.value = f"online on realm {', '.join(online)}" if online else "private chat"
+            p = st.presence_of(conv.name)
+            if p is None:
+                self.subtitle.value = "offline · private chat"
+            elif p.away:
+                self.subtitle.value = "away" + (f": {sanitize(p.message)}" if p.message else "")
+            else:
+                self.subtitle.value = f"online on realm {sanitize(p.realm)}" if p.realm else "online"
             self.topic.visible = self.topic_button.visible = False
+        typing = conv.typing_label
+        self.typing.value = sanitize(typing)
+        self.typing.visible = bool(typing)
         self.back_button.visible = self.narrow
         compact = self.narrow or self.compact
         self.send_file_button.visible = usable and not compact
@@ -511,7 +578,7 @@ class ConversationPane:
         file_id = line.file.id if line.file is not None else None
         version = (line.sender, line.text, line.ts, line.id, line.pending, line.error, clock(line.ts, st.tz),
                    st.saved_files.get(file_id) if file_id is not None else None,
-                   file_id in st.incoming_files)
+                   file_id in st.incoming_files, conv.seen(line))
         cached = self._bubbles.get(id(line))
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -527,11 +594,17 @@ class ConversationPane:
                 content=ft.Text(f"{line.text} · {clock(line.ts, self.controller.state.tz)}", size=12, italic=True,
                                 color=ft.Colors.ON_SURFACE_VARIANT, text_align=ft.TextAlign.CENTER),
             )
-        head = ft.Row(
-            [ft.Text("you" if line.own else sanitize(line.sender), size=12, weight=ft.FontWeight.BOLD),
-             ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)],
-            spacing=8, tight=True,
-        )
+        head_parts: list[ft.Control] = [
+            ft.Text("you" if line.own else sanitize(line.sender), size=12, weight=ft.FontWeight.BOLD),
+            ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)]
+        if line.own and conv.kind is Kind.PRIVATE and line.id is not None and not line.pending:
+            # One tick: stored; two: the peer read it (a `seen` event).
+            # Screen readers hear "seen" once it is; a plain sent tick says nothing.
+            seen = conv.seen(line)
+            head_parts.append(ft.Icon(ft.Icons.DONE_ALL if seen else ft.Icons.DONE, size=14,
+                                      color=ft.Colors.PRIMARY if seen else ft.Colors.ON_SURFACE_VARIANT,
+                                      semantics_label="seen" if seen else None))
+        head = ft.Row(head_parts, spacing=8, tight=True)
         # Not selectable: selectable text turns into an editable-text node for screen readers
         # (and Flutter web then hides the text itself from the accessibility tree).
         body: list[ft.Control] = [head, ft.Text(line.text)]
@@ -587,6 +660,10 @@ class ConversationPane:
         if e.control is not self.composer:
             # Sent with the button: the focus went to it; give the message box the focus back.
             self.focus_composer()
+
+    def _typed(self, e: ft.Event[ft.Control]) -> None:
+        if (self.composer.value or "").strip():
+            self.controller.user_typing()
 
     async def _retry(self, line: ChatLine) -> None:
         try:

@@ -113,6 +113,35 @@ class Stored:
     recipients: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """One of a user's conversations: a private peer or a group they are a member of. `read`
+    is the read marker (for a private group, never below the join point); `last` is None when
+    nothing was said yet (that the user may see)."""
+
+    peer: str
+    peer_key: str
+    kind: str  # "user" or "group"
+    last: MessageRecord | None
+    unread: int
+    mentions: int
+    read: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMark:
+    """A read marker after `mark_read`: where it stands now, whether this call moved it, and
+    (a private conversation, the marker passed a message from the peer, and the reader has
+    receipts on) the newest of the peer's messages it passed: the peer is told `seen`."""
+
+    peer: str
+    peer_key: str
+    kind: str
+    read: int
+    moved: bool
+    seen_id: int = 0
+
+
 class Storage(ABC):
     """Everything main keeps durably. All methods are atomic; a write returns after commit."""
 
@@ -259,3 +288,20 @@ class Storage(ABC):
 
     @abstractmethod
     async def mark_downloaded(self, file_id: int, user_key: str) -> None: ...
+
+    # conversation state (main_server/storage/convops.py, shared by both engines)
+    @abstractmethod
+    async def conversations(self, user_key: str) -> list[ConversationRecord]:
+        """Every conversation of the user, newest first (those with no message last)."""
+
+    @abstractmethod
+    async def mark_read(self, user_key: str, peer_key: str, msg_id: int) -> ReadMark:
+        """Moves the read marker forward to msg_id (clamped to the conversation's newest
+        message); never back. NotFound: no such user or group; PermissionDenied: not a member."""
+
+    @abstractmethod
+    async def set_receipts(self, user_key: str, enabled: bool) -> None: ...
+
+    @abstractmethod
+    async def audience(self, user_key: str) -> list[str]:
+        """Users who share a group or a private conversation with the user (presence goes to them)."""

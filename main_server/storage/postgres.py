@@ -32,13 +32,15 @@ import asyncpg
 
 from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
-from . import roomops
+from . import convops, roomops
 from .base import (
+    ConversationRecord,
     FileRecord,
     GroupInfo,
     GroupRecord,
     MemberInfo,
     MessageRecord,
+    ReadMark,
     RoomChange,
     RoomInfo,
     SessionRecord,
@@ -207,6 +209,45 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (file_id, user_key)
     );
     CREATE INDEX file_recipients_pending ON file_recipients(user_key, file_id) WHERE NOT downloaded;
+    """,
+    # Conversation state follows the user (see the SQLite engine's last migration and
+    # main_server/storage/convops.py).
+    """
+    CREATE TABLE private_peers (
+        user_key TEXT NOT NULL,
+        peer_key TEXT NOT NULL,
+        last_id BIGINT NOT NULL,
+        PRIMARY KEY (user_key, peer_key)
+    );
+    INSERT INTO private_peers(user_key, peer_key, last_id)
+        SELECT a, b, MAX(id) FROM (SELECT sender_key AS a, to_key AS b, id FROM messages WHERE group_key = ''
+                                   UNION ALL SELECT to_key, sender_key, id FROM messages WHERE group_key = '') x
+        GROUP BY a, b;
+    CREATE TABLE read_markers (
+        user_key TEXT NOT NULL,
+        peer_key TEXT NOT NULL,
+        read_id BIGINT NOT NULL,
+        PRIMARY KEY (user_key, peer_key)
+    );
+    -- Kept by a trigger, whichever statement stores a private message. The two rows are taken
+    -- in key order, so two sends between the same pair never wait on each other crosswise.
+    CREATE FUNCTION realmchat_keep_private_peers() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        k text;
+    BEGIN
+        FOREACH k IN ARRAY ARRAY[LEAST(NEW.sender_key, NEW.to_key), GREATEST(NEW.sender_key, NEW.to_key)] LOOP
+            INSERT INTO private_peers(user_key, peer_key, last_id)
+                VALUES (k, CASE WHEN k = NEW.sender_key THEN NEW.to_key ELSE NEW.sender_key END, NEW.id)
+                ON CONFLICT (user_key, peer_key) DO UPDATE SET last_id = EXCLUDED.last_id
+                WHERE private_peers.last_id < EXCLUDED.last_id;
+        END LOOP;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER private_peers_keep AFTER INSERT ON messages FOR EACH ROW WHEN (NEW.group_key = '')
+        EXECUTE PROCEDURE realmchat_keep_private_peers();
+    ALTER TABLE users ADD COLUMN receipts BOOLEAN NOT NULL DEFAULT true;
+    CREATE TABLE IF NOT EXISTS mentions(user_key TEXT, msg_id BIGINT, PRIMARY KEY(user_key, msg_id));
     """,
 ]
 
@@ -708,6 +749,22 @@ class PostgresStorage(Storage):
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         _no_nul(like)
         return await self._read_room(roomops.browse(user_key, like, ' COLLATE "C"'))
+
+    # ---- conversation state (convops) --------------------------------------------------------
+
+    async def conversations(self, user_key: str) -> list[ConversationRecord]:
+        return await self._auto(lambda c: roomops.drive_async(convops.conversations(user_key), c))
+
+    async def mark_read(self, user_key: str, peer_key: str, msg_id: int) -> ReadMark:
+        # Statements in autocommit: the upsert alone keeps the marker monotonic (its CASE is
+        # evaluated on the locked row), so running it again is harmless.
+        return await self._auto(lambda c: roomops.drive_async(convops.mark_read(user_key, peer_key, msg_id), c))
+
+    async def set_receipts(self, user_key: str, enabled: bool) -> None:
+        await self._auto(lambda c: roomops.drive_async(convops.set_receipts(user_key, enabled), c))
+
+    async def audience(self, user_key: str) -> list[str]:
+        return await self._auto(lambda c: roomops.drive_async(convops.audience(user_key), c))
 
     # ---- files -------------------------------------------------------------------------------
 

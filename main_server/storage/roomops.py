@@ -254,6 +254,7 @@ def delete_group(key: str, actor: User) -> Op[RoomChange]:
     yield ("exec", "DELETE FROM messages WHERE group_key=?", (key,))
     for table in ("members", "group_invites", "group_bans"):
         yield ("exec", f"DELETE FROM {table} WHERE group_key=?", (key,))
+    yield ("exec", "DELETE FROM read_markers WHERE peer_key=?", (key,))
     yield ("exec", "DELETE FROM groups WHERE key=?", (key,))
     return RoomChange(g, actor.name, actor.key, me.role, told)
 

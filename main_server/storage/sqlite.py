@@ -22,13 +22,15 @@ from typing import Any, TypeVar
 from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
 
 from ..metrics import COMMIT_OPS, COMMIT_SECONDS
-from . import roomops
+from . import convops, roomops
 from .base import (
+    ConversationRecord,
     FileRecord,
     GroupInfo,
     GroupRecord,
     MemberInfo,
     MessageRecord,
+    ReadMark,
     RoomChange,
     RoomInfo,
     SessionRecord,
@@ -162,6 +164,36 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX file_recipients_pending ON file_recipients(user_key, file_id) WHERE downloaded = 0;
     """,
+    # Conversation state follows the user (main_server/storage/convops.py): each user's private
+    # conversations with their newest message id (kept by a trigger at every private send, so listing them
+    # never scans messages), a read marker per (user, conversation), the read-receipts setting,
+    # and the mentions table (filled where messages are stored; counted here).
+    """
+    CREATE TABLE private_peers (
+        user_key TEXT NOT NULL,
+        peer_key TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        PRIMARY KEY (user_key, peer_key)
+    ) WITHOUT ROWID;
+    INSERT INTO private_peers(user_key, peer_key, last_id)
+        SELECT a, b, MAX(id) FROM (SELECT sender_key AS a, to_key AS b, id FROM messages WHERE group_key = ''
+                                   UNION ALL SELECT to_key, sender_key, id FROM messages WHERE group_key = '')
+        GROUP BY a, b;
+    CREATE TABLE read_markers (
+        user_key TEXT NOT NULL,
+        peer_key TEXT NOT NULL,
+        read_id INTEGER NOT NULL,
+        PRIMARY KEY (user_key, peer_key)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER private_peers_keep AFTER INSERT ON messages WHEN NEW.group_key = '' BEGIN
+        INSERT INTO private_peers(user_key, peer_key, last_id) VALUES (NEW.sender_key, NEW.to_key, NEW.id)
+            ON CONFLICT(user_key, peer_key) DO UPDATE SET last_id = excluded.last_id;
+        INSERT INTO private_peers(user_key, peer_key, last_id) VALUES (NEW.to_key, NEW.sender_key, NEW.id)
+            ON CONFLICT(user_key, peer_key) DO UPDATE SET last_id = excluded.last_id;
+    END;
+    ALTER TABLE users ADD COLUMN receipts INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE IF NOT EXISTS mentions(user_key TEXT, msg_id INTEGER, PRIMARY KEY(user_key, msg_id))
+    """,
 ]
 
 _STOP = object()
@@ -261,9 +293,16 @@ class SQLiteStorage(Storage):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for i in range(version, len(MIGRATIONS)):
             conn.execute("BEGIN IMMEDIATE")
-            for stmt in MIGRATIONS[i].split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
+            # Statements end at a ';' that completes one (a trigger's body holds several).
+            stmt = ""
+            for piece in MIGRATIONS[i].split(";"):
+                stmt += piece + ";"
+                if sqlite3.complete_statement(stmt):
+                    if stmt.strip(" \n;"):
+                        conn.execute(stmt)
+                    stmt = ""
+            if stmt.strip(" \n;"):
+                conn.execute(stmt)
             conn.execute(f"PRAGMA user_version={i + 1}")
             conn.execute("COMMIT")
             log.info("sqlite schema migrated to version %d", i + 1)
@@ -560,6 +599,21 @@ class SQLiteStorage(Storage):
 
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         return await self._room(roomops.browse(user_key, like))
+
+    # ---- conversation state (convops) --------------------------------------------------------
+
+    async def conversations(self, user_key: str) -> list[ConversationRecord]:
+        # Reads: on the read connection, so a busy writer does not hold them up (nor they it).
+        return await self._read(lambda c: roomops.drive_sync(convops.conversations(user_key), c))
+
+    async def mark_read(self, user_key: str, peer_key: str, msg_id: int) -> ReadMark:
+        return await self._do(lambda c: roomops.drive_sync(convops.mark_read(user_key, peer_key, msg_id), c))
+
+    async def set_receipts(self, user_key: str, enabled: bool) -> None:
+        await self._do(lambda c: roomops.drive_sync(convops.set_receipts(user_key, enabled), c))
+
+    async def audience(self, user_key: str) -> list[str]:
+        return await self._read(lambda c: roomops.drive_sync(convops.audience(user_key), c))
 
     # ---- files -------------------------------------------------------------------------------
 
