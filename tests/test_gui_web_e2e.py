@@ -230,6 +230,7 @@ async def register_in_browser(b: Browser, user: str, realm: str = "alpha", passw
         except AssertionError:
             if await b.find("enter a user name and a password") is None:
                 break  # slow, not refused: keep waiting
+            await b.fill("Password", password, replace=True)  # its change events, once more
     await b.wait_text(f"{user} @ {realm}", 30)
 
 

@@ -61,8 +61,10 @@ def test_parse_line_raises_only_chat_errors_and_keeps_its_promises(line: str) ->
     if "\n" not in line:
         assert not any("\n" in a for a in cmd.args)
     if spec.rest:
-        assert cmd.args[-1].strip()  # a message is never empty
-        assert " " not in cmd.args[0]  # the target ends at the first space (names are checked later)
+        if cmd.args:
+            assert cmd.args[-1].strip()  # a message is never empty
+        if len(cmd.args) > 1:
+            assert " " not in cmd.args[0]  # the target ends at the first space (names are checked later)
     elif cmd.verb != "sendfile":
         assert not any(ch.isspace() for a in cmd.args for ch in a)
     else:
