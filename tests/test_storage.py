@@ -758,13 +758,25 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
     monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:2])
     old = open_storage(db_url, tmp_path)
     await old.open()
-    alice, bob, carol = await users(old, "Alice", "Bob", "Carol")
+    _, _, carol = await users(old, "Alice", "Bob", "Carol")
     # What that release's create_group / join_group / leave_group wrote.
     group = "INSERT INTO groups(key, name, owner_key, created) VALUES (?, ?, ?, '2026-11-01')"
     member = "INSERT INTO members(group_key, user_key, role) VALUES (?, ?, ?)"
     rows = [(group, ("team", "Team", "alice")), (member, ("team", "alice", "owner")),
             (member, ("team", "bob", "member")),
             (group, ("left", "Left", "carol")), (member, ("left", "bob", "member"))]
+    # And what its store_group / store_private wrote (ids 1-6 in this order on a fresh database;
+    # today's code writes columns that schema did not have yet).
+    gmsg = ("INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, '2026-11-01T00:00:00.000Z')")
+    pmsg = ("INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, '2026-11-01T00:00:00.000Z')")
+    queued = "INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?, ?, CAST(? AS BIGINT))"
+    for i in range(3):
+        rows += [(gmsg, ("Alice", "alice", "Team", "team", f"m{i}")), (queued, ("bob", "team", i + 1))]
+    rows.append((gmsg, ("Bob", "bob", "Left", "left", "carol left this one")))
+    for i in range(2):
+        rows += [(pmsg, ("Alice", "alice", "Bob", "bob", f"p{i}")), (queued, ("bob", "", i + 5))]
     if isinstance(old, SQLiteStorage):
         await old.close()
         with sqlite3.connect(old.path) as c:
@@ -783,15 +795,18 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
                 await conn.execute(pg_sql(sql.replace("'2026-11-01'", "TIMESTAMPTZ '2026-11-01'")), *params)
         finally:
             await conn.close()
-    sent = [(await old.store_group(alice, "team", f"m{i}")).message for i in range(3)]
-    sent.append((await old.store_group(bob, "left", "carol left this one")).message)
-    private = [(await old.store_private(alice, "bob", f"p{i}")).message for i in range(2)]
     await old.close()
     monkeypatch.undo()
 
     s = open_storage(db_url, tmp_path)
     await s.open()
     try:
+        every = await s.get_messages([1, 2, 3, 4, 5, 6])
+        assert [(m.sender, m.group or m.to, m.text, m.deleted, m.edited, m.reply_to) for m in every] == [
+            ("Alice", "Team", "m0", False, "", 0), ("Alice", "Team", "m1", False, "", 0),
+            ("Alice", "Team", "m2", False, "", 0), ("Bob", "Left", "carol left this one", False, "", 0),
+            ("Alice", "Bob", "p0", False, "", 0), ("Alice", "Bob", "p1", False, "", 0)]
+        sent, private = every[:4], every[4:]
         if isinstance(s, SQLiteStorage):
             with sqlite3.connect(s.path) as c:
                 assert c.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
