@@ -836,3 +836,90 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
         assert [(g.name, g.role) for g in await s.list_groups("bob")] == [("Left", "member"), ("Team", "member")]
     finally:
         await s.close()
+
+
+# ---- the life of a message (both engines) -------------------------------------------------------
+
+
+async def test_message_life_rules_and_search(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    p = (await store.store_private(alice, "bob", "hello @bob zebra", mentions=("bob",))).message
+    assert (await store.peek_inbox("bob", 10))[0][0].mention is True
+    with pytest.raises(PermissionDenied):
+        await store.edit_message(bob, p.id, "not mine")
+    with pytest.raises(NotFound):
+        await store.edit_message(carol, p.id, "not even visible")
+    with pytest.raises(NotFound):
+        await store.react(carol, p.id, "x", True)
+    ch = await store.edit_message(alice, p.id, "quagga now")
+    assert ch.audience == ["alice", "bob"] and TS_RE.match(ch.message.edited)
+    assert await store.search("bob", ["zebra"]) == []
+    assert [m.id for m in await store.search("bob", ["quagga"])] == [p.id]
+    assert await store.search("carol", ["quagga"]) == []
+    assert (await store.react(bob, p.id, "👍", True)).changed
+    assert not (await store.react(bob, p.id, "👍", True)).changed
+    assert (await store.history_private("alice", "bob", 10))[0].reactions == (("👍", ("Bob",)),)
+    await store.create_group("g", "G", alice, "private")
+    early = (await store.store_group(alice, "g", "quagga early")).message
+    await store.invite("g", alice, "bob")
+    await store.join_group("g", bob)
+    late = (await store.store_group(alice, "g", "quagga late", reply_to=early.id)).message
+    assert late.reply_to == early.id
+    assert [m.id for m in await store.search("bob", ["quagga"], group_key="g")] == [late.id]
+    with pytest.raises(NotFound):
+        await store.message_for("bob", early.id)  # before bob joined
+    with pytest.raises(PermissionDenied):
+        await store.delete_message(bob, late.id)
+    await store.set_role("g", alice, "bob", "admin")
+    gone = await store.delete_message(bob, late.id)
+    assert gone.message.deleted and gone.audience == ["alice", "bob"]
+    assert await store.search("bob", ["quagga"], group_key="g") == []
+    tomb = (await store.history_group("bob", "g", 10))[-1]
+    assert (tomb.id, tomb.text, tomb.deleted) == (late.id, "", True)
+    # A deleted undelivered message is never delivered.
+    q = (await store.store_private(alice, "carol", "never seen")).message
+    await store.delete_message(alice, q.id)
+    assert await store.peek_pending("carol", 10) == []
+
+
+async def test_history_pages_by_id(store: Storage) -> None:
+    alice, _ = await users(store, "Alice", "Bob")
+    ids = [(await store.store_private(alice, "bob", f"n{i}")).message.id for i in range(30)]
+    assert [m.id for m in await store.history_private("bob", "alice", 5)] == ids[-5:]
+    assert [m.id for m in await store.history_private("bob", "alice", 5, before=ids[10])] == ids[5:10]
+    assert [m.id for m in await store.history_private("bob", "alice", 5, after=ids[10])] == ids[11:16]
+
+
+async def test_upgrade_from_version_4_indexes_old_messages(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import main_server.storage.postgres as pg_engine
+    import main_server.storage.sqlite as sqlite_engine
+
+    monkeypatch.setattr(sqlite_engine, "MIGRATIONS", SQLITE_MIGRATIONS[:4])
+    monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:4])
+    old = open_storage(db_url, tmp_path)
+    await old.open()
+    await users(old, "Alice", "Bob")
+    await old.close()
+    sql = ("INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) "
+           "VALUES ('Alice', 'alice', 'Bob', 'bob', 'okapi from before', '2026-11-01T00:00:00.000Z')")
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(tmp_path / "chat.db") as c:
+            c.execute(sql)
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+    monkeypatch.undo()
+    s = open_storage(db_url, tmp_path)
+    await s.open()
+    try:
+        found = await s.search("bob", ["okapi"])
+        assert [(m.text, m.deleted, m.edited, m.reply_to) for m in found] == [("okapi from before", False, "", 0)]
+        assert await s.search("carol", ["okapi"]) == []
+    finally:
+        await s.close()
