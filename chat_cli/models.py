@@ -100,9 +100,11 @@ class Message:
     def names(self, user: str | None) -> bool:
         """True if the text mentions `user` as @user (the server's `mention` flag, or the text
         itself for messages fetched by history or sent by this session)."""
+        if self.deleted:
+            return False
         if self.mention:
             return True
-        if not user or self.deleted:
+        if not user:
             return False
         low = self.text.casefold()
         needle = "@" + user.casefold()
@@ -126,7 +128,7 @@ class Message:
 
     def with_deleted(self) -> Message:
         """The tombstone of this message after a DeletedEvent."""
-        return replace(self, text="", deleted=True, reactions={})
+        return replace(self, text="", deleted=True, reactions={}, mention=False)
 
     def with_reaction(self, emoji: str, user: str, on: bool) -> Message:
         """This message after a ReactionEvent (idempotent: adding twice or removing what is

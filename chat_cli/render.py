@@ -94,14 +94,15 @@ def fmt_quote(original: Message | None, reply_to: int, me: str | None) -> str:
 
 
 def fmt_message(msg: Message, me: str | None, now: datetime | None = None, *, ids: bool = False,
-                color: bool = False, original: Message | None = None) -> str:
+                color: bool = False, original: Message | None = None, quote: bool = True) -> str:
     """`[alice → you 10:42] halo` for a private message, `[#progjar] bob: hi` for a group one.
 
     Version 2 additions, each only when it applies: a reply gets a quote line above it
     (`original` is the message it answers, if known); an edited message ends in "(edited)"; a
     deleted one reads "message deleted"; reactions follow on a line of their own; a message
     naming `me` as @me is highlighted (bold with `color`, else marked "← mentions you"). With
-    `ids` the message id follows, dim, as `#123` (what edit, delete, reply and react take)."""
+    `ids` the message id follows, dim, as `#123` (what edit, delete, reply and react take).
+    `quote` False leaves the reply's quote out (search results)."""
     text = "message deleted" if msg.deleted else sanitize(msg.text)
     if msg.deleted:
         text = _dim(text, color) if color else "(message deleted)"
@@ -120,7 +121,7 @@ def fmt_message(msg: Message, me: str | None, now: datetime | None = None, *, id
     if ids and msg.id:
         line += "  " + _dim(f"#{msg.id}", color)
     lines = [line]
-    if msg.reply_to:
+    if msg.reply_to and quote:
         lines.insert(0, "  " + _dim(fmt_quote(original, msg.reply_to, me), color))
     if msg.reactions and not msg.deleted:
         lines.append("  " + fmt_reactions(msg, me))

@@ -662,7 +662,9 @@ class Terminal:
         for h in hits:
             self._saw_message(h.message)
             where = f"in {sanitize(h.peer)}" if h.kind == "group" else f"with {sanitize(h.peer)}"
-            lines.append(f"{where}: {self.fmt(h.message)}")
+            self.remember(h.message)
+            lines.append(f"{where}: " + fmt_message(h.message, self.client.user, ids=self.show_ids, color=self.color,
+                                                    quote=False))
         self.say("\n".join(lines))
 
     async def _creategroup(self, a: tuple[str, ...]) -> None:

@@ -4,8 +4,11 @@ terminal client, against a real main server and two realms (alpha, beta)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -23,7 +26,21 @@ from chat_cli import (
 
 from .stack import Stack
 from .test_cli_terminal import LiveCli, run_cli
-from .test_client_lib import PW, Recorder, until, user
+from .test_client_lib import PW, Recorder, user
+
+T = TypeVar("T")
+
+
+async def until(cond: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
+    """Polls `cond` until it returns something truthy, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def of(rec: Recorder, kind: type) -> list:  # type: ignore[type-arg]
@@ -199,7 +216,9 @@ async def test_terminal_edit_reply_react_delete_search(stack: Stack, uname: Call
         # A reply shows a one-line quote of the original above it.
         bob.send(f"reply #{mid} sure, noon")
         bob.wait_for(rf"^  ↪ {a}: hi @{b} lunch\?$")
-        rid = int(re.search(r"#(\d+)$", bob.wait_for(rf"^\[you → {a} [\d:]+\] sure, noon  #\d+$")).group(1))  # type: ignore[union-attr]
+        mine = re.search(r"#(\d+)$", bob.wait_for(rf"^\[you → {a} [\d:]+\] sure, noon  #\d+$"))
+        assert mine
+        rid = int(mine.group(1))
 
         r = run_cli(stack.realm("alpha"), [f"auth {a} {PW}", f"edit {mid} hi @{b} lunch at noon?", f"react {rid} 👍",
                                            f"history {b}", "search noon"], "--ids")
