@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
+from chat_cli import ChatClient
 from gui.controller import ChatController
 from gui.state import ChatLine, Kind, conv_key
 from realmchat.errors import InvalidArgument, PermissionDenied
 
 from .stack import Stack
 from .test_client_lib import user
-from .test_gui_logic import logged_in, make_controller, until
+from .test_gui_logic import PW, logged_in, make_controller, until
 
 __all__ = ["make_controller"]  # the fixture, re-used
 
@@ -77,13 +78,16 @@ async def test_search_opens_the_conversation_and_history_pages(
         stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
     alice, bob = uname("alice"), uname("bob")
     token = uname("walrus").replace("_", "")
+    reg = await ChatClient.connect(*stack.realm("alpha"))
+    await reg.register(alice, PW)
+    await reg.close()
     client, _ = await user(stack.realm("beta"), bob)
     try:
         ids = [(await client.send_private(alice, f"{token} number {i}" if i == 1 else f"filler {i}")).id
                for i in range(12)]
     finally:
         await client.close()
-    a = await logged_in(make_controller(history_page=5), stack.realm("alpha"), alice)
+    a = await logged_in(make_controller(history_page=5), stack.realm("alpha"), alice, register=False)
     await a.refresh_groups()
 
     hits = await a.search(token)
