@@ -25,6 +25,7 @@ QUICK = {
     "clients": 40, "rate1": 200.0, "rate2": 1000.0, "duration": 1.5, "full_duration": 1.5, "warmup": 0.3,
     "groups": 2, "group_size": 5, "group_rate": 40.0, "idle": 200, "active_clients": 4, "active_rate": 50.0,
     "file_mib": 4.0, "logins": 4, "drain": 60.0,
+    "search_messages": 20_000, "search_queries": 100, "search_users": 12, "search_groups": 6, "search_searchers": 4,
 }
 
 
@@ -34,8 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="realmchat benchmark: a real stack (main + realms alpha and beta) driven by a "
                     "multi-process load generator over the realm text protocol. Workloads: "
                     "1 private at a fixed rate, 2 private at a high fixed rate, 3 private at full speed, "
-                    "4 group fan-out (fixed rate, full speed), 5 idle connections, 6 a large file, 7 logins.")
-    p.add_argument("--workloads", default="1,2,3,4,5,6,7", help="comma-separated workload numbers")
+                    "4 group fan-out (fixed rate, full speed), 5 idle connections, 6 a large file, 7 logins, "
+                    "8 search over a large history.")
+    p.add_argument("--workloads", default="1,2,3,4,5,6,7,8", help="comma-separated workload numbers")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run of every workload at tiny scale")
     p.add_argument("--workers", type=int, default=2, help="load generator processes")
     p.add_argument("--clients", type=int, default=2000, help="workloads 1-3: clients, half on each realm")
@@ -53,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--active-rate", type=float, default=200.0, help="workload 5: active messages/s")
     p.add_argument("--file-mib", type=float, default=200.0, help="workload 6: file size in MiB")
     p.add_argument("--logins", type=int, default=32, help="workload 7: users registered and logged in")
+    p.add_argument("--search-messages", type=int, default=1_000_000,
+                   help="workload 8: messages loaded into main's SQLite before searching")
+    p.add_argument("--search-queries", type=int, default=1000, help="workload 8: searches timed")
+    p.add_argument("--search-users", type=int, default=200, help="workload 8: users (senders and recipients)")
+    p.add_argument("--search-groups", type=int, default=100, help="workload 8: groups")
+    p.add_argument("--search-searchers", type=int, default=16,
+                   help="workload 8: users who search, each in 5 groups")
     p.add_argument("--drain", type=float, default=300.0,
                    help="most seconds to wait, after sending, for outstanding acks and deliveries")
     p.add_argument("--production-hash", action="store_true",
