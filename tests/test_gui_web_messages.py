@@ -2,7 +2,8 @@
 deletes, replies to and reacts to messages through the per-message actions (shown on hover),
 and a raw text-protocol client on realm beta sees each change live; an edit and a reaction made
 on beta show live in the browser. Then a search result opens its conversation, and the same
-conversation at phone width. Screenshots go to test-artifacts/."""
+conversation at phone width; and scrolling back through a long group history loads older pages.
+Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from .gui_driver import AXNode, Browser, CDPError
+from .gui_driver import AXNode, Browser, CDPError, wait_for
 from .stack import PYTHON, ROOT, ServerProcess, Stack
 from .test_gui_web_e2e import register_in_browser
 from .test_gui_web_rooms import event_where
 from .textclient import login
 
 ARTIFACTS = ROOT / "test-artifacts"
+# A wheel turn upwards at (x, y), given to the element Flutter listens on.
+WHEEL_UP = """(() => {
+  const target = document.querySelector('flutter-view') || document.querySelector('flt-glass-pane') || document.body;
+  target.dispatchEvent(new WheelEvent('wheel', {deltaY: -400, deltaMode: 0, clientX: %f, clientY: %f,
+                                                bubbles: true, cancelable: true}));
+  return target.tagName;
+})()"""
 PHONE = (400, 800)
 
 
@@ -145,5 +153,44 @@ async def test_edit_delete_reply_react_live_both_ways(
         await b.wait_text(re.compile(rf"^🎉 1: {re.escape(bob)}"), 20)
         await b.wait_text(re.compile(rf"↪ {re.escape(bob)}: morning @"), 20)
         await b.screenshot(ARTIFACTS / "gui-messages-phone.png")
+    finally:
+        await bob_client.close()
+
+
+async def test_scrolling_back_loads_older_pages(stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
+    """A conversation opens with its latest page; scrolling up (a mouse wheel turn; CDP's own
+    wheel events do not reach Flutter's view here, so the WheelEvent is dispatched to it) loads the
+    pages before it until the first message. (A public group written in before the browser
+    user joins: its history comes only page by page.)"""
+    alice, bob, g = uname("alice"), uname("bob"), uname("archive")
+    b = browser
+    bob_client = await login(*stack.realm("beta"), bob)
+    try:
+        await bob_client.ok(f"creategroup {g}")
+        for i in range(70):
+            await bob_client.ok(f"sendgroup {g} old message {i:02d}")
+        await register_in_browser(b, alice)
+        await b.click(await b.wait_text("Join", role="button"))
+        await b.fill("Group name", g)
+        await b.click(await b.wait_text("Join group", role="button"))
+        last = await b.wait_text("old message 69", 20)
+        assert await b.find("old message 00") is None
+
+        x, y = await b.center_of(last)
+
+        async def scrolled_to_start() -> bool:
+            await b.cdp.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y - 100)
+            for _ in range(5):
+                await b.evaluate(WHEEL_UP % (x, y - 100))
+                await asyncio.sleep(0.1)
+            return await b.find("old message 00") is not None
+
+        try:
+            await wait_for(scrolled_to_start, 40, "the first message after scrolling back", interval=0.5)
+        except AssertionError as e:
+            await b.screenshot(ARTIFACTS / "gui-messages-older-failed.png")
+            raise AssertionError(f"{e}; visible texts: {await b.ax_texts()}") from None
+        assert await b.find("Load older messages") is None  # nothing older left
+        await b.screenshot(ARTIFACTS / "gui-messages-older.png")
     finally:
         await bob_client.close()
