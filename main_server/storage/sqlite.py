@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,6 +214,14 @@ MIGRATIONS: list[str] = [
 ]
 
 _STOP = object()
+# A search ranks the newest this many matches in the caller's conversations: all of them but for
+# the commonest words, whose older matches are not ranked (see docs/PERFORMANCE.md).
+SEARCH_CANDIDATES = 2000
+# A word's document frequency, for its weight, is counted up to this many matches and estimated
+# beyond from how far back its newest DF_SAMPLE matches reach.
+DF_SAMPLE = 1000
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
+_TOKEN = re.compile(r"\w+")
 # The reader's mention flag, for queries over undelivered d joined to messages m.
 _MENTION = "EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = d.user_key AND x.msg_id = m.id) AS mention"
 
@@ -238,6 +249,46 @@ def scope_token(kind: str, key: str) -> str:
     """A conversation token of messages_fts.scope: 'u' or 'g' and the key's UTF-8 in hex (as
     SQLite's hex() writes it in the triggers)."""
     return f'"{kind}{key.encode().hex().upper()}"'
+
+
+def fold(text: str) -> list[str]:
+    """The words of a text about as FTS5's unicode61 tokenizer (remove_diacritics 2) sees them."""
+    if text.isascii():
+        return _TOKEN.findall(text.lower())
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch))
+    return _TOKEN.findall(plain)
+
+
+def word_weight(c: sqlite3.Connection, word: str, total: int) -> float:
+    """bm25's IDF of one word over all messages, its document frequency counted, or estimated for
+    a very common word (FTS5's own bm25() walks every posting of every word, tens of ms for a
+    word in half the messages)."""
+    match = f"text : ({fts_words([word])})"
+    far = c.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC "
+                    "LIMIT 1 OFFSET ?", (match, DF_SAMPLE - 1)).fetchone()
+    if far is None:
+        df = c.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (match,)).fetchone()[0]
+    else:
+        df = min(total, DF_SAMPLE * total / max(total - far[0] + 1, 1))
+    return max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)
+
+
+def bm25_order(c: sqlite3.Connection, records: list[MessageRecord], words: list[str]) -> list[MessageRecord]:
+    """The records best first by BM25 over their text (as FTS5's bm25() would rank them, with
+    estimated weights for very common words), newest first among equals."""
+    if not records:
+        return records
+    total = c.execute("SELECT max(id) FROM messages").fetchone()[0] or 1
+    wanted = {w: word_weight(c, w, total) for w in dict.fromkeys(fold(" ".join(words)))}
+    tokens = [fold(r.text) for r in records]
+    avg = max(sum(map(len, tokens)) / len(tokens), 1.0)
+
+    def score(toks: list[str]) -> float:
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / avg)
+        return sum(idf * (tf := toks.count(w)) * (BM25_K1 + 1) / (tf + norm) for w, idf in wanted.items())
+
+    scored = sorted(zip(records, tokens, strict=True), key=lambda rt: (-score(rt[1]), -rt[0].id))
+    return [r for r, _ in scored]
 
 
 def fts_words(words: list[str]) -> str:
@@ -580,12 +631,16 @@ class SQLiteStorage(Storage):
             match = f"text : ({fts_words(words)}) AND scope : ({scope})"
             extra = ("AND m.group_key = '' AND ((m.sender_key = ? AND m.to_key = ?) OR (m.sender_key = ? AND "
                      "m.to_key = ?)) ", (user_key, peer_key, peer_key, user_key)) if peer_key else ("", ())
+            # The newest SEARCH_CANDIDATES matches inside the caller's conversations (FTS5 walks
+            # its postings newest first and stops there), the access check on those rows only,
+            # then BM25 here: a word found in most messages costs about what a rarer one does.
             rows = c.execute(
-                f"SELECT {', '.join('m.' + col for col in roomops.MSG_COLS.split(', '))} FROM messages_fts f "
-                f"JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? AND {roomops.SEARCH_ACCESS} "
-                f"{extra[0]}ORDER BY bm25(messages_fts), m.id DESC LIMIT ?",
-                (match, user_key, user_key, user_key, *extra[1], limit)).fetchall()
-            return roomops.drive_sync(roomops.with_reactions([_message(r) for r in rows]), c)
+                f"SELECT {', '.join('m.' + col for col in roomops.MSG_COLS.split(', '))} FROM ("
+                "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f "
+                f"JOIN messages m ON m.id = f.id WHERE {roomops.SEARCH_ACCESS} {extra[0]}",
+                (match, SEARCH_CANDIDATES, user_key, user_key, user_key, *extra[1])).fetchall()
+            best = bm25_order(c, [_message(r) for r in rows], words)[:limit]
+            return roomops.drive_sync(roomops.with_reactions(best), c)
 
         return await self._read(op)
 
