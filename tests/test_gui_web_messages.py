@@ -153,6 +153,20 @@ async def test_edit_delete_reply_react_live_both_ways(
         await b.wait_text(re.compile(rf"^🎉 1: {re.escape(bob)}"), 20)
         await b.wait_text(re.compile(rf"↪ {re.escape(bob)}: morning @"), 20)
         await b.screenshot(ARTIFACTS / "gui-messages-phone.png")
+        # On a phone the actions come with a long press (a touch: no hover there).
+        await b.cdp.send("Input.dispatchMouseEvent", type="mouseMoved", x=1, y=1)
+
+        async def no_actions() -> bool:
+            return await b.find("Reply", role="button") is None
+
+        await wait_for(no_actions, 10, "the actions to hide once the pointer leaves")
+        x, y = await b.center_of(await b.wait_text("yes, on my way", 20))
+        await b.cdp.send("Input.dispatchTouchEvent", type="touchStart", touchPoints=[{"x": x, "y": y}])
+        await asyncio.sleep(1.0)
+        await b.cdp.send("Input.dispatchTouchEvent", type="touchEnd", touchPoints=[])
+        await b.wait_text("Reply", 10, role="button")
+        await b.wait_text("Edit", 10, role="button")
+        await b.screenshot(ARTIFACTS / "gui-messages-phone-actions.png")
     finally:
         await bob_client.close()
 
