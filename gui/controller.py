@@ -641,9 +641,22 @@ class ChatController:
             self._fill_history(conv, msgs)
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
 
+    def _merge(self, conv: Conversation, m: Message) -> bool:
+        """Adds message `m`, or brings the line already shown up to date with it (history is
+        the source of truth: edits, deletions and reactions made while this client was away
+        arrive that way). True if a line was added."""
+        line = self._line(m)
+        if conv.add(line):
+            return True
+        shown = conv.find(m.id)
+        if shown is not None and shown.kind is not LineKind.FILE:
+            shown.text, shown.edited, shown.deleted = line.text, line.edited, line.deleted
+            shown.reactions, shown.mention, shown.reply_to = line.reactions, line.mention, line.reply_to
+        return False
+
     def _fill_history(self, conv: Conversation, msgs: list[Message]) -> None:
         for m in msgs:
-            conv.add(self._line(m))
+            self._merge(conv, m)
         conv.history_loaded, conv.history_error = True, ""
         conv.more = bool(getattr(msgs, "more", False))
 
@@ -662,7 +675,7 @@ class ChatController:
         try:
             page = await self._client().history(self._peer(conv), self.history_page, before=oldest)
             for m in page:
-                added += conv.add(self._line(m))
+                added += self._merge(conv, m)
             conv.more = page.more and bool(page)
         finally:
             conv.loading_older = False

@@ -73,6 +73,17 @@ async def test_reply_edit_react_delete_live_between_two_guis(
     await until(lambda: seen.deleted and seen.text == "" and not seen.reactions, "bob sees the tombstone")
     assert b.state.conversations[b_key].preview.endswith("looks good")  # the reply is the last line
 
+    # History is the source of truth: reloading it (as after a reconnect) brings a line that
+    # missed changes up to date in place.
+    await b.toggle_reaction(answer.id or 0, "🎉")
+    stale = line_of(a, a_key, answer.id)
+    assert stale is not None
+    await until(lambda: stale.reactions == {"🎉": [bob]}, "alice sees bob's reaction on his reply")
+    stale.text, stale.reactions, seen_before = "stale", {}, len(a.state.conversations[a_key].lines)
+    await a.load_history(a.state.conversations[a_key])
+    assert stale.text == "looks good" and stale.reactions == {"🎉": [bob]}
+    assert len(a.state.conversations[a_key].lines) == seen_before
+
 
 async def test_search_opens_the_conversation_and_history_pages(
         stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
