@@ -244,3 +244,43 @@ async def test_terminal_edit_reply_react_delete_search(stack: Stack, uname: Call
     finally:
         bob.send("quit")
         bob.proc.wait(10)
+
+
+# ---- pure parts: parsing what the user types, rendering -----------------------------------------
+
+
+def test_message_verbs_parse_and_render() -> None:
+    from chat_cli import EditedEvent, Message, ReactionEvent, apply_change
+    from chat_cli.render import fmt_message
+    from chat_cli.terminal import parse_user_line
+    from realmchat.errors import InvalidArgument as Invalid
+
+    assert parse_user_line("edit #12 new words here").args == ("12", "new words here")  # type: ignore[union-attr]
+    assert parse_user_line("reply 7 ok then").args == ("7", "ok then")  # type: ignore[union-attr]
+    assert parse_user_line("react 7 👍").args == ("7", "👍")  # type: ignore[union-attr]
+    assert parse_user_line("search #crew launch plan").args == ("#crew", "launch plan")  # type: ignore[union-attr]
+    assert parse_user_line("search launch plan").args == ("launch plan",)  # type: ignore[union-attr]
+    assert parse_user_line("history bob 20 before #812").args == ("bob", "20", "before", "#812")  # type: ignore[union-attr]
+    for bad in ("edit x hello", "delete", "react 7", "react 7 " + "x" * 17, "history bob 5 around 3", "search #crew"):
+        with pytest.raises(Invalid):
+            parse_user_line(bad)
+
+    m = Message.from_wire({"id": 812, "from": "alice", "to": "bob", "text": "lunch @bob?", "ts": "2026-11-24T10:42:00Z",
+                           "reply_to": 800, "edited": "2026-11-24T10:43:00Z",
+                           "reactions": {"👍": ["carol", "bob"]}, "mention": True})
+    assert m.reply_to == 800 and m.edited and m.mention and m.names("bob") and m.peer("bob") == "alice"
+    orig = Message(id=800, sender="bob", text="anyone hungry? " * 10, ts="")
+    out = fmt_message(m, "bob", ids=True, original=orig)
+    quote, line, reactions = out.split("\n")
+    assert quote.startswith("  ↪ you: anyone hungry?") and quote.endswith("…") and len(quote) < 70
+    assert line.endswith("lunch @bob? (edited)  ← mentions you  #812"), line
+    assert reactions == "  👍 2 (carol, you)"
+    colored = fmt_message(m, "bob", ids=True, color=True, original=orig)
+    assert "\x1b[1;33m" in colored and "\x1b[2m#812\x1b[0m" in colored
+
+    m2 = apply_change(m, ReactionEvent(id=812, user="bob", emoji="👍", on=False))
+    m2 = apply_change(m2, EditedEvent(id=812, text="lunch?", edited="2026-11-24T10:44:00Z"))
+    assert m2.reactions == {"👍": ("carol",)} and m2.text == "lunch?" and not m2.reacted("👍", "bob")
+    gone = m2.with_deleted()
+    assert gone.deleted and gone.text == "" and not gone.names("bob") and not gone.reactions
+    assert fmt_message(gone, "bob", ids=True).split("\n")[-1].endswith("(message deleted)  #812")
