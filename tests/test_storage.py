@@ -882,6 +882,30 @@ async def test_message_life_rules_and_search(store: Storage) -> None:
     assert await store.peek_pending("carol", 10) == []
 
 
+async def test_sqlite_search_of_a_common_word_ranks_the_newest_matches_the_caller_may_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word with more matches than SEARCH_CANDIDATES in the caller's conversations is ranked
+    among its newest matches there: others' newer messages neither leak nor use up the cap."""
+    from main_server.storage import sqlite as sq
+
+    monkeypatch.setattr(sq, "SEARCH_CANDIDATES", 3)
+    monkeypatch.setattr(sq, "DF_SAMPLE", 2)  # the weight of "common" is estimated
+    s = SQLiteStorage(tmp_path / "chat.db")
+    await s.open()
+    try:
+        alice, bob, carol = await users(s, "Alice", "Bob", "Carol")
+        mine = [(await s.store_private(alice, "bob", f"common word {i}")).message.id for i in range(5)]
+        best = (await s.store_private(bob, "alice", "common common common")).message.id
+        theirs = [(await s.store_private(carol, "alice", f"common secret {i}")).message.id for i in range(5)]
+        found = [m.id for m in await s.search("bob", ["common"])]
+        assert found == [best, mine[4], mine[3]]  # the newest 3 of bob's, most occurrences first
+        assert not set(found) & set(theirs)
+        assert [m.id for m in await s.search("bob", ["common", "word"])] == mine[:1:-1]
+        assert [m.id for m in await s.search("carol", ["common"], peer_key="alice")] == theirs[:1:-1]
+    finally:
+        await s.close()
+
+
 async def test_history_pages_by_id(store: Storage) -> None:
     alice, _ = await users(store, "Alice", "Bob")
     ids = [(await store.store_private(alice, "bob", f"n{i}")).message.id for i in range(30)]
