@@ -221,7 +221,7 @@ SEARCH_CANDIDATES = 2000
 # beyond from how far back its newest DF_SAMPLE matches reach.
 DF_SAMPLE = 1000
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
-_TOKEN = re.compile(r"\w+")
+_TOKEN = re.compile(r"[^\W_]+")  # letters and digits: unicode61 splits on "_" too
 # The reader's mention flag, for queries over undelivered d joined to messages m.
 _MENTION = "EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = d.user_key AND x.msg_id = m.id) AS mention"
 
