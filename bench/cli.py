@@ -26,6 +26,7 @@ QUICK = {
     "groups": 2, "group_size": 5, "group_rate": 40.0, "idle": 200, "active_clients": 4, "active_rate": 50.0,
     "file_mib": 4.0, "logins": 4, "drain": 60.0,
     "presence_users": 40, "presence_group": 10, "presence_churn": 8, "presence_hold": 1.2,
+    "search_messages": 20_000, "search_queries": 100, "search_users": 12, "search_groups": 6, "search_searchers": 4,
 }
 
 
@@ -36,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "multi-process load generator over the realm text protocol. Workloads: "
                     "1 private at a fixed rate, 2 private at a high fixed rate, 3 private at full speed, "
                     "4 group fan-out (fixed rate, full speed), 5 idle connections, 6 a large file, 7 logins, "
-                    "8 presence (users in shared groups logging out and in).")
-    p.add_argument("--workloads", default="1,2,3,4,5,6,7,8", help="comma-separated workload numbers")
+                    "8 presence (users in shared groups logging out and in), 9 search over a large history.")
+    p.add_argument("--workloads", default="1,2,3,4,5,6,7,8,9", help="comma-separated workload numbers")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run of every workload at tiny scale")
     p.add_argument("--workers", type=int, default=2, help="load generator processes")
     p.add_argument("--clients", type=int, default=2000, help="workloads 1-3: clients, half on each realm")
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--presence-churn", type=int, default=500, help="workload 8: users logging out and in")
     p.add_argument("--presence-hold", type=float, default=1.5,
                    help="workload 8: seconds a churning user stays out and stays in")
+    p.add_argument("--search-messages", type=int, default=1_000_000,
+                   help="workload 9: messages loaded into main's SQLite before searching")
+    p.add_argument("--search-queries", type=int, default=1000, help="workload 9: searches timed")
+    p.add_argument("--search-users", type=int, default=200, help="workload 9: users (senders and recipients)")
+    p.add_argument("--search-groups", type=int, default=100, help="workload 9: groups")
+    p.add_argument("--search-searchers", type=int, default=16,
+                   help="workload 9: users who search, each in 5 groups")
     p.add_argument("--drain", type=float, default=300.0,
                    help="most seconds to wait, after sending, for outstanding acks and deliveries")
     p.add_argument("--production-hash", action="store_true",

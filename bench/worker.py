@@ -240,6 +240,24 @@ class Worker:
         await asyncio.gather(*(one(c) for c in cids))
         return {"cycles": cycles, "errors": len(errors), "error_samples": errors[:5]}
 
+    # ---- search (workload 9) ------------------------------------------------------------------
+
+    async def op_search(self, queries: list[tuple[int, str]]) -> dict[str, Any]:
+        """Runs the search commands one after the other (one in flight per generator, like a
+        person waiting for results) and times each from send to response."""
+        lat = array("q")
+        errors: list[str] = []
+        hits = 0
+        for cid, line in queries:
+            t0 = time.perf_counter_ns()
+            r = await asyncio.wait_for(self.clients[cid].command(line), 60)
+            lat.append((time.perf_counter_ns() - t0) // 1000)
+            if not r.startswith(b'{"status":"OK"'):
+                errors.append(f"{line}: {r.decode(errors='replace')[:200]}")
+            else:
+                hits += len(json.loads(r)["messages"])
+        return {"lat_us": lat.tobytes(), "errors": len(errors), "error_samples": errors[:5], "hits": hits}
+
     # ---- files -------------------------------------------------------------------------------
 
     async def op_file_login(self, name: str, host: str, port: int, user: str) -> dict[str, Any]:

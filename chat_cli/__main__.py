@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="connect with TLS (the realm's certificate is verified, name included)")
     parser.add_option("--ca", default="", help="PEM file of the CA that signed the realm's certificate "
                       "(instead of the system's trust store); implies --tls")
+    parser.add_option("--ids", default=False,
+                      help="piped mode: show each message's id (#123) as the interactive client does")
     args = parser.parse_args(argv)
     interactive = sys.stdin.isatty()
     try:
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(amain(args.host, args.port, Path(args.download_dir), args.json, args.wait,
-                                 args.reconnect, interactive, tls))
+                                 args.reconnect, interactive, tls, args.ids))
     except KeyboardInterrupt:
         return 130
 

@@ -47,16 +47,19 @@ from .models import (
     ConnState,
     ConversationInfo,
     Downloaded,
+    Edited,
     Event,
     FileInfo,
     GroupInfo,
     GroupListing,
+    HistoryPage,
     Member,
     Message,
     MessageEvent,
     Moderated,
     Presence,
     Role,
+    SearchHit,
     Sent,
     Session,
     SessionEvent,
@@ -111,6 +114,22 @@ def _presence(r: dict[str, Any], default: str) -> str:
 def _same_name(a: str, b: str) -> bool:
     """Names are unique ignoring case (the protocol)."""
     return a.casefold() == b.casefold()
+
+
+def _check_id(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgument(f"invalid message id {value!r}: a whole number")
+    return value
+
+
+EMOJI_MAX = 16
+
+
+def _check_emoji(value: str) -> str:
+    _check_word(value, "emoji")
+    if len(value) > EMOJI_MAX:
+        raise InvalidArgument(f"an emoji is 1-{EMOJI_MAX} characters without spaces")
+    return value
 
 
 def _expand(path: str | os.PathLike[str]) -> Path:
@@ -702,16 +721,85 @@ class ChatClient:
         PERMISSION_DENIED."""
         return await self._paged(f"inboxgroup {_check_word(group, 'group')}")
 
-    async def history(self, peer: str, n: int | None = None) -> list[Message]:
-        """The recent conversation with a user or a group ("#name" forces a group), delivered
-        or not, oldest first; at most n messages (the server's default if None)."""
+    async def history(self, peer: str, n: int | None = None, before: int | None = None,
+                      after: int | None = None) -> HistoryPage:
+        """The conversation with a user or a group ("#name" forces a group), delivered or not,
+        oldest first: the latest n messages (the server's default if None), or the n just
+        before message `before` / just after message `after` (one of the two at most). The
+        result is a list of messages with `.more`: True when more exist beyond the page (older
+        ones for a plain or `before` call, newer ones for `after`), so scrolling back is
+        `history(peer, n, before=page[0].id)` while `more`."""
         line = f"history {_check_word(peer, 'user or group')}"
         if n is not None:
-            if not isinstance(n, int) or n < 1:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise InvalidArgument("N must be a whole number of at least 1")
             line += f" {n}"
+        if before is not None and after is not None:
+            raise InvalidArgument("history takes before ID or after ID, not both")
+        if before is not None:
+            line += f" before {_check_id(before)}"
+        elif after is not None:
+            line += f" after {_check_id(after)}"
         r = await self._call(line)
-        return [Message.from_wire(m) for m in r.get("messages", []) if isinstance(m, dict)]
+        messages = [Message.from_wire(m) for m in r.get("messages", []) if isinstance(m, dict)]
+        return HistoryPage(messages, more=r.get("more") is True)
+
+    # ---- messages have a life -------------------------------------------------------------
+
+    async def edit(self, message_id: int, text: str) -> Edited:
+        """Replaces the text of your message `message_id` (the author only: PERMISSION_DENIED
+        otherwise; NOT_FOUND for an unknown or deleted id). Everyone who can see it gets an
+        EditedEvent."""
+        r = await self._call(f"edit {_check_id(message_id)} {_check_text(text)}")
+        return Edited(id=int(r.get("id", message_id)), edited=str(r.get("edited", "")))
+
+    async def delete(self, message_id: int) -> int:
+        """Deletes message `message_id` for everyone (its author, or an owner/admin of its
+        group); they get a DeletedEvent and see a tombstone. Returns the id."""
+        r = await self._call(f"delete {_check_id(message_id)}")
+        return int(r.get("id", message_id))
+
+    async def reply(self, message_id: int, text: str) -> Sent:
+        """Answers message `message_id` in its own conversation (private or group): the new
+        message carries reply_to=message_id."""
+        r = await self._call(f"reply {_check_id(message_id)} {_check_text(text)}")
+        return Sent(id=int(r.get("id", 0)), ts=str(r.get("ts", "")))
+
+    async def react(self, message_id: int, emoji: str) -> int:
+        """Adds your reaction `emoji` (1-16 characters, no spaces) to message `message_id`."""
+        r = await self._call(f"react {_check_id(message_id)} {_check_emoji(emoji)}")
+        return int(r.get("id", message_id))
+
+    async def unreact(self, message_id: int, emoji: str) -> int:
+        """Removes your reaction `emoji` from message `message_id`."""
+        r = await self._call(f"unreact {_check_id(message_id)} {_check_emoji(emoji)}")
+        return int(r.get("id", message_id))
+
+    async def search(self, query: str, scope: str | None = None) -> list[SearchHit]:
+        """Messages you may read that match `query`, best first (at most 50), each with its
+        conversation. `scope` narrows it to one conversation: "#GROUP" or "@USER" (a bare name
+        is taken as a user). Deleted messages are never found."""
+        q = _check_text(query)
+        line = "search"
+        if scope:
+            s = _check_word(scope, "scope")
+            if not s.startswith(("#", "@")):
+                s = "@" + s
+            if len(s) < 2:
+                raise InvalidArgument("scope must be #GROUP or @USER")
+            line += f" {s}"
+        elif q.lstrip().startswith(("#", "@")):
+            # A query starting with # or @ would be read as a scope: not what was asked.
+            raise InvalidArgument("a query that starts with # or @ needs a scope (search #GROUP QUERY)")
+        r = await self._call(f"{line} {q}")
+        me = self._user
+        hits: list[SearchHit] = []
+        for obj in r.get("messages", []):
+            if not isinstance(obj, dict):
+                continue
+            m = Message.from_wire(obj)
+            hits.append(SearchHit(message=m, peer=m.peer(me), kind="group" if m.is_group else "user"))
+        return hits
 
     # ---- groups ---------------------------------------------------------------------------
 

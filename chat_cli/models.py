@@ -7,7 +7,7 @@ a field this version does not model yet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -34,9 +34,34 @@ def _str(obj: dict[str, Any], key: str) -> str:
     return "" if value is None else str(value)
 
 
+def _reactions(value: Any) -> dict[str, tuple[str, ...]]:
+    """{"EMOJI": ["user", ...]} as emoji -> users (in the server's order); emojis nobody uses
+    any more are left out."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for emoji, users in value.items():
+        if isinstance(users, list | tuple):
+            names = tuple(str(u) for u in users if u is not None and str(u))
+            if names:
+                out[str(emoji)] = names
+    return out
+
+
+def _same_name(a: str | None, b: str | None) -> bool:
+    # Names are unique ignoring case (realmchat.names).
+    return a is not None and b is not None and a.casefold() == b.casefold()
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A private message (`to` set, `group` None) or a group message (`group` set, `to` None)."""
+    """A private message (`to` set, `group` None) or a group message (`group` set, `to` None).
+
+    Version 2 ("messages have a life"): `reply_to` is the id of the message this one answers;
+    `edited` the time of the last edit ("" if never edited); `deleted` True for a tombstone
+    (text then empty); `reactions` emoji -> the users who reacted with it; `mention` True when
+    the message was pushed to a user it names as @user.
+    """
 
     id: int
     sender: str
@@ -44,6 +69,11 @@ class Message:
     ts: str
     to: str | None = None
     group: str | None = None
+    reply_to: int | None = None
+    edited: str = ""
+    deleted: bool = False
+    reactions: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    mention: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -54,18 +84,121 @@ class Message:
     def time(self) -> datetime | None:
         return parse_ts(self.ts)
 
+    @property
+    def is_edited(self) -> bool:
+        return bool(self.edited)
+
+    def peer(self, me: str | None) -> str:
+        """The conversation this message belongs to, seen by `me`: "#group" for a group, else
+        the other user (the recipient of what `me` sent, the sender otherwise)."""
+        if self.group is not None:
+            return "#" + self.group
+        if _same_name(self.sender, me):
+            return self.to or ""
+        return self.sender
+
+    def names(self, user: str | None) -> bool:
+        """True if the text mentions `user` as @user (the server's `mention` flag, or the text
+        itself for messages fetched by history or sent by this session)."""
+        if self.deleted:
+            return False
+        if self.mention:
+            return True
+        if not user:
+            return False
+        low = self.text.casefold()
+        needle = "@" + user.casefold()
+        start = 0
+        while (i := low.find(needle, start)) >= 0:
+            end = i + len(needle)
+            before_ok = i == 0 or not (low[i - 1].isalnum() or low[i - 1] in "_.-")
+            after_ok = end == len(low) or not (low[end].isalnum() or low[end] in "_-")
+            if before_ok and after_ok:
+                return True
+            start = end
+        return False
+
+    def reacted(self, emoji: str, user: str | None) -> bool:
+        """True if `user` reacted with `emoji`."""
+        return any(_same_name(u, user) for u in self.reactions.get(emoji, ()))
+
+    def with_edit(self, text: str, edited: str) -> Message:
+        """This message after an EditedEvent."""
+        return replace(self, text=text, edited=edited or self.edited or "edited")
+
+    def with_deleted(self) -> Message:
+        """The tombstone of this message after a DeletedEvent."""
+        return replace(self, text="", deleted=True, reactions={}, mention=False)
+
+    def with_reaction(self, emoji: str, user: str, on: bool) -> Message:
+        """This message after a ReactionEvent (idempotent: adding twice or removing what is
+        not there changes nothing)."""
+        reactions = dict(self.reactions)
+        users = [u for u in reactions.get(emoji, ()) if not _same_name(u, user)]
+        if on:
+            users.append(user)
+        if users:
+            reactions[emoji] = tuple(users)
+        else:
+            reactions.pop(emoji, None)
+        return replace(self, reactions=reactions)
+
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Message:
         group = obj.get("group")
+        deleted = obj.get("deleted") is True
         return cls(
             id=_int(obj, "id"),
             sender=_str(obj, "from"),
-            text=_str(obj, "text"),
+            text="" if deleted else _str(obj, "text"),
             ts=_str(obj, "ts"),
             to=None if group is not None else _str(obj, "to"),
-            group=None if group is None else str(group),
+            group=None if group is None else str(group).lstrip("#"),
+            reply_to=_int(obj, "reply_to") or None,
+            edited=_str(obj, "edited") if obj.get("edited") not in (None, False, "") else "",
+            deleted=deleted,
+            reactions=_reactions(obj.get("reactions")),
+            mention=obj.get("mention") is True,
             raw=obj,
         )
+
+
+class HistoryPage(list[Message]):
+    """The result of history(): the messages (oldest first) of one page, and `more`: True when
+    older (for `before`, or a plain call) or newer (for `after`) messages exist beyond it. It is
+    a list, so code that treated history() as a list of messages keeps working."""
+
+    more: bool
+
+    def __init__(self, messages: list[Message] | None = None, more: bool = False) -> None:
+        super().__init__(messages or [])
+        self.more = more
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result: the message and the conversation it is in (`peer`: "#group" for a
+    group, else the other user; `kind` "group" or "user"), ready to open."""
+
+    message: Message
+    peer: str
+    kind: str  # "user" | "group"
+
+    @property
+    def group(self) -> str | None:
+        return self.message.group
+
+
+@dataclass(frozen=True, slots=True)
+class Edited:
+    """The OK of edit: the message id and the time of the edit."""
+
+    id: int
+    edited: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,8 +610,66 @@ class TypingEvent:
 
 TYPING_TTL = 5.0  # seconds a typing event stays true
 
+@dataclass(frozen=True, slots=True)
+class EditedEvent:
+    """Message `id` now reads `text` (edited at `edited`). `group`/`to`/`sender` are set when
+    the server says which conversation it is in."""
+
+    id: int
+    text: str
+    edited: str
+    group: str | None = None
+    to: str | None = None
+    sender: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    kind: str = "edited"
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> EditedEvent:
+        group = obj.get("group")
+        return cls(id=_int(obj, "id"), text=_str(obj, "text"), edited=_str(obj, "edited"),
+                   group=None if group in (None, "") else str(group).lstrip("#"),
+                   to=_str(obj, "to") or None, sender=_str(obj, "from"), raw=obj)
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedEvent:
+    """Message `id` was deleted by `by` (its author, or a moderator of its group)."""
+
+    id: int
+    by: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    kind: str = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionEvent:
+    """`user` added (`on` True) or removed (`on` False) the reaction `emoji` on message `id`."""
+
+    id: int
+    user: str
+    emoji: str
+    on: bool
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    kind: str = "reaction"
+
+
+MessageChange = EditedEvent | DeletedEvent | ReactionEvent
+"""The events that change a message already shown."""
+
+
+def apply_change(msg: Message, ev: MessageChange) -> Message:
+    """`msg` after `ev` (which must be about msg.id)."""
+    if isinstance(ev, EditedEvent):
+        return msg.with_edit(ev.text, ev.edited)
+    if isinstance(ev, DeletedEvent):
+        return msg.with_deleted()
+    return msg.with_reaction(ev.emoji, ev.user, ev.on)
+
+
 Event = (MessageEvent | FileEvent | SessionEvent | ConnectionEvent | MemberEvent | TopicEvent | GroupDeletedEvent
-         | InvitedEvent | ReadEvent | SeenEvent | PresenceEvent | TypingEvent | OtherEvent)
+         | InvitedEvent | ReadEvent | SeenEvent | PresenceEvent | TypingEvent | EditedEvent | DeletedEvent
+         | ReactionEvent | OtherEvent)
 
 
 def event_from_wire(obj: dict[str, Any]) -> Event:
@@ -508,6 +699,14 @@ def event_from_wire(obj: dict[str, Any]) -> Event:
         return TypingEvent(user=_str(obj, "user"), peer=_str(obj, "peer").lstrip("#"),
                            expires=float(expires) if isinstance(expires, int | float) and 0 < expires <= 60
                            else TYPING_TTL)
+    if kind == "edited":
+        return EditedEvent.from_wire(obj)
+    if kind == "deleted":
+        return DeletedEvent(id=_int(obj, "id"), by=_str(obj, "by"), raw=obj)
+    if kind == "reaction":
+        on = obj.get("on")
+        return ReactionEvent(id=_int(obj, "id"), user=_str(obj, "user"), emoji=_str(obj, "emoji"),
+                             on=on is True or str(on).lower() in ("true", "1"), raw=obj)
     if kind == "session":
         return SessionEvent(state=_str(obj, "state"), message=_str(obj, "message"), raw=obj)
     return OtherEvent(kind=kind, raw=obj)

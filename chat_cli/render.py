@@ -28,8 +28,24 @@ from .models import (
     parse_ts,
 )
 
-__all__ = ["fmt_error", "fmt_file_offer", "fmt_group_list", "fmt_groups", "fmt_member_event", "fmt_members",
-           "fmt_message", "fmt_size", "fmt_table", "fmt_time", "fmt_who", "progress_bar", "sanitize"]
+__all__ = [
+    "fmt_error",
+    "fmt_file_offer",
+    "fmt_group_list",
+    "fmt_groups",
+    "fmt_member_event",
+    "fmt_members",
+    "fmt_message",
+    "fmt_quote",
+    "fmt_reactions",
+    "fmt_size",
+    "fmt_table",
+    "fmt_time",
+    "fmt_who",
+    "progress_bar",
+    "sanitize",
+    "snippet",
+]
 
 ROLE_ORDER = {"owner": 0, "admin": 1, "member": 2}
 
@@ -52,15 +68,75 @@ def _is(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.lower() == b.lower()
 
 
-def fmt_message(msg: Message, me: str | None, now: datetime | None = None) -> str:
-    """`[alice → you 10:42] halo` for a private message, `[#progjar] bob: hi` for a group one."""
-    text = sanitize(msg.text)
-    if msg.group is not None:
-        sender = "you" if _is(msg.sender, me) else sanitize(msg.sender)
-        return f"[#{sanitize(msg.group)}] {sender}: {text}"
+DIM = "\x1b[2m"
+BOLD_YELLOW = "\x1b[1;33m"
+RESET = "\x1b[0m"
+QUOTE_MAX = 60
+
+
+def _dim(text: str, color: bool) -> str:
+    return f"{DIM}{text}{RESET}" if color else text
+
+
+def snippet(text: str, limit: int = QUOTE_MAX) -> str:
+    """One sanitized line of at most `limit` characters (… when cut)."""
+    one = " ".join(sanitize(text).split())
+    return one if len(one) <= limit else one[: limit - 1].rstrip() + "…"
+
+
+def fmt_reactions(msg: Message, me: str | None = None) -> str:
+    """`👍 2 (alice, you) · 🎉 1 (bob)`; empty when nobody reacted."""
+    parts = []
+    for emoji, users in msg.reactions.items():
+        names = ", ".join("you" if _is(u, me) else sanitize(u) for u in users)
+        parts.append(f"{sanitize(emoji)} {len(users)} ({names})")
+    return " · ".join(parts)
+
+
+def fmt_quote(original: Message | None, reply_to: int, me: str | None) -> str:
+    """The one-line quote above a reply: `↪ bob: the original text…` (`↪ #123` if the original
+    is not known here, `↪ message deleted` for a tombstone)."""
+    if original is None:
+        return f"↪ reply to #{reply_to}"
+    who = "you" if _is(original.sender, me) else sanitize(original.sender)
+    if original.deleted:
+        return f"↪ {who}: message deleted"
+    return f"↪ {who}: {snippet(original.text)}"
+
+
+def fmt_message(msg: Message, me: str | None, now: datetime | None = None, *, ids: bool = False,
+                color: bool = False, original: Message | None = None, quote: bool = True) -> str:
+    """`[alice → you 10:42] halo` for a private message, `[#progjar] bob: hi` for a group one.
+
+    Version 2 additions, each only when it applies: a reply gets a quote line above it
+    (`original` is the message it answers, if known); an edited message ends in "(edited)"; a
+    deleted one reads "message deleted"; reactions follow on a line of their own; a message
+    naming `me` as @me is highlighted (bold with `color`, else marked "← mentions you"). With
+    `ids` the message id follows, dim, as `#123` (what edit, delete, reply and react take).
+    `quote` False leaves the reply's quote out (search results)."""
+    text = "message deleted" if msg.deleted else sanitize(msg.text)
+    if msg.deleted:
+        text = _dim(text, color) if color else "(message deleted)"
+    elif msg.edited:
+        text += " " + _dim("(edited)", color)
     sender = "you" if _is(msg.sender, me) else sanitize(msg.sender)
-    to = "you" if _is(msg.to, me) else sanitize(msg.to or "?")
-    return f"[{sender} → {to} {fmt_time(msg.ts, now)}] {text}"
+    if msg.group is not None:
+        head = f"[#{sanitize(msg.group)}] {sender}:"
+    else:
+        to = "you" if _is(msg.to, me) else sanitize(msg.to or "?")
+        head = f"[{sender} → {to} {fmt_time(msg.ts, now)}]"
+    mentioned = not _is(msg.sender, me) and msg.names(me)
+    line = f"{head} {text}"
+    if mentioned:
+        line = f"{BOLD_YELLOW}{line}{RESET}" if color else f"{line}  ← mentions you"
+    if ids and msg.id:
+        line += "  " + _dim(f"#{msg.id}", color)
+    lines = [line]
+    if msg.reply_to and quote:
+        lines.insert(0, "  " + _dim(fmt_quote(original, msg.reply_to, me), color))
+    if msg.reactions and not msg.deleted:
+        lines.append("  " + fmt_reactions(msg, me))
+    return "\n".join(lines)
 
 
 def fmt_size(n: int) -> str:

@@ -21,6 +21,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from .client import ChatClient
 from .models import (
     ConnectionEvent,
     ConnState,
+    DeletedEvent,
+    EditedEvent,
     Event,
     FileEvent,
     FileInfo,
@@ -44,11 +47,13 @@ from .models import (
     MessageEvent,
     OtherEvent,
     PresenceEvent,
+    ReactionEvent,
     ReadEvent,
     SeenEvent,
     SessionEvent,
     TopicEvent,
     TypingEvent,
+    apply_change,
 )
 from .render import (
     fmt_conversations,
@@ -60,14 +65,19 @@ from .render import (
     fmt_members,
     fmt_message,
     fmt_presence,
+    fmt_reactions,
     fmt_size,
     fmt_who,
     progress_bar,
     sanitize,
+    snippet,
 )
 
 if TYPE_CHECKING:
     from prompt_toolkit.history import History
+
+# Messages remembered for quotes and live changes.
+SHOWN_MAX = 5000
 
 # Transfers at least this big get a progress bar (interactive mode only).
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -129,7 +139,23 @@ ROOM_COMMANDS.update({
         RoomSpec("receipts", "receipts on|off", "let senders see when you read their messages, or not", 1, 1),
     )
 })
-ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS)))
+# The message verbs of protocol version 2 ("messages have a life"), parsed here too; history
+# replaces the shared table's version-1 form (it gains before/after).
+MESSAGE_COMMANDS: dict[str, RoomSpec] = {
+    s.verb: s
+    for s in (
+        RoomSpec("history", "history USER|GROUP [N] [before ID|after ID]",
+                 "the conversation (#GROUP forces a group): the latest N, or N before/after message ID", 1, 4),
+        RoomSpec("edit", "edit ID TEXT", "change the text of your message ID (shown as #ID)", 2, 2, rest_at=1),
+        RoomSpec("delete", "delete ID", "delete message ID for everyone (yours; group owner/admin: any)", 1, 1),
+        RoomSpec("reply", "reply ID TEXT", "answer message ID in its conversation", 2, 2, rest_at=1),
+        RoomSpec("react", "react ID EMOJI", "react to message ID (e.g. react 12 👍)", 2, 2),
+        RoomSpec("unreact", "unreact ID EMOJI", "take your reaction back", 2, 2),
+        RoomSpec("search", "search [#GROUP|@USER] QUERY", "find messages you can read, best first", 1, 2,
+                 rest_at=1),
+    )
+}
+ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS, *MESSAGE_COMMANDS)))
 VERBS: tuple[str, ...] = ALL_VERBS + tuple(ALIASES)
 
 
@@ -148,9 +174,53 @@ def _arg_kinds(usage: str) -> tuple[tuple[str, ...], ...]:
 ARG_KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
     **{spec.verb: _arg_kinds(spec.usage) for spec in COMMANDS.values() if spec.verb not in ("register", "auth")},
     **{spec.verb: _arg_kinds(spec.usage) for spec in ROOM_COMMANDS.values()},
+    **{spec.verb: _arg_kinds(spec.usage) for spec in MESSAGE_COMMANDS.values()},
 }
 ARG_KINDS["sendfile"] = (("user", "group"),)
 FIRST_ARG: dict[str, tuple[str, ...]] = {verb: kinds[0] for verb, kinds in ARG_KINDS.items() if kinds and kinds[0]}
+
+
+def parse_message_id(text: str, usage: str) -> int:
+    """A message id as typed: `123` or `#123` (as messages show it)."""
+    digits = text[1:] if text.startswith("#") else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise InvalidArgument(f"{text!r} is not a message id (a number, shown as #123); usage: {usage}")
+    return int(digits)
+
+
+def parse_message_line(verb: str, rest: str) -> UserCommand:
+    spec = MESSAGE_COMMANDS[verb]
+    rest = rest.strip()
+    if verb == "search":
+        words = rest.split(None, 1)
+        if words and words[0][:1] in ("#", "@") and len(words) == 2:
+            args: tuple[str, ...] = (words[0], words[1].strip())
+        elif words and words[0][:1] in ("#", "@"):
+            raise InvalidArgument(f"usage: {spec.usage} (what to look for in {words[0]}?)")
+        else:
+            args = (rest,) if rest else ()
+    elif spec.rest_at is not None:
+        words = rest.split(None, spec.rest_at)
+        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
+    else:
+        args = tuple(rest.split())
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise InvalidArgument(f"usage: {spec.usage}")
+    if verb in ("edit", "delete", "reply", "react", "unreact"):
+        args = (str(parse_message_id(args[0], spec.usage)), *args[1:])
+    if verb == "history":
+        rest_args = list(args[1:])
+        if rest_args and rest_args[0].isdigit():
+            if int(rest_args[0]) < 1:
+                raise InvalidArgument(f"usage: {spec.usage} (N is at least 1)")
+            rest_args.pop(0)
+        if rest_args:
+            if len(rest_args) != 2 or rest_args[0].lower() not in ("before", "after"):
+                raise InvalidArgument(f"usage: {spec.usage}")
+            parse_message_id(rest_args[1], spec.usage)
+    if verb in ("react", "unreact") and len(args[1]) > 16:
+        raise InvalidArgument(f"usage: {spec.usage} (an emoji is at most 16 characters)")
+    return UserCommand(verb, args)
 
 
 def parse_room_line(verb: str, rest: str) -> UserCommand:
@@ -200,6 +270,8 @@ def parse_user_line(line: str) -> UserCommand | None:
         return UserCommand("sendfile", (to, path))
     if verb in ROOM_COMMANDS:
         return parse_room_line(verb, rest)
+    if verb in MESSAGE_COMMANDS:
+        return parse_message_line(verb, rest)
     if verb not in COMMANDS:
         raise Unimplemented(f"unknown command {verb_raw[:40]!r}; type 'help' for the list")
     cmd = parse_line(f"{verb} {rest}" if rest else verb)
@@ -231,7 +303,7 @@ def resolve_local_path(text: str) -> Path:
 def help_text() -> str:
     rows = []
     for verb in ALL_VERBS:
-        spec = ROOM_COMMANDS.get(verb) or COMMANDS[verb]
+        spec = MESSAGE_COMMANDS.get(verb) or ROOM_COMMANDS.get(verb) or COMMANDS[verb]
         usage, summary = _LOCAL_USAGE.get(verb, (spec.usage, spec.summary))
         rows.append((usage, summary))
     width = max(len(u) for u, _ in rows)
@@ -263,8 +335,16 @@ class Terminal:
     """Runs user commands against a ChatClient and prints the results (human or --json)."""
 
     def __init__(self, client: ChatClient, *, download_dir: Path, json_mode: bool,
-                 out: Callable[[str], None], progress_stream: TextIO | None = None) -> None:
+                 out: Callable[[str], None], progress_stream: TextIO | None = None,
+                 show_ids: bool = False, color: bool = False) -> None:
         self.client = client
+        # Message ids after each message ("#123", what edit/delete/reply/react take) and ANSI
+        # dim/bold: on for a person at a terminal, off for scripts unless asked.
+        self.show_ids = show_ids
+        self.color = color
+        # Messages shown, by id (the newest SHOWN_MAX): for the quote above a reply and to show a
+        # message again when it is edited, deleted or reacted to.
+        self.shown: OrderedDict[int, Message] = OrderedDict()
         self.download_dir = download_dir
         self.json_mode = json_mode
         self.out = out
@@ -320,6 +400,12 @@ class Terminal:
             "back": self._back,
             "typing": self._typing,
             "receipts": self._receipts,
+            "edit": self._edit,
+            "delete": self._delete,
+            "reply": self._reply,
+            "react": self._react,
+            "unreact": self._unreact,
+            "search": self._search,
         }
 
     # ---- output ---------------------------------------------------------------------------
@@ -362,7 +448,7 @@ class Terminal:
         if isinstance(ev, MessageEvent):
             self._saw_message(ev.message)
             self.typing.pop(ev.message.sender.casefold(), None)
-            self.out(fmt_message(ev.message, me))
+            self.out(self.fmt(ev.message))
         elif isinstance(ev, PresenceEvent):
             self.users.add(ev.user)
             if ev.status == "offline":
@@ -379,6 +465,8 @@ class Terminal:
             self.status_line(f"· you read {sanitize(ev.peer)} up to message {ev.id} on another device")
         elif isinstance(ev, SeenEvent):
             self.status_line(f"· {sanitize(ev.by)} has seen your messages up to {ev.id} ✓✓")
+        elif isinstance(ev, EditedEvent | DeletedEvent | ReactionEvent):
+            self.out(self._change_line(ev))
         elif isinstance(ev, FileEvent):
             self.users.add(ev.file.sender)
             if ev.file.group:
@@ -421,6 +509,49 @@ class Terminal:
             self.out(f"* event {sanitize(ev.kind)}: {sanitize(str(ev.raw))}")
         if isinstance(ev, ConnectionEvent) and ev.state is ConnState.RECONNECTED and self.client.user:
             self.refresh_names()
+
+    # ---- messages --------------------------------------------------------------------------
+
+    def remember(self, m: Message) -> Message:
+        self.shown[m.id] = m
+        self.shown.move_to_end(m.id)
+        while len(self.shown) > SHOWN_MAX:
+            self.shown.popitem(last=False)
+        return m
+
+    def fmt(self, m: Message) -> str:
+        """A message as shown (and remembered, for quotes and later changes)."""
+        if m.id:
+            self.remember(m)
+        original = self.shown.get(m.reply_to) if m.reply_to else None
+        return fmt_message(m, self.client.user, ids=self.show_ids, color=self.color, original=original)
+
+    def _change_line(self, ev: EditedEvent | DeletedEvent | ReactionEvent) -> str:
+        """A live edit, deletion or reaction: the message again in its new state if it was
+        shown here, else a one-line notice."""
+        me = self.client.user
+        old = self.shown.get(ev.id)
+        ref = f"#{ev.id}"
+        if isinstance(ev, EditedEvent):
+            who = "you" if _same(ev.sender, me) else sanitize(ev.sender or "someone")
+            if old is not None:
+                return "* edited: " + self.fmt(apply_change(old, ev))
+            return f"* {who} edited {ref}: {sanitize(ev.text)} (edited)"
+        if isinstance(ev, DeletedEvent):
+            by = "you" if _same(ev.by, me) else sanitize(ev.by or "someone")
+            if old is not None:
+                new = self.remember(apply_change(old, ev))
+                return f"* {by} deleted: {fmt_message(new, me, ids=True, color=self.color)}"
+            return f"* {by} deleted message {ref}"
+        who = "you" if _same(ev.user, me) else sanitize(ev.user)
+        verb = "reacted" if ev.on else "took back"
+        what = f"{sanitize(ev.emoji)} to" if ev.on else f"{sanitize(ev.emoji)} on"
+        if old is not None:
+            new = self.remember(apply_change(old, ev))
+            author = "you" if _same(new.sender, me) else sanitize(new.sender)
+            summary = fmt_reactions(new, me) or "no reactions"
+            return f"* {who} {verb} {what} {ref} ({author}: {snippet(new.text, 40)}): {summary}"
+        return f"* {who} {verb} {what} message {ref}"
 
     def _forget_group(self, group: str) -> None:
         self.groups = {n for n in self.groups if not _same(n, group)}
@@ -468,7 +599,10 @@ class Terminal:
         msgs = list(msgs)
         for m in msgs:
             self._saw_message(m)
-        lines = [fmt_message(m, self.client.user) for m in msgs]
+        for m in msgs:  # first all, so that a reply shows the quote of an earlier one
+            if m.id:
+                self.remember(m)
+        lines = [self.fmt(m) for m in msgs]
         self.say("\n".join(lines) if lines else empty)
 
     def _progress(self, label: str, size: int) -> Callable[[int, int], None] | None:
@@ -515,12 +649,12 @@ class Terminal:
         sent = await self.client.send_private(a[0], a[1])
         self.users.add(a[0])
         me = self.client.user or "you"
-        self.say(fmt_message(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, to=a[0]), me))
+        self.say(self.fmt(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, to=a[0])))
 
     async def _sendgroup(self, a: tuple[str, ...]) -> None:
         sent = await self.client.send_group(a[0], a[1])
         me = self.client.user or "you"
-        self.say(fmt_message(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, group=a[0]), me))
+        self.say(self.fmt(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, group=a[0])))
 
     async def _inbox(self, a: tuple[str, ...]) -> None:
         self._messages(await self.client.inbox(), "no new messages")
@@ -529,10 +663,20 @@ class Terminal:
         self._messages(await self.client.inbox_group(a[0]), f"no new messages in #{sanitize(a[0])}")
 
     async def _history(self, a: tuple[str, ...]) -> None:
-        n = int(a[1]) if len(a) > 1 else None
-        msgs = await self.client.history(a[0], n)
-        self._messages(msgs, f"no messages with {sanitize(a[0])}")
-        newest = max((m.id for m in msgs), default=0)
+        rest = list(a[1:])
+        n = int(rest.pop(0)) if rest and rest[0].isdigit() else None
+        before = after = None
+        if rest:
+            ref = parse_message_id(rest[1], "history")
+            before, after = (ref, None) if rest[0].lower() == "before" else (None, ref)
+        page = await self.client.history(a[0], n, before=before, after=after)
+        self._messages(page, f"no messages with {sanitize(a[0])}" if before is None and after is None
+                       else "no more messages")
+        if page.more and page:
+            more = f"history {sanitize(a[0])}{f' {n}' if n else ''}"
+            self.say(f"(more: '{more} after {page[-1].id}')" if after is not None
+                     else f"(older: '{more} before {page[0].id}')")
+        newest = max((m.id for m in page), default=0)
         if newest and not self.json_mode:
             # Viewing a conversation reads it: the read mark (and the unread count on every
             # device) follows. A realm without read marks just does not get them.
@@ -575,6 +719,65 @@ class Terminal:
         on = await self.client.receipts(a[0].lower() == "on")
         self.say("read receipts on: senders see when you read their messages" if on
                  else "read receipts off: senders do not see when you read their messages")
+
+    async def _edit(self, a: tuple[str, ...]) -> None:
+        mid = int(a[0])
+        r = await self.client.edit(mid, a[1])
+        old = self.shown.get(mid)
+        if old is not None:
+            self.say("edited: " + self.fmt(old.with_edit(a[1], r.edited)))
+        else:
+            self.say(f"edited #{r.id}")
+
+    async def _delete(self, a: tuple[str, ...]) -> None:
+        mid = await self.client.delete(int(a[0]))
+        if mid in self.shown:
+            self.remember(self.shown[mid].with_deleted())
+        self.say(f"deleted #{mid}")
+
+    async def _reply(self, a: tuple[str, ...]) -> None:
+        mid = int(a[0])
+        sent = await self.client.reply(mid, a[1])
+        me = self.client.user or "you"
+        original = self.shown.get(mid)
+        if original is not None:
+            self.say(self.fmt(Message(id=sent.id, sender=me, text=a[1], ts=sent.ts, to=original.peer(me)
+                                      if original.group is None else None, group=original.group, reply_to=mid)))
+        else:
+            self.say(f"replied to #{mid}: #{sent.id}")
+
+    async def _react(self, a: tuple[str, ...]) -> None:
+        mid = await self.client.react(int(a[0]), a[1])
+        self._reacted(mid, a[1], True)
+
+    async def _unreact(self, a: tuple[str, ...]) -> None:
+        mid = await self.client.unreact(int(a[0]), a[1])
+        self._reacted(mid, a[1], False)
+
+    def _reacted(self, mid: int, emoji: str, on: bool) -> None:
+        # The realm does not echo our own reaction to this session: apply it here.
+        old = self.shown.get(mid)
+        done = f"reacted {sanitize(emoji)} to #{mid}" if on else f"took back {sanitize(emoji)} on #{mid}"
+        if old is None or not self.client.user:
+            self.say(done)
+            return
+        new = self.remember(old.with_reaction(emoji, self.client.user, on))
+        self.say(f"{done}: {fmt_reactions(new, self.client.user) or 'no reactions'}")
+
+    async def _search(self, a: tuple[str, ...]) -> None:
+        scope, query = (a[0], a[1]) if len(a) == 2 else (None, a[0])
+        hits = await self.client.search(query, scope)
+        if not hits:
+            self.say(f"nothing found for {sanitize(query)!r}")
+            return
+        lines = [f"{len(hits)} result{'' if len(hits) == 1 else 's'} for {sanitize(query)!r}, best first:"]
+        for h in hits:
+            self._saw_message(h.message)
+            where = f"in {sanitize(h.peer)}" if h.kind == "group" else f"with {sanitize(h.peer)}"
+            self.remember(h.message)
+            lines.append(f"{where}: " + fmt_message(h.message, self.client.user, ids=self.show_ids, color=self.color,
+                                                    quote=False))
+        self.say("\n".join(lines))
 
     async def _creategroup(self, a: tuple[str, ...]) -> None:
         private = len(a) > 1
@@ -873,7 +1076,8 @@ async def _ask_password(line: str) -> str:
 
 
 async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linger: float,
-                reconnect: bool, interactive: bool, tls: ssl.SSLContext | None = None) -> int:
+                reconnect: bool, interactive: bool, tls: ssl.SSLContext | None = None,
+                show_ids: bool = False) -> int:
     def out(text: str) -> None:
         # sys.stdout looked up per call: under patch_stdout it is the proxy that keeps output
         # above the prompt line.
@@ -885,7 +1089,9 @@ async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linge
 
     client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None, ssl=tls)
     term = Terminal(client, download_dir=download_dir, json_mode=json_mode, out=out,
-                    progress_stream=sys.stderr if interactive and sys.stderr.isatty() else None)
+                    progress_stream=sys.stderr if interactive and sys.stderr.isatty() else None,
+                    show_ids=show_ids or interactive,
+                    color=interactive and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     client.on_event = term.on_event
     term.complete_names = interactive
     term.interactive = interactive

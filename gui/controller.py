@@ -26,6 +26,8 @@ from chat_cli import ChatClient
 from chat_cli.models import (
     ConnectionEvent,
     ConnState,
+    DeletedEvent,
+    EditedEvent,
     Event,
     FileEvent,
     FileInfo,
@@ -37,7 +39,9 @@ from chat_cli.models import (
     OtherEvent,
     Presence,
     PresenceEvent,
+    ReactionEvent,
     ReadEvent,
+    SearchHit,
     SeenEvent,
     SessionEvent,
     TopicEvent,
@@ -63,7 +67,9 @@ from .state import (
 
 log = logging.getLogger("gui.controller")
 
-HISTORY_SIZE = 200          # messages loaded when a conversation opens
+HISTORY_SIZE = 50           # messages loaded when a conversation opens, and per older page
+SEARCH_PAGES = 20           # pages of history loaded at most to show a search result in place
+COMMON_REACTIONS = ("👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀")
 # Presence comes from events (one `who` at login). The realm sends no event when its main server
 # goes away or comes back, so a light probe (`groups`, never `who`) keeps the header honest:
 PROBE_INTERVAL = 15.0       # seconds between probes while all is well
@@ -83,6 +89,7 @@ class Change(StrEnum):
     NOTICE = "notice"                # a one-off message for the user (controller.notice)
     MEMBERS = "members"              # members (roles, online) or topic of a group
     INVITATIONS = "invitations"      # invitations waiting for an answer
+    SEARCH = "search"                # search query, results, errors
 
 
 Listener = Callable[[Change], None]
@@ -96,7 +103,8 @@ def _same(a: str | None, b: str | None) -> bool:
 class ChatController:
     def __init__(self, downloads: Path | str = "downloads", *, client_factory: ClientFactory = ChatClient,
                  who_interval: float = WHO_INTERVAL, call_timeout: float = 30.0,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, history_page: int = HISTORY_SIZE) -> None:
+        self.history_page = history_page
         self.downloads = Path(downloads).expanduser()
         self.tls = tls
         self.client_factory = client_factory
@@ -751,7 +759,7 @@ class ChatController:
         key = conv_key(Kind.PRIVATE, user)
         if key not in self.state.conversations:
             # history doubles as the existence check (NOT_FOUND for an unknown name).
-            msgs = await self._client().history(user, HISTORY_SIZE)
+            msgs = await self._client().history(user, self.history_page)
             if any(m.is_group for m in msgs):
                 raise NotFound(f"{user} is a group, not a user: join it instead")
             conv = self._conversation(Kind.PRIVATE, user)
@@ -782,23 +790,66 @@ class ChatController:
                 self._mark_read(conv)
         return conv
 
+    @staticmethod
+    def _peer(conv: Conversation) -> str:
+        return f"#{conv.name}" if conv.kind is Kind.GROUP else conv.name
+
     async def load_history(self, conv: Conversation) -> None:
-        peer = f"#{conv.name}" if conv.kind is Kind.GROUP else conv.name
         try:
-            msgs = await self._client().history(peer, HISTORY_SIZE)
+            msgs = await self._client().history(self._peer(conv), self.history_page)
         except ChatError as e:
             conv.history_error = f"could not load the history: {e.message}"
         else:
             self._fill_history(conv, msgs)
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
 
+    def _merge(self, conv: Conversation, m: Message) -> bool:
+        """Adds message `m`, or brings the line already shown up to date with it (history is
+        the source of truth: edits, deletions and reactions made while this client was away
+        arrive that way). True if a line was added."""
+        line = self._line(m)
+        if conv.add(line):
+            return True
+        shown = conv.find(m.id)
+        if shown is not None and shown.kind is not LineKind.FILE:
+            shown.text, shown.edited, shown.deleted = line.text, line.edited, line.deleted
+            shown.reactions, shown.mention, shown.reply_to = line.reactions, line.mention, line.reply_to
+        return False
+
     def _fill_history(self, conv: Conversation, msgs: list[Message]) -> None:
         for m in msgs:
-            conv.add(self._line(m))
+            self._merge(conv, m)
         conv.history_loaded, conv.history_error = True, ""
+        conv.more = bool(getattr(msgs, "more", False))
+
+    async def load_older(self, key: str | None = None) -> int:
+        """Loads the page of messages just before the oldest one shown (scrolling back);
+        returns how many were added. Does nothing while a page loads or when none is left."""
+        conv = self.conversation(key or self.state.current)
+        if conv is None or not conv.more or conv.loading_older or conv.closed:
+            return 0
+        oldest = conv.oldest_id
+        if oldest is None:
+            return 0
+        conv.loading_older = True
+        self._changed(Change.MESSAGES)
+        added = 0
+        try:
+            page = await self._client().history(self._peer(conv), self.history_page, before=oldest)
+            for m in page:
+                added += self._merge(conv, m)
+            conv.more = page.more and bool(page)
+        finally:
+            conv.loading_older = False
+            self._changed(Change.MESSAGES)
+        return added
 
     def _line(self, m: Message) -> ChatLine:
-        return ChatLine(sender=m.sender, text=m.text, ts=m.time, own=_same(m.sender, self.state.user), id=m.id)
+        own = _same(m.sender, self.state.user)
+        return ChatLine(sender=m.sender, text=m.text, ts=m.time, own=own, id=m.id, reply_to=m.reply_to,
+                        edited=m.is_edited, deleted=m.deleted,
+                        reactions={e: list(u) for e, u in m.reactions.items()},
+                        mention=not own and m.names(self.state.user))
 
     def _add_message(self, m: Message, unread: bool) -> Conversation:
         """Adds a message to its conversation. One the user sent from another device (a carbon:
@@ -826,10 +877,153 @@ class ChatController:
         text = " ".join(text.splitlines()).strip()  # the protocol carries one line per message
         if not text:
             raise InvalidArgument("the message is empty")
-        line = ChatLine(sender=self.state.user, text=text, ts=datetime.now(UTC), own=True, pending=True)
+        if conv.editing is not None:
+            target = conv.find(conv.editing)
+            if target is not None:
+                await self.edit_message(target.id or 0, text, conv.key)
+                return target
+            conv.editing = None
+        reply_to, conv.replying_to = conv.replying_to, None
+        line = ChatLine(sender=self.state.user, text=text, ts=datetime.now(UTC), own=True, pending=True,
+                        reply_to=reply_to)
         conv.lines.append(line)
         await self._deliver(conv, line)
         return line
+
+    # ---- messages have a life ----------------------------------------------------------------
+
+    def start_reply(self, msg_id: int, key: str | None = None) -> None:
+        """The next message sent in the conversation answers `msg_id` (the reply preview)."""
+        conv = self.conversation(key or self.state.current)
+        if conv is None or conv.find(msg_id) is None:
+            raise InvalidArgument("that message is not in this conversation")
+        conv.replying_to, conv.editing = msg_id, None
+        self._changed(Change.MESSAGES)
+
+    def cancel_reply(self, key: str | None = None) -> None:
+        conv = self.conversation(key or self.state.current)
+        if conv is not None and (conv.replying_to is not None or conv.editing is not None):
+            conv.replying_to = conv.editing = None
+            self._changed(Change.MESSAGES)
+
+    def start_edit(self, msg_id: int, key: str | None = None) -> str:
+        """The composer edits own message `msg_id`; returns its text (to put in the box)."""
+        conv = self.conversation(key or self.state.current)
+        line = conv.find(msg_id) if conv is not None else None
+        if conv is None or line is None or not line.own or line.deleted:
+            raise InvalidArgument("you can edit only your own messages")
+        conv.editing, conv.replying_to = msg_id, None
+        self._changed(Change.MESSAGES)
+        return line.text
+
+    def _located(self, msg_id: int) -> tuple[Conversation, ChatLine] | None:
+        return self.state.find_line(msg_id)
+
+    async def edit_message(self, msg_id: int, text: str, key: str | None = None) -> None:
+        """Changes the text of own message `msg_id` (the others see it live)."""
+        text = " ".join(text.splitlines()).strip()
+        if not text:
+            raise InvalidArgument("the message is empty: delete it instead")
+        await self._checked(self._client().edit(msg_id, text))
+        found = self._located(msg_id)
+        if found is not None:
+            conv, line = found
+            line.text, line.edited = text, True
+            if conv.editing == msg_id:
+                conv.editing = None
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+
+    async def delete_message(self, msg_id: int) -> None:
+        """Deletes message `msg_id` for everyone (own messages; any in a group you moderate)."""
+        await self._checked(self._client().delete(msg_id))
+        self._tombstone(msg_id)
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+
+    def _tombstone(self, msg_id: int) -> None:
+        found = self._located(msg_id)
+        if found is not None:
+            conv, line = found
+            line.text, line.deleted, line.reactions = "", True, {}
+            if conv.replying_to == msg_id:
+                conv.replying_to = None
+            if conv.editing == msg_id:
+                conv.editing = None
+
+    async def toggle_reaction(self, msg_id: int, emoji: str) -> bool:
+        """Adds the user's reaction `emoji` to `msg_id`, or takes it back if already there;
+        returns whether it is on now."""
+        found = self._located(msg_id)
+        on = not (found is not None and found[1].reacted(emoji, self.state.user))
+        client = self._client()
+        await self._checked(client.react(msg_id, emoji) if on else client.unreact(msg_id, emoji))
+        found = self._located(msg_id)
+        if found is not None:
+            found[1].set_reaction(emoji, self.state.user, on)
+        self._changed(Change.MESSAGES)
+        return on
+
+    async def search(self, query: str, scope: str | None = None) -> list[SearchHit]:
+        """Messages the user may read matching `query` (scope "#GROUP" or "@USER"), best first;
+        kept in state.search_results for the view."""
+        query = " ".join(query.split())
+        st = self.state
+        st.search_query, st.search_scope, st.search_error = query, scope, ""
+        if not query:
+            st.search_results = []
+            self._changed(Change.SEARCH)
+            return []
+        st.searching = True
+        self._changed(Change.SEARCH)
+        try:
+            hits = await self._checked(self._client().search(query, scope))
+        except ChatError as e:
+            st.search_results, st.search_error = [], e.message
+            raise
+        else:
+            st.search_results = hits
+        finally:
+            st.searching = False
+            self._changed(Change.SEARCH)
+        return hits
+
+    def clear_search(self) -> None:
+        st = self.state
+        st.search_query, st.search_results, st.search_error = "", [], ""
+        self._changed(Change.SEARCH)
+
+    async def open_hit(self, hit: SearchHit) -> Conversation:
+        """Opens the conversation of a search result and marks the message (loading older
+        pages until it is shown, within reason)."""
+        if hit.kind == "group":
+            conv = self._conversation(Kind.GROUP, hit.peer.lstrip("#"))
+        else:
+            conv = self._conversation(Kind.PRIVATE, hit.peer)
+        conv.highlight = hit.message.id
+        await self.open_conversation(conv.key)
+        pages = 0
+        while conv.find(hit.message.id) is None and conv.more and pages < SEARCH_PAGES:
+            if not await self.load_older(conv.key):
+                break
+            pages += 1
+        self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+        return conv
+
+    def _on_change(self, ev: EditedEvent | DeletedEvent | ReactionEvent) -> None:
+        found = self._located(ev.id)
+        if found is None:
+            return  # not shown here: its current state comes with the history when opened
+        conv, line = found
+        if isinstance(ev, EditedEvent):
+            line.text, line.edited = ev.text, True
+            line.mention = not line.own and Message(id=0, sender="", text=ev.text, ts="").names(self.state.user)
+        elif isinstance(ev, DeletedEvent):
+            self._tombstone(ev.id)
+        else:
+            line.set_reaction(ev.emoji, ev.user, ev.on)
+        changes = [Change.CONVERSATIONS] if conv.last is line else []
+        if conv.key == self.state.current:
+            changes.append(Change.MESSAGES)
+        self._changed(*changes)
 
     async def retry(self, line: ChatLine, key: str | None = None) -> ChatLine:
         """Sends a line that failed again (its Retry button); raises like send."""
@@ -846,7 +1040,9 @@ class ChatController:
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
         try:
             client = self._client()
-            if conv.kind is Kind.GROUP:
+            if line.reply_to is not None:
+                sent = await self._checked(client.reply(line.reply_to, line.text))
+            elif conv.kind is Kind.GROUP:
                 sent = await self._checked(client.send_group(conv.name, line.text))
             else:
                 sent = await self._checked(client.send_private(conv.name, line.text))
@@ -996,6 +1192,8 @@ class ChatController:
             self._on_presence(ev)
         elif isinstance(ev, TypingEvent):
             self._on_typing(ev)
+        elif isinstance(ev, EditedEvent | DeletedEvent | ReactionEvent):
+            self._on_change(ev)
         elif isinstance(ev, FileEvent):
             self.state.incoming_files[ev.file.id] = ev.file
             self._file_line(ev.file, unread=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
-from chat_cli.models import FileInfo, GroupInfo, Member, Presence
+from chat_cli.models import FileInfo, GroupInfo, Member, Presence, SearchHit
 
 
 class Status(StrEnum):
@@ -99,10 +99,40 @@ class ChatLine:
     pending: bool = False             # own message sent, OK not received yet
     error: str = ""                   # own message that the realm refused
     file: FileInfo | None = None
+    reply_to: int | None = None       # the id of the message this one answers
+    edited: bool = False
+    deleted: bool = False             # a tombstone: "message deleted", text empty
+    reactions: dict[str, list[str]] = field(default_factory=dict)  # emoji -> users, in order
+    mention: bool = False             # names the viewer as @user
 
     @property
     def time_label(self) -> str:
         return local_time(self.ts)
+
+    @property
+    def actionable(self) -> bool:
+        """A stored message that can be replied to, reacted to (and edited or deleted)."""
+        return self.id is not None and self.kind is not LineKind.NOTICE and not self.deleted and not self.pending
+
+    def reacted(self, emoji: str, user: str) -> bool:
+        return any(u.casefold() == user.casefold() for u in self.reactions.get(emoji, ()))
+
+    def set_reaction(self, emoji: str, user: str, on: bool) -> None:
+        users = [u for u in self.reactions.get(emoji, []) if u.casefold() != user.casefold()]
+        if on:
+            users.append(user)
+        if users:
+            self.reactions[emoji] = users
+        else:
+            self.reactions.pop(emoji, None)
+
+    @property
+    def snippet(self) -> str:
+        """One line of at most 80 characters, for a reply quote or preview."""
+        if self.deleted:
+            return "message deleted"
+        text = " ".join(self.text.split())
+        return text[:79] + "…" if len(text) > 80 else text
 
 
 @dataclass
@@ -121,6 +151,11 @@ class Conversation:
     # A group the user can no longer use (kicked, banned, deleted): why, shown instead of the
     # composer. Empty while the user is a member.
     closed: str = ""
+    more: bool = False            # older messages exist on the server (load them with load_older)
+    loading_older: bool = False
+    replying_to: int | None = None  # the message the next one sent answers (the reply preview)
+    editing: int | None = None      # the own message the composer is editing
+    highlight: int | None = None    # a message opened from search, to mark and scroll to
 
     @property
     def key(self) -> str:
@@ -141,7 +176,7 @@ class Conversation:
         if last is None:
             return ""
         who = "you" if last.own else last.sender
-        text = " ".join(last.text.split())
+        text = " ".join(last.text.split()) if not last.deleted else "message deleted"
         if last.kind is LineKind.NOTICE:
             return text[:59] + "…" if len(text) > 60 else text
         if len(text) > 60:
@@ -175,6 +210,19 @@ class Conversation:
     def sort_key(self) -> float:
         last = self.last
         return last.ts.timestamp() if last and last.ts else 0.0
+
+    def find(self, msg_id: int | None) -> ChatLine | None:
+        if msg_id is None:
+            return None
+        for line in self.lines:
+            if line.id == msg_id:
+                return line
+        return None
+
+    @property
+    def oldest_id(self) -> int | None:
+        ids = [ln.id for ln in self.lines if ln.id is not None and ln.kind is not LineKind.NOTICE]
+        return min(ids) if ids else None
 
     def has_id(self, msg_id: int) -> bool:
         # History and live events overlap (a message can arrive while history loads): ids
@@ -267,6 +315,19 @@ class ChatState:
     def presence_of(self, user: str) -> Presence | None:
         p = self.presence.get(user.casefold())
         return p if p is not None and p.status != "offline" else None
+    search_query: str = ""
+    search_scope: str | None = None
+    search_results: list[SearchHit] = field(default_factory=list)
+    search_error: str = ""
+    searching: bool = False
+
+    def find_line(self, msg_id: int) -> tuple[Conversation, ChatLine] | None:
+        """The conversation and line of message `msg_id`, wherever it is shown."""
+        for conv in self.conversations.values():
+            line = conv.find(msg_id)
+            if line is not None:
+                return conv, line
+        return None
 
     @property
     def logged_in(self) -> bool:

@@ -141,3 +141,26 @@ def glob_to_like(pattern: str) -> str:
     if "*" in pattern or "?" in pattern:
         return escaped.replace("*", "%").replace("?", "_")
     return f"%{escaped}%"
+
+
+# ---- the life of a message -------------------------------------------------------------------
+
+
+def can_read(group: GroupRecord, me: Standing, msg_id: int) -> bool:
+    """A group message: members only, and in a private group only those sent since they joined
+    (the same rule as history, applied by edit, delete, reply, react and search)."""
+    return me.member and msg_id > history_floor(group, me)
+
+
+def check_edit(author: bool) -> None:
+    if not author:
+        raise PermissionDenied("only its author may edit a message")
+
+
+def check_delete(group: GroupRecord | None, me: Standing | None, author: bool) -> None:
+    """The author; in a group, an owner or admin too."""
+    if author:
+        return
+    if group is None or me is None or RANK[me.role] < RANK[ADMIN]:
+        where = f" or an owner/admin of {group.name!r}" if group is not None else ""
+        raise PermissionDenied(f"only its author{where} may delete a message")

@@ -8,8 +8,10 @@ import base64
 import hashlib
 import itertools
 import logging
+import re
 import secrets
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from .storage.base import (
     FileRecord,
     GroupInfo,
     GroupRecord,
+    MessageChange,
     MessageRecord,
     ReadMark,
     RoomChange,
@@ -139,9 +142,48 @@ class Caller:
         return User(self.session.user_key, self.session.user_name, "")
 
 
-def message_pb(m: MessageRecord) -> pb.Message:
+def message_pb(m: MessageRecord, mention: bool | None = None) -> pb.Message:
+    """mention: the receiving user's flag when it differs from the record's (a live push)."""
     return pb.Message(**{"id": m.id, "from": m.sender, "to": m.to, "group": m.group, "text": m.text,
-                         "ts": m.ts})
+                         "ts": m.ts, "reply_to": m.reply_to, "edited": m.edited, "deleted": m.deleted,
+                         "reactions": [pb.Reaction(emoji=e, users=list(us)) for e, us in m.reactions],
+                         "mention": m.mention if mention is None else mention})
+
+
+SEARCH_MAX = 50
+SEARCH_WORDS_MAX = 16
+EMOJI_MAX = 16
+MENTIONS_MAX = 50
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{1,32})")
+_WORD = re.compile(r"\w+")
+
+
+def mentions_in(text: str) -> tuple[str, ...]:
+    """Keys of the names written as @name (also without trailing . or -: "thanks @bob.")."""
+    keys: set[str] = set()
+    for m in _MENTION.finditer(text):
+        name = m.group(1)
+        keys.add(name_key(name))
+        if (bare := name.rstrip(".-")) and bare != name:
+            keys.add(name_key(bare))
+        if len(keys) >= MENTIONS_MAX:
+            break
+    return tuple(sorted(keys))
+
+
+def search_words(query: str) -> list[str]:
+    words = [w.lower() for w in _WORD.findall(query)]
+    if not words:
+        raise InvalidArgument("search for at least one word (letters or digits)")
+    if len(words) > SEARCH_WORDS_MAX or any(len(w) > 64 for w in words):
+        raise InvalidArgument(f"search for at most {SEARCH_WORDS_MAX} words of at most 64 characters")
+    return words
+
+
+def check_emoji(emoji: str) -> str:
+    if not 1 <= len(emoji) <= EMOJI_MAX or any(c.isspace() or unicodedata.category(c) == "Cc" for c in emoji):
+        raise InvalidArgument(f"a reaction is 1-{EMOJI_MAX} characters without spaces")
+    return emoji
 
 
 def file_pb(f: FileRecord) -> pb.FileInfo:
@@ -316,12 +358,20 @@ class ChatService:
             self._push_message(m, [user_key], {user_key}, exclude_session=0, publish=False)
 
     def _push_message(self, m: MessageRecord, users: list[str], track: set[str] | frozenset[str] | list[str],
-                      exclude_session: int, publish: bool = True) -> None:
-        p = message_pb(m)
-        if m.group:
-            self.hub.push(users, lambda ev: ev.group.CopyFrom(p), exclude_session, m.id, frozenset(track))
-        else:
-            self.hub.push(users, lambda ev: ev.private.CopyFrom(p), exclude_session, m.id, frozenset(track))
+                      exclude_session: int, publish: bool = True, mentioned: Iterable[str] = ()) -> None:
+        named = set(mentioned)
+        # Users the text names get the message flagged ("mention": true): a push of its own.
+        plain, flagged = [u for u in users if u not in named], [u for u in users if u in named]
+        for group_users, flag in ((plain, None), (flagged, True)):
+            if not group_users:
+                continue
+            p = message_pb(m, flag)
+            if m.group:
+                self.hub.push(group_users, lambda ev, p=p: ev.group.CopyFrom(p), exclude_session, m.id,
+                              frozenset(track))
+            else:
+                self.hub.push(group_users, lambda ev, p=p: ev.private.CopyFrom(p), exclude_session, m.id,
+                              frozenset(track))
         if publish and self.cluster is not None:
             self.cluster.publish_message(m.id, users, list(track), exclude_session)
 
@@ -539,25 +589,85 @@ class ChatService:
         if len(text.encode()) > self.config.max_message_bytes:
             raise ResourceExhausted(f"message too long: at most {self.config.max_message_bytes} bytes")
 
-    async def send_private(self, caller: Caller, to: str, text: str) -> MessageRecord:
+    async def send_private(self, caller: Caller, to: str, text: str, reply_to: int = 0) -> MessageRecord:
         check_name(to, "user")
         self._check_text(text)
-        stored = await self.storage.store_private(caller.user, name_key(to), text)
+        stored = await self.storage.store_private(caller.user, name_key(to), text, reply_to, mentions_in(text))
         PRIVATE_STORED.inc()
         # Carbons: the sender's other sessions get it too (no undelivered entry is theirs).
         users = sorted({*stored.recipients, caller.session.user_key})
-        self._push_message(stored.message, users, stored.recipients, caller.session.id)
+        self._push_message(stored.message, users, stored.recipients, caller.session.id,
+                           mentioned=stored.mentioned)
         return stored.message
 
-    async def send_group(self, caller: Caller, group: str, text: str) -> MessageRecord:
+    async def send_group(self, caller: Caller, group: str, text: str, reply_to: int = 0) -> MessageRecord:
         check_name(group, "group")
         self._check_text(text)
-        stored = await self.storage.store_group(caller.user, name_key(group), text)
+        stored = await self.storage.store_group(caller.user, name_key(group), text, reply_to, mentions_in(text))
         GROUP_STORED.inc()
         # The sender's other sessions see it too; only recipients have entries to mark.
         self._push_message(stored.message, [*stored.recipients, caller.session.user_key], stored.recipients,
-                           caller.session.id)
+                           caller.session.id, mentioned=stored.mentioned)
         return stored.message
+
+    # ---- the life of a message ------------------------------------------------------------------
+    # Every rule is checked by storage in the transaction that makes the change (roomops, with
+    # rooms.py's rules). Events are live notices to everyone who can see the message, the
+    # actor's other sessions included (the acting session has its OK): no undelivered entry.
+    # What waits undelivered is read from storage when delivered, so it arrives as it is then.
+
+    @staticmethod
+    def _where(m: MessageRecord) -> dict[str, str]:
+        return {"group": m.group} if m.group else {"from": m.sender, "to": m.to}
+
+    async def reply(self, caller: Caller, msg_id: int, text: str) -> MessageRecord:
+        self._check_text(text)
+        target = await self.storage.message_for(caller.session.user_key, msg_id)
+        if target.deleted:
+            raise NotFound(f"message {msg_id} was deleted")
+        if target.group:
+            return await self.send_group(caller, target.group, text, reply_to=msg_id)
+        # The other party of the conversation (to oneself: notes to self).
+        me = caller.session.user_name
+        peer = target.to if name_key(target.sender) == caller.session.user_key else target.sender
+        return await self.send_private(caller, peer or me, text, reply_to=msg_id)
+
+    async def edit(self, caller: Caller, msg_id: int, text: str) -> MessageChange:
+        self._check_text(text)
+        change = await self.storage.edit_message(caller.user, msg_id, text, mentions_in(text))
+        m = change.message
+        named = set(change.mentioned)
+        for users, flag in (([u for u in change.audience if u not in named], False),
+                            ([u for u in change.audience if u in named], True)):
+            e = pb.EditedEvent(id=m.id, text=m.text, edited=m.edited, mention=flag, **self._where(m))
+            self._notify(users, lambda ev, e=e: ev.edited.CopyFrom(e), caller.session.id)
+        return change
+
+    async def delete(self, caller: Caller, msg_id: int) -> MessageChange:
+        change = await self.storage.delete_message(caller.user, msg_id)
+        e = pb.DeletedEvent(id=msg_id, by=caller.session.user_name, **self._where(change.message))
+        self._notify(change.audience, lambda ev: ev.deleted.CopyFrom(e), caller.session.id)
+        return change
+
+    async def react(self, caller: Caller, msg_id: int, emoji: str, on: bool) -> MessageChange:
+        change = await self.storage.react(caller.user, msg_id, check_emoji(emoji), on)
+        if change.changed:
+            e = pb.ReactionEvent(id=msg_id, user=caller.session.user_name, emoji=emoji, on=on,
+                                 **self._where(change.message))
+            self._notify(change.audience, lambda ev: ev.reaction.CopyFrom(e), caller.session.id)
+        return change
+
+    async def search(self, caller: Caller, query: str, group: str = "", user: str = "") -> list[MessageRecord]:
+        words = search_words(query)
+        if group and user:
+            raise InvalidArgument("search one conversation at a time: #GROUP or @USER")
+        gkey = self._group_key(group) if group else ""
+        ukey = ""
+        if user:
+            ukey = name_key(check_name(user.removeprefix("@"), "user"))
+            if await self.storage.get_user(ukey) is None:
+                raise NotFound(f"no user {user!r}: check the name")
+        return await self.storage.search(caller.session.user_key, words, gkey, ukey, SEARCH_MAX)
 
     async def inbox(self, caller: Caller) -> Page:
         return await self._inbox_page(caller, "")
@@ -598,22 +708,32 @@ class ChatService:
         ledger.close(link)
         return Page(page, more or cut)
 
-    async def history(self, caller: Caller, peer: str, limit: int) -> Page:
+    async def history(self, caller: Caller, peer: str, limit: int, before: int = 0, after: int = 0) -> Page:
+        """Oldest first: the newest `limit` messages, or the `limit` just before / after an id;
+        `more`: older ones exist (newer ones, for after)."""
         if limit <= 0:
             limit = self.config.history_default
         limit = min(limit, HISTORY_MAX)
+        if before and after:
+            raise InvalidArgument("page with before ID or after ID, not both")
+        if before < 0 or after < 0:
+            raise InvalidArgument("a message id is a positive number")
         force_group = peer.startswith("#")
         name = peer[1:] if force_group else peer
         check_name(name, "group" if force_group else "user or group")
         key = name_key(name)
+        # One more than asked: whether more lie beyond the page.
         if not force_group and await self.storage.get_user(key) is not None:
-            msgs = await self.storage.history_private(caller.session.user_key, key, limit)
+            msgs = await self.storage.history_private(caller.session.user_key, key, limit + 1, before, after)
         elif await self.storage.get_group(key) is None:
             raise NotFound(f"no user or group {name!r}")
         else:
-            msgs = await self.storage.history_group(caller.session.user_key, key, limit)
-        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=True)
-        return Page(page, cut)
+            msgs = await self.storage.history_group(caller.session.user_key, key, limit + 1, before, after)
+        beyond = len(msgs) > limit
+        msgs = msgs[:limit] if after else msgs[-limit:]
+        # Too many bytes: the messages nearest the anchor are kept (after: the oldest).
+        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=not after)
+        return Page(page, beyond or cut)
 
     # ---- groups (rooms) ---------------------------------------------------------------------
     # Every rule lives in main_server/rooms.py and is applied by storage inside the transaction

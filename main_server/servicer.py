@@ -212,7 +212,37 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def History(self, request: pb.HistoryRequest, caller: Caller, identity: Identity) -> pb.MessageList:
-        return _messages(await self.service.history(caller, request.peer, request.limit))
+        return _messages(await self.service.history(caller, request.peer, request.limit, request.before,
+                                                    request.after))
+
+    # ---- the life of a message -----------------------------------------------------------------
+
+    @unary()
+    async def Edit(self, request: pb.EditRequest, caller: Caller, identity: Identity) -> pb.EditResponse:
+        change = await self.service.edit(caller, request.id, request.text)
+        return pb.EditResponse(id=change.message.id, edited=change.message.edited)
+
+    @unary()
+    async def Delete(self, request: pb.MessageRef, caller: Caller, identity: Identity) -> pb.MessageRef:
+        return pb.MessageRef(id=(await self.service.delete(caller, request.id)).message.id)
+
+    @unary()
+    async def Reply(self, request: pb.ReplyRequest, caller: Caller, identity: Identity) -> pb.SendResponse:
+        m = await self.service.reply(caller, request.id, request.text)
+        return pb.SendResponse(id=m.id, ts=m.ts)
+
+    @unary()
+    async def React(self, request: pb.ReactRequest, caller: Caller, identity: Identity) -> pb.MessageRef:
+        return pb.MessageRef(id=(await self.service.react(caller, request.id, request.emoji, True)).message.id)
+
+    @unary()
+    async def Unreact(self, request: pb.ReactRequest, caller: Caller, identity: Identity) -> pb.MessageRef:
+        return pb.MessageRef(id=(await self.service.react(caller, request.id, request.emoji, False)).message.id)
+
+    @unary()
+    async def Search(self, request: pb.SearchRequest, caller: Caller, identity: Identity) -> pb.MessageList:
+        found = await self.service.search(caller, request.query, request.group, request.user)
+        return pb.MessageList(messages=[message_pb(m) for m in found])
 
     # ---- conversation state ------------------------------------------------------------------
 

@@ -222,8 +222,9 @@ class Commands:
         return await self._inbox_page(s, "InboxGroup", pb.GroupRequest(group=cmd.args[0]))
 
     async def cmd_history(self, s: Session, cmd: Command) -> bytes:
-        limit = int(cmd.args[1]) if len(cmd.args) > 1 else 0
-        r = await self.up.call("History", pb.HistoryRequest(peer=cmd.args[0], limit=limit), s.token)
+        peer, limit, before, after = tp.history_args(cmd.args)
+        r = await self.up.call("History", pb.HistoryRequest(peer=peer, limit=limit, before=before, after=after),
+                               s.token)
         return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
 
     # ---- conversation state ------------------------------------------------------------------
@@ -253,6 +254,35 @@ class Commands:
     async def cmd_receipts(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("SetReceipts", pb.SetReceiptsRequest(enabled=cmd.args[0] == "on"), s.token)
         return tp.ok(receipts="on" if r.enabled else "off")
+
+    # ---- the life of a message -----------------------------------------------------------------
+
+    async def cmd_edit(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Edit", pb.EditRequest(id=int(cmd.args[0]), text=cmd.args[1]), s.token)
+        return tp.ok(id=r.id, edited=r.edited)
+
+    async def cmd_delete(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Delete", pb.MessageRef(id=int(cmd.args[0])), s.token)
+        return tp.ok(id=r.id)
+
+    async def cmd_reply(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Reply", pb.ReplyRequest(id=int(cmd.args[0]), text=cmd.args[1]), s.token)
+        return tp.ok(id=r.id, ts=r.ts)
+
+    async def cmd_react(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("React", pb.ReactRequest(id=int(cmd.args[0]), emoji=cmd.args[1]), s.token)
+        return tp.ok(id=r.id)
+
+    async def cmd_unreact(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Unreact", pb.ReactRequest(id=int(cmd.args[0]), emoji=cmd.args[1]), s.token)
+        return tp.ok(id=r.id)
+
+    async def cmd_search(self, s: Session, cmd: Command) -> bytes:
+        scope, query = cmd.args
+        request = pb.SearchRequest(query=query, group=scope[1:] if scope.startswith("#") else "",
+                                   user=scope[1:] if scope.startswith("@") else "")
+        r = await self.up.call("Search", request, s.token)
+        return tp.ok(messages=[message_dict(m) for m in r.messages])
 
     # ---- groups ------------------------------------------------------------------------------
 

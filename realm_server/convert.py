@@ -15,7 +15,21 @@ def message_dict(m: pb.Message) -> dict[str, Any]:
         d["to"] = m.to
     d["text"] = m.text
     d["ts"] = m.ts
+    if m.reply_to:
+        d["reply_to"] = m.reply_to
+    if m.edited:
+        d["edited"] = m.edited
+    if m.deleted:
+        d["deleted"] = True
+    if m.reactions:
+        d["reactions"] = {r.emoji: list(r.users) for r in m.reactions}
+    if m.mention:
+        d["mention"] = True
     return d
+
+
+def _where(e: Any) -> dict[str, Any]:
+    return {"group": e.group} if e.group else {"from": getattr(e, "from"), "to": e.to}
 
 
 def file_dict(f: pb.FileInfo) -> dict[str, Any]:
@@ -52,6 +66,19 @@ def room_event(kind: str, ev: pb.Event) -> dict[str, Any] | None:
         return {"event": "presence", "user": p.user, "status": p.status, "realm": p.realm, "message": p.message}
     if kind == "typing":
         return {"event": "typing", "user": ev.typing.user, "peer": ev.typing.peer, "expires": TYPING_EXPIRES_S}
+    if kind == "edited":
+        e = ev.edited
+        d = {"event": "edited", "id": e.id, "text": e.text, "edited": e.edited, **_where(e)}
+        if e.group:
+            d["from"] = getattr(e, "from")
+        if e.mention:
+            d["mention"] = True
+        return d
+    if kind == "deleted":
+        return {"event": "deleted", "id": ev.deleted.id, "by": ev.deleted.by, **_where(ev.deleted)}
+    if kind == "reaction":
+        r = ev.reaction
+        return {"event": "reaction", "id": r.id, "user": r.user, "emoji": r.emoji, "on": r.on, **_where(r)}
     return None
 
 

@@ -25,6 +25,7 @@ DEFAULT_MAX_LINE = 64 * 1024
 # Largest SIZE the parser accepts at all; the realm's configured file limit is usually lower.
 MAX_DECLARED_SIZE = 1 << 50
 HISTORY_MAX = 1000
+MESSAGE_ID_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,9 @@ COMMANDS: dict[str, CommandSpec] = {
               max_args=1),
         _spec("who", "", "online users and their realm"),
         _spec("groups", "", "your groups"),
-        _spec("history", "USER|GROUP [N]", "recent conversation (#GROUP forces a group)",
-              min_args=1, max_args=2),
+        _spec("history", "USER|GROUP [N] [before ID|after ID]",
+              "conversation, oldest first: the last N, or the N just before/after message ID (#GROUP forces a group)",
+              min_args=1, max_args=4),
         _spec("conversations", "", "your conversations, newest first, with unread and mention counts"),
         _spec("read", "PEER ID", "mark your conversation with PEER (a user or group) read up to message ID",
               min_args=2, max_args=2),
@@ -85,6 +87,13 @@ COMMANDS: dict[str, CommandSpec] = {
               min_args=1, max_args=1),
         _spec("receipts", "on|off", "whether senders see when you read their private messages",
               min_args=1, max_args=1),
+        _spec("edit", "ID TEXT", "change the text of your message ID", min_args=2, max_args=2, rest=True),
+        _spec("delete", "ID", "delete message ID (yours; in a group, owner/admin: anyone's)", min_args=1, max_args=1),
+        _spec("reply", "ID TEXT", "answer message ID in its conversation", min_args=2, max_args=2, rest=True),
+        _spec("react", "ID EMOJI", "react to message ID", min_args=2, max_args=2),
+        _spec("unreact", "ID EMOJI", "take your reaction back", min_args=2, max_args=2),
+        _spec("search", "[#GROUP|@USER] QUERY", "find messages you may read, best first (one conversation with "
+              "#GROUP or @USER)", min_args=1, max_args=1, rest=True),
         _spec("help", "", "list commands", needs_auth=False),
         _spec("ping", "", "liveness check", needs_auth=False),
         _spec("logout", "", "end your session", needs_auth=False),
@@ -139,7 +148,12 @@ def parse_line(line: str) -> Command | None:
     if verb == "sendfile":
         return _parse_sendfile(remainder)
     if spec.rest:
-        return Command(verb, _parse_rest(spec, remainder))
+        args = _parse_rest(spec, remainder)
+        if verb in ("edit", "reply"):
+            _parse_count(args[0], "message ID", MESSAGE_ID_MAX)
+        elif verb == "search":
+            return Command(verb, _parse_search(args[0]))
+        return Command(verb, args)
     args = tuple(remainder.split())
     if verb in ("register", "auth") and len(args) > spec.max_args:
         raise InvalidArgument(f"passwords cannot contain spaces; usage: {spec.usage}")
@@ -147,10 +161,10 @@ def parse_line(line: str) -> Command | None:
         raise InvalidArgument(f"usage: {spec.usage}")
     if verb == "receivefile" and args:
         _parse_count(args[0], "file ID", 1 << 62)
-    elif verb == "history" and len(args) == 2:
-        n = _parse_count(args[1], "N", HISTORY_MAX)
-        if n == 0:
-            raise InvalidArgument("N must be at least 1")
+    elif verb == "history":
+        args = _parse_history(spec, args)
+    elif verb in ("delete", "react", "unreact"):
+        _parse_count(args[0], "message ID", MESSAGE_ID_MAX)
     elif verb == "read":
         _parse_count(args[1], "ID", 1 << 62)
     elif verb == "receipts":
@@ -166,6 +180,44 @@ def parse_line(line: str) -> Command | None:
             raise InvalidArgument(f"usage: {spec.usage} (the owner stays the creator)")
         args = (args[0], args[1], args[2].lower())
     return Command(verb, args)
+
+
+def _parse_history(spec: CommandSpec, args: tuple[str, ...]) -> tuple[str, ...]:
+    """history PEER [N] [before ID|after ID]: checked, the words as given (before/after lowercased);
+    history_args reads them."""
+    rest = list(args[1:])
+    n = ""
+    if rest and rest[0].lower() not in ("before", "after"):
+        n = rest.pop(0)
+        if _parse_count(n, "N", HISTORY_MAX) == 0:
+            raise InvalidArgument("N must be at least 1")
+    where = anchor = ""
+    if rest:
+        if len(rest) != 2 or rest[0].lower() not in ("before", "after"):
+            raise InvalidArgument(f"usage: {spec.usage}")
+        where, anchor = rest[0].lower(), rest[1]
+        if _parse_count(anchor, "message ID", MESSAGE_ID_MAX) == 0:
+            raise InvalidArgument("a message ID is at least 1")
+    return (args[0], *((n,) if n else ()), *((where, anchor) if where else ()))
+
+
+def history_args(args: tuple[str, ...]) -> tuple[str, int, int, int]:
+    """(PEER, N or 0, before or 0, after or 0) from a parsed history command's arguments."""
+    rest = list(args[1:])
+    n = int(rest.pop(0)) if rest and rest[0] not in ("before", "after") else 0
+    before = int(rest[1]) if rest and rest[0] == "before" else 0
+    after = int(rest[1]) if rest and rest[0] == "after" else 0
+    return args[0], n, before, after
+
+
+def _parse_search(text: str) -> tuple[str, str]:
+    """search [#GROUP|@USER] QUERY: (scope or "", QUERY)."""
+    first, _, rest = text.strip(" ").partition(" ")
+    if first[:1] in ("#", "@") and len(first) > 1:
+        if not rest.strip():
+            raise InvalidArgument(f"usage: {COMMANDS['search'].usage} (say what to look for)")
+        return first, rest.strip(" ")
+    return "", text.strip(" ")
 
 
 def _parse_rest(spec: CommandSpec, remainder: str) -> tuple[str, ...]:

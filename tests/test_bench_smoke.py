@@ -24,7 +24,7 @@ def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["ok"] is True and doc["failures"] == []
     rows = doc["rows"]
-    assert {r["workload"] for r in rows} >= {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert {r["workload"] for r in rows} >= {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
     for r in rows:
         assert r["lost"] == 0, r
         assert r["errors"] == 0, r

@@ -165,8 +165,9 @@ async def test_migration_builds_conversations_from_existing_messages(
     import main_server.storage.postgres as pg_engine
     import main_server.storage.sqlite as sqlite_engine
 
-    monkeypatch.setattr(sqlite_engine, "MIGRATIONS", SQLITE_MIGRATIONS[:-1])
-    monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:-1])
+    # Schema version 4: the conversation-state migration is MIGRATIONS[4] (later ones follow it).
+    monkeypatch.setattr(sqlite_engine, "MIGRATIONS", SQLITE_MIGRATIONS[:4])
+    monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:4])
     old = open_storage(db_url, tmp_path)
     await old.open()
     alice, bob, carol = await users(old, "Alice", "Bob", "Carol")

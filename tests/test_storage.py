@@ -758,13 +758,25 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
     monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:2])
     old = open_storage(db_url, tmp_path)
     await old.open()
-    alice, bob, carol = await users(old, "Alice", "Bob", "Carol")
+    _, _, carol = await users(old, "Alice", "Bob", "Carol")
     # What that release's create_group / join_group / leave_group wrote.
     group = "INSERT INTO groups(key, name, owner_key, created) VALUES (?, ?, ?, '2026-11-01')"
     member = "INSERT INTO members(group_key, user_key, role) VALUES (?, ?, ?)"
     rows = [(group, ("team", "Team", "alice")), (member, ("team", "alice", "owner")),
             (member, ("team", "bob", "member")),
             (group, ("left", "Left", "carol")), (member, ("left", "bob", "member"))]
+    # And what its store_group / store_private wrote (ids 1-6 in this order on a fresh database;
+    # today's code writes columns that schema did not have yet).
+    gmsg = ("INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, '2026-11-01T00:00:00.000Z')")
+    pmsg = ("INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, '2026-11-01T00:00:00.000Z')")
+    queued = "INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?, ?, CAST(? AS BIGINT))"
+    for i in range(3):
+        rows += [(gmsg, ("Alice", "alice", "Team", "team", f"m{i}")), (queued, ("bob", "team", i + 1))]
+    rows.append((gmsg, ("Bob", "bob", "Left", "left", "carol left this one")))
+    for i in range(2):
+        rows += [(pmsg, ("Alice", "alice", "Bob", "bob", f"p{i}")), (queued, ("bob", "", i + 5))]
     if isinstance(old, SQLiteStorage):
         await old.close()
         with sqlite3.connect(old.path) as c:
@@ -783,15 +795,18 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
                 await conn.execute(pg_sql(sql.replace("'2026-11-01'", "TIMESTAMPTZ '2026-11-01'")), *params)
         finally:
             await conn.close()
-    sent = [(await old.store_group(alice, "team", f"m{i}")).message for i in range(3)]
-    sent.append((await old.store_group(bob, "left", "carol left this one")).message)
-    private = [(await old.store_private(alice, "bob", f"p{i}")).message for i in range(2)]
     await old.close()
     monkeypatch.undo()
 
     s = open_storage(db_url, tmp_path)
     await s.open()
     try:
+        every = await s.get_messages([1, 2, 3, 4, 5, 6])
+        assert [(m.sender, m.group or m.to, m.text, m.deleted, m.edited, m.reply_to) for m in every] == [
+            ("Alice", "Team", "m0", False, "", 0), ("Alice", "Team", "m1", False, "", 0),
+            ("Alice", "Team", "m2", False, "", 0), ("Bob", "Left", "carol left this one", False, "", 0),
+            ("Alice", "Bob", "p0", False, "", 0), ("Alice", "Bob", "p1", False, "", 0)]
+        sent, private = every[:4], every[4:]
         if isinstance(s, SQLiteStorage):
             with sqlite3.connect(s.path) as c:
                 assert c.execute("PRAGMA user_version").fetchone()[0] == len(SQLITE_MIGRATIONS)
@@ -819,5 +834,116 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
         assert await s.history_group("carol", "left", 10) == [sent[3]]
         await s.set_topic("left", carol, "mine again")
         assert [(g.name, g.role) for g in await s.list_groups("bob")] == [("Left", "member"), ("Team", "member")]
+    finally:
+        await s.close()
+
+
+# ---- the life of a message (both engines) -------------------------------------------------------
+
+
+async def test_message_life_rules_and_search(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    p = (await store.store_private(alice, "bob", "hello @bob zebra", mentions=("bob",))).message
+    assert (await store.peek_inbox("bob", 10))[0][0].mention is True
+    with pytest.raises(PermissionDenied):
+        await store.edit_message(bob, p.id, "not mine")
+    with pytest.raises(NotFound):
+        await store.edit_message(carol, p.id, "not even visible")
+    with pytest.raises(NotFound):
+        await store.react(carol, p.id, "x", True)
+    ch = await store.edit_message(alice, p.id, "quagga now")
+    assert ch.audience == ["alice", "bob"] and TS_RE.match(ch.message.edited)
+    assert await store.search("bob", ["zebra"]) == []
+    assert [m.id for m in await store.search("bob", ["quagga"])] == [p.id]
+    assert await store.search("carol", ["quagga"]) == []
+    assert (await store.react(bob, p.id, "👍", True)).changed
+    assert not (await store.react(bob, p.id, "👍", True)).changed
+    assert (await store.history_private("alice", "bob", 10))[0].reactions == (("👍", ("Bob",)),)
+    await store.create_group("g", "G", alice, "private")
+    early = (await store.store_group(alice, "g", "quagga early")).message
+    await store.invite("g", alice, "bob")
+    await store.join_group("g", bob)
+    late = (await store.store_group(alice, "g", "quagga late", reply_to=early.id)).message
+    assert late.reply_to == early.id
+    assert [m.id for m in await store.search("bob", ["quagga"], group_key="g")] == [late.id]
+    with pytest.raises(NotFound):
+        await store.message_for("bob", early.id)  # before bob joined
+    with pytest.raises(PermissionDenied):
+        await store.delete_message(bob, late.id)
+    await store.set_role("g", alice, "bob", "admin")
+    gone = await store.delete_message(bob, late.id)
+    assert gone.message.deleted and gone.audience == ["alice", "bob"]
+    assert await store.search("bob", ["quagga"], group_key="g") == []
+    tomb = (await store.history_group("bob", "g", 10))[-1]
+    assert (tomb.id, tomb.text, tomb.deleted) == (late.id, "", True)
+    # A deleted undelivered message is never delivered.
+    q = (await store.store_private(alice, "carol", "never seen")).message
+    await store.delete_message(alice, q.id)
+    assert await store.peek_pending("carol", 10) == []
+
+
+async def test_sqlite_search_of_a_common_word_ranks_the_newest_matches_the_caller_may_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word with more matches than SEARCH_CANDIDATES in the caller's conversations is ranked
+    among its newest matches there: others' newer messages neither leak nor use up the cap."""
+    from main_server.storage import sqlite as sq
+
+    monkeypatch.setattr(sq, "SEARCH_CANDIDATES", 3)
+    monkeypatch.setattr(sq, "DF_SAMPLE", 2)  # the weight of "common" is estimated
+    s = SQLiteStorage(tmp_path / "chat.db")
+    await s.open()
+    try:
+        alice, bob, carol = await users(s, "Alice", "Bob", "Carol")
+        mine = [(await s.store_private(alice, "bob", f"common word {i}")).message.id for i in range(5)]
+        best = (await s.store_private(bob, "alice", "common common common")).message.id
+        theirs = [(await s.store_private(carol, "alice", f"common secret {i}")).message.id for i in range(5)]
+        found = [m.id for m in await s.search("bob", ["common"])]
+        assert found == [best, mine[4], mine[3]]  # the newest 3 of bob's, most occurrences first
+        assert not set(found) & set(theirs)
+        assert [m.id for m in await s.search("bob", ["common", "word"])] == mine[:1:-1]
+        assert [m.id for m in await s.search("carol", ["common"], peer_key="alice")] == theirs[:1:-1]
+    finally:
+        await s.close()
+
+
+async def test_history_pages_by_id(store: Storage) -> None:
+    alice, _ = await users(store, "Alice", "Bob")
+    ids = [(await store.store_private(alice, "bob", f"n{i}")).message.id for i in range(30)]
+    assert [m.id for m in await store.history_private("bob", "alice", 5)] == ids[-5:]
+    assert [m.id for m in await store.history_private("bob", "alice", 5, before=ids[10])] == ids[5:10]
+    assert [m.id for m in await store.history_private("bob", "alice", 5, after=ids[10])] == ids[11:16]
+
+
+async def test_upgrade_from_version_4_indexes_old_messages(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import main_server.storage.postgres as pg_engine
+    import main_server.storage.sqlite as sqlite_engine
+
+    monkeypatch.setattr(sqlite_engine, "MIGRATIONS", SQLITE_MIGRATIONS[:4])
+    monkeypatch.setattr(pg_engine, "MIGRATIONS", PG_MIGRATIONS[:4])
+    old = open_storage(db_url, tmp_path)
+    await old.open()
+    await users(old, "Alice", "Bob")
+    await old.close()
+    sql = ("INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) "
+           "VALUES ('Alice', 'alice', 'Bob', 'bob', 'okapi from before', '2026-11-01T00:00:00.000Z')")
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(tmp_path / "chat.db") as c:
+            c.execute(sql)
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+    monkeypatch.undo()
+    s = open_storage(db_url, tmp_path)
+    await s.open()
+    try:
+        found = await s.search("bob", ["okapi"])
+        assert [(m.text, m.deleted, m.edited, m.reply_to) for m in found] == [("okapi from before", False, "", 0)]
+        assert await s.search("carol", ["okapi"]) == []
     finally:
         await s.close()

@@ -8,14 +8,16 @@ at a time: the list, then the conversation with a back button, as chat apps do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import flet as ft
 
+from chat_cli.models import SearchHit
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
-from ..controller import Change, ChatController, human_size
+from ..controller import COMMON_REACTIONS, Change, ChatController, human_size
 from ..state import (
     ChatLine,
     Conversation,
@@ -142,8 +144,20 @@ class Sidebar:
 
     def __init__(self, controller: ChatController, files: FileActions,
                  on_open: Callable[[str], Awaitable[None]], on_error: Callable[[str], None],
-                 on_focus: Callable[[], Awaitable[None]]) -> None:
+                 on_focus: Callable[[], Awaitable[None]],
+                 on_open_hit: Callable[[SearchHit], Awaitable[None]] | None = None) -> None:
         self.controller = controller
+        self.on_open_hit = on_open_hit
+        # Search over every conversation the user may read; results open their conversation.
+        self.search_field = ft.TextField(label="Search messages", dense=True, on_submit=self._search,
+                                         prefix_icon=ft.Icons.SEARCH, expand=True)
+        self.search_clear = icon_button(ft.Icons.CLOSE, "Clear search", self._clear_search, icon_size=16)
+        self.search_status = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT)
+        self.search_results = ft.ListView(spacing=0, expand=3)
+        self.search_box = ft.Column([ft.Row([section_title("SEARCH RESULTS"), self.search_clear],
+                                            alignment=ft.MainAxisAlignment.SPACE_BETWEEN),
+                                     self.search_status, self.search_results],
+                                    spacing=2, expand=3, visible=False)
         self.files = files
         self.on_open = on_open
         self.on_focus = on_focus
@@ -175,6 +189,8 @@ class Sidebar:
                 spacing=6,
                 controls=[
                     actions,
+                    ft.Row([self.search_field]),
+                    self.search_box,
                     self.invitations_box,
                     section_title("CONVERSATIONS"),
                     self.conversations,
@@ -246,6 +262,58 @@ class Sidebar:
             dense=True,
             on_click=clicked,
         )
+
+    def render_search(self) -> None:
+        st = self.controller.state
+        shown = bool(st.search_query) or st.searching or bool(st.search_error)
+        self.search_box.visible = shown
+        if not shown:
+            self.search_results.controls = []
+            return
+        if st.searching:
+            self.search_status.value = "searching…"
+        elif st.search_error:
+            self.search_status.value = f"search failed: {st.search_error}"
+        else:
+            n = len(st.search_results)
+            self.search_status.value = (f"{n} result{'' if n == 1 else 's'} for “{sanitize(st.search_query)}”"
+                                        if n else f"nothing found for “{sanitize(st.search_query)}”")
+        rows: list[ft.Control] = []
+        for hit in st.search_results:
+            m = hit.message
+            who = "you" if m.sender.casefold() == st.user.casefold() else sanitize(m.sender)
+            where = f"# {sanitize(hit.peer.lstrip('#'))}" if hit.kind == "group" else sanitize(hit.peer)
+            text = " ".join(m.text.split())
+
+            async def clicked(e: ft.Event[ft.ListTile], hit: SearchHit = hit) -> None:
+                if self.on_open_hit is not None:
+                    try:
+                        await self.on_open_hit(hit)
+                    except ChatError as err:
+                        self.on_error(err.message)
+
+            rows.append(ft.ListTile(
+                leading=ft.Icon(ft.Icons.GROUP if hit.kind == "group" else ft.Icons.PERSON, size=18),
+                title=ft.Text(f"{where} · {local_time(m.time, tz=st.tz)}", size=12, weight=ft.FontWeight.BOLD,
+                              max_lines=1, overflow=ft.TextOverflow.ELLIPSIS),
+                subtitle=ft.Text(f"{who}: {sanitize(text)}", size=12, max_lines=2,
+                                 overflow=ft.TextOverflow.ELLIPSIS),
+                dense=True, on_click=clicked,
+            ))
+        self.search_results.controls = rows
+
+    async def _search(self, e: ft.Event[ft.Control]) -> None:
+        query = (self.search_field.value or "").strip()
+        if not query:
+            self.controller.clear_search()
+            return
+        with contextlib.suppress(ChatError):  # shown in the results box
+            await self.controller.search(query)
+
+    async def _clear_search(self, e: ft.Event[ft.Control]) -> None:
+        self.search_field.value = ""
+        update(self.search_field)
+        self.controller.clear_search()
 
     def render_online(self) -> None:
         st = self.controller.state
@@ -440,8 +508,22 @@ class ConversationPane:
         self.narrow = False
         # Icon buttons instead of labelled ones: on a phone, and beside the members panel.
         self.compact = False
-        # auto_scroll keeps the newest message in view as lines arrive.
-        self.messages = ft.ListView(expand=True, spacing=6, auto_scroll=True, padding=ft.Padding.all(12))
+        # Newest at the bottom, built bottom-up (reverse): the view stays at the newest message as
+        # lines arrive, and older pages loaded on top (scrolling back) do not move what is shown.
+        self.messages = ft.ListView(expand=True, spacing=6, reverse=True, padding=ft.Padding.all(12),
+                                    on_scroll=self._scrolled, scroll_interval=100)
+        # The reply (or edit) preview above the message box.
+        self.reply_text = ft.Text("", size=12, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS, expand=True)
+        self.reply_icon = ft.Icon(ft.Icons.REPLY, size=16, color=ft.Colors.PRIMARY)
+        self.reply_bar = ft.Container(
+            visible=False, padding=ft.Padding.only(left=12, right=4, top=2, bottom=2),
+            border=ft.Border.only(left=ft.BorderSide(3, ft.Colors.PRIMARY)), bgcolor=ft.Colors.SURFACE_CONTAINER,
+            content=ft.Row([self.reply_icon, self.reply_text,
+                            icon_button(ft.Icons.CLOSE, "Cancel reply", self._cancel_reply, icon_size=16)],
+                           spacing=6),
+        )
+        # The action bar shown (hover on a desktop, long press on a phone): one at a time.
+        self._open_bar: ft.Control | None = None
         self.composer = MessageBox(hint_text="Write a message…", expand=True, dense=True, on_submit=self._send,
                                    multiline=True, shift_enter=True, min_lines=1, max_lines=4, label="Message",
                                    on_change=self._typed)
@@ -471,7 +553,7 @@ class ConversationPane:
                 ft.Divider(height=1),
                 self.closed_banner,
                 ft.Container(padding=ft.Padding.symmetric(horizontal=12, vertical=8),
-                             content=ft.Column([self.composer_row, self.composer_error],
+                             content=ft.Column([self.reply_bar, self.composer_row, self.composer_error],
                                                spacing=4)),
             ],
         )
@@ -558,7 +640,32 @@ class ConversationPane:
             lines.append(self._cached_bubble(line, conv))
         if conv.history_loaded and not conv.lines:
             lines.append(ft.Text("No messages yet. Say hello!", size=12, color=ft.Colors.ON_SURFACE_VARIANT))
-        self.messages.controls = lines
+        if conv.more or conv.loading_older:
+            lines.insert(0, self._older_row(conv))
+        # The list is built bottom-up (reverse=True): newest first.
+        self.messages.controls = lines[::-1]
+        self._render_reply_bar(conv)
+
+    def _older_row(self, conv: Conversation) -> ft.Control:
+        if conv.loading_older:
+            return ft.Container(alignment=ft.Alignment.CENTER,
+                                content=ft.Text("loading older messages…", size=12, italic=True))
+        return ft.Container(alignment=ft.Alignment.CENTER,
+                            content=ft.TextButton("Load older messages", icon=ft.Icons.HISTORY,
+                                                  on_click=self._load_older))
+
+    def _render_reply_bar(self, conv: Conversation) -> None:
+        target = conv.find(conv.editing if conv.editing is not None else conv.replying_to)
+        self.reply_bar.visible = target is not None and not conv.closed
+        if target is None:
+            return
+        if conv.editing is not None:
+            self.reply_icon.icon = ft.Icons.EDIT
+            self.reply_text.value = f"Editing your message: {sanitize(target.snippet)}"
+        else:
+            self.reply_icon.icon = ft.Icons.REPLY
+            who = "yourself" if target.own else sanitize(target.sender)
+            self.reply_text.value = f"Replying to {who}: {sanitize(target.snippet)}"
 
     def _separator(self, day: object, label: str) -> ft.Control:
         key = (day, label)
@@ -576,9 +683,13 @@ class ConversationPane:
     def _cached_bubble(self, line: ChatLine, conv: Conversation) -> ft.Control:
         st = self.controller.state
         file_id = line.file.id if line.file is not None else None
+        original = conv.find(line.reply_to) if line.reply_to is not None else None
         version = (line.sender, line.text, line.ts, line.id, line.pending, line.error, clock(line.ts, st.tz),
                    st.saved_files.get(file_id) if file_id is not None else None,
-                   file_id in st.incoming_files, conv.seen(line))
+                   file_id in st.incoming_files, conv.seen(line), line.edited, line.deleted, line.mention,
+                   tuple((e, tuple(u)) for e, u in line.reactions.items()), conv.highlight == line.id,
+                   (original.sender, original.snippet) if original is not None else None,
+                   st.can_moderate(conv.name) if conv.kind is Kind.GROUP else False)
         cached = self._bubbles.get(id(line))
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -594,20 +705,31 @@ class ConversationPane:
                 content=ft.Text(f"{line.text} · {clock(line.ts, self.controller.state.tz)}", size=12, italic=True,
                                 color=ft.Colors.ON_SURFACE_VARIANT, text_align=ft.TextAlign.CENTER),
             )
-        head_parts: list[ft.Control] = [
+        st = self.controller.state
+        head_items: list[ft.Control] = [
             ft.Text("you" if line.own else sanitize(line.sender), size=12, weight=ft.FontWeight.BOLD),
-            ft.Text(clock(line.ts, self.controller.state.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)]
+            ft.Text(clock(line.ts, st.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT)]
         if line.own and conv.kind is Kind.PRIVATE and line.id is not None and not line.pending:
             # One tick: stored; two: the peer read it (a `seen` event).
             # Screen readers hear "seen" once it is; a plain sent tick says nothing.
             seen = conv.seen(line)
-            head_parts.append(ft.Icon(ft.Icons.DONE_ALL if seen else ft.Icons.DONE, size=14,
+            head_items.append(ft.Icon(ft.Icons.DONE_ALL if seen else ft.Icons.DONE, size=14,
                                       color=ft.Colors.PRIMARY if seen else ft.Colors.ON_SURFACE_VARIANT,
                                       semantics_label="seen" if seen else None))
-        head = ft.Row(head_parts, spacing=8, tight=True)
+        if line.edited and not line.deleted:
+            head_items.append(ft.Text("edited", size=11, italic=True, color=ft.Colors.ON_SURFACE_VARIANT))
+        if line.mention and not line.deleted:
+            head_items.append(ft.Text("@ mentions you", size=11, color=ft.Colors.TERTIARY))
+        head = ft.Row(head_items, spacing=8, tight=True)
+        body: list[ft.Control] = [head]
+        if line.reply_to is not None:
+            body.append(self._quote(conv.find(line.reply_to)))
         # Not selectable: selectable text turns into an editable-text node for screen readers
         # (and Flutter web then hides the text itself from the accessibility tree).
-        body: list[ft.Control] = [head, ft.Text(line.text)]
+        if line.deleted:
+            body.append(ft.Text("message deleted", italic=True, color=ft.Colors.ON_SURFACE_VARIANT))
+        else:
+            body.append(ft.Text(line.text))
         if line.pending:
             body.append(ft.Text("sending…", size=11, italic=True, color=ft.Colors.ON_SURFACE_VARIANT))
         if line.error:
@@ -617,26 +739,183 @@ class ConversationPane:
             body.append(ft.Text(f"not sent: {line.error}", size=11, color=ft.Colors.ERROR))
             body.append(ft.TextButton("Retry", icon=ft.Icons.REFRESH, on_click=retry))
         if line.kind is LineKind.FILE and line.file is not None and not line.own:
-            saved = self.controller.state.saved_files.get(line.file.id)
+            saved = st.saved_files.get(line.file.id)
             if saved:
                 body.append(ft.Text(f"saved to {saved}", size=11, color=ft.Colors.ON_SURFACE_VARIANT))
-            elif line.file.id in self.controller.state.incoming_files:
+            elif line.file.id in st.incoming_files:
                 async def save(e: ft.Event[ft.Control], file_id: int = line.file.id) -> None:
                     await self.files.save(file_id)
 
                 body.append(ft.TextButton("Save", icon=ft.Icons.DOWNLOAD, on_click=save))
+        if line.reactions and not line.deleted:
+            body.append(ft.Row([self._reaction_chip(line, emoji, users) for emoji, users in line.reactions.items()],
+                               wrap=True, spacing=4, run_spacing=4, tight=True))
+        bar = self._action_bar(line, conv) if line.actionable and line.kind is LineKind.TEXT else None
+        if bar is not None:
+            body.append(bar)
+        highlighted = conv.highlight is not None and conv.highlight == line.id
+        mention = line.mention and not line.deleted
+        if mention:
+            bgcolor = ft.Colors.TERTIARY_CONTAINER
+        else:
+            bgcolor = ft.Colors.PRIMARY_CONTAINER if line.own else ft.Colors.SURFACE_CONTAINER_HIGHEST
+        border: ft.Border | None = None
+        if highlighted:
+            border = ft.Border.all(2, ft.Colors.PRIMARY)
+        elif mention:
+            border = ft.Border.only(left=ft.BorderSide(3, ft.Colors.TERTIARY))
         bubble = ft.Container(
             content=ft.Column(body, spacing=2, tight=True),
             padding=ft.Padding.symmetric(horizontal=12, vertical=8),
             border_radius=12,
-            bgcolor=ft.Colors.PRIMARY_CONTAINER if line.own else ft.Colors.SURFACE_CONTAINER_HIGHEST,
+            bgcolor=bgcolor,
+            border=border,
         )
         margin = 32 if self.narrow else 80
+
+        def hover(e: ft.Event[ft.Container], bar: ft.Control | None = bar) -> None:
+            if bar is not None:
+                self._show_bar(bar, e.data is True or str(e.data).lower() == "true")
+
+        def long_press(e: ft.Event[ft.Container], bar: ft.Control | None = bar) -> None:
+            if bar is not None:
+                self._show_bar(bar, not bar.visible)
+
         return ft.Container(
             content=bubble,
             alignment=ft.Alignment.CENTER_RIGHT if line.own else ft.Alignment.CENTER_LEFT,
             padding=ft.Padding.only(left=margin) if line.own else ft.Padding.only(right=margin),
+            on_hover=hover if bar is not None else None,
+            on_long_press=long_press if bar is not None else None,
         )
+
+    def _quote(self, original: ChatLine | None) -> ft.Control:
+        """The snippet of the message a reply answers, above the reply's text."""
+        if original is None:
+            text = "↪ an earlier message"
+        else:
+            who = "you" if original.own else sanitize(original.sender)
+            text = f"↪ {who}: {sanitize(original.snippet)}"
+        return ft.Container(
+            content=ft.Text(text, size=12, italic=True, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS,
+                            color=ft.Colors.ON_SURFACE_VARIANT),
+            border=ft.Border.only(left=ft.BorderSide(3, ft.Colors.PRIMARY)),
+            padding=ft.Padding.only(left=8, top=2, bottom=2),
+        )
+
+    def _reaction_chip(self, line: ChatLine, emoji: str, users: list[str]) -> ft.Control:
+        me = self.controller.state.user
+        mine = line.reacted(emoji, me)
+        names = ", ".join("you" if u.casefold() == me.casefold() else sanitize(u) for u in users)
+
+        async def toggle(e: ft.Event[ft.Container], msg_id: int | None = line.id, emoji: str = emoji) -> None:
+            if msg_id is not None:
+                await self._react(msg_id, emoji)
+
+        chip = ft.Container(
+            content=ft.Text(f"{sanitize(emoji)} {len(users)}", size=12),
+            padding=ft.Padding.symmetric(horizontal=8, vertical=2),
+            border_radius=12,
+            border=ft.Border.all(1, ft.Colors.PRIMARY if mine else ft.Colors.OUTLINE_VARIANT),
+            bgcolor=ft.Colors.SECONDARY_CONTAINER if mine else None,
+            on_click=toggle if line.id is not None else None,
+        )
+        return ft.MergeSemantics(content=ft.Semantics(
+            label=f"{sanitize(emoji)} {len(users)}: {names}", button=True, content=chip))
+
+    def _action_bar(self, line: ChatLine, conv: Conversation) -> ft.Control:
+        """Reply, react (a row of common emojis), edit and delete: hidden until the pointer is
+        over the message (desktop) or it is long-pressed (phone)."""
+        msg_id = line.id
+        assert msg_id is not None
+        st = self.controller.state
+        picker = ft.Row(wrap=True, spacing=0, run_spacing=0, visible=False, tight=True)
+
+        def pick_button(emoji: str) -> ft.Control:
+            async def chosen(e: ft.Event[ft.Control]) -> None:
+                picker.visible = False
+                await self._react(msg_id, emoji)
+
+            button = ft.TextButton(content=ft.Text(emoji, size=18), on_click=chosen,
+                                   style=ft.ButtonStyle(padding=ft.Padding.all(4)))
+            return ft.MergeSemantics(content=ft.Semantics(label=f"React {emoji}", button=True, content=button))
+
+        picker.controls = [pick_button(emoji) for emoji in COMMON_REACTIONS]
+
+        async def reply(e: ft.Event[ft.Control]) -> None:
+            try:
+                self.controller.start_reply(msg_id, conv.key)
+            except ChatError as err:
+                self.on_error(err.message)
+                return
+            self.focus_composer()
+
+        def react(e: ft.Event[ft.Control]) -> None:
+            picker.visible = not picker.visible
+            update(picker)
+
+        async def edit(e: ft.Event[ft.Control]) -> None:
+            try:
+                self.composer.value = self.controller.start_edit(msg_id, conv.key)
+            except ChatError as err:
+                self.on_error(err.message)
+                return
+            update(self.composer)
+            self.focus_composer()
+
+        async def delete(e: ft.Event[ft.Control]) -> None:
+            try:
+                await self.controller.delete_message(msg_id)
+            except ChatError as err:
+                self.on_error(err.message)
+
+        buttons: list[ft.Control] = [icon_button(ft.Icons.REPLY, "Reply", reply, icon_size=18),
+                                     icon_button(ft.Icons.ADD_REACTION_OUTLINED, "React", react, icon_size=18)]
+        if line.own:
+            buttons.append(icon_button(ft.Icons.EDIT_OUTLINED, "Edit", edit, icon_size=18))
+        if line.own or (conv.kind is Kind.GROUP and st.can_moderate(conv.name)):
+            buttons.append(icon_button(ft.Icons.DELETE_OUTLINE, "Delete", delete, icon_size=18))
+        return ft.Column([ft.Row(buttons, spacing=0, tight=True), picker], spacing=0, tight=True, visible=False)
+
+    def _show_bar(self, bar: ft.Control, show: bool) -> None:
+        if show and self._open_bar is not None and self._open_bar is not bar:
+            self._open_bar.visible = False
+            update(self._open_bar)
+        if bar.visible == show:
+            return
+        bar.visible = show
+        if not show and isinstance(bar, ft.Column) and len(bar.controls) > 1:
+            bar.controls[1].visible = False  # the emoji picker closes with the bar
+        self._open_bar = bar if show else None
+        update(bar)
+
+    async def _react(self, msg_id: int, emoji: str) -> None:
+        try:
+            await self.controller.toggle_reaction(msg_id, emoji)
+        except ChatError as err:
+            self.on_error(err.message)
+
+    async def _load_older(self, e: ft.Event[ft.Control] | None = None) -> None:
+        try:
+            await self.controller.load_older()
+        except ChatError as err:
+            self.on_error(err.message)
+
+    async def _scrolled(self, e: ft.OnScrollEvent) -> None:
+        # reverse=True: the oldest messages are at the far end of the scroll range.
+        conv = self.controller.current
+        if conv is None or not conv.more or conv.loading_older:
+            return
+        if e.pixels >= e.max_scroll_extent - 80:
+            await self._load_older()
+
+    async def _cancel_reply(self, e: ft.Event[ft.Control]) -> None:
+        conv = self.controller.current
+        editing = conv is not None and conv.editing is not None
+        self.controller.cancel_reply()
+        if editing:
+            self.composer.value = ""
+            update(self.composer)
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -718,7 +997,7 @@ class ChatView:
                  narrow: bool = False, on_info: Callable[[str], None] | None = None) -> None:
         self.controller = controller
         self.header = Header(controller, on_logout)
-        self.sidebar = Sidebar(controller, files, self.open, on_error, self.focus_after_dialog)
+        self.sidebar = Sidebar(controller, files, self.open, on_error, self.focus_after_dialog, self.open_hit)
         self.pane = ConversationPane(controller, files, on_error, self.back, self.toggle_members)
         self.members = MembersPanel(controller, on_error, on_info or (lambda text: None), self.toggle_members)
         # The members panel of the open group: beside the conversation (wide), or instead of it
@@ -783,6 +1062,13 @@ class ChatView:
         update(self.root)
         self.pane.focus_composer()
 
+    async def open_hit(self, hit: SearchHit) -> None:
+        """Opens the conversation of a search result, the message marked."""
+        await self.controller.open_hit(hit)
+        self._layout()
+        self.pane.render()
+        update(self.root)
+
     async def focus_after_dialog(self) -> None:
         # A closing dialog hands the focus back to what had it before (the button that opened
         # it) once its exit transition ends; a new message box after that takes it back.
@@ -808,6 +1094,8 @@ class ChatView:
             self.sidebar.render_conversations()
         if Change.ONLINE in changes:
             self.sidebar.render_online()
+        if Change.SEARCH in changes:
+            self.sidebar.render_search()
         if Change.FILES in changes:
             self.sidebar.render_files()
         if changes & {Change.MESSAGES, Change.GROUPS, Change.ONLINE, Change.FILES, Change.CONVERSATIONS,

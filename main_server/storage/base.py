@@ -38,6 +38,12 @@ class MessageRecord:
     ts: str
     to: str = ""     # private: the recipient's name
     group: str = ""  # group: the group's name
+    reply_to: int = 0    # the message this one answers (0: none)
+    edited: str = ""     # when the text was last edited ("" = never)
+    deleted: bool = False  # a tombstone: the text is then empty
+    # (emoji, (user name, ...)) pairs, emoji in order, users in order
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    mention: bool = False  # the reader is named in the text as @user (per reader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,19 @@ class Stored:
 
     message: MessageRecord
     recipients: list[str]
+    mentioned: list[str] = field(default_factory=list)  # recipients the text names as @user
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChange:
+    """What an edit, a delete or a reaction did to a message, and who hears of it: everyone
+    who can see the message (keys, read in the same transaction). changed=False: nothing
+    happened (a reaction given twice), so nobody is told."""
+
+    message: MessageRecord
+    audience: list[str]
+    changed: bool = True
+    mentioned: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +187,15 @@ class Storage(ABC):
     async def delete_session(self, token_hash: str) -> None: ...
 
     # messages: every recipient gets an undelivered entry (the sender of a group message not)
+    # reply_to: the message answered (the caller checked the sender may see it); mentions: keys
+    # of users the text names as @user (only recipients who may read it are flagged).
     @abstractmethod
-    async def store_private(self, sender: User, to_key: str, text: str) -> Stored: ...
+    async def store_private(self, sender: User, to_key: str, text: str, reply_to: int = 0,
+                            mentions: tuple[str, ...] = ()) -> Stored: ...
 
     @abstractmethod
-    async def store_group(self, sender: User, group_key: str, text: str) -> Stored: ...
+    async def store_group(self, sender: User, group_key: str, text: str, reply_to: int = 0,
+                          mentions: tuple[str, ...] = ()) -> Stored: ...
 
     @abstractmethod
     async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
@@ -198,11 +221,38 @@ class Storage(ABC):
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         """The messages with these ids (another replica stored them and asks us to push)."""
 
+    # History, oldest first: the newest `limit` messages, or the `limit` just before `before`,
+    # or the `limit` just after `after` (ids). Deleted messages are tombstones.
     @abstractmethod
-    async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]: ...
+    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
+                              ) -> list[MessageRecord]: ...
 
     @abstractmethod
-    async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]: ...
+    async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
+                            ) -> list[MessageRecord]: ...
+
+    # the life of a message: every rule (who may see, edit, delete) checked in the transaction
+    @abstractmethod
+    async def message_for(self, user_key: str, msg_id: int) -> MessageRecord:
+        """The message if the user may see it (NotFound otherwise, whether or not it exists)."""
+
+    @abstractmethod
+    async def edit_message(self, user: User, msg_id: int, text: str, mentions: tuple[str, ...] = ()
+                           ) -> MessageChange: ...
+
+    @abstractmethod
+    async def delete_message(self, user: User, msg_id: int) -> MessageChange:
+        """The author, or an owner/admin of the message's group. The text is gone, the message
+        stays as a tombstone; nobody who has not received it yet ever will."""
+
+    @abstractmethod
+    async def react(self, user: User, msg_id: int, emoji: str, on: bool) -> MessageChange: ...
+
+    @abstractmethod
+    async def search(self, user_key: str, words: list[str], group_key: str = "", peer_key: str = "",
+                     limit: int = 50) -> list[MessageRecord]:
+        """Messages the user may read that contain every word, best first. group_key / peer_key
+        narrow it to one conversation."""
 
     # groups (rooms). Every rule is main_server/rooms.py's, applied inside the operation's
     # transaction, so a change and the check that allowed it are one atomic step.

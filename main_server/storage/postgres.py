@@ -39,6 +39,7 @@ from .base import (
     GroupInfo,
     GroupRecord,
     MemberInfo,
+    MessageChange,
     MessageRecord,
     ReadMark,
     RoomChange,
@@ -210,7 +211,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX file_recipients_pending ON file_recipients(user_key, file_id) WHERE NOT downloaded;
     """,
-    # Conversation state follows the user (see the SQLite engine's last migration and
+    # Conversation state follows the user (see the SQLite engine's MIGRATIONS[4] and
     # main_server/storage/convops.py).
     """
     CREATE TABLE private_peers (
@@ -249,6 +250,70 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN receipts BOOLEAN NOT NULL DEFAULT true;
     CREATE TABLE IF NOT EXISTS mentions(user_key TEXT, msg_id BIGINT, PRIMARY KEY(user_key, msg_id));
     """,
+    # Messages have a life (see the SQLite engine's MIGRATIONS[5]): replies, edits, deletes
+    # (tombstones), reactions, mentions, and full-text search through a GIN index over
+    # to_tsvector('simple', text) of the messages that are not deleted. Group sends gain the
+    # reply and the mentions, stored in the same call (realmchat_store_group_v5; the older
+    # function stays for a rolling upgrade). mentions is shared with conversation state.
+    """
+    ALTER TABLE messages ADD COLUMN reply_to BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN edited TEXT NOT NULL DEFAULT '',
+        ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false;
+    CREATE TABLE reactions (
+        msg_id BIGINT NOT NULL REFERENCES messages(id),
+        user_key TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        emoji TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (msg_id, user_key, emoji)
+    );
+    CREATE TABLE IF NOT EXISTS mentions (
+        user_key TEXT NOT NULL,
+        msg_id BIGINT NOT NULL,
+        PRIMARY KEY (user_key, msg_id)
+    );
+    CREATE INDEX IF NOT EXISTS mentions_by_msg ON mentions(msg_id);
+    CREATE INDEX messages_fts ON messages USING gin (to_tsvector('simple', text)) WHERE NOT deleted;
+    CREATE FUNCTION realmchat_store_group_v5(p_sender text, p_sender_key text, p_group_key text,
+                                             p_text text, p_lock integer, p_reply_to bigint,
+                                             p_mentions text[])
+    RETURNS TABLE (out_name text, out_id bigint, out_ts text, out_recipients text[], out_mentioned text[])
+    LANGUAGE plpgsql VOLATILE AS $fn$
+    DECLARE
+        v_name text;
+        v_id bigint;
+        v_ts text;
+        v_recipients text[];
+        v_mentioned text[];
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(2, p_lock);
+        SELECT g.name INTO v_name FROM groups g WHERE g.key = p_group_key;
+        IF v_name IS NULL THEN
+            RETURN;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM members m WHERE m.group_key = p_group_key AND m.user_key = p_sender_key) THEN
+            RETURN QUERY SELECT v_name, NULL::bigint, NULL::text, NULL::text[], NULL::text[];
+            RETURN;
+        END IF;
+        INSERT INTO messages(sender, sender_key, group_name, group_key, text, reply_to)
+            VALUES (p_sender, p_sender_key, v_name, p_group_key, p_text, p_reply_to)
+            RETURNING messages.id, messages.ts INTO v_id, v_ts;
+        WITH q AS (
+            INSERT INTO undelivered(user_key, group_key, msg_id)
+            SELECT m.user_key, p_group_key, v_id FROM members m
+            WHERE m.group_key = p_group_key AND m.user_key <> p_sender_key
+            RETURNING undelivered.user_key)
+        SELECT coalesce(array_agg(q.user_key ORDER BY q.user_key), '{}') INTO v_recipients FROM q;
+        WITH n AS (
+            INSERT INTO mentions(user_key, msg_id)
+            SELECT DISTINCT u, v_id FROM unnest(p_mentions) AS u WHERE u = ANY(v_recipients)
+            ON CONFLICT DO NOTHING
+            RETURNING mentions.user_key)
+        SELECT coalesce(array_agg(n.user_key ORDER BY n.user_key), '{}') INTO v_mentioned FROM n;
+        RETURN QUERY SELECT v_name, v_id, v_ts, v_recipients, v_mentioned;
+    END
+    $fn$;
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.
@@ -269,7 +334,7 @@ _DOWN = (
     asyncpg.exceptions.CrashShutdownError,
 )
 
-_MSG_COLS = "id, sender, text, ts, to_name, group_name"
+_MSG_COLS = roomops.MSG_COLS
 _FILE_COLS = roomops.FILE_COLS
 
 
@@ -294,9 +359,10 @@ def _name_lock(key: str) -> str:
 # One round trip: the recipient's name, the message and its undelivered row. No row = no user.
 _STORE_PRIVATE = """
 WITH u AS (SELECT name FROM users WHERE key = $2),
-m AS (INSERT INTO messages(sender, sender_key, to_name, to_key, text)
-      SELECT $1, $3, u.name, $2, $4 FROM u RETURNING id, ts, to_name),
-q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FROM m)
+m AS (INSERT INTO messages(sender, sender_key, to_name, to_key, text, reply_to)
+      SELECT $1, $3, u.name, $2, $4, $5 FROM u RETURNING id, ts, to_name),
+q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FROM m),
+n AS (INSERT INTO mentions(user_key, msg_id) SELECT $2, id FROM m WHERE $6)
 SELECT id, ts, to_name FROM m"""
 
 # One index probe per (user, message) pair, then a TID scan. The plain DELETE ... USING
@@ -324,12 +390,18 @@ WITH picked AS (
     WHERE user_key = $1 AND group_key = $3 AND msg_id <> ALL($4::bigint[])
     ORDER BY msg_id LIMIT $2 + 1),
 n AS (SELECT count(*) AS n FROM picked)
-SELECT m.id, m.sender, m.text, m.ts, m.to_name, m.group_name, n.n > $2 AS more
+SELECT m.id, m.sender, m.text, m.ts, m.to_name, m.group_name, m.reply_to, m.edited, m.deleted, n.n > $2 AS more,
+    EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = $1 AND x.msg_id = m.id) AS mention
 FROM messages m, n WHERE m.id IN (SELECT msg_id FROM picked ORDER BY msg_id LIMIT $2) ORDER BY m.id"""
 
 
 _message = roomops.message
 _file = roomops.file
+
+
+def _id(value: int) -> int:
+    """An id bound as given when it fits BIGINT; beyond it no message lies past it anyway."""
+    return max(0, min(value, (1 << 63) - 1))
 
 
 def _no_nul(*values: str) -> None:
@@ -551,29 +623,34 @@ class PostgresStorage(Storage):
 
     # ---- messages ----------------------------------------------------------------------------
 
-    async def store_private(self, sender: User, to_key: str, text: str) -> Stored:
+    async def store_private(self, sender: User, to_key: str, text: str, reply_to: int = 0,
+                            mentions: tuple[str, ...] = ()) -> Stored:
         _no_nul(to_key, text)
+        named = to_key in mentions and to_key != sender.key
 
         async def op(c: asyncpg.Connection) -> Stored:
-            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text)
+            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text, reply_to, named)
             if r is None:
                 raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
-            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"]), [to_key])
+            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"], reply_to=reply_to),
+                          [to_key], [to_key] if named else [])
 
         return await self._auto(op, idempotent=False)
 
-    async def store_group(self, sender: User, group_key: str, text: str) -> Stored:
-        _no_nul(group_key, text)
+    async def store_group(self, sender: User, group_key: str, text: str, reply_to: int = 0,
+                          mentions: tuple[str, ...] = ()) -> Stored:
+        _no_nul(group_key, text, *mentions)
 
         async def op(c: asyncpg.Connection) -> Stored:
-            r = await c.fetchrow("SELECT * FROM realmchat_store_group($1, $2, $3, $4, $5)",
-                                 sender.name, sender.key, group_key, text, _group_lock_id(group_key))
+            r = await c.fetchrow("SELECT * FROM realmchat_store_group_v5($1, $2, $3, $4, $5, $6, $7)",
+                                 sender.name, sender.key, group_key, text, _group_lock_id(group_key), reply_to,
+                                 list(mentions))
             if r is None:
                 raise NotFound(f"no group {group_key!r}: create it with creategroup")
             if r["out_id"] is None:
                 raise PermissionDenied(f"you are not a member of {r['out_name']!r}: joingroup first")
-            return Stored(MessageRecord(r["out_id"], sender.name, text, r["out_ts"], group=r["out_name"]),
-                          list(r["out_recipients"]))
+            return Stored(MessageRecord(r["out_id"], sender.name, text, r["out_ts"], group=r["out_name"],
+                                        reply_to=reply_to), list(r["out_recipients"]), list(r["out_mentioned"]))
 
         return await self._auto(op, idempotent=False)
 
@@ -594,7 +671,8 @@ class PostgresStorage(Storage):
                                        user_key, group_key, skipped)
             return [], bool(waiting)
         rows = await c.fetch(_PEEK, user_key, limit, group_key, skipped)
-        return [_message(r) for r in rows], bool(rows) and rows[0]["more"]
+        msgs = await roomops.drive_async(roomops.with_reactions([_message(r) for r in rows]), c)
+        return msgs, bool(rows) and rows[0]["more"]
 
     async def peek_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
                          ) -> tuple[list[MessageRecord], bool]:
@@ -611,10 +689,11 @@ class PostgresStorage(Storage):
     async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
             rows = await c.fetch(
-                f"SELECT {_MSG_COLS} FROM messages WHERE id IN ("
+                f"SELECT {_MSG_COLS}, EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = $1 AND x.msg_id = m.id) "
+                "AS mention FROM messages m WHERE id IN ("
                 "SELECT msg_id FROM undelivered WHERE user_key=$1 ORDER BY msg_id LIMIT $2) ORDER BY id",
                 user_key, limit)
-            return [_message(r) for r in rows]
+            return await roomops.drive_async(roomops.with_reactions([_message(r) for r in rows]), c)
 
         return await self._auto(op)
 
@@ -626,25 +705,69 @@ class PostgresStorage(Storage):
         wanted = [i for i in ids if 0 < i < 1 << 63]  # others name no message (and overflow BIGINT)
         return await self._auto(op) if wanted else []
 
-    async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
+    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
+                              ) -> list[MessageRecord]:
+        _no_nul(a_key, b_key)
+        return await self._read_room(roomops.history_private(a_key, b_key, limit, _id(before), _id(after)))
+
+    async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
+                            ) -> list[MessageRecord]:
+        _no_nul(group_key)
+        return await self._read_room(roomops.history(user_key, group_key, limit, _id(before), _id(after)))
+
+    # ---- the life of a message ---------------------------------------------------------------
+    # Writes run in a transaction holding the message's group lock (exclusive, as room changes):
+    # the access check and the change are one step against joins, leaves and kicks.
+
+    async def _on_message(self, msg_id: int, op: roomops.Op[T]) -> T:
+        async def run(c: asyncpg.Connection) -> T:
+            gk = await c.fetchval("SELECT group_key FROM messages WHERE id=$1", msg_id) if 0 < msg_id < 1 << 63 else ""
+            if gk:
+                await c.execute(f"SELECT pg_advisory_xact_lock(2, {_group_lock_id(gk)})")
+            return await roomops.drive_async(op, c)
+
+        return await self._tx(run)
+
+    async def message_for(self, user_key: str, msg_id: int) -> MessageRecord:
+        return await self._read_room(roomops.message_for(user_key, msg_id))
+
+    async def edit_message(self, user: User, msg_id: int, text: str, mentions: tuple[str, ...] = ()
+                           ) -> MessageChange:
+        _no_nul(text, *mentions)
+        return await self._on_message(msg_id, roomops.edit(user, msg_id, text, mentions, _TS, ()))
+
+    async def delete_message(self, user: User, msg_id: int) -> MessageChange:
+        return await self._on_message(msg_id, roomops.delete(user, msg_id))
+
+    async def react(self, user: User, msg_id: int, emoji: str, on: bool) -> MessageChange:
+        _no_nul(emoji)
+        return await self._on_message(msg_id, roomops.react(user, msg_id, emoji, on))
+
+    async def search(self, user_key: str, words: list[str], group_key: str = "", peer_key: str = "",
+                     limit: int = 50) -> list[MessageRecord]:
+        _no_nul(group_key, peer_key, *words)
+
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
-            if a_key == b_key:  # notes to self: one direction, or UNION ALL would list each twice
-                rows = await c.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE group_key='' AND sender_key=$1 "
-                                     "AND to_key=$1 ORDER BY id DESC LIMIT $2", a_key, limit)
-                return [_message(r) for r in reversed(rows)]
-            # Two index range scans (one per direction) rather than an OR the planner may not split.
+            if group_key:
+                await roomops.drive_async(roomops.check_member(group_key, user_key), c)
+                scope, params = "AND m.group_key = $4 ", (group_key,)
+            elif peer_key:
+                scope = ("AND m.group_key = '' AND ((m.sender_key = $2 AND m.to_key = $4) "
+                         "OR (m.sender_key = $4 AND m.to_key = $2)) ")
+                params = (peer_key,)
+            else:
+                scope, params = "", ()
+            access = roomops.SEARCH_ACCESS.replace("?", "$2")  # the caller, three times
             rows = await c.fetch(
-                f"SELECT * FROM (SELECT {_MSG_COLS} FROM messages "
-                "WHERE group_key='' AND sender_key=$1 AND to_key=$2 "
-                f"UNION ALL SELECT {_MSG_COLS} FROM messages WHERE group_key='' AND sender_key=$2 AND to_key=$1) m "
-                "ORDER BY id DESC LIMIT $3", a_key, b_key, limit)
-            return [_message(r) for r in reversed(rows)]
+                f"SELECT {', '.join('m.' + col for col in _MSG_COLS.split(', '))}, "
+                "ts_rank(to_tsvector('simple', m.text), q) AS rank "
+                "FROM messages m, plainto_tsquery('simple', $1) q "
+                f"WHERE to_tsvector('simple', m.text) @@ q AND {access} {scope}"
+                "ORDER BY rank DESC, m.id DESC LIMIT $3",
+                " ".join(words), user_key, limit, *params)
+            return await roomops.drive_async(roomops.with_reactions([_message(r) for r in rows]), c)
 
         return await self._auto(op)
-
-    async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
-        _no_nul(group_key)
-        return await self._read_room(roomops.history(user_key, group_key, limit))
 
     # ---- groups ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ main_server/rooms.py with a standing read in the same transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import re
@@ -18,12 +19,22 @@ import sqlite3
 from collections.abc import Generator
 from typing import Any, TypeVar
 
-from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
+from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, ResourceExhausted
 from realmchat.names import name_key
 
 from .. import rooms
 from ..rooms import Standing
-from .base import FileRecord, GroupRecord, MemberInfo, MessageRecord, RoomChange, RoomInfo, User, utc_now_iso
+from .base import (
+    FileRecord,
+    GroupRecord,
+    MemberInfo,
+    MessageChange,
+    MessageRecord,
+    RoomChange,
+    RoomInfo,
+    User,
+    utc_now_iso,
+)
 
 T = TypeVar("T")
 # (mode, sql, params): mode "one" (a row or None), "all" (rows), "val" (the first column of the
@@ -32,13 +43,20 @@ Query = tuple[str, str, tuple[Any, ...]]
 Op = Generator[Query, Any, T]
 
 BROWSE_MAX = 500
-MSG_COLS = "id, sender, text, ts, to_name, group_name"
+MSG_COLS = "id, sender, text, ts, to_name, group_name, reply_to, edited, deleted"
+FULL_COLS = MSG_COLS + ", sender_key, to_key, group_key"
+REACTIONS_PER_USER_MAX = 20  # distinct emoji one user may put on one message
 FILE_COLS = "id, sender, to_name, to_key, name, size, sha256, ts, group_name, group_key"
 
 
 def message(r: Any) -> MessageRecord:
+    try:
+        mention = bool(r["mention"])
+    except (IndexError, KeyError):  # the query did not ask for the reader's mention
+        mention = False
     return MessageRecord(id=r["id"], sender=r["sender"], text=r["text"], ts=r["ts"],
-                         to=r["to_name"], group=r["group_name"])
+                         to=r["to_name"], group=r["group_name"], reply_to=int(r["reply_to"] or 0),
+                         edited=r["edited"] or "", deleted=bool(r["deleted"]), mention=mention)
 
 
 def file(r: Any) -> FileRecord:
@@ -292,13 +310,11 @@ def check_member(key: str, user_key: str) -> Op[GroupRecord]:
     return g
 
 
-def history(user_key: str, key: str, limit: int) -> Op[list[MessageRecord]]:
+def history(user_key: str, key: str, limit: int, before: int = 0, after: int = 0) -> Op[list[MessageRecord]]:
     g = yield from group(key)
     me = yield from standing(key, user_key)
     rooms.check_member(g, me)
-    rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE group_key=? AND id > ? ORDER BY id DESC LIMIT ?",
-                  (key, rooms.history_floor(g, me), limit))
-    return [message(r) for r in reversed(rows)]
+    return (yield from _page("group_key=? AND id > ?", (key, rooms.history_floor(g, me)), limit, before, after))
 
 
 # ---- group files -----------------------------------------------------------------------------
@@ -341,3 +357,159 @@ def mark_downloaded(file_id: int, user_key: str) -> Op[None]:
     yield ("exec", "UPDATE files SET downloaded = TRUE WHERE id=? AND to_key=?", (file_id, user_key))
     yield ("exec", "UPDATE file_recipients SET downloaded = TRUE WHERE file_id=? AND user_key=?",
            (file_id, user_key))
+
+
+# ---- the life of a message ------------------------------------------------------------------
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def with_reactions(msgs: list[MessageRecord]) -> Op[list[MessageRecord]]:
+    """The messages with their reactions: emoji in the order they were first given, users in
+    the order they reacted."""
+    ids = [m.id for m in msgs if not m.deleted]
+    if not ids:
+        return msgs
+    rows = yield ("all", f"SELECT msg_id, emoji, user_name FROM reactions WHERE msg_id IN ({_marks(len(ids))}) "
+                         "ORDER BY msg_id, ts, user_name", tuple(ids))
+    by_msg: dict[int, dict[str, list[str]]] = {}
+    for r in rows:
+        by_msg.setdefault(int(r["msg_id"]), {}).setdefault(r["emoji"], []).append(r["user_name"])
+    if not by_msg:
+        return msgs
+    return [dataclasses.replace(m, reactions=tuple((e, tuple(us)) for e, us in by_msg[m.id].items()))
+            if m.id in by_msg else m for m in msgs]
+
+
+def visible(user_key: str, msg_id: int) -> Op[tuple[Any, GroupRecord | None, Standing | None]]:
+    """The message row if the user may see it: a party to a private message, or a member of
+    the group who may read it (rooms.can_read). NotFound otherwise, whether it exists or not."""
+    missing = NotFound(f"no message {msg_id} that you can see: check the id (history shows them)")
+    if not 0 < msg_id < 1 << 63:
+        raise missing
+    r = yield ("one", f"SELECT {FULL_COLS} FROM messages WHERE id=?", (msg_id,))
+    if r is None:
+        raise missing
+    if r["group_key"]:
+        g = yield from group(r["group_key"])
+        me = yield from standing(g.key, user_key)
+        if not rooms.can_read(g, me, msg_id):
+            raise missing
+        return r, g, me
+    if user_key not in (r["sender_key"], r["to_key"]):
+        raise missing
+    return r, None, None
+
+
+def audience(r: Any, g: GroupRecord | None) -> Op[list[str]]:
+    """Everyone who can see the message (its events go to them)."""
+    if g is None:
+        return sorted({r["sender_key"], r["to_key"]})
+    if g.mode == rooms.PRIVATE:
+        rows = yield ("all", "SELECT user_key FROM members WHERE group_key=? AND joined_at_id < ?", (g.key, r["id"]))
+        return sorted(x[0] for x in rows)
+    return (yield from member_keys(g.key))
+
+
+def _live(r: Any) -> None:
+    if r["deleted"]:
+        raise NotFound(f"message {r['id']} was deleted")
+
+
+def set_mentions(msg_id: int, wanted: tuple[str, ...], readers: list[str], replace: bool) -> Op[list[str]]:
+    """Flags the message for the readers its text names (mentions table); returns them."""
+    if replace:
+        yield ("exec", "DELETE FROM mentions WHERE msg_id=?", (msg_id,))
+    named = sorted(set(wanted) & set(readers))
+    for k in named:
+        yield ("exec", "INSERT INTO mentions(user_key, msg_id) VALUES (?, ?) ON CONFLICT DO NOTHING", (k, msg_id))
+    return named
+
+
+def message_for(user_key: str, msg_id: int) -> Op[MessageRecord]:
+    r, _, _ = yield from visible(user_key, msg_id)
+    return message(r)
+
+
+def edit(u: User, msg_id: int, text: str, mentions: tuple[str, ...], ts_sql: str, ts_params: tuple[Any, ...]
+         ) -> Op[MessageChange]:
+    """ts_sql: how the engine writes the edit time (SQLite: a parameter; PostgreSQL: its clock)."""
+    r, g, _ = yield from visible(u.key, msg_id)
+    _live(r)
+    rooms.check_edit(r["sender_key"] == u.key)
+    edited = yield ("val", f"UPDATE messages SET text=?, edited={ts_sql} WHERE id=? RETURNING edited",
+                    (text, *ts_params, msg_id))
+    told = yield from audience(r, g)
+    named = yield from set_mentions(msg_id, mentions, [k for k in told if k != u.key], replace=True)
+    m = dataclasses.replace(message(r), text=text, edited=edited)
+    return MessageChange((yield from with_reactions([m]))[0], told, mentioned=named)
+
+
+def delete(u: User, msg_id: int) -> Op[MessageChange]:
+    r, g, me = yield from visible(u.key, msg_id)
+    _live(r)
+    rooms.check_delete(g, me, r["sender_key"] == u.key)
+    told = yield from audience(r, g)
+    yield ("exec", "UPDATE messages SET text='', deleted=TRUE WHERE id=?", (msg_id,))
+    # Nobody who has not received it yet ever will: its undelivered entries go in the same step.
+    waiting = [r["to_key"]] if g is None else told
+    if waiting:
+        yield ("exec", f"DELETE FROM undelivered WHERE msg_id=? AND user_key IN ({_marks(len(waiting))})",
+               (msg_id, *waiting))
+    yield ("exec", "DELETE FROM reactions WHERE msg_id=?", (msg_id,))
+    yield ("exec", "DELETE FROM mentions WHERE msg_id=?", (msg_id,))
+    return MessageChange(dataclasses.replace(message(r), text="", deleted=True), told)
+
+
+def react(u: User, msg_id: int, emoji: str, on: bool) -> Op[MessageChange]:
+    r, g, _ = yield from visible(u.key, msg_id)
+    _live(r)
+    if on:
+        n = yield ("val", "SELECT COUNT(*) FROM reactions WHERE msg_id=? AND user_key=?", (msg_id, u.key))
+        if int(n) >= REACTIONS_PER_USER_MAX:
+            raise ResourceExhausted(f"at most {REACTIONS_PER_USER_MAX} different reactions of yours on one message")
+        done = yield ("val", "INSERT INTO reactions(msg_id, user_key, user_name, emoji, ts) VALUES (?, ?, ?, ?, ?) "
+                             "ON CONFLICT DO NOTHING RETURNING 1", (msg_id, u.key, u.name, emoji, utc_now_iso()))
+    else:
+        done = yield ("val", "DELETE FROM reactions WHERE msg_id=? AND user_key=? AND emoji=? RETURNING 1",
+                      (msg_id, u.key, emoji))
+    told = yield from audience(r, g)
+    m = (yield from with_reactions([message(r)]))[0]
+    return MessageChange(m, told, changed=done is not None)
+
+
+def _page(where: str, params: tuple[Any, ...], limit: int, before: int, after: int) -> Op[list[MessageRecord]]:
+    if after:
+        rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                      (*params, after, limit))
+    else:
+        bound = " AND id < ?" if before else ""
+        rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE {where}{bound} ORDER BY id DESC LIMIT ?",
+                      (*params, *((before,) if before else ()), limit))
+        rows = list(reversed(rows))
+    return (yield from with_reactions([message(r) for r in rows]))
+
+
+def history_private(a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
+                    ) -> Op[list[MessageRecord]]:
+    # Both directions through the (sender_key, to_key, id) index.
+    if a_key == b_key:  # notes to self: one direction
+        return (yield from _page("group_key='' AND sender_key=? AND to_key=?", (a_key, a_key), limit, before, after))
+    return (yield from _page("group_key='' AND ((sender_key=? AND to_key=?) OR (sender_key=? AND to_key=?))",
+                             (a_key, b_key, b_key, a_key), limit, before, after))
+
+
+# What a search may return to user ? (three times): never deleted, private messages of the
+# user's own conversations, group messages under rooms.can_read's rule.
+SEARCH_ACCESS = (
+    "NOT m.deleted AND ((m.group_key = '' AND (m.sender_key = ? OR m.to_key = ?)) OR EXISTS ("
+    "SELECT 1 FROM members x JOIN groups g ON g.key = x.group_key WHERE x.group_key = m.group_key "
+    "AND x.user_key = ? AND (g.mode = 'public' OR m.id > x.joined_at_id)))"
+)
+
+
+def user_groups(user_key: str) -> Op[list[str]]:
+    rows = yield ("all", "SELECT group_key FROM members WHERE user_key=?", (user_key,))
+    return sorted(r[0] for r in rows)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +32,7 @@ from .base import (
     GroupInfo,
     GroupRecord,
     MemberInfo,
+    MessageChange,
     MessageRecord,
     ReadMark,
     RoomChange,
@@ -194,13 +198,134 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN receipts INTEGER NOT NULL DEFAULT 1;
     CREATE TABLE IF NOT EXISTS mentions(user_key TEXT, msg_id INTEGER, PRIMARY KEY(user_key, msg_id))
     """,
+    # Messages have a life: replies, edits, deletes (tombstones), reactions, mentions and
+    # full-text search. messages_fts is a contentless FTS5 index kept in step by triggers: the
+    # text, and a `scope` column of conversation tokens (u<hex user key> for both parties of a
+    # private message, g<hex group key> for a group) so that a search looks only inside the
+    # conversations the caller may read. mentions is shared with conversation state (unread
+    # mentions), hence IF NOT EXISTS.
+    """
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN edited TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reactions (
+        msg_id INTEGER NOT NULL REFERENCES messages(id),
+        user_key TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        emoji TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (msg_id, user_key, emoji)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS mentions (
+        user_key TEXT NOT NULL,
+        msg_id INTEGER NOT NULL,
+        PRIMARY KEY (user_key, msg_id)
+    );
+    CREATE INDEX IF NOT EXISTS mentions_by_msg ON mentions(msg_id);
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, scope, content='', tokenize='unicode61 remove_diacritics 2');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, text, scope) VALUES (new.id, new.text, CASE WHEN new.group_key = ''
+            THEN 'u' || hex(new.sender_key) || ' u' || hex(new.to_key) ELSE 'g' || hex(new.group_key) END);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text, scope) VALUES ('delete', old.id, old.text,
+            CASE WHEN old.group_key = ''
+            THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
+        INSERT INTO messages_fts(rowid, text, scope) VALUES (new.id, new.text, CASE WHEN new.group_key = ''
+            THEN 'u' || hex(new.sender_key) || ' u' || hex(new.to_key) ELSE 'g' || hex(new.group_key) END);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text, scope) VALUES ('delete', old.id, old.text,
+            CASE WHEN old.group_key = ''
+            THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
+    END;
+    INSERT INTO messages_fts(rowid, text, scope) SELECT id, text,
+        CASE WHEN group_key = '' THEN 'u' || hex(sender_key) || ' u' || hex(to_key) ELSE 'g' || hex(group_key) END
+        FROM messages;
+    """,
 ]
 
 _STOP = object()
+# A search ranks the newest this many matches in the caller's conversations: all of them but for
+# the commonest words, whose older matches are not ranked (see docs/PERFORMANCE.md).
+SEARCH_CANDIDATES = 2000
+# A word's document frequency, for its weight, is counted up to this many matches and estimated
+# beyond from how far back its newest DF_SAMPLE matches reach.
+DF_SAMPLE = 1000
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
+_TOKEN = re.compile(r"[^\W_]+")  # letters and digits: unicode61 splits on "_" too
+# The reader's mention flag, for queries over undelivered d joined to messages m.
+_MENTION = "EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = d.user_key AND x.msg_id = m.id) AS mention"
 
 
 _message = roomops.message
 _file = roomops.file
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of a migration, whole: a trigger's body holds semicolons of its own."""
+    out: list[str] = []
+    buf = ""
+    for part in script.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf)
+    return out
+
+
+def scope_token(kind: str, key: str) -> str:
+    """A conversation token of messages_fts.scope: 'u' or 'g' and the key's UTF-8 in hex (as
+    SQLite's hex() writes it in the triggers)."""
+    return f'"{kind}{key.encode().hex().upper()}"'
+
+
+def fold(text: str) -> list[str]:
+    """The words of a text about as FTS5's unicode61 tokenizer (remove_diacritics 2) sees them."""
+    if text.isascii():
+        return _TOKEN.findall(text.lower())
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch))
+    return _TOKEN.findall(plain)
+
+
+def word_weight(c: sqlite3.Connection, word: str, total: int) -> float:
+    """bm25's IDF of one word over all messages, its document frequency counted, or estimated for
+    a very common word (FTS5's own bm25() walks every posting of every word, tens of ms for a
+    word in half the messages)."""
+    match = f"text : ({fts_words([word])})"
+    far = c.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC "
+                    "LIMIT 1 OFFSET ?", (match, DF_SAMPLE - 1)).fetchone()
+    if far is None:
+        df = c.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (match,)).fetchone()[0]
+    else:
+        df = min(total, DF_SAMPLE * total / max(total - far[0] + 1, 1))
+    return max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)
+
+
+def bm25_order(c: sqlite3.Connection, records: list[MessageRecord], words: list[str]) -> list[MessageRecord]:
+    """The records best first by BM25 over their text (as FTS5's bm25() would rank them, with
+    estimated weights for very common words), newest first among equals."""
+    if not records:
+        return records
+    total = c.execute("SELECT max(id) FROM messages").fetchone()[0] or 1
+    wanted = {w: word_weight(c, w, total) for w in dict.fromkeys(fold(" ".join(words)))}
+    tokens = [fold(r.text) for r in records]
+    avg = max(sum(map(len, tokens)) / len(tokens), 1.0)
+
+    def score(toks: list[str]) -> float:
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / avg)
+        return sum(idf * (tf := toks.count(w)) * (BM25_K1 + 1) / (tf + norm) for w, idf in wanted.items())
+
+    scored = sorted(zip(records, tokens, strict=True), key=lambda rt: (-score(rt[1]), -rt[0].id))
+    return [r for r, _ in scored]
+
+
+def fts_words(words: list[str]) -> str:
+    """The words as FTS5 strings (each quoted; a quote inside doubled): never query syntax."""
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 class SQLiteStorage(Storage):
@@ -293,15 +418,7 @@ class SQLiteStorage(Storage):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for i in range(version, len(MIGRATIONS)):
             conn.execute("BEGIN IMMEDIATE")
-            # Statements end at a ';' that completes one (a trigger's body holds several).
-            stmt = ""
-            for piece in MIGRATIONS[i].split(";"):
-                stmt += piece + ";"
-                if sqlite3.complete_statement(stmt):
-                    if stmt.strip(" \n;"):
-                        conn.execute(stmt)
-                    stmt = ""
-            if stmt.strip(" \n;"):
+            for stmt in split_statements(MIGRATIONS[i]):
                 conn.execute(stmt)
             conn.execute(f"PRAGMA user_version={i + 1}")
             conn.execute("COMMIT")
@@ -422,22 +539,28 @@ class SQLiteStorage(Storage):
 
     # ---- messages ----------------------------------------------------------------------------
 
-    async def store_private(self, sender: User, to_key: str, text: str) -> Stored:
+    async def store_private(self, sender: User, to_key: str, text: str, reply_to: int = 0,
+                            mentions: tuple[str, ...] = ()) -> Stored:
         def op(c: sqlite3.Connection) -> Stored:
             r = c.execute("SELECT name FROM users WHERE key=?", (to_key,)).fetchone()
             if r is None:
                 raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
             ts = utc_now_iso()
             cur = c.execute(
-                "INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) VALUES (?,?,?,?,?,?)",
-                (sender.name, sender.key, r["name"], to_key, text, ts))
+                "INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts, reply_to) VALUES (?,?,?,?,?,?,?)",
+                (sender.name, sender.key, r["name"], to_key, text, ts, reply_to))
             msg_id = int(cur.lastrowid or 0)
             c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)", (to_key, "", msg_id))
-            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"]), [to_key])
+            named = [to_key] if to_key in mentions and to_key != sender.key else []
+            if named:
+                c.execute("INSERT INTO mentions(user_key, msg_id) VALUES (?,?)", (to_key, msg_id))
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"], reply_to=reply_to), [to_key],
+                          named)
 
         return await self._do(op)
 
-    async def store_group(self, sender: User, group_key: str, text: str) -> Stored:
+    async def store_group(self, sender: User, group_key: str, text: str, reply_to: int = 0,
+                          mentions: tuple[str, ...] = ()) -> Stored:
         def op(c: sqlite3.Connection) -> Stored:
             g = c.execute("SELECT name FROM groups WHERE key=?", (group_key,)).fetchone()
             if g is None:
@@ -448,13 +571,16 @@ class SQLiteStorage(Storage):
                 raise PermissionDenied(f"you are not a member of {g['name']!r}: joingroup first")
             ts = utc_now_iso()
             cur = c.execute(
-                "INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts) "
-                "VALUES (?,?,?,?,?,?)", (sender.name, sender.key, g["name"], group_key, text, ts))
+                "INSERT INTO messages(sender, sender_key, group_name, group_key, text, ts, reply_to) "
+                "VALUES (?,?,?,?,?,?,?)", (sender.name, sender.key, g["name"], group_key, text, ts, reply_to))
             msg_id = int(cur.lastrowid or 0)
             recipients = [m for m in members if m != sender.key]
             c.executemany("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)",
                           [(m, group_key, msg_id) for m in recipients])
-            return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"]), recipients)
+            named = sorted(set(mentions) & set(recipients))
+            c.executemany("INSERT INTO mentions(user_key, msg_id) VALUES (?,?)", [(k, msg_id) for k in named])
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"], reply_to=reply_to),
+                          recipients, named)
 
         return await self._do(op)
 
@@ -464,12 +590,12 @@ class SQLiteStorage(Storage):
     def _peek(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
               ) -> tuple[list[MessageRecord], bool]:
         rows = c.execute(
-            "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
+            f"SELECT m.*, {_MENTION} FROM undelivered d JOIN messages m ON m.id = d.msg_id "
             "WHERE d.user_key=? AND d.group_key=? ORDER BY d.msg_id LIMIT ?",
             (user_key, group_key, limit + 1 + len(skip))).fetchall()
         rows = [r for r in rows if r["id"] not in skip]
         more = len(rows) > limit
-        return [_message(r) for r in rows[:limit]], more
+        return roomops.drive_sync(roomops.with_reactions([_message(r) for r in rows[:limit]]), c), more
 
     async def peek_inbox(self, user_key: str, limit: int, skip: frozenset[int] = frozenset()
                          ) -> tuple[list[MessageRecord], bool]:
@@ -486,9 +612,9 @@ class SQLiteStorage(Storage):
     async def peek_pending(self, user_key: str, limit: int) -> list[MessageRecord]:
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
             rows = c.execute(
-                "SELECT m.* FROM undelivered d JOIN messages m ON m.id = d.msg_id "
+                f"SELECT m.*, {_MENTION} FROM undelivered d JOIN messages m ON m.id = d.msg_id "
                 "WHERE d.user_key=? ORDER BY d.msg_id LIMIT ?", (user_key, limit)).fetchall()
-            return [_message(r) for r in rows]
+            return roomops.drive_sync(roomops.with_reactions([_message(r) for r in rows]), c)
 
         return await self._do(op)
 
@@ -499,22 +625,63 @@ class SQLiteStorage(Storage):
 
         return await self._do(op) if ids else []
 
-    async def history_private(self, a_key: str, b_key: str, limit: int) -> list[MessageRecord]:
+    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
+                              ) -> list[MessageRecord]:
+        return await self._room(roomops.history_private(a_key, b_key, limit, before, after))
+
+    async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
+                            ) -> list[MessageRecord]:
+        return await self._room(roomops.history(user_key, group_key, limit, before, after))
+
+    # ---- the life of a message ---------------------------------------------------------------
+
+    async def message_for(self, user_key: str, msg_id: int) -> MessageRecord:
+        return await self._room(roomops.message_for(user_key, msg_id))
+
+    async def edit_message(self, user: User, msg_id: int, text: str, mentions: tuple[str, ...] = ()
+                           ) -> MessageChange:
+        return await self._room(roomops.edit(user, msg_id, text, mentions, "?", (utc_now_iso(),)))
+
+    async def delete_message(self, user: User, msg_id: int) -> MessageChange:
+        return await self._room(roomops.delete(user, msg_id))
+
+    async def react(self, user: User, msg_id: int, emoji: str, on: bool) -> MessageChange:
+        return await self._room(roomops.react(user, msg_id, emoji, on))
+
+    async def search(self, user_key: str, words: list[str], group_key: str = "", peer_key: str = "",
+                     limit: int = 50) -> list[MessageRecord]:
+        # On the read connection: a search never waits behind the writer, nor holds it up.
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
-            if a_key == b_key:  # notes to self: one direction, or UNION ALL would list each twice
-                rows = c.execute("SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=? "
-                                 "ORDER BY id DESC LIMIT ?", (a_key, a_key, limit)).fetchall()
-                return [_message(r) for r in reversed(rows)]
+            if group_key:
+                roomops.drive_sync(roomops.check_member(group_key, user_key), c)
+                scope = scope_token("g", group_key)
+            elif peer_key:
+                scope = f"{scope_token('u', user_key)} {scope_token('u', peer_key)}"
+            else:
+                groups = roomops.drive_sync(roomops.user_groups(user_key), c)
+                scope = " OR ".join([scope_token("u", user_key), *(scope_token("g", g) for g in groups)])
+            match = f"text : ({fts_words(words)}) AND scope : ({scope})"
+            extra = ("AND m.group_key = '' AND ((m.sender_key = ? AND m.to_key = ?) OR (m.sender_key = ? AND "
+                     "m.to_key = ?)) ", (user_key, peer_key, peer_key, user_key)) if peer_key else ("", ())
+            # The newest SEARCH_CANDIDATES matches inside the caller's conversations (FTS5 walks
+            # its postings newest first and stops there), the access check on those rows only,
+            # then BM25 here: a word found in most messages costs about what a rarer one does.
             rows = c.execute(
-                "SELECT * FROM (SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=? "
-                "UNION ALL SELECT * FROM messages WHERE group_key='' AND sender_key=? AND to_key=?) "
-                "ORDER BY id DESC LIMIT ?", (a_key, b_key, b_key, a_key, limit)).fetchall()
-            return [_message(r) for r in reversed(rows)]
+                f"SELECT {', '.join('m.' + col for col in roomops.MSG_COLS.split(', '))} FROM ("
+                "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f "
+                f"JOIN messages m ON m.id = f.id WHERE {roomops.SEARCH_ACCESS} {extra[0]}",
+                (match, SEARCH_CANDIDATES, user_key, user_key, user_key, *extra[1])).fetchall()
+            best = bm25_order(c, [_message(r) for r in rows], words)[:limit]
+            return roomops.drive_sync(roomops.with_reactions(best), c)
 
-        return await self._do(op)
+        return await self._read(op)
 
-    async def history_group(self, user_key: str, group_key: str, limit: int) -> list[MessageRecord]:
-        return await self._room(roomops.history(user_key, group_key, limit))
+    async def bulk_load(self, rows: list[tuple[str, str, str, str, str, str, str, str]]) -> None:
+        """Stored messages in bulk, delivered already (a benchmark's or an import's load):
+        (sender, sender_key, to_name, to_key, group_name, group_key, text, ts) each."""
+        await self._do(lambda c: c.executemany(
+            "INSERT INTO messages(sender, sender_key, to_name, to_key, group_name, group_key, text, ts) "
+            "VALUES (?,?,?,?,?,?,?,?)", rows))
 
     # ---- groups ------------------------------------------------------------------------------
 

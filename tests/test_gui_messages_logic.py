@@ -1,0 +1,122 @@
+"""The GUI's message life (reply, edit, delete, reactions, mentions, search, older history
+pages) through its controller and state, against a real stack: main + realms alpha and beta.
+The views call exactly these operations and render exactly this state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from chat_cli import ChatClient
+from gui.controller import ChatController
+from gui.state import ChatLine, Kind, conv_key
+from realmchat.errors import InvalidArgument, PermissionDenied
+
+from .stack import Stack
+from .test_client_lib import user
+from .test_gui_logic import PW, logged_in, make_controller, until
+
+__all__ = ["make_controller"]  # the fixture, re-used
+
+
+def line_of(ctl: ChatController, key: str, msg_id: int | None) -> ChatLine | None:
+    conv = ctl.state.conversations.get(key)
+    return conv.find(msg_id) if conv is not None else None
+
+
+async def test_reply_edit_react_delete_live_between_two_guis(
+        stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    alice, bob = uname("alice"), uname("bob")
+    a = await logged_in(make_controller(), stack.realm("alpha"), alice)
+    b = await logged_in(make_controller(), stack.realm("beta"), bob)
+    a_key, b_key = conv_key(Kind.PRIVATE, bob), conv_key(Kind.PRIVATE, alice)
+
+    await a.start_private(bob)
+    first = await a.send(f"hey @{bob}, see this")
+    assert first.id is not None and not first.mention  # own messages never highlight
+    seen = await until(lambda: line_of(b, b_key, first.id), "bob gets the message")
+    assert seen.mention, "a message naming bob is highlighted for him"
+
+    # Reply: the preview, then the message carries reply_to on both sides.
+    await b.open_conversation(b_key)
+    b.start_reply(first.id or 0)
+    assert b.current is not None and b.current.replying_to == first.id
+    answer = await b.send("looks good")
+    assert answer.reply_to == first.id and b.current.replying_to is None
+    got = await until(lambda: line_of(a, a_key, answer.id), "alice gets the reply")
+    assert got.reply_to == first.id and got.text == "looks good"
+
+    # Edit from alice's composer: bob's line changes live, marked edited.
+    await a.open_conversation(a_key)
+    assert a.start_edit(first.id or 0) == f"hey @{bob}, see this"
+    with pytest.raises(InvalidArgument):
+        a.start_edit(answer.id or 0)  # not hers
+    await a.send(f"hey @{bob}, see this now")
+    assert first.edited and first.text == f"hey @{bob}, see this now" and a.current and a.current.editing is None
+    await until(lambda: seen.edited and seen.text == f"hey @{bob}, see this now", "bob sees the edit live")
+
+    # Reactions: a chip click toggles; the other side follows live.
+    assert await b.toggle_reaction(first.id or 0, "👍") is True
+    assert seen.reactions == {"👍": [bob]}
+    await until(lambda: first.reactions == {"👍": [bob]}, "alice sees bob's reaction")
+    assert await a.toggle_reaction(first.id or 0, "👍") is True
+    await until(lambda: seen.reactions == {"👍": [bob, alice]}, "bob sees alice's")
+    assert await b.toggle_reaction(first.id or 0, "👍") is False
+    await until(lambda: first.reactions == {"👍": [alice]}, "alice sees bob's taken back")
+
+    # Delete: only the author; the tombstone shows on both sides.
+    with pytest.raises(PermissionDenied):
+        await b.delete_message(first.id or 0)
+    await a.delete_message(first.id or 0)
+    assert first.deleted and first.text == ""
+    await until(lambda: seen.deleted and seen.text == "" and not seen.reactions, "bob sees the tombstone")
+    assert b.state.conversations[b_key].preview.endswith("looks good")  # the reply is the last line
+
+    # History is the source of truth: reloading it (as after a reconnect) brings a line that
+    # missed changes up to date in place.
+    await b.toggle_reaction(answer.id or 0, "🎉")
+    stale = line_of(a, a_key, answer.id)
+    assert stale is not None
+    await until(lambda: stale.reactions == {"🎉": [bob]}, "alice sees bob's reaction on his reply")
+    stale.text, stale.reactions, seen_before = "stale", {}, len(a.state.conversations[a_key].lines)
+    await a.load_history(a.state.conversations[a_key])
+    assert stale.text == "looks good" and stale.reactions == {"🎉": [bob]}
+    assert len(a.state.conversations[a_key].lines) == seen_before
+
+
+async def test_search_opens_the_conversation_and_history_pages(
+        stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    alice, bob = uname("alice"), uname("bob")
+    token = uname("walrus").replace("_", "")
+    reg = await ChatClient.connect(*stack.realm("alpha"))
+    await reg.register(alice, PW)
+    await reg.close()
+    client, _ = await user(stack.realm("beta"), bob)
+    try:
+        ids = [(await client.send_private(alice, f"{token} number {i}" if i == 1 else f"filler {i}")).id
+               for i in range(12)]
+    finally:
+        await client.close()
+    a = await logged_in(make_controller(history_page=5), stack.realm("alpha"), alice, register=False)
+    await a.refresh_groups()
+
+    hits = await a.search(token)
+    assert [h.message.id for h in hits] == [ids[1]] and a.state.search_results == hits
+    assert hits[0].kind == "user" and hits[0].peer == bob
+    # Opening the hit loads older pages until the message is there, and marks it.
+    conv = await a.open_hit(hits[0])
+    assert a.state.current == conv_key(Kind.PRIVATE, bob) and conv.highlight == ids[1]
+    assert conv.find(ids[1]) is not None
+    a.clear_search()
+    assert a.state.search_results == [] and a.state.search_query == ""
+
+    # A fresh view of the same conversation: one page, then older ones on scroll.
+    b2 = await logged_in(make_controller(history_page=5), stack.realm("alpha"), alice, register=False)
+    c2 = await b2.start_private(bob)
+    assert [ln.id for ln in c2.lines] == ids[-5:] and c2.more
+    assert await b2.load_older() == 5
+    assert [ln.id for ln in c2.lines] == ids[2:] and c2.more
+    assert await b2.load_older() == 2
+    assert [ln.id for ln in c2.lines] == ids and not c2.more
+    assert await b2.load_older() == 0  # nothing left: no call
