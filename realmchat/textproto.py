@@ -20,7 +20,7 @@ import orjson
 from .codes import Code
 from .errors import ChatError, InvalidArgument, Unimplemented
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # version 2: rooms, messages with a life, conversation state (docs/PROTOCOL.md)
 DEFAULT_MAX_LINE = 64 * 1024
 # Largest SIZE the parser accepts at all; the realm's configured file limit is usually lower.
 MAX_DECLARED_SIZE = 1 << 50

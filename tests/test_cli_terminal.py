@@ -216,7 +216,7 @@ def test_json_mode_prints_raw_protocol_lines(stack: Stack, uname: Callable[[str]
                                        "nosuchverb", "ping"], "--json")
     assert r.returncode == 1
     objs = [json.loads(line) for line in r.stdout.splitlines()]  # every line is JSON
-    assert objs[0] == {"event": "hello", "realm": "alpha", "protocol": 1}
+    assert objs[0] == {"event": "hello", "realm": "alpha", "protocol": 2}
     assert objs[1] == {"status": "OK", "user": alice}
     assert objs[2] == {"status": "OK", "user": alice, "realm": "alpha"}
     assert objs[3]["status"] == "OK" and objs[3]["messages"] == []

@@ -14,7 +14,7 @@ Names = Callable[[str], str]
 
 async def test_hello_help_ping_quit(stack: Stack) -> None:
     c = await TextClient.connect(*stack.realm("alpha"))
-    assert c.hello == {"event": "hello", "realm": "alpha", "protocol": 1}
+    assert c.hello == {"event": "hello", "realm": "alpha", "protocol": 2}
     r = await c.ok("help")
     assert any(line.startswith("sendfile TO NAME SIZE") for line in r["commands"])
     assert (await c.ok("PING"))["pong"] is True

@@ -119,7 +119,7 @@ def test_openssl_s_client_speaks_to_the_realm(tls_realm_stack: Stack, certs: Pat
                         "-verify_return_error", "-verify_hostname", "localhost", "-quiet"],
                        input="ping\nquit\n", capture_output=True, text=True, timeout=30)
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
-    assert lines[0] == {"event": "hello", "realm": "secure", "protocol": 1}, r.stdout + r.stderr
+    assert lines[0] == {"event": "hello", "realm": "secure", "protocol": 2}, r.stdout + r.stderr
     assert lines[1] == {"status": "OK", "pong": True}
     assert lines[2] == {"status": "OK", "bye": True}
 
