@@ -57,6 +57,10 @@ def test_parse_line_raises_only_chat_errors_and_keeps_its_promises(line: str) ->
         return
     spec = tp.COMMANDS[cmd.verb]
     assert cmd.verb == cmd.verb.lower()
+    if cmd.verb == "search":  # parsed into (scope, query): scope "" or "#GROUP" or "@USER"
+        scope, query = cmd.args
+        assert query.strip() and (scope == "" or scope[:1] in "#@")
+        return
     assert spec.min_args <= len(cmd.args) <= spec.max_args
     if "\n" not in line:
         assert not any("\n" in a for a in cmd.args)

@@ -47,6 +47,7 @@ STATUS_COLORS = {
 
 
 DIALOG_EXIT = 0.4  # seconds: a Material dialog's exit transition, with a margin
+REFOCUS_AFTER = 0.5  # seconds: a newly shown message box is built by then
 
 
 PRESENCE_COLORS = {"online": ft.Colors.GREEN, "away": ft.Colors.AMBER}
@@ -1061,6 +1062,13 @@ class ChatView:
         self.pane.render()
         update(self.root)
         self.pane.focus_composer()
+        # Asked again once the pane is surely laid out: a request that reaches the browser
+        # before a newly shown message box is built is lost (seen on a loaded machine).
+        def refocus() -> None:
+            if self.controller.current is not None and self.controller.current.key == key:
+                self.pane.focus_composer()
+
+        asyncio.get_running_loop().call_later(REFOCUS_AFTER, refocus)
 
     async def open_hit(self, hit: SearchHit) -> None:
         """Opens the conversation of a search result, the message marked."""
