@@ -50,6 +50,7 @@ CHROMIUM_FLAGS = [
     "--window-size=1100,720",
 ]
 VIEWPORT = (1100, 720)
+SETTLE_AFTER_TYPING = 0.4  # seconds between typing into a field and the next action
 
 
 class CDPError(RuntimeError):
@@ -400,6 +401,9 @@ class Browser:
             return value is not None and (value == text if replace else text in value)
 
         await wait_for(typed, timeout, f"{text!r} in the {label!r} field", interval=0.1)
+        # The text is in the browser; the app hears of it by a change event on the websocket.
+        # A click right after can overtake it on a busy machine: the app then sees an empty field.
+        await asyncio.sleep(SETTLE_AFTER_TYPING)
 
 
 def _http_json(url: str) -> Any:
