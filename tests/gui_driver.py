@@ -308,6 +308,21 @@ class Browser:
                 best = n
         return best
 
+    async def fill_and_submit(self, label: str, text: str, button: str, empty_error: str,
+                              done: str | re.Pattern[str] | None = None) -> None:
+        """Types into a field and presses the form's button. Once in a while (seen after many
+        pages in one run) the app gets the click without the text and answers `empty_error`:
+        then the text is typed again, and the button pressed again. With `done`, waits for it."""
+        await self.fill(label, text)
+        for _ in range(3):
+            await self.click(await self.wait_text(button, role="button"))
+            await asyncio.sleep(1.0)
+            if await self.find(empty_error) is None:
+                break
+            await self.fill(label, text, replace=True)
+        if done is not None:
+            await self.wait_text(done, 30)
+
     async def wait_text(self, text: str | re.Pattern[str], timeout: float = 30.0,
                         role: str | None = None) -> AXNode:
         async def check() -> AXNode | None:

@@ -84,8 +84,7 @@ async def test_private_group_invite_topic_and_kick_in_the_browser(
 
         # ---- invite bob (realm beta) from the members panel ---------------------------------------
         await b.click(await b.wait_text("Invite", role="button"))
-        await b.fill("User to invite", bob)
-        await b.click(await b.wait_text("Send invitation", role="button"))
+        await b.fill_and_submit("User to invite", bob, "Send invitation", "enter a user to invite")
         ev = await event_where(bob_client, lambda e: e.get("event") == "invited")
         assert ev["group"].lower() == g.lower() and ev["by"] == alice, ev
         await bob_client.ok(f"joingroup {g}")
