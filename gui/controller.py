@@ -642,6 +642,9 @@ class ChatController:
             elif ev.action == "role" and ev.role:
                 self.state.members[key] = [replace(m, role=ev.role) if _same(m.user, ev.user) else m
                                            for m in members]
+        if members is not None or self.state.current == conv_key(Kind.GROUP, ev.group):
+            # Also when the panel's first load is still on its way: it may have been answered
+            # before this change and would keep the old state.
             self._spawn(self._quietly(self.refresh_members(ev.group)), "gui-refresh-members")
         if ev.action in ("join", "leave", "kick", "ban", "role"):
             self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
