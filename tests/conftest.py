@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from .gui_driver import Browser
 from .pg import PgCluster, PgSetupError
-from .stack import Stack, start_stack
+from .stack import PYTHON, ServerProcess, Stack, start_stack
 
 _names = itertools.count(1)
 
@@ -82,3 +83,35 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield d
     finally:
         subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+# The web GUI and a browser on it, for the browser tests (tests/gui_driver.py drives it).
+@pytest.fixture(scope="module")
+def gui_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The web GUI on a free port (it binds port 0 itself and prints `listening on HOST:PORT`),
+    proposing realm alpha on its connect screen."""
+    host, port = stack.realm("alpha")
+    tmp = tmp_path_factory.mktemp("gui")
+    proc = ServerProcess("gui", [PYTHON, "-m", "gui", "--web", "--host", "127.0.0.1", "--port", "0",
+                                 "--realm", f"{host}:{port}", "--downloads", str(tmp / "downloads"),
+                                 "--upload-dir", str(tmp / "uploads")],
+                         env={"FLET_WEB_NO_CDN": "1"})
+    yield proc
+    code = proc.terminate()
+    assert code == 0, f"the GUI did not shut down cleanly on SIGTERM (exit {code}):\n{proc.log()}"
+
+
+@pytest.fixture
+async def browser(gui_server: ServerProcess, tmp_path: Path) -> AsyncIterator[Browser]:
+    """A fresh headless chromium (fresh profile) on the GUI's page. Downloads land in
+    tmp_path/browser-downloads; file dialogs are intercepted (answered with choose_file)."""
+    downloads = tmp_path / "browser-downloads"
+    downloads.mkdir()
+
+    async def setup(b: Browser) -> None:
+        await b.allow_downloads(downloads)
+        await b.intercept_file_chooser()
+
+    b = await Browser.launch(f"http://{gui_server.addr}/", setup=setup)
+    yield b
+    await b.close()

@@ -12,11 +12,9 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
-
-import pytest
 
 from chat_cli import ChatClient, FileEvent
 
@@ -27,37 +25,6 @@ from .textclient import TextClient, login
 T = TypeVar("T")
 ARTIFACTS = ROOT / "test-artifacts"
 PW = "pw-secret"
-
-
-@pytest.fixture(scope="module")
-def gui_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The web GUI on a free port (it binds port 0 itself and prints `listening on HOST:PORT`),
-    proposing realm alpha on its connect screen."""
-    host, port = stack.realm("alpha")
-    tmp = tmp_path_factory.mktemp("gui")
-    proc = ServerProcess("gui", [PYTHON, "-m", "gui", "--web", "--host", "127.0.0.1", "--port", "0",
-                                 "--realm", f"{host}:{port}", "--downloads", str(tmp / "downloads"),
-                                 "--upload-dir", str(tmp / "uploads")],
-                         env={"FLET_WEB_NO_CDN": "1"})
-    yield proc
-    code = proc.terminate()
-    assert code == 0, f"the GUI did not shut down cleanly on SIGTERM (exit {code}):\n{proc.log()}"
-
-
-@pytest.fixture
-async def browser(gui_server: ServerProcess, tmp_path: Path) -> AsyncIterator[Browser]:
-    """A fresh headless chromium (fresh profile) on the GUI's page. Downloads land in
-    tmp_path/browser-downloads; file dialogs are intercepted (answered with choose_file)."""
-    downloads = tmp_path / "browser-downloads"
-    downloads.mkdir()
-
-    async def setup(b: Browser) -> None:
-        await b.allow_downloads(downloads)
-        await b.intercept_file_chooser()
-
-    b = await Browser.launch(f"http://{gui_server.addr}/", setup=setup)
-    yield b
-    await b.close()
 
 
 async def test_login_receive_and_reply_in_the_browser(

@@ -8,39 +8,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from .gui_driver import Browser, wait_for
-from .stack import PYTHON, ROOT, ServerProcess, Stack
+from .stack import ROOT, Stack
 from .test_gui_web_e2e import register_in_browser
 from .textclient import TextClient, login
 
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = (400, 800)
-
-
-@pytest.fixture(scope="module")
-def gui_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    host, port = stack.realm("alpha")
-    tmp = tmp_path_factory.mktemp("gui-rooms")
-    proc = ServerProcess("gui", [PYTHON, "-m", "gui", "--web", "--host", "127.0.0.1", "--port", "0",
-                                 "--realm", f"{host}:{port}", "--downloads", str(tmp / "downloads"),
-                                 "--upload-dir", str(tmp / "uploads")],
-                         env={"FLET_WEB_NO_CDN": "1"})
-    yield proc
-    code = proc.terminate()
-    assert code == 0, f"the GUI did not shut down cleanly on SIGTERM (exit {code}):\n{proc.log()}"
-
-
-@pytest.fixture
-async def browser(gui_server: ServerProcess, tmp_path: Path) -> AsyncIterator[Browser]:
-    b = await Browser.launch(f"http://{gui_server.addr}/")
-    yield b
-    await b.close()
 
 
 async def event_where(c: TextClient, pred: Callable[[dict[str, Any]], bool], timeout: float = 30.0,
