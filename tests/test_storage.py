@@ -906,6 +906,51 @@ async def test_sqlite_search_of_a_common_word_ranks_the_newest_matches_the_calle
         await s.close()
 
 
+async def test_sqlite_search_index_is_fed_at_commit_in_each_message_s_current_state(tmp_path: Path) -> None:
+    """The index is fed once per commit: a message edited or deleted in the same commit as its
+    sending is indexed as it ends up, and rows written while main was down are indexed at start."""
+    import threading
+
+    s = SQLiteStorage(tmp_path / "chat.db")
+    await s.open()
+    try:
+        alice, _bob = await users(s, "Alice", "Bob")
+        kept = (await s.store_private(alice, "bob", "okapi before")).message.id
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(s._do(lambda c: gate.wait(10)))  # holds the writer...
+        await asyncio.sleep(0.05)
+        commits = s.commits
+        sent = [asyncio.ensure_future(s.store_private(alice, "bob", text))
+                for text in ("zebra first", "yak second", "gnu third")]
+        first, second, third = kept + 1, kept + 2, kept + 3  # ids on this fresh database
+        changes = [asyncio.ensure_future(s.edit_message(alice, first, "quagga first")),
+                   asyncio.ensure_future(s.delete_message(alice, second)),
+                   asyncio.ensure_future(s.edit_message(alice, kept, "okapi after"))]
+        await asyncio.sleep(0.05)
+        gate.set()  # ...so that the sends and changes above are one batch, one commit
+        await blocker
+        assert [f.message.id for f in await asyncio.gather(*sent)] == [first, second, third]
+        await asyncio.gather(*changes)
+        assert s.commits == commits + 2  # the blocker's and the batch's
+        assert await s.search("bob", ["zebra"]) == []
+        assert [m.id for m in await s.search("bob", ["quagga"])] == [first]
+        assert await s.search("bob", ["yak"]) == []
+        assert [m.id for m in await s.search("bob", ["gnu"])] == [third]
+        assert await s.search("bob", ["before"]) == []
+        assert [m.id for m in await s.search("bob", ["after"])] == [kept]
+    finally:
+        await s.close()
+    with sqlite3.connect(tmp_path / "chat.db") as c:
+        c.execute("INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts) "
+                  "VALUES ('Alice', 'alice', 'Bob', 'bob', 'wombat offline', '2026-11-01T00:00:00.000Z')")
+    s = SQLiteStorage(tmp_path / "chat.db")
+    await s.open()
+    try:
+        assert [m.text for m in await s.search("bob", ["wombat"])] == ["wombat offline"]
+    finally:
+        await s.close()
+
+
 async def test_history_pages_by_id(store: Storage) -> None:
     alice, _ = await users(store, "Alice", "Bob")
     ids = [(await store.store_private(alice, "bob", f"n{i}")).message.id for i in range(30)]
