@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="workload 9: users who search, each in 5 groups")
     p.add_argument("--contended-clients", type=int, default=400, help="workload 10: clients, half on each realm")
     p.add_argument("--contended-rate", type=float, default=1000.0, help="workload 10: messages/s (open loop)")
+    p.add_argument("--busy-loops", type=int, default=3,
+                   help="workload 10: processes spinning (`while True: pass`) while clients log in and send")
     p.add_argument("--peer", choices=["ngircd"],
                    help="also run workloads 1, 3, 5 and 10 (those selected) against two linked ngIRCd servers "
                         "(Debian's ngircd; `scripts/setup.sh --bench` installs it) and print ours/peer ratios")
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
            "rows": [dataclasses.asdict(r) for r in rows]}
     if args.peer:
         doc["ratios"] = [dict(zip(("figure", "realmchat", args.peer, "ours_over_peer", "other_cpu_pct"), x,
-                                  strict=True)) for x in ratio_rows(rows, args.peer)]
+                                  strict=True)) for x in ratio_rows(rows, args.peer, args.busy_loops)]
     paths = [Path(args.results_dir) / f"{started}.json"] + ([Path(args.json)] if args.json else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer:
         print(f"\nPeer rows: the alpha/beta columns are {args.peer} servers a/b; \"lost\" = sent, never "
               "received (IRC has no acknowledgement). Ours / peer:\n")
-        print(ratio_table(rows, args.peer))
+        print(ratio_table(rows, args.peer, args.busy_loops))
     print(f"\nJSON: {', '.join(str(p) for p in paths)}")
     if not ok:
         print(f"FAILED: {lost} lost messages, {len(failures)} failed workloads", file=sys.stderr)

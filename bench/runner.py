@@ -194,6 +194,7 @@ class Bench:
         self.profile_dir: Path | None = Path(args.profile) if args.profile else None
         self.pg: Any = None  # tests.pg.PgCluster with --db postgres
         self.placed: dict[int, int] = {}  # cid -> generator process, where cid % n will not do
+        self.login_times: dict[str, float] = {}  # slowest connect/register/auth of add_clients_tolerant
         self.peer: Any = None  # bench.peer.NgircdPair while the peer runs
 
     # ---- stack -------------------------------------------------------------------------------
@@ -324,10 +325,10 @@ class Bench:
             self.users[cid] = (user, realm)
             host, port = self.stack.realm(realm)
             per[self.worker_of(cid)].append((cid, user, host, port))
-        res = self.workers.call([{"op": "connect", "clients": p, "tolerant": True, "timeout": timeout}
-                                 for p in per], timeout=len(users) * timeout + 120)
-        failed = {c for r in res for c in r["failed"]}
-        samples = [s for r in res for s in r["error_samples"]]
+        connected = self.workers.call([{"op": "connect", "clients": p, "tolerant": True, "timeout": timeout}
+                                       for p in per], timeout=len(users) * timeout + 120)
+        failed = {c for r in connected for c in r["failed"]}
+        samples = [s for r in connected for s in r["error_samples"]]
         per_login: list[list[int]] = [[] for _ in range(self.workers.n)]
         for cid in cids:
             if cid not in failed:
@@ -336,6 +337,9 @@ class Bench:
                                   "timeout": timeout} for p in per_login], timeout=len(users) * timeout + 120)
         failed |= {c for r in res for c in r["failed"]}
         samples += [s for r in res for s in r["error_samples"]]
+        self.login_times = {"connect_max_ms": round(max(r["max_ms"] for r in connected), 1),
+                            **{f"{v}_max_ms": round(max(r.get(f"{v}_max_ms", 0.0) for r in res), 1)
+                               for v in ("register", "auth")}}
         return cids, failed, samples[:5]
 
     def login(self, cids: list[int], steps: tuple[str, ...], concurrency: int = 64) -> list[dict[str, Any]]:

@@ -110,10 +110,14 @@ class Worker:
         def make(cid: int, user: str) -> Client | IrcClient:
             return IrcClient(cid, user, self.on_irc_message) if irc else Client(cid, user, self.on_event)
 
+        lat: list[int] = []
+
         async def one(cid: int, user: str, host: str, port: int) -> None:
+            t0 = time.monotonic_ns()
             try:
                 _, c = await asyncio.wait_for(loop.create_connection(lambda: make(cid, user), host, port), timeout)
                 await asyncio.wait_for(c.hello, timeout)
+                lat.append(time.monotonic_ns() - t0)
             except Exception as e:
                 if not tolerant:
                     raise
@@ -125,7 +129,7 @@ class Worker:
         t0 = time.perf_counter()
         await bounded([one(*c) for c in clients], concurrency)
         return {"n": len(clients), "seconds": time.perf_counter() - t0, "failed": failed,
-                "error_samples": errors[:5]}
+                "error_samples": errors[:5], "p99_ms": percentile_ms(lat, 0.99), "max_ms": max(lat, default=0) / 1e6}
 
     async def op_pair(self, pairs: list[tuple[int, int]]) -> dict[str, Any]:
         """IRC: a's messages go to b (both in this process), so b's receipt frees a's slot."""
@@ -137,16 +141,19 @@ class Worker:
         return {}
 
     async def _each(self, cmds: list[tuple[int, str]], concurrency: int, timeout: float = 300,
-                    failed: set[int] | None = None) -> tuple[int, list[str]]:
+                    failed: set[int] | None = None, lat: list[int] | None = None) -> tuple[int, list[str]]:
         """Runs the commands; one not answered OK within `timeout` is an error (its client is
-        added to `failed` when given)."""
+        added to `failed` when given). `lat` gets each command's time to its answer (ns)."""
         errors: list[str] = []
 
         async def one(cid: int, line: str) -> None:
+            t0 = time.monotonic_ns()
             try:
                 r = await asyncio.wait_for(self.clients[cid].command(line), timeout)
             except (TimeoutError, ConnectionError) as e:
                 r = f"{type(e).__name__} after {timeout:g} s: {e}".encode()
+            if lat is not None:
+                lat.append(time.monotonic_ns() - t0)
             if not r.startswith(b'{"status":"OK"'):
                 errors.append(f"{line.split()[0]} {cid}: {r.decode(errors='replace')[:200]}")
                 if failed is not None:
@@ -163,9 +170,12 @@ class Worker:
         failed: set[int] = set()
         for verb in steps:
             t0 = time.perf_counter()
+            lat: list[int] = []
             n, samples = await self._each([(c, f"{verb} {self.clients[c].user} {PASSWORD}") for c in cids
-                                           if c not in failed], concurrency, timeout, failed)
+                                           if c not in failed], concurrency, timeout, failed, lat)
             out[f"{verb}_s"] = time.perf_counter() - t0
+            out[f"{verb}_p99_ms"] = percentile_ms(lat, 0.99)
+            out[f"{verb}_max_ms"] = max(lat, default=0) / 1e6
             out["errors"] += n
             out["error_samples"] += samples
         out["failed"] = sorted(failed)

@@ -400,7 +400,6 @@ def w9(b: Bench) -> None:
 
 # ---- 10: contended ------------------------------------------------------------------------------
 
-BUSY_LOOPS = 3
 # A login step or a send not answered within this long fails (and a peer message not received
 # within it is lost): what a person would call broken, and far above any p99 of a healthy run.
 CONTENDED_TIMEOUT_S = 30.0
@@ -441,13 +440,14 @@ def contended_round(b: Bench, busy: int, peer: str = "") -> Row:
             cids, failed, samples = b.add_clients_tolerant([(f"{tag}{i}", realm_of(i)) for i in range(n)],
                                                            timeout=CONTENDED_TIMEOUT_S)
         login_s = time.perf_counter() - t0
+        slowest = {} if peer else dict(b.login_times)
         base = cids[0]
         partner = {c: base + ((c - base) ^ 1) for c in cids}
         senders = [c for c in cids if c not in failed and partner[c] not in failed]
         if not peer:
             b.set_prefixes({c: f"sendprivate {b.users[partner[c]][0]} " for c in senders})
         log(f"{len(cids) - len(failed)}/{n} logged in in {login_s:.1f} s with {busy} busy loops"
-            + (f", e.g. {samples[:2]}" if failed else ""))
+            + (f" (slowest steps, ms: {slowest})" if slowest else "") + (f", e.g. {samples[:2]}" if failed else ""))
         res = b.run_phase(senders, 1, a.duration, rate=rate, drain=CONTENDED_TIMEOUT_S)
     what = f"{busy} busy loops" if busy else "quiet"
     r = b.row("10", f"{peer + ' ' if peer else ''}{what}",
@@ -455,7 +455,8 @@ def contended_round(b: Bench, busy: int, peer: str = "") -> Row:
               goal="every client logs in, no failed send")
     r.extra.update({"compare": f"10-{'contended' if busy else 'quiet'}", "clients": n,
                     "logged_in": n - len(failed), "login_s": round(login_s, 2), "login_error_samples": samples,
-                    "busy_loops": busy, "timeout_s": CONTENDED_TIMEOUT_S})
+                    "busy_loops": busy, "timeout_s": CONTENDED_TIMEOUT_S, "slowest_login_steps_ms": slowest,
+                    "ack_max_ms": max(res.ack_lat_us, default=0) / 1000})
     if failed and not peer:
         r.ok = False
     if peer:
@@ -472,7 +473,7 @@ def w10(b: Bench, peer: str = "") -> None:
     else:
         b.use_stack("contended")
     quiet = contended_round(b, 0, peer)
-    loaded = contended_round(b, BUSY_LOOPS, peer)
+    loaded = contended_round(b, b.args.busy_loops, peer)
     if quiet.p99_ms:
         loaded.extra["p99_vs_quiet"] = round((loaded.p99_ms or 0) / quiet.p99_ms, 2)
 
@@ -546,7 +547,7 @@ def _other(r: Row) -> str:
     return f"{r.cpu_pct['other']:.0f}" if "other" in r.cpu_pct else "-"
 
 
-def ratio_rows(rows: list[Row], peer: str) -> list[list[str]]:
+def ratio_rows(rows: list[Row], peer: str, busy_loops: int = 3) -> list[list[str]]:
     """[metric, realmchat, peer, ours/peer, other CPU% ours/peer] for every compared figure."""
     ours = {r.extra["compare"]: r for r in rows if not r.peer and "compare" in r.extra}
     theirs = {r.extra["compare"]: r for r in rows if r.peer == peer and "compare" in r.extra}
@@ -569,7 +570,7 @@ def ratio_rows(rows: list[Row], peer: str) -> list[list[str]]:
         lambda r: r.extra["kib_per_idle_connection"].get("alpha", r.extra["kib_per_idle_connection"].get(f"{peer}-a")))
     add("5", "5: KiB per idle connection (main / ngircd b)",
         lambda r: r.extra["kib_per_idle_connection"].get("main", r.extra["kib_per_idle_connection"].get(f"{peer}-b")))
-    for key, what in (("10-quiet", "quiet"), ("10-contended", f"{BUSY_LOOPS} busy loops")):
+    for key, what in (("10-quiet", "quiet"), ("10-contended", f"{busy_loops} busy loops")):
         add(key, f"10 {what}: logged in", lambda r: r.extra["logged_in"], 0)
         add(key, f"10 {what}: failed sends", lambda r: r.errors, 0)
         add(key, f"10 {what}: lost", lambda r: r.lost, 0)
@@ -579,5 +580,5 @@ def ratio_rows(rows: list[Row], peer: str) -> list[list[str]]:
     return out
 
 
-def ratio_table(rows: list[Row], peer: str) -> str:
-    return grid(("figure", "realmchat", peer, "ours/peer", "other CPU% ours/peer"), ratio_rows(rows, peer))
+def ratio_table(rows: list[Row], peer: str, busy_loops: int = 3) -> str:
+    return grid(("figure", "realmchat", peer, "ours/peer", "other CPU% ours/peer"), ratio_rows(rows, peer, busy_loops))
