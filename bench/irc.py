@@ -88,9 +88,14 @@ class IrcClient(asyncio.Protocol):
     def error(self, line: bytes) -> None:
         s = self.sending
         if s is not None:
+            # In a phase, the only commands are PRIVMSGs: this one was answered, with an error
+            # (401 no such nick...), and will not be received either.
             s.errors += 1
+            s.in_flight -= 1
             if len(s.error_samples) < 5:
                 s.error_samples.append(line.decode(errors="replace")[:300])
+            if s.in_flight <= 0:
+                s.idle.set()
         else:
             self.errors.append(line)
         if not self.hello.done():
