@@ -3,6 +3,8 @@
 #   make run MAIN_PORT=9080 REALM_PORT=9000 GUI_PORT=9550 DATA=/tmp/chat
 # `make setup` installs what running needs; `make setup-test` adds the test tools (Chromium,
 # PostgreSQL, pytest, ruff), which `make test`, `make lint` and `make bench` use.
+# `make bench PEER=ngircd` also installs Debian's ngircd and runs the IRC comparison
+# (`python -m bench --peer ngircd`); BENCH_ARGS passes more options, e.g. BENCH_ARGS="--workloads 1,3".
 PY := .venv/bin/python
 DATA ?= ./data
 MAIN_PORT ?= 8080
@@ -29,7 +31,8 @@ lint: setup-test
 	$(PY) -m ruff check .
 
 bench: setup-test
-	$(PY) -m bench
+	@$(if $(PEER),./scripts/setup.sh --bench)
+	$(PY) -m bench $(if $(PEER),--peer $(PEER)) $(BENCH_ARGS)
 
 gui: setup
 	$(PY) -m gui --realm 127.0.0.1:$(REALM_PORT)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import Bench, Row, log, table
-from .workloads import WORKLOADS
+from .workloads import PEER_WORKLOADS, WORKLOADS, ratio_rows, ratio_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,6 +27,7 @@ QUICK = {
     "file_mib": 4.0, "logins": 4, "drain": 60.0,
     "presence_users": 40, "presence_group": 10, "presence_churn": 8, "presence_hold": 1.2,
     "search_messages": 20_000, "search_queries": 100, "search_users": 12, "search_groups": 6, "search_searchers": 4,
+    "contended_clients": 40, "contended_rate": 200.0,
 }
 
 
@@ -37,8 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "multi-process load generator over the realm text protocol. Workloads: "
                     "1 private at a fixed rate, 2 private at a high fixed rate, 3 private at full speed, "
                     "4 group fan-out (fixed rate, full speed), 5 idle connections, 6 a large file, 7 logins, "
-                    "8 presence (users in shared groups logging out and in), 9 search over a large history.")
-    p.add_argument("--workloads", default="1,2,3,4,5,6,7,8,9", help="comma-separated workload numbers")
+                    "8 presence (users in shared groups logging out and in), 9 search over a large history, "
+                    "10 private at a fixed rate with busy loops taking the cores (and the same quiet). "
+                    "--peer ngircd: the same runs of 1, 3, 5 and 10 against two linked ngIRCd servers too.")
+    p.add_argument("--workloads", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated workload numbers")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run of every workload at tiny scale")
     p.add_argument("--workers", type=int, default=2, help="load generator processes")
     p.add_argument("--clients", type=int, default=2000, help="workloads 1-3: clients, half on each realm")
@@ -68,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-groups", type=int, default=100, help="workload 9: groups")
     p.add_argument("--search-searchers", type=int, default=16,
                    help="workload 9: users who search, each in 5 groups")
+    p.add_argument("--contended-clients", type=int, default=400, help="workload 10: clients, half on each realm")
+    p.add_argument("--contended-rate", type=float, default=1000.0, help="workload 10: messages/s (open loop)")
+    p.add_argument("--busy-loops", type=int, default=3,
+                   help="workload 10: processes spinning (`while True: pass`) while clients log in and send")
+    p.add_argument("--peer", choices=["ngircd"],
+                   help="also run workloads 1, 3, 5 and 10 (those selected) against two linked ngIRCd servers "
+                        "(Debian's ngircd; `scripts/setup.sh --bench` installs it) and print ours/peer ratios")
     p.add_argument("--drain", type=float, default=300.0,
                    help="most seconds to wait, after sending, for outstanding acks and deliveries")
     p.add_argument("--production-hash", action="store_true",
@@ -144,21 +154,41 @@ def main(argv: list[str] | None = None) -> int:
                 log(failures[-1])
                 bench.rows.append(Row(workload=w, name="FAILED", target="", ok=False))
                 bench.stop_stack()  # a broken stack is not reused by the next workload
+        if args.peer:
+            for w in args.selected:
+                if w not in PEER_WORKLOADS:
+                    continue
+                log(f"workload {w}, peer {args.peer}")
+                try:
+                    PEER_WORKLOADS[w](bench, args.peer)
+                except Exception:
+                    failures.append(f"workload {w} peer {args.peer}: {traceback.format_exc()}")
+                    log(failures[-1])
+                    bench.rows.append(Row(workload=w, name=f"{args.peer} FAILED", target="", ok=False,
+                                          peer=args.peer))
+                    bench.stop_peer()
     finally:
         bench.close()
     rows = bench.rows
-    lost = sum(r.lost for r in rows)
+    lost = sum(r.lost for r in rows if not r.peer)  # the peer's losses are reported, not failed
     ok = not failures and lost == 0 and all(r.ok for r in rows)
     if bench.server_warnings:
         log(f"server warnings: {json.dumps(bench.server_warnings, indent=1)[:3000]}")
     doc = {**info, "load_after": os.getloadavg(), "ok": ok, "failures": failures,
            "server_warnings": bench.server_warnings,
            "rows": [dataclasses.asdict(r) for r in rows]}
+    if args.peer:
+        doc["ratios"] = [dict(zip(("figure", "realmchat", args.peer, "ours_over_peer", "other_cpu_pct"), x,
+                                  strict=True)) for x in ratio_rows(rows, args.peer, args.busy_loops)]
     paths = [Path(args.results_dir) / f"{started}.json"] + ([Path(args.json)] if args.json else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))
     print(table(rows))
+    if args.peer:
+        print(f"\nPeer rows: the alpha/beta columns are {args.peer} servers a/b; \"lost\" = sent, never "
+              "received (IRC has no acknowledgement). Ours / peer:\n")
+        print(ratio_table(rows, args.peer, args.busy_loops))
     print(f"\nJSON: {', '.join(str(p) for p in paths)}")
     if not ok:
         print(f"FAILED: {lost} lost messages, {len(failures)} failed workloads", file=sys.stderr)

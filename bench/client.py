@@ -99,6 +99,23 @@ class Sending:
         elif self.in_flight == 0:
             self.idle.set()
 
+    # A protocol without acknowledgements (IRC, bench.irc): a message counts as acked once
+    # written, and stays in flight until its recipient read it.
+
+    def written(self, seq: int) -> None:
+        if seq >= len(self.acked):
+            grow(self.acked, seq)
+        self.acked[seq] = 1
+        self.n_acked += 1
+
+    def on_delivered(self, sender: Any, now: int) -> None:
+        """The recipient read a message `sender` sent in this phase: its slot is free."""
+        self.in_flight -= 1
+        if self.closed_loop and now < self.end_ns:
+            sender.send_message(self, now)
+        elif self.in_flight <= 0:
+            self.idle.set()
+
 
 class Client(asyncio.Protocol):
     """One connection. Responses arrive in command order, so a FIFO of what each pending command

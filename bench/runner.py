@@ -78,6 +78,7 @@ class Row:
     rss_mb: dict[str, float] = field(default_factory=dict)
     load1: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    peer: str = ""  # "" for realmchat; "ngircd" for the IRC peer (its losses are reported, not failed)
 
 
 class Workers:
@@ -192,6 +193,9 @@ class Bench:
         self.server_warnings: dict[str, list[str]] = {}
         self.profile_dir: Path | None = Path(args.profile) if args.profile else None
         self.pg: Any = None  # tests.pg.PgCluster with --db postgres
+        self.placed: dict[int, int] = {}  # cid -> generator process, where cid % n will not do
+        self.login_times: dict[str, float] = {}  # slowest connect/register/auth of add_clients_tolerant
+        self.peer: Any = None  # bench.peer.NgircdPair while the peer runs
 
     # ---- stack -------------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class Bench:
         if self.stack is not None and self.stack_key == key:
             return self.stack
         self.stop_stack()
+        self.stop_peer()
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"realmchat-bench-{key}-", dir=self.args.data_dir))
         production = production_hash or self.args.production_hash
         extra: tuple[str, ...] = () if production else (*CHEAP_HASH, *main_extra())
@@ -243,9 +248,44 @@ class Bench:
         self.stack_key = ""
         self.users.clear()
 
+    def use_peer(self, key: str) -> Any:
+        """Two fresh linked ngIRCd servers (bench.peer) whenever the workload family changes;
+        realmchat's stack is stopped first, so the two never share the machine."""
+        if self.peer is not None and self.stack_key == f"peer-{key}":
+            return self.peer
+        from .peer import NgircdPair
+
+        self.stop_stack()
+        self.stop_peer()
+        self.peer = NgircdPair(self.args.data_dir)
+        self.stack_key = f"peer-{key}"
+        for name in self.peer.names:
+            self.meter.set(name, [self.peer.pid(name)])
+        log(f"peer {key}: " + ", ".join(f"{n} 127.0.0.1:{self.peer.ports[n]} (pid {self.peer.pid(n)})"
+                                        for n in self.peer.names))
+        return self.peer
+
+    def stop_peer(self) -> None:
+        """Closes the peer's clients and stops its servers (bench.peer starts them)."""
+        if self.peer is None:
+            return
+        self.workers.all("close")
+        if warnings := self.peer.warnings():
+            self.server_warnings[self.stack_key] = warnings
+        try:
+            self.peer.stop()
+        finally:
+            for name in self.peer.names:
+                self.meter.drop(name)
+            self.peer = None
+            self.stack_key = ""
+            self.users.clear()
+            self.placed.clear()
+
     def close(self) -> None:
         try:
             self.stop_stack()
+            self.stop_peer()
         finally:
             self.workers.close()
             self.meter.close()
@@ -255,7 +295,8 @@ class Bench:
     # ---- clients -----------------------------------------------------------------------------
 
     def worker_of(self, cid: int) -> int:
-        return cid % self.workers.n
+        w = self.placed.get(cid)
+        return cid % self.workers.n if w is None else w
 
     def add_clients(self, users: list[tuple[str, str]], steps: tuple[str, ...] = ("register", "auth"),
                     concurrency: int = 64) -> tuple[list[int], list[dict[str, Any]]]:
@@ -270,6 +311,36 @@ class Bench:
             per[self.worker_of(cid)].append((cid, user, host, port))
         self.workers.call([{"op": "connect", "clients": p} for p in per])
         return cids, self.login(cids, steps, concurrency) if steps else []
+
+    def add_clients_tolerant(self, users: list[tuple[str, str]], timeout: float, concurrency: int = 64,
+                             ) -> tuple[list[int], set[int], list[str]]:
+        """add_clients for a run that reports failures instead of stopping: a connect, register
+        or auth not answered OK within `timeout` leaves its client out. Returns (every cid, the
+        failed ones, error samples)."""
+        assert self.stack is not None
+        cids = list(range(self.next_cid, self.next_cid + len(users)))
+        self.next_cid += len(users)
+        per: list[list[tuple[int, str, str, int]]] = [[] for _ in range(self.workers.n)]
+        for cid, (user, realm) in zip(cids, users, strict=True):
+            self.users[cid] = (user, realm)
+            host, port = self.stack.realm(realm)
+            per[self.worker_of(cid)].append((cid, user, host, port))
+        connected = self.workers.call([{"op": "connect", "clients": p, "tolerant": True, "timeout": timeout}
+                                       for p in per], timeout=len(users) * timeout + 120)
+        failed = {c for r in connected for c in r["failed"]}
+        samples = [s for r in connected for s in r["error_samples"]]
+        per_login: list[list[int]] = [[] for _ in range(self.workers.n)]
+        for cid in cids:
+            if cid not in failed:
+                per_login[self.worker_of(cid)].append(cid)
+        res = self.workers.call([{"op": "login", "cids": p, "steps": ["register", "auth"], "concurrency": concurrency,
+                                  "timeout": timeout} for p in per_login], timeout=len(users) * timeout + 120)
+        failed |= {c for r in res for c in r["failed"]}
+        samples += [s for r in res for s in r["error_samples"]]
+        self.login_times = {"connect_max_ms": round(max(r["max_ms"] for r in connected), 1),
+                            **{f"{v}_max_ms": round(max(r.get(f"{v}_max_ms", 0.0) for r in res), 1)
+                               for v in ("register", "auth")}}
+        return cids, failed, samples[:5]
 
     def login(self, cids: list[int], steps: tuple[str, ...], concurrency: int = 64) -> list[dict[str, Any]]:
         """Runs register and/or auth for the clients, in bounded parallel; returns each
@@ -321,9 +392,11 @@ class Bench:
             log(f"waited {waited:.0f} s for a quiet machine (other CPU now {other:.0f} %)")
 
     def run_phase(self, senders: list[int], fanout: int, duration: float, rate: float = 0.0,
-                  depth: int = 0, profile_tag: str = "") -> PhaseResult:
+                  depth: int = 0, profile_tag: str = "", drain: float | None = None) -> PhaseResult:
         """rate > 0: open loop at `rate` msg/s in total; else closed loop, `depth` in flight per
-        sender. Returns after every acked message was delivered or the drain time ran out."""
+        sender. Returns after every acked message was delivered or the drain time (--drain unless
+        given) ran out; a send still unanswered then counts as an error."""
+        drain = self.args.drain if drain is None else drain
         self.phase += 1
         phase = self.phase
         per: list[list[int]] = [[] for _ in range(self.workers.n)]
@@ -336,15 +409,15 @@ class Bench:
         profilers = self.start_profilers(profile_tag, duration) if profile_tag else []
         ops = [{"op": "send", "phase": phase, "mode": mode, "start_ns": start_ns, "duration_s": duration,
                 "rate": rate * len(p) / max(len(senders), 1), "depth": depth, "senders": p,
-                "drain_s": self.args.drain} for p in per]
-        sends = self.workers.call(ops, timeout=duration + self.args.drain + 120)
+                "drain_s": drain} for p in per]
+        sends = self.workers.call(ops, timeout=duration + drain + 120)
         acked = sum(s["acked"] for s in sends)
         expected = acked * fanout
         # Deliveries may still be in flight after the last ack. Counting alone cannot tell when
         # they are all in (a message answered with an error may be delivered too), so wait until
         # the count reached what the acks promise AND stopped moving; the loss check below is
         # then exact, per message.
-        deadline = time.monotonic() + self.args.drain
+        deadline = time.monotonic() + drain
         prev = -1
         while True:
             got = sum(r["n"] for r in self.workers.all("received", phase=phase))
@@ -430,7 +503,7 @@ class Bench:
                 "generator_lag_p99_ms": round(res.lag_p99_ms, 2), "generator_lag_max_ms": round(res.lag_max_ms, 2),
                 "error_samples": res.error_samples,
             })
-            if res.lost:
+            if res.lost and not r.peer:  # the peer promises no delivery: its losses are reported only
                 r.ok = False
         if win is not None:
             r.cpu_pct = {k: round(v, 1) for k, v in win.cpu_pct.items()}
@@ -464,14 +537,16 @@ def _num(v: float | None, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def _quad(d: dict[str, float]) -> str:
-    return "/".join(f"{d[k]:.0f}" if k in d else "-" for k in ("main", "alpha", "beta", "gen"))
+def _quad(d: dict[str, float], peer: str = "") -> str:
+    """main/alpha/beta/gen; for a peer row, its two servers take the realms' places."""
+    keys = ("main", "alpha", "beta", "gen") if not peer else ("-", f"{peer}-a", f"{peer}-b", "gen")
+    return "/".join(f"{d[k]:.0f}" if k in d else "-" for k in keys)
 
 
 def row_cells(r: Row) -> list[str]:
     rate = "-" if r.rate is None else f"{_num(r.rate)} {r.unit}" if r.unit != "msg/s" else _num(r.rate)
     return [f"{r.workload} {r.name}", r.target, rate, _num(r.p50_ms, 2), _num(r.p99_ms, 2),
-            _num(r.p999_ms, 2), str(r.lost), str(r.errors), _quad(r.cpu_pct), _quad(r.rss_mb),
+            _num(r.p999_ms, 2), str(r.lost), str(r.errors), _quad(r.cpu_pct, r.peer), _quad(r.rss_mb, r.peer),
             f"{r.cpu_pct['other']:.0f}" if "other" in r.cpu_pct else "-", f"{r.load1:.2f}"]
 
 
@@ -480,8 +555,13 @@ def format_row(r: Row) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    cells = [list(COLS)] + [row_cells(r) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLS))]
+    return grid(COLS, [row_cells(r) for r in rows])
+
+
+def grid(header: tuple[str, ...], body: list[list[str]]) -> str:
+    """A Markdown table, columns padded."""
+    cells = [list(header), *body]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = []
     for n, c in enumerate(cells):
         lines.append("| " + " | ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)) + " |")

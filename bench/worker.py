@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .client import Client, Received, Sending
+from .irc import IrcClient
 
 PASSWORD = "bench-pw-1"
 CHUNK = 1 << 20
@@ -81,6 +82,7 @@ class Worker:
         self.clients: dict[int, Client] = {}
         self.phases: dict[int, Received] = {}
         self.files: dict[str, FileConn] = {}
+        self.sendings: dict[int, Sending] = {}  # phase -> this process's sends (IRC frees slots on receipt)
 
     def on_event(self, m: re.Match[bytes], now: int) -> None:
         t, w, s, p = m.groups()
@@ -89,41 +91,94 @@ class Worker:
             rec = self.phases[int(p)] = Received()
         rec.add(int(w), int(s), now - int(t), now)
 
+    def on_irc_message(self, client: IrcClient, m: re.Match[bytes], now: int) -> None:
+        self.on_event(m, now)
+        sending = self.sendings.get(int(m.group(4)))
+        if sending is not None and int(m.group(2)) == self.wid and client.partner is not None:
+            sending.on_delivered(client.partner, now)
+
     # ---- setup -------------------------------------------------------------------------------
 
-    async def op_connect(self, clients: list[tuple[int, str, str, int]], concurrency: int = 100) -> dict[str, Any]:
+    async def op_connect(self, clients: list[tuple[int, str, str, int]], concurrency: int = 100,
+                         tolerant: bool = False, irc: bool = False, timeout: float = 30) -> dict[str, Any]:
+        """Connects the clients (realm: until the hello event; irc: until registered). tolerant:
+        a client that fails is left out and reported instead of failing the operation."""
         loop = asyncio.get_running_loop()
+        failed: list[int] = []
+        errors: list[str] = []
+
+        def make(cid: int, user: str) -> Client | IrcClient:
+            return IrcClient(cid, user, self.on_irc_message) if irc else Client(cid, user, self.on_event)
+
+        lat: list[int] = []
 
         async def one(cid: int, user: str, host: str, port: int) -> None:
-            _, c = await loop.create_connection(lambda: Client(cid, user, self.on_event), host, port)
-            await asyncio.wait_for(c.hello, 30)
+            t0 = time.monotonic_ns()
+            try:
+                _, c = await asyncio.wait_for(loop.create_connection(lambda: make(cid, user), host, port), timeout)
+                await asyncio.wait_for(c.hello, timeout)
+                lat.append(time.monotonic_ns() - t0)
+            except Exception as e:
+                if not tolerant:
+                    raise
+                failed.append(cid)
+                errors.append(f"connect {user}: {type(e).__name__} {e}"[:300])
+                return
             self.clients[cid] = c
 
         t0 = time.perf_counter()
         await bounded([one(*c) for c in clients], concurrency)
-        return {"n": len(clients), "seconds": time.perf_counter() - t0}
+        return {"n": len(clients), "seconds": time.perf_counter() - t0, "failed": failed,
+                "error_samples": errors[:5], "p99_ms": percentile_ms(lat, 0.99), "max_ms": max(lat, default=0) / 1e6}
 
-    async def _each(self, cmds: list[tuple[int, str]], concurrency: int) -> tuple[int, list[str]]:
+    async def op_pair(self, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+        """IRC: a's messages go to b (both in this process), so b's receipt frees a's slot."""
+        for a, b in pairs:
+            ca, cb = self.clients[a], self.clients[b]
+            assert isinstance(ca, IrcClient) and isinstance(cb, IrcClient)
+            ca.partner = cb
+            ca.prefix = b"PRIVMSG %s :" % cb.user.encode()
+        return {}
+
+    async def _each(self, cmds: list[tuple[int, str]], concurrency: int, timeout: float = 300,
+                    failed: set[int] | None = None, lat: list[int] | None = None) -> tuple[int, list[str]]:
+        """Runs the commands; one not answered OK within `timeout` is an error (its client is
+        added to `failed` when given). `lat` gets each command's time to its answer (ns)."""
         errors: list[str] = []
 
         async def one(cid: int, line: str) -> None:
-            r = await asyncio.wait_for(self.clients[cid].command(line), 300)
+            t0 = time.monotonic_ns()
+            try:
+                r = await asyncio.wait_for(self.clients[cid].command(line), timeout)
+            except (TimeoutError, ConnectionError) as e:
+                r = f"{type(e).__name__} after {timeout:g} s: {e}".encode()
+            if lat is not None:
+                lat.append(time.monotonic_ns() - t0)
             if not r.startswith(b'{"status":"OK"'):
                 errors.append(f"{line.split()[0]} {cid}: {r.decode(errors='replace')[:200]}")
+                if failed is not None:
+                    failed.add(cid)
 
         await bounded([one(cid, line) for cid, line in cmds], concurrency)
         return len(errors), errors[:5]
 
-    async def op_login(self, cids: list[int], steps: list[str], concurrency: int = 64) -> dict[str, Any]:
-        """Runs each step ("register", "auth") for every listed client; each step timed on its own."""
+    async def op_login(self, cids: list[int], steps: list[str], concurrency: int = 64,
+                       timeout: float = 300) -> dict[str, Any]:
+        """Runs each step ("register", "auth") for every listed client; each step timed on its own.
+        A client whose step failed is not sent the next one; "failed" lists them."""
         out: dict[str, Any] = {"errors": 0, "error_samples": []}
+        failed: set[int] = set()
         for verb in steps:
             t0 = time.perf_counter()
-            n, samples = await self._each([(c, f"{verb} {self.clients[c].user} {PASSWORD}") for c in cids],
-                                          concurrency)
+            lat: list[int] = []
+            n, samples = await self._each([(c, f"{verb} {self.clients[c].user} {PASSWORD}") for c in cids
+                                           if c not in failed], concurrency, timeout, failed, lat)
             out[f"{verb}_s"] = time.perf_counter() - t0
+            out[f"{verb}_p99_ms"] = percentile_ms(lat, 0.99)
+            out[f"{verb}_max_ms"] = max(lat, default=0) / 1e6
             out["errors"] += n
             out["error_samples"] += samples
+        out["failed"] = sorted(failed)
         # Long-lived setup objects need no cyclic GC passes during the measurement.
         gc.collect()
         gc.freeze()
@@ -159,7 +214,7 @@ class Worker:
         silently lowering the rate (no coordinated omission). Closed loop: each sender keeps
         `depth` messages pipelined and refills on every ack until the end."""
         end_ns = start_ns + int(duration_s * 1e9)
-        sending = Sending(self.wid, phase, mode == "closed", end_ns)
+        sending = self.sendings[phase] = Sending(self.wid, phase, mode == "closed", end_ns)
         clients = [self.clients[c] for c in senders]
         lags: list[int] = []
         await sleep_until(start_ns)
@@ -208,6 +263,7 @@ class Worker:
 
     async def op_collect(self, phase: int) -> dict[str, Any]:
         rec = self.phases.pop(phase, None) or Received()
+        self.sendings.pop(phase, None)
         return {"n": rec.n, "first_ns": rec.first_ns, "last_ns": rec.last_ns, "lat_us": rec.lat_us.tobytes(),
                 "counts": {w: bytes(c) for w, c in rec.counts.items()}}
 

@@ -1,19 +1,26 @@
-"""The workloads (1-7 of issue 5; 8: presence; 9: search). Each one adds rows to the Bench; the goals are
+"""The workloads (1-7: messaging, idle, files, logins; 8: presence; 9: search; 10: private
+messages on a machine whose cores are taken by busy loops), and the IRC peer's equivalents of 1, 3,
+5 and 10 (`--peer ngircd`, bench.peer). Each one adds rows to the Bench; the goals are
 carried in the rows so that the table and docs/PERFORMANCE.md show goal and figure side by side."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import subprocess
+import sys
 import time
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.stack import start_main
 
 from . import worker as wk
-from .runner import Bench, log, percentiles
+from .peer import close_irc_clients, irc_clients
+from .runner import Bench, Row, grid, log, percentiles
 
 # A message's target is on the other realm: client i talks to client i^1, and even clients live
 # on alpha, odd ones on beta (with two generator processes, sender and recipient of every
@@ -55,7 +62,8 @@ def w1(b: Bench) -> None:
     rate = b.args.rate1
     warmup(b, cids, 1, rate)
     res = b.run_phase(cids, 1, b.args.duration, rate=rate)
-    b.row("1", "private fixed", f"{rate:.0f}/s, {len(cids)} clients", res, goal="p50 <= 2 ms, p99 <= 10 ms")
+    r = b.row("1", "private fixed", f"{rate:.0f}/s, {len(cids)} clients", res, goal="p50 <= 2 ms, p99 <= 10 ms")
+    r.extra["compare"] = "1"
 
 
 def w2(b: Bench) -> None:
@@ -72,8 +80,9 @@ def w2(b: Bench) -> None:
 def w3(b: Bench) -> None:
     cids = ensure_private(b)
     res = b.run_phase(cids, 1, b.args.full_duration, depth=b.args.depth, profile_tag="w3-private-max")
-    b.row("3", "private max", f"closed, {len(cids)}x{b.args.depth} in flight", res,
-          goal=">= 20,000 msg/s, every one committed before OK")
+    r = b.row("3", "private max", f"closed, {len(cids)}x{b.args.depth} in flight", res,
+              goal=">= 20,000 msg/s, every one committed before OK")
+    r.extra["compare"] = "3"
 
 
 def w4(b: Bench) -> None:
@@ -117,6 +126,7 @@ def w5(b: Bench) -> None:
     r.extra["rss_with_idle_mb"] = {k: round(v, 1) for k, v in rss1.items()}
     r.extra["kib_per_idle_connection"] = {
         k: round((rss1[k] - rss0.get(k, 0.0)) * 1024 / max(b.args.idle, 1), 2) for k in ("main", "alpha", "gen")}
+    r.extra["compare"] = "5"
 
 
 def w6(b: Bench) -> None:
@@ -388,4 +398,188 @@ def w9(b: Bench) -> None:
     log(f"search: p50 {p50:.2f} ms, p99 {p99:.2f} ms, p999 {p999:.2f} ms, max {max(lat, default=0) / 1000:.1f} ms")
 
 
-WORKLOADS = {"1": w1, "2": w2, "3": w3, "4": w4, "5": w5, "6": w6, "7": w7, "8": w8, "9": w9}
+# ---- 10: contended ------------------------------------------------------------------------------
+
+# A login step or a send not answered within this long fails (and a peer message not received
+# within it is lost): what a person would call broken, and far above any p99 of a healthy run.
+CONTENDED_TIMEOUT_S = 30.0
+
+
+@contextlib.contextmanager
+def busy_loops(b: Bench, n: int) -> Iterator[None]:
+    """n processes spinning (`while True: pass`) for the duration of the block; metered as
+    "busy", so that the "other" column keeps meaning the rest of the machine."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    if procs:
+        b.meter.set("busy", [p.pid for p in procs])
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        b.meter.drop("busy")
+
+
+def contended_round(b: Bench, busy: int, peer: str = "") -> Row:
+    """Workload 10, one round: `busy` spinning processes start (the servers are up and idle),
+    then --contended-clients clients (half per realm / ngIRCd server) log in and send private
+    messages to the other side at --contended-rate msg/s, open loop, for --duration. Login
+    failures and failed sends are counted, not fatal. The clients are closed afterwards."""
+    a = b.args
+    n = a.contended_clients - a.contended_clients % 2
+    rate = a.contended_rate
+    tag = f"c{b.next_cid}_"  # fresh user names every round
+    with busy_loops(b, busy):
+        t0 = time.perf_counter()
+        if peer:
+            servers = b.peer.names
+            cids, failed, samples = irc_clients(b, [(f"{tag}{i}", servers[i % 2]) for i in range(n)], pairs=True,
+                                                tolerant=True, timeout=CONTENDED_TIMEOUT_S)
+        else:
+            cids, failed, samples = b.add_clients_tolerant([(f"{tag}{i}", realm_of(i)) for i in range(n)],
+                                                           timeout=CONTENDED_TIMEOUT_S)
+        login_s = time.perf_counter() - t0
+        slowest = {} if peer else dict(b.login_times)
+        base = cids[0]
+        partner = {c: base + ((c - base) ^ 1) for c in cids}
+        senders = [c for c in cids if c not in failed and partner[c] not in failed]
+        if not peer:
+            b.set_prefixes({c: f"sendprivate {b.users[partner[c]][0]} " for c in senders})
+        log(f"{len(cids) - len(failed)}/{n} logged in in {login_s:.1f} s with {busy} busy loops"
+            + (f" (slowest steps, ms: {slowest})" if slowest else "") + (f", e.g. {samples[:2]}" if failed else ""))
+        res = b.run_phase(senders, 1, a.duration, rate=rate, drain=CONTENDED_TIMEOUT_S)
+    what = f"{busy} busy loops" if busy else "quiet"
+    r = b.row("10", f"{peer + ' ' if peer else ''}{what}",
+              f"{rate:.0f}/s, {n - len(failed)}/{n} logged in", res, peer=peer,
+              goal="every client logs in, no failed send")
+    r.extra.update({"compare": f"10-{'contended' if busy else 'quiet'}", "clients": n,
+                    "logged_in": n - len(failed), "login_s": round(login_s, 2), "login_error_samples": samples,
+                    "busy_loops": busy, "timeout_s": CONTENDED_TIMEOUT_S, "slowest_login_steps_ms": slowest,
+                    "ack_max_ms": max(res.ack_lat_us, default=0) / 1000})
+    if failed and not peer:
+        r.ok = False
+    if peer:
+        close_irc_clients(b)
+    else:
+        b.workers.all("close")
+        b.users.clear()
+    return r
+
+
+def w10(b: Bench, peer: str = "") -> None:
+    if peer:
+        b.use_peer("contended")
+    else:
+        b.use_stack("contended")
+    quiet = contended_round(b, 0, peer)
+    loaded = contended_round(b, b.args.busy_loops, peer)
+    if quiet.p99_ms:
+        loaded.extra["p99_vs_quiet"] = round((loaded.p99_ms or 0) / quiet.p99_ms, 2)
+
+
+# ---- the IRC peer's equivalents (--peer ngircd) --------------------------------------------------
+
+PEER_DRAIN_S = 30.0  # IRC has no OK: a message not received this long after the end is lost
+
+
+def ensure_peer_private(b: Bench) -> list[int]:
+    if b.stack_key != "peer-private":
+        peer = b.use_peer("private")
+        n = b.args.clients - b.args.clients % 2
+        t0 = time.perf_counter()
+        b.private_cids, _, _ = irc_clients(b, [(f"p{i}", peer.names[i % 2]) for i in range(n)], pairs=True)
+        log(f"{n} IRC clients registered ({n / (time.perf_counter() - t0):.0f}/s), half on each server")
+    return b.private_cids
+
+
+def peer_w1(b: Bench, peer: str) -> None:
+    cids = ensure_peer_private(b)
+    rate = b.args.rate1
+    if b.args.warmup > 0:
+        b.run_phase(cids, 1, b.args.warmup, rate=rate, drain=PEER_DRAIN_S)
+    res = b.run_phase(cids, 1, b.args.duration, rate=rate, drain=PEER_DRAIN_S)
+    r = b.row("1", f"{peer} private fixed", f"{rate:.0f}/s, {len(cids)} clients, 2 linked", res, peer=peer)
+    r.extra["compare"] = "1"
+
+
+def peer_w3(b: Bench, peer: str) -> None:
+    cids = ensure_peer_private(b)
+    res = b.run_phase(cids, 1, b.args.full_duration, depth=b.args.depth, drain=PEER_DRAIN_S)
+    r = b.row("3", f"{peer} private max", f"closed, {len(cids)}x{b.args.depth} sent, not yet received", res,
+              peer=peer)
+    r.extra["compare"] = "3"
+
+
+def peer_w5(b: Bench, peer: str) -> None:
+    """Memory per idle registered connection: --idle clients on server a, RSS of each server
+    before and after (b holds them as remote users)."""
+    pair = b.use_peer("idle")
+    time.sleep(1)
+    rss0 = b.meter.rss_mb()
+    win = b.meter.start(threads=False)
+    t0 = time.perf_counter()
+    irc_clients(b, [(f"i{i}", pair.names[0]) for i in range(b.args.idle)], pairs=False)
+    log(f"{b.args.idle} idle IRC clients registered on {pair.names[0]} in {time.perf_counter() - t0:.1f} s")
+    time.sleep(2)
+    w = win.stop()
+    rss1 = b.meter.rss_mb()
+    kib = {k: round((rss1[k] - rss0.get(k, 0.0)) * 1024 / max(b.args.idle, 1), 2) for k in (*pair.names, "gen")}
+    r = b.row("5", f"{peer} {b.args.idle} idle",
+              f"KiB/conn: {kib[pair.names[0]]:.2f} a (local), {kib[pair.names[1]]:.2f} b (remote)", window=w,
+              peer=peer)
+    r.extra.update({"compare": "5", "kib_per_idle_connection": kib,
+                    "rss_before_idle_mb": {k: round(v, 1) for k, v in rss0.items()},
+                    "rss_with_idle_mb": {k: round(v, 1) for k, v in rss1.items()}})
+
+
+def peer_w10(b: Bench, peer: str) -> None:
+    w10(b, peer)
+
+
+WORKLOADS = {"1": w1, "2": w2, "3": w3, "4": w4, "5": w5, "6": w6, "7": w7, "8": w8, "9": w9, "10": w10}
+PEER_WORKLOADS = {"1": peer_w1, "3": peer_w3, "5": peer_w5, "10": peer_w10}
+
+
+# ---- ours / peer ------------------------------------------------------------------------------------
+
+def _other(r: Row) -> str:
+    return f"{r.cpu_pct['other']:.0f}" if "other" in r.cpu_pct else "-"
+
+
+def ratio_rows(rows: list[Row], peer: str, busy_loops: int = 3) -> list[list[str]]:
+    """[metric, realmchat, peer, ours/peer, other CPU% ours/peer] for every compared figure."""
+    ours = {r.extra["compare"]: r for r in rows if not r.peer and "compare" in r.extra}
+    theirs = {r.extra["compare"]: r for r in rows if r.peer == peer and "compare" in r.extra}
+    out: list[list[str]] = []
+
+    def add(key: str, metric: str, get: Any, digits: int = 2) -> None:
+        if key not in ours or key not in theirs:
+            return
+        a, p = get(ours[key]), get(theirs[key])
+        if a is None or p is None:
+            return
+        ratio = f"{a / p:.2f}" if p else "-"
+        out.append([metric, f"{a:,.{digits}f}", f"{p:,.{digits}f}", ratio,
+                    f"{_other(ours[key])}/{_other(theirs[key])}"])
+
+    fixed = f" ({ours['1'].target})" if "1" in ours else ""
+    add("1", f"1: p50 ms{fixed}", lambda r: r.p50_ms)
+    add("1", f"1: p99 ms{fixed}", lambda r: r.p99_ms)
+    add("3", "3: delivered msg/s (full speed)", lambda r: r.rate, 0)
+    add("5", "5: KiB per idle connection (alpha / ngircd a)",
+        lambda r: r.extra["kib_per_idle_connection"].get("alpha", r.extra["kib_per_idle_connection"].get(f"{peer}-a")))
+    add("5", "5: KiB per idle connection (main / ngircd b)",
+        lambda r: r.extra["kib_per_idle_connection"].get("main", r.extra["kib_per_idle_connection"].get(f"{peer}-b")))
+    for key, what in (("10-quiet", "quiet"), ("10-contended", f"{busy_loops} busy loops")):
+        add(key, f"10 {what}: logged in", lambda r: r.extra["logged_in"], 0)
+        add(key, f"10 {what}: failed sends", lambda r: r.errors, 0)
+        add(key, f"10 {what}: lost", lambda r: r.lost, 0)
+        add(key, f"10 {what}: p50 ms", lambda r: r.p50_ms)
+        add(key, f"10 {what}: p99 ms", lambda r: r.p99_ms)
+    add("10-contended", "10: p99 contended / quiet", lambda r: r.extra.get("p99_vs_quiet"))
+    return out
+
+
+def ratio_table(rows: list[Row], peer: str, busy_loops: int = 3) -> str:
+    return grid(("figure", "realmchat", peer, "ours/peer", "other CPU% ours/peer"), ratio_rows(rows, peer, busy_loops))

@@ -5,13 +5,18 @@
 #                            no browser.
 #   scripts/setup.sh --test  the same, plus the test tools: apt-packages-test.txt (Chromium,
 #                            PostgreSQL, nc) and the Python dev dependencies (pytest, ruff, ...).
+#   scripts/setup.sh --bench the test setup, plus apt-packages-bench.txt: the IRC server the
+#                            benchmark compares with (`python -m bench --peer ngircd`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=run
 [ "${1:-}" = "--test" ] && mode=test
+bench=no
+[ "${1:-}" = "--bench" ] && { mode=test; bench=yes; }
 
 lists=(scripts/apt-packages-run.txt)
 [ "$mode" = test ] && lists+=(scripts/apt-packages-test.txt)
+[ "$bench" = yes ] && lists+=(scripts/apt-packages-bench.txt)
 missing=()
 for list in "${lists[@]}"; do
   while read -r pkg; do

@@ -24,7 +24,7 @@ def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["ok"] is True and doc["failures"] == []
     rows = doc["rows"]
-    assert {r["workload"] for r in rows} >= {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+    assert {r["workload"] for r in rows} >= {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
     for r in rows:
         assert r["lost"] == 0, r
         assert r["errors"] == 0, r
@@ -32,4 +32,9 @@ def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
         if r["p50_ms"] is not None:  # message workloads: every acked message was delivered
             assert r["extra"]["delivered"] >= r["extra"]["expected_deliveries"] > 0, r
         assert r["cpu_pct"].get("gen") is not None and r["rss_mb"].get("main", 0) > 0, r
+    # Workload 10: the same clients and rate quiet and beside busy loops; every client logged in.
+    contended = [r for r in rows if r["workload"] == "10"]
+    assert [r["extra"]["busy_loops"] for r in contended] == [0, 3], contended
+    for r in contended:
+        assert r["extra"]["logged_in"] == r["extra"]["clients"] > 0, r
     assert "| workload" in proc.stdout  # the table was printed
