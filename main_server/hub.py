@@ -168,7 +168,10 @@ class Hub:
                 continue
             for sid, ch in sessions.items():
                 if sid != exclude_session and not ch.closed:
-                    per_channel.setdefault(ch, {})[sid] = u
+                    targets = per_channel.get(ch)
+                    if targets is None:
+                        targets = per_channel[ch] = {}
+                    targets[sid] = u
         for ch, targets in per_channel.items():
             if ch.queue.qsize() + self.ledger.pending(ch.id) >= ch.max_queue:
                 # The realm does not keep up: drop its stream (it relinks; what it missed stayed
@@ -176,7 +179,9 @@ class Hub:
                 log.warning("channel %s (%s) overloaded: closing it", ch.id[:8], ch.realm)
                 self.close_channel(ch)
                 continue
-            entries = {u: [message_id] for u in set(targets.values()) if u in track} if message_id and track else {}
+            # One id list shared by every user (the ledger never changes it).
+            entries = (dict.fromkeys(track.intersection(targets.values()), [message_id])  # noqa: RUF024
+                       if message_id and track else {})
             ev = pb.Event(session_ids=list(targets), seq=self.ledger.record(ch.id, targets, entries))
             fill(ev)
             ch.queue.put_nowait(Outgoing(ev, ev.ByteSize()))

@@ -96,8 +96,9 @@ class Ledger:
 
     def record(self, link: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
         """A delivery about to be sent on the link; returns its seq. `entries` are the
-        undelivered entries it carries per user; every such user is among the targets. The
-        ledger keeps both dicts (the caller hands them over)."""
+        undelivered entries it carries per user (distinct ids per user); every such user is
+        among the targets. The ledger keeps both dicts (the caller hands them over) and never
+        changes the id lists (a fan-out may hand every user the same one)."""
         state = self._links.get(link)
         if state is None:
             raise UnknownLink(link)
@@ -107,18 +108,19 @@ class Ledger:
             return seq
         state.deliveries[seq] = _Delivery(targets, entries)
         flights, by_user = self._flights, self._by_user
+        keys = [(user, msg) for user, ids in entries.items() for msg in ids]
+        if flights.keys().isdisjoint(keys):
+            # The usual case, entries new to the ledger: one bulk update, not one per recipient.
+            flights.update(dict.fromkeys(keys, 1))
+        else:
+            for key in keys:
+                flights[key] = flights.get(key, 0) + 1
         for user, ids in entries.items():
-            for msg in ids:
-                n = flights.get((user, msg))
-                if n is None:
-                    flights[(user, msg)] = 1
-                    known = by_user.get(user)
-                    if known is None:
-                        by_user[user] = {msg}
-                    else:
-                        known.add(msg)
-                else:
-                    flights[(user, msg)] = n + 1
+            known = by_user.get(user)
+            if known is None:
+                by_user[user] = set(ids)
+            else:
+                known.update(ids)
         return seq
 
     def written(self, link: str, seq: int, session: int) -> Outcome:
@@ -145,9 +147,17 @@ class Ledger:
         d = state.deliveries.pop(seq, None) if state else None
         if d is None:
             return out
-        for user, ids in d.entries.items():
-            for msg in ids:
-                self._deliver((user, msg), out)
+        # _deliver for each entry, inlined: a fan-out resolves one entry per recipient here.
+        delivered, flights = self._delivered, self._flights
+        keys = [(user, msg) for user, ids in d.entries.items() for msg in ids]
+        out.delivered = [key for key in keys if key not in delivered]
+        delivered.update(out.delivered)
+        for key in keys:  # their flights end; all are delivered, so none returns
+            n = flights[key]
+            if n > 1:
+                flights[key] = n - 1
+            else:
+                del flights[key]
         return out
 
     def dropped(self, link: str, seq: int, session: int) -> Outcome:
@@ -175,11 +185,20 @@ class Ledger:
 
     def committed(self, entries: Iterable[Entry]) -> None:
         """These delivered entries are deleted from undelivered, durably."""
-        for entry in entries:
-            if entry in self._delivered:
-                self._delivered.discard(entry)  # now only the flights keep it, if any
-                if entry not in self._flights:
-                    self._remove(entry)
+        delivered, flights = self._delivered, self._flights
+        done = [entry for entry in entries if entry in delivered]
+        delivered.difference_update(done)  # now only the flights keep them, if any
+        by_user, reads = self._by_user, self._reads
+        for entry in done:
+            if entry in flights:
+                continue
+            user, msg = entry  # _remove, inlined: one per recipient of a fan-out
+            ids = by_user[user]
+            ids.discard(msg)
+            if not ids:
+                del by_user[user]
+            if user in reads:
+                self._gone.setdefault(user, set()).add(msg)
 
     # ---- inbox reads -------------------------------------------------------------------------
 

@@ -144,10 +144,12 @@ class Caller:
 
 def message_pb(m: MessageRecord, mention: bool | None = None) -> pb.Message:
     """mention: the receiving user's flag when it differs from the record's (a live push)."""
-    return pb.Message(**{"id": m.id, "from": m.sender, "to": m.to, "group": m.group, "text": m.text,
-                         "ts": m.ts, "reply_to": m.reply_to, "edited": m.edited, "deleted": m.deleted,
-                         "reactions": [pb.Reaction(emoji=e, users=list(us)) for e, us in m.reactions],
-                         "mention": m.mention if mention is None else mention})
+    msg = pb.Message(**{"id": m.id, "from": m.sender, "to": m.to, "group": m.group, "text": m.text,
+                        "ts": m.ts, "reply_to": m.reply_to, "edited": m.edited, "deleted": m.deleted,
+                        "mention": m.mention if mention is None else mention})
+    if m.reactions:  # none on a new message (the live push of every send)
+        msg.reactions.extend(pb.Reaction(emoji=e, users=list(us)) for e, us in m.reactions)
+    return msg
 
 
 SEARCH_MAX = 50
@@ -160,6 +162,8 @@ _WORD = re.compile(r"\w+")
 
 def mentions_in(text: str) -> tuple[str, ...]:
     """Keys of the names written as @name (also without trailing . or -: "thanks @bob.")."""
+    if "@" not in text:  # most messages: no regex scan
+        return ()
     keys: set[str] = set()
     for m in _MENTION.finditer(text):
         name = m.group(1)
