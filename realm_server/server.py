@@ -142,7 +142,7 @@ class Realm:
         for sid in ev.session_ids:
             tag = (link, seq, sid) if seq else None
             s = self.by_session_id.get(sid)
-            if s is None or s.closed.is_set():
+            if s is None or s.is_closed:
                 # Not (or no longer) logged in here: main gives it back to the user.
                 if tag:
                     dropped.append(tag)
@@ -264,7 +264,7 @@ class Realm:
         self.connections.add(s)
         s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
         try:
-            while not s.closed.is_set():
+            while not s.is_closed:
                 # A client that sends without reading its responses waits here (TCP pushes back
                 # on it) instead of growing its queue: every response, error or refusal counts.
                 await s.wait_for_room()
