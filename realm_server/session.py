@@ -25,9 +25,12 @@ import termios
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from realmchat.framing import LineReader
 from realmchat.seen import SeenIds
+
+if TYPE_CHECKING:
+    from .conn import Conn
 
 log = logging.getLogger(__name__)
 SEEN_IDS = 4096
@@ -157,18 +160,18 @@ class Session:
     __slots__ = ("_ack_delay", "_ack_poll", "_closed", "_ended", "_event_bytes", "_finisher", "_flush_handle",
                  "_full", "_loop", "_out", "_queued_bytes", "_room_waiter", "_seen", "_settle_waiter", "_unacked",
                  "_writer_task", "close_reason", "last_command", "lines", "max_queue", "max_queue_bytes", "peer",
-                 "report", "session_id", "stall_timeout_s", "token", "unauth_since", "user", "writer")
+                 "report", "session_id", "stall_timeout_s", "token", "transport", "unauth_since", "user")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_line: int,
-                 max_queue: int, max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0,
+    def __init__(self, conn: Conn, transport: asyncio.Transport, max_queue: int,
+                 max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0,
                  report: Report = lambda written, dropped: None) -> None:
-        self.lines = LineReader(reader, max_line)
-        self.writer = writer
+        self.lines = conn  # the client's input (lines, payloads) and the drain of its output
+        self.transport = transport
         self.report = report
         self._loop = asyncio.get_running_loop()
         # drain() then waits until every byte is in the kernel; Unacked follows the rest.
-        writer.transport.set_write_buffer_limits(high=0, low=0)
-        self._unacked = Unacked(writer.transport)
+        transport.set_write_buffer_limits(high=0, low=0)
+        self._unacked = Unacked(transport)
         self._ack_poll: asyncio.TimerHandle | None = None
         self._finisher: asyncio.Task[None] | None = None
         self._ack_delay = ACK_POLL_MIN_S
@@ -176,7 +179,7 @@ class Session:
         self.max_queue_bytes = max_queue_bytes
         # A write that makes no progress for this long means the client stopped reading.
         self.stall_timeout_s = stall_timeout_s
-        self.peer = writer.get_extra_info("peername")
+        self.peer = transport.get_extra_info("peername")
         self.user: str = ""
         self.token: str = ""
         self.session_id = 0
@@ -347,11 +350,11 @@ class Session:
             log.warning("%s (%s) has not read for %g s: disconnecting", self.peer, self.user, self.stall_timeout_s)
             self.close_reason = "write stalled"
             # abort, not close: close() would wait forever to flush what the client won't read
-            self.writer.transport.abort()
+            self.transport.abort()
 
         timer = self._loop.call_later(self.stall_timeout_s, stall) if self.stall_timeout_s > 0 else None
         try:
-            await self.writer.drain()
+            await self.lines.drain()
         finally:
             if timer is not None:
                 timer.cancel()
@@ -361,9 +364,9 @@ class Session:
     def _release_acked(self) -> None:
         """Reports what the client acknowledged; polls again while anything is outstanding."""
         self._ack_poll = None
-        if self.writer.transport.is_closing():
+        if self.transport.is_closing():
             return  # the writer's end reports what is left as dropped
-        acked = self._unacked.acknowledged(self.writer.transport.get_write_buffer_size())
+        acked = self._unacked.acknowledged(self.transport.get_write_buffer_size())
         if acked:
             self.report(acked, [])
             self._ack_delay = ACK_POLL_MIN_S
@@ -400,7 +403,7 @@ class Session:
         self._event_bytes -= events
         self._room_check()
         try:
-            self.writer.write(lines[0] if len(lines) == 1 else b"".join(lines))
+            self.transport.write(lines[0] if len(lines) == 1 else b"".join(lines))
         except BaseException:
             if tags:  # never handed to the socket
                 self.report([], [t for _, t in tags])
@@ -421,25 +424,25 @@ class Session:
         except Exception as exc:
             self._write_failed(exc)
             return
-        if self._out or self.writer.transport.get_write_buffer_size():
+        if self._out or self.transport.get_write_buffer_size():
             self._writer_task = self._loop.create_task(self._write_loop())
 
     def _write_failed(self, exc: BaseException) -> None:
         if isinstance(exc, RuntimeError | ConnectionError | OSError):
             # uvloop raises RuntimeError, not ConnectionError, when writing to a transport the
             # client has reset: an expected end, not worth a traceback.
-            if isinstance(exc, RuntimeError) and not self.writer.transport.is_closing():
+            if isinstance(exc, RuntimeError) and not self.transport.is_closing():
                 log.error("writer failed", exc_info=exc)
         else:
             log.error("writer failed", exc_info=exc)
         self._shut()
 
     async def _write_loop(self) -> None:
-        w = self.writer
+        w = self.transport
         idle = False
         try:
             while True:
-                if w.transport.get_write_buffer_size():
+                if w.get_write_buffer_size():
                     await self._drain()  # until the kernel has taken every byte
                 q = self._out
                 if not q:
@@ -479,7 +482,7 @@ class Session:
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         except RuntimeError:
-            if not w.transport.is_closing():
+            if not w.is_closing():
                 log.exception("writer failed")
         except Exception:
             log.exception("writer failed")
@@ -507,7 +510,7 @@ class Session:
         self._settle_waiter = None
         if self._finisher is None:
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self.transport.close()
 
     def _fail_pending(self) -> None:
         dropped: list[Tag] = []
@@ -529,7 +532,7 @@ class Session:
         (up to the stall timeout); once it takes nothing for ACK_STALL_S, what it acknowledged
         is reported written, the rest dropped, and the connection is reset so that the rest
         never arrives after being reported dropped."""
-        transport = self.writer.transport
+        transport = self.transport
         loop = self._loop
         hard = loop.time() + (max(grace, self.stall_timeout_s) if grace else 0)
         last, changed = -1, loop.time()
