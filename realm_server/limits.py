@@ -105,12 +105,12 @@ class Pacer:
                 and (self.byte_rate <= 0 or self.bytes >= self.byte_burst))
 
 
-def unread_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """What the client has sent that the realm has not read yet: the stream's buffer plus the
-    kernel's receive queue (FIONREAD). -1 if unknown."""
-    n = len(getattr(reader, "_buffer", b""))
-    sock = writer.get_extra_info("socket")
-    if sock is None or writer.transport.is_closing():
+def unread_bytes(buffered: int, transport: asyncio.BaseTransport) -> int:
+    """What the client has sent that the realm has not read yet: `buffered` (read from the
+    socket, not yet parsed) plus the kernel's receive queue (FIONREAD). -1 if unknown."""
+    n = buffered
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.is_closing():
         return n
     try:
         buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from realmchat import textproto as tp
 from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
@@ -20,6 +22,7 @@ from realmchat.tls import channel_credentials, client_port_context
 
 from .commands import Commands
 from .config import RealmConfig
+from .conn import EOF, NEED_MORE, Conn
 from .convert import file_dict, message_dict, room_event
 from .fdlimit import connection_cap
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
@@ -30,6 +33,7 @@ from .upstream import Upstream
 
 log = logging.getLogger("realm_server")
 SETTLE_S = 5.0  # how long a logout waits for the deliveries being written to the client
+SWEEP_GAP_S = 0.25  # timeouts are checked at most this often
 
 
 class Realm:
@@ -63,7 +67,9 @@ class Realm:
         SESSIONS.set_function(lambda: len(self.by_session_id))
         LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()  # connection handlers and attach calls
+        self._handlers: set[asyncio.Task[None]] = set()  # connection tasks and attach calls
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_at: float | None = None
 
     # ---- sessions ----------------------------------------------------------------------------
 
@@ -109,6 +115,7 @@ class Realm:
                 # Main no longer knows this session (expired, or its data is gone).
                 self.by_session_id.pop(s.session_id, None)
                 s.logout()
+                self._watch(s)  # the login timeout runs again
                 s.send_event(tp.event("session", state="expired",
                                       message="your session ended; log in again with auth USER PASS"))
             elif sid is None:
@@ -142,7 +149,7 @@ class Realm:
         for sid in ev.session_ids:
             tag = (link, seq, sid) if seq else None
             s = self.by_session_id.get(sid)
-            if s is None or s.closed.is_set():
+            if s is None or s.is_closed:
                 # Not (or no longer) logged in here: main gives it back to the user.
                 if tag:
                     dropped.append(tag)
@@ -165,10 +172,12 @@ class Realm:
         c = self.config
         return Pacer(c.cmd_rate, c.cmd_burst, c.byte_rate, max(c.byte_burst, c.max_line), now)
 
-    def _pacer(self, s: Session, own: Pacer, now: float) -> Pacer:
+    def _pacer(self, s: Session, conn: Conn, now: float) -> Pacer:
         """The account's pacer once logged in (its connections share one rate), else the connection's."""
         if not s.authed:
-            return own
+            if conn.pacer is None:
+                conn.pacer = self._new_pacer(now)
+            return conn.pacer
         key = name_key(s.user)
         p = self.pacers.get(key)
         if p is None:
@@ -178,16 +187,15 @@ class Realm:
             p = self.pacers[key] = self._new_pacer(now)
         return p
 
-    async def _paced(self, s: Session, pacer: Pacer, nbytes: int, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, now: float) -> bool:
+    async def _paced(self, s: Session, pacer: Pacer, nbytes: int, now: float) -> bool:
         """Waits until the command may run, reading nothing meanwhile (TCP pushes back). False:
         the client's unread backlog passed the limit, the connection is being closed."""
         wait = pacer.delay(now, nbytes)
         if wait <= 0:
             return True
         limit = self.config.max_unread_bytes
-        if limit > 0 and unread_bytes(reader, writer) > limit:
-            await self._close_flooder(s, reader, writer, tp.event(
+        if limit > 0 and unread_bytes(s.lines.buffered, s.transport) > limit:
+            await self._close_flooder(s, tp.event(
                 "closing", reason="flood",
                 message=f"more than {limit} bytes sent ahead of what the realm reads at your rate "
                         f"(at most {self.config.cmd_rate:g} commands per second)"))
@@ -195,31 +203,29 @@ class Realm:
         await asyncio.sleep(wait)
         return True
 
-    async def _close_flooder(self, s: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                             event: bytes) -> None:
+    async def _close_flooder(self, s: Session, event: bytes) -> None:
         """Closes with the `closing` event such that the client can read it: closing a socket
         with unread input sends a reset, which can destroy the event in the client's buffer. So:
         flush, half-close (FIN after the event), drop the client's input for a moment, close."""
         s.send(event)
+        transport = s.transport
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
-                while s.queued_bytes or writer.transport.get_write_buffer_size():  # noqa: ASYNC110 (no event for it)
+                while s.queued_bytes or transport.get_write_buffer_size():  # noqa: ASYNC110 (no event for it)
                     await asyncio.sleep(0.01)
-                if writer.can_write_eof():
-                    writer.write_eof()
-                while await reader.read(1 << 16):
+                if transport.can_write_eof():
+                    transport.write_eof()
+                while await s.lines.read(1 << 16):
                     pass
         log.warning("%s (%s) flooded past --max-unread-bytes: disconnecting", s.peer, s.user or "-")
         s.close_reason = "flood"
         s.abort()
 
-    async def _refuse(self, writer: asyncio.StreamWriter, message: str) -> None:
+    def _refuse(self, transport: asyncio.Transport, message: str) -> None:
         """Answers a connection that is over a limit with one ERROR line, then closes it."""
         with contextlib.suppress(Exception):
-            writer.write(tp.error_from(ResourceExhausted(message)))
-            await asyncio.wait_for(writer.drain(), 5)
-        with contextlib.suppress(Exception):
-            writer.close()
+            transport.write(tp.error_from(ResourceExhausted(message)))
+            transport.close()  # once the line is out
 
     def _deadline(self, s: Session) -> tuple[float, str] | None:
         """When the next line must have arrived, and which timeout that is."""
@@ -240,43 +246,103 @@ class Realm:
             msg = f"no command for {self.config.idle_timeout_s:g} s: closing the connection (send ping to stay)"
         return tp.event("closing", reason=f"{reason}_timeout", message=msg)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # Timeouts: one timer for the realm, not one per connection. It fires at the earliest
+    # deadline it knows of; a sweep closes the connections past theirs and sets it again.
+    # Deadlines only move later (a command, a login), except at connect and logout, which
+    # call _watch.
+
+    def _watch(self, s: Session) -> None:
+        d = self._deadline(s)
+        if d is None or (self._sweep_at is not None and self._sweep_at <= d[0]):
+            return
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = d[0]
+        self._sweep_handle = asyncio.get_running_loop().call_at(d[0], self._sweep)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweep_handle = self._sweep_at = None
+        now = loop.time()
+        nxt: float | None = None
+        for s in self.connections:
+            d = self._deadline(s)
+            if d is None:
+                continue
+            if d[0] > now:
+                if nxt is None or d[0] < nxt:
+                    nxt = d[0]
+            elif s.lines.task is None and not s.is_closed:
+                # Waiting for a line (a running command has no deadline: its connection is
+                # watched again once it waits for the next line).
+                self._start(s.lines, self._time_out(s, d[1]))
+        if nxt is not None:
+            # Not more often than SWEEP_GAP_S: a timeout may fire that much late.
+            self._sweep_at = max(nxt, now + SWEEP_GAP_S)
+            self._sweep_handle = loop.call_at(self._sweep_at, self._sweep)
+
+    async def _time_out(self, s: Session, reason: str) -> None:
+        try:
+            await s.close_with(self._timeout_event(reason), f"{reason} timeout")
+        finally:
+            await self._end(s)
+
+    # ---- connections -----------------------------------------------------------------------------
+
+    def _open(self, conn: Conn) -> Session | None:
+        """A new connection (TLS handshake done): its Session, or None when it is refused."""
         c = self.config
-        ip = peer_ip(writer.get_extra_info("peername"))
+        transport = conn.transport
+        assert transport is not None
+        ip = peer_ip(transport.get_extra_info("peername"))
         if self.max_connections > 0 and len(self.connections) >= self.max_connections:
             now = asyncio.get_running_loop().time()
             if now - self._full_logged > 10:  # one line per 10 s, not one per refused connection
                 self._full_logged = now
                 log.warning("the realm is full: %d connections (--max-connections / descriptor limit); "
                             "refusing new ones", len(self.connections))
-            await self._refuse(writer, "the realm is full: too many connections, try again later")
-            return
+            self._refuse(transport, "the realm is full: too many connections, try again later")
+            return None
         if not self.ips.open(ip):
-            await self._refuse(writer, f"too many connections from your address: at most {c.max_conns_per_ip}")
-            return
-        task = asyncio.current_task()
-        if task:
-            self._handlers.add(task)
-        loop = asyncio.get_running_loop()
-        s = Session(reader, writer, c.max_line, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
+            self._refuse(transport, f"too many connections from your address: at most {c.max_conns_per_ip}")
+            return None
+        conn.ip = ip
+        s = Session(conn, transport, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
                     report=self.upstream.report)
-        own_pacer = self._new_pacer(loop.time())
         self.connections.add(s)
         s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
+        self._watch(s)
+        return s
+
+    def _start(self, conn: Conn, coro: Coroutine[Any, Any, None]) -> None:
+        conn.task = task = asyncio.get_running_loop().create_task(coro)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    def _on_input(self, conn: Conn) -> None:
+        """A line (or the end of input) is there and no task serves the connection: start one."""
+        self._start(conn, self._serve(conn))
+
+    async def _serve(self, conn: Conn) -> None:
+        """Runs the connection's commands, in order, while complete lines are buffered; then
+        ends, leaving the connection idle with no task (Conn starts it again on input)."""
+        s = conn.session
+        assert s is not None
+        c = self.config
+        loop = asyncio.get_running_loop()
+        idle = False
         try:
-            while not s.closed.is_set():
+            while not s.is_closed:
                 # A client that sends without reading its responses waits here (TCP pushes back
                 # on it) instead of growing its queue: every response, error or refusal counts.
                 await s.wait_for_room()
-                deadline = self._deadline(s)
-                try:
-                    async with asyncio.timeout_at(deadline[0] if deadline else None):
-                        line = await s.lines.read_line()
-                except TimeoutError:
-                    assert deadline is not None
-                    await s.close_with(self._timeout_event(deadline[1]), f"{deadline[1]} timeout")
-                    break
-                if line is None:
+                line = conn.next_line()
+                if line is NEED_MORE:
+                    idle = True
+                    conn.task = None
+                    self._watch(s)  # its deadline may have passed while a command ran
+                    return
+                if line is EOF:
                     break
                 now = loop.time()
                 s.last_command = now
@@ -284,7 +350,7 @@ class Realm:
                 if cmd is None and err is None:
                     continue  # a blank line: no response, no cost
                 nbytes = len(line) if isinstance(line, bytes) else c.max_line
-                if not await self._paced(s, self._pacer(s, own_pacer, now), nbytes, reader, writer, now):
+                if not await self._paced(s, self._pacer(s, conn, now), nbytes, now):
                     break
                 if err is not None:
                     commands("-", err.code.value).inc()  # unparsed: no verb to name
@@ -298,16 +364,22 @@ class Realm:
         except asyncio.CancelledError:
             pass
         finally:
-            if s.close_reason:
-                log.info("closed %s (%s): %s", s.peer, s.user or "-", s.close_reason)
-            self.ips.close(ip)
-            self.connections.discard(s)
-            if s.authed:
-                # A closed connection ends its session: main marks the user offline at once.
-                await self.end_session(s)
-            await s.close()
-            if task:
-                self._handlers.discard(task)
+            if not idle:
+                await self._end(s)
+
+    async def _end(self, s: Session) -> None:
+        """The connection is over: its address, its session here and in main, its socket. Runs
+        once; the connection's task stays set, so no input starts another."""
+        if s not in self.connections:
+            return
+        if s.close_reason:
+            log.info("closed %s (%s): %s", s.peer, s.user or "-", s.close_reason)
+        self.ips.close(s.lines.ip)
+        self.connections.discard(s)
+        if s.authed:
+            # A closed connection ends its session: main marks the user offline at once.
+            await self.end_session(s)
+        await s.close()
 
     def _parse(self, line: bytes | LineTooLong) -> tuple[tp.Command | None, ChatError | None]:
         if isinstance(line, LineTooLong):
@@ -322,11 +394,11 @@ class Realm:
 
     async def start(self) -> int:
         self.upstream.start()
-        # limit: a line may be max_line bytes; the reader discards longer ones itself.
         ssl_ctx = client_port_context(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
-        self._server = await asyncio.start_server(self.handle, self.config.host, self.config.port,
-                                                  limit=self.config.max_line + 1, reuse_address=True,
-                                                  ssl=ssl_ctx, ssl_handshake_timeout=15 if ssl_ctx else None)
+        max_line = self.config.max_line
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Conn(max_line, self._open, self._on_input), self.config.host, self.config.port,
+            reuse_address=True, ssl=ssl_ctx, ssl_handshake_timeout=15 if ssl_ctx else None)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

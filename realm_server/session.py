@@ -1,5 +1,10 @@
 """One client connection: its login state and its single writer. Responses, events and binary
-payloads all go through one queue drained by one task, so nothing ever interleaves.
+payloads all go through one queue, written in order, so nothing ever interleaves.
+
+An idle connection holds no task, queue or event: what is queued is written by a flush step
+scheduled on the loop (one write per batch); a writer task exists only while the transport
+has bytes the kernel did not take (drain, stall timeout), while a file streams out, or while the
+connection closes.
 
 Deliveries (message events, inbox responses) carry a tag. The writer reports a tag as written
 once the client's TCP has acknowledged its bytes (the kernel's unacknowledged byte count,
@@ -20,9 +25,12 @@ import termios
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from realmchat.framing import LineReader
 from realmchat.seen import SeenIds
+
+if TYPE_CHECKING:
+    from .conn import Conn
 
 log = logging.getLogger(__name__)
 SEEN_IDS = 4096
@@ -44,6 +52,8 @@ class Tagged:
 class Unacked:
     """Deliveries written to the socket whose bytes the client's TCP has not acknowledged yet."""
 
+    __slots__ = ("_fd", "_pending", "_sent", "_tls", "sock")
+
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
         self.sock = sock
@@ -51,7 +61,8 @@ class Unacked:
         # Through TLS the kernel sees records, not our bytes: only "all acknowledged" is known.
         self._tls = transport.get_extra_info("sslcontext") is not None
         self._sent = 0  # bytes handed to the transport
-        self._pending: deque[tuple[int, list[Tag]]] = deque()  # (end offset, tags), in order
+        # (end offset, tag), in order; None while empty (an idle connection holds no deque)
+        self._pending: deque[tuple[int, Tag]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._pending)
@@ -59,8 +70,11 @@ class Unacked:
     def add(self, nbytes: int, tags: Sequence[tuple[int, Tag]] = ()) -> None:
         """nbytes handed to the transport; tags with the end of their line within them (a line
         fully acknowledged was delivered even when the rest of the write was not)."""
-        for end, tag in tags:
-            self._pending.append((self._sent + end, [tag]))
+        if tags:
+            if self._pending is None:
+                self._pending = deque()
+            for end, tag in tags:
+                self._pending.append((self._sent + end, tag))
         self._sent += nbytes
 
     def _outq(self) -> int:
@@ -71,7 +85,8 @@ class Unacked:
 
     def acknowledged(self, buffered: int) -> list[Tag]:
         """Tags whose bytes the client acknowledged; `buffered`: bytes still in the transport."""
-        if not self._pending or self._fd < 0:
+        pending = self._pending
+        if not pending or self._fd < 0:
             return []
         outq = self._outq()
         if self._tls:
@@ -79,8 +94,10 @@ class Unacked:
         else:
             done = self._sent - buffered - outq
         out: list[Tag] = []
-        while self._pending and self._pending[0][0] <= done:
-            out += self._pending.popleft()[1]
+        while pending and pending[0][0] <= done:
+            out.append(pending.popleft()[1])
+        if not pending:
+            self._pending = None
         return out
 
     def outstanding(self, buffered: int) -> tuple[int, int]:
@@ -96,8 +113,8 @@ class Unacked:
         return buffered + outq, max(0, outq - unsent)
 
     def take_all(self) -> list[Tag]:
-        out = [t for _, tags in self._pending for t in tags]
-        self._pending.clear()
+        out = [t for _, t in self._pending] if self._pending else []
+        self._pending = None
         return out
 
     def close(self, buffered: int) -> tuple[list[Tag], list[Tag]]:
@@ -130,16 +147,31 @@ class Stream:
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+Item = Tagged | Stream | None  # None: close once everything before it is written
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 class Session:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_line: int,
-                 max_queue: int, max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0,
+    # Slots and lazily made parts: 10k idle connections must cost little memory each.
+    __slots__ = ("_ack_delay", "_ack_poll", "_closed", "_ended", "_event_bytes", "_finisher", "_flush_handle",
+                 "_full", "_loop", "_out", "_queued_bytes", "_room_waiter", "_seen", "_settle_waiter", "_unacked",
+                 "_writer_task", "close_reason", "last_command", "lines", "max_queue", "max_queue_bytes", "peer",
+                 "report", "session_id", "stall_timeout_s", "token", "transport", "unauth_since", "user")
+
+    def __init__(self, conn: Conn, transport: asyncio.Transport, max_queue: int,
+                 max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0,
                  report: Report = lambda written, dropped: None) -> None:
-        self.lines = LineReader(reader, max_line)
-        self.writer = writer
+        self.lines = conn  # the client's input (lines, payloads) and the drain of its output
+        self.transport = transport
         self.report = report
+        self._loop = asyncio.get_running_loop()
         # drain() then waits until every byte is in the kernel; Unacked follows the rest.
-        writer.transport.set_write_buffer_limits(high=0, low=0)
-        self._unacked = Unacked(writer.transport)
+        transport.set_write_buffer_limits(high=0, low=0)
+        self._unacked = Unacked(transport)
         self._ack_poll: asyncio.TimerHandle | None = None
         self._finisher: asyncio.Task[None] | None = None
         self._ack_delay = ACK_POLL_MIN_S
@@ -147,37 +179,44 @@ class Session:
         self.max_queue_bytes = max_queue_bytes
         # A write that makes no progress for this long means the client stopped reading.
         self.stall_timeout_s = stall_timeout_s
-        self.peer = writer.get_extra_info("peername")
+        self.peer = transport.get_extra_info("peername")
         self.user: str = ""
         self.token: str = ""
         self.session_id = 0
-        self.closed = asyncio.Event()
-        now = asyncio.get_running_loop().time()
+        self._closed = False      # nothing more is written
+        self._ended = False       # the writer's end was settled (_shut ran)
+        now = self._loop.time()
         self.last_command = now   # idle timeout runs from here
         self.unauth_since = now   # login timeout runs from here (connect, or the last logout)
         self.close_reason = ""    # why the realm dropped the connection, for the log
-        self._out: asyncio.Queue[Tagged | Stream | None] = asyncio.Queue()
+        self._out: deque[Item] | None = None  # what is queued, in order; None while empty
+        self._flush_handle: asyncio.Handle | None = None
+        self._writer_task: asyncio.Task[None] | None = None  # only while draining, streaming, closing
         self._queued_bytes = 0    # bytes in _out, not yet handed to the transport
         # The events among them. Only these decide whether a client "does not read": a reply
         # the client asked for (up to the reply cap) may sit in the queue beside a few events
         # without meaning anything; replies are bounded by wait_for_room instead.
         self._event_bytes = 0
-        self._room = asyncio.Event()  # set while _queued_bytes is under max_queue_bytes
-        self._room.set()
-        self._settled = asyncio.Event()  # set while no delivery is between write and report
-        self._settled.set()
-        self._writer_task = asyncio.create_task(self._write_loop())
+        self._full = False        # _queued_bytes reached max_queue_bytes, not yet back under half
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._settle_waiter: asyncio.Future[None] | None = None
         # Message ids this session was sent lately: after a main restart, main re-sends what it
-        # could not confirm as sent, and a session must not see a message twice.
-        self._seen = SeenIds(SEEN_IDS)
+        # could not confirm as sent, and a session must not see a message twice. Made on first use.
+        self._seen: SeenIds | None = None
 
     def first_sight(self, msg_id: int) -> bool:
         """True the first time a message id is pushed to this session (bounded memory)."""
+        if self._seen is None:
+            self._seen = SeenIds(SEEN_IDS)
         return self._seen.first_sight(msg_id)
 
     @property
     def authed(self) -> bool:
         return bool(self.token)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
 
     def login(self, user: str, token: str, session_id: int) -> None:
         self.user, self.token, self.session_id = user, token, session_id
@@ -186,24 +225,24 @@ class Session:
         """Events queued for the old session are not written (the connection may log in as
         someone else next): they are reported dropped and come back to that user."""
         self.user, self.token, self.session_id = "", "", 0
-        self.unauth_since = asyncio.get_running_loop().time()
-        self._seen.clear()
-        q: deque[Tagged | Stream | None] = self._out._queue  # type: ignore[attr-defined]
+        self.unauth_since = self._loop.time()
+        self._seen = None
+        q = self._out
         dropped: list[Tag] = []
-        kept: list[Tagged | Stream | None] = []
-        for item in q:
-            if isinstance(item, Tagged) and item.event:
-                self._queued_bytes -= len(item.line)
-                self._event_bytes -= len(item.line)
-                if item.tag:
-                    dropped.append(item.tag)
-            else:
-                kept.append(item)
-        if len(kept) != len(q):
-            q.clear()
-            q.extend(kept)
-            if self._queued_bytes < self.max_queue_bytes // 2:
-                self._room.set()
+        if q:
+            kept: list[Item] = []
+            for item in q:
+                if isinstance(item, Tagged) and item.event:
+                    self._queued_bytes -= len(item.line)
+                    self._event_bytes -= len(item.line)
+                    if item.tag:
+                        dropped.append(item.tag)
+                else:
+                    kept.append(item)
+            if len(kept) != len(q):
+                q.clear()
+                q.extend(kept)
+                self._room_check()
         if dropped:
             self.report([], dropped)
 
@@ -211,19 +250,32 @@ class Session:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    def _room_check(self) -> None:
+        if self._full and self._queued_bytes < self.max_queue_bytes // 2:
+            self._full = False
+            _wake(self._room_waiter)
+            self._room_waiter = None
+
+    def _enqueue(self, item: Item) -> None:
+        if self._out is None:
+            self._out = deque()
+        self._out.append(item)
+        if self._writer_task is None and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
     def _put(self, item: Tagged) -> None:
         self._queued_bytes += len(item.line)
         if item.event:
             self._event_bytes += len(item.line)
         if self._queued_bytes >= self.max_queue_bytes:
-            self._room.clear()
-        self._out.put_nowait(item)
+            self._full = True
+        self._enqueue(item)
 
     def send(self, line: bytes, tag: Tag | None = None) -> None:
         """Queues a response line. Responses are not dropped: the connection handler waits for
         room (wait_for_room) before reading the next command, so a client that pipelines
         without reading is slowed down by TCP instead of growing this queue."""
-        if not self.closed.is_set():
+        if not self._closed:
             self._put(Tagged(line, tag, False))
         elif tag:
             self.report([], [tag])
@@ -231,13 +283,14 @@ class Session:
     def send_event(self, line: bytes, tag: Tag | None = None) -> None:
         """Queues an event; a client that does not read its events is disconnected rather than
         letting its queue grow without bound (in lines or in bytes)."""
-        if self.closed.is_set():
+        if self._closed:
             if tag:
                 self.report([], [tag])
             return
-        if self._out.qsize() >= self.max_queue or self._event_bytes + len(line) > self.max_queue_bytes:
+        queued = len(self._out) if self._out else 0
+        if queued >= self.max_queue or self._event_bytes + len(line) > self.max_queue_bytes:
             log.warning("%s (%s) does not read: %d lines, %d bytes of events queued; disconnecting",
-                        self.peer, self.user, self._out.qsize(), self._event_bytes)
+                        self.peer, self.user, queued, self._event_bytes)
             self.close_reason = "send queue full"
             if tag:
                 self.report([], [tag])
@@ -253,35 +306,37 @@ class Session:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finisher)
             return True
+        if not self._unacked or self._ended:
+            return True
+        if self._settle_waiter is None:
+            self._settle_waiter = self._loop.create_future()
         try:
-            await asyncio.wait_for(self._settled.wait(), timeout)
+            await asyncio.wait_for(asyncio.shield(self._settle_waiter), timeout)
         except TimeoutError:
             return False
         return True
 
     async def wait_for_room(self) -> None:
         """Returns once the queue is under its byte bound again (or the connection closed)."""
-        if self._room.is_set() or self.closed.is_set():
+        if not self._full or self._closed:
             return
-        room = asyncio.ensure_future(self._room.wait())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            await asyncio.wait((room, closed), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            room.cancel()
-            closed.cancel()
+        if self._room_waiter is None:
+            self._room_waiter = self._loop.create_future()
+        await asyncio.shield(self._room_waiter)
 
     async def close_with(self, event_line: bytes, reason: str) -> None:
         """Sends a last event saying why, then closes (used by timeouts and flood control)."""
         self.close_reason = reason
-        if not self.closed.is_set():
+        if not self._closed:
             self._put(Tagged(event_line, None, False))  # even past the byte bound: it is the last line
         await self.close()
 
     async def send_stream(self, header: bytes, chunks: AsyncIterator[bytes]) -> None:
         """Queues header + payload and waits until the writer has written all of it."""
+        if self._closed:
+            raise ConnectionError("connection closed")
         item = Stream(header, chunks)
-        self._out.put_nowait(item)
+        self._enqueue(item)
         await item.done
 
     async def _drain(self) -> None:
@@ -295,12 +350,11 @@ class Session:
             log.warning("%s (%s) has not read for %g s: disconnecting", self.peer, self.user, self.stall_timeout_s)
             self.close_reason = "write stalled"
             # abort, not close: close() would wait forever to flush what the client won't read
-            self.writer.transport.abort()
+            self.transport.abort()
 
-        timer = (asyncio.get_running_loop().call_later(self.stall_timeout_s, stall)
-                 if self.stall_timeout_s > 0 else None)
+        timer = self._loop.call_later(self.stall_timeout_s, stall) if self.stall_timeout_s > 0 else None
         try:
-            await self.writer.drain()
+            await self.lines.drain()
         finally:
             if timer is not None:
                 timer.cancel()
@@ -310,28 +364,99 @@ class Session:
     def _release_acked(self) -> None:
         """Reports what the client acknowledged; polls again while anything is outstanding."""
         self._ack_poll = None
-        if self.writer.transport.is_closing():
-            return  # the writer's exit reports what is left as dropped
-        acked = self._unacked.acknowledged(self.writer.transport.get_write_buffer_size())
+        if self.transport.is_closing():
+            return  # the writer's end reports what is left as dropped
+        acked = self._unacked.acknowledged(self.transport.get_write_buffer_size())
         if acked:
             self.report(acked, [])
             self._ack_delay = ACK_POLL_MIN_S
         else:
             self._ack_delay = min(self._ack_delay * 2, ACK_POLL_MAX_S)
         if self._unacked:
-            self._settled.clear()
-            self._ack_poll = asyncio.get_running_loop().call_later(self._ack_delay, self._release_acked)
+            self._ack_poll = self._loop.call_later(self._ack_delay, self._release_acked)
         else:
-            self._settled.set()
+            _wake(self._settle_waiter)
+            self._settle_waiter = None
+
+    def _write_lines(self) -> None:
+        """Writes every line queued at the front in one write (one syscall, not one per line)."""
+        q = self._out
+        assert q
+        item = q.popleft()
+        assert isinstance(item, Tagged)
+        lines = [item.line]
+        size = len(item.line)
+        events = size if item.event else 0
+        tags = [(size, item.tag)] if item.tag else []
+        while q and isinstance(q[0], Tagged):
+            nxt = q.popleft()
+            assert isinstance(nxt, Tagged)
+            lines.append(nxt.line)
+            size += len(nxt.line)
+            if nxt.event:
+                events += len(nxt.line)
+            if nxt.tag:
+                tags.append((size, nxt.tag))
+        if not q:
+            self._out = None
+        self._queued_bytes -= size
+        self._event_bytes -= events
+        self._room_check()
+        try:
+            self.transport.write(lines[0] if len(lines) == 1 else b"".join(lines))
+        except BaseException:
+            if tags:  # never handed to the socket
+                self.report([], [t for _, t in tags])
+            raise
+        self._unacked.add(size, tags)
+        if tags and self._ack_poll is None:
+            self._release_acked()
+
+    def _flush(self) -> None:
+        """Writes what is queued without a task; a writer task takes over only when the kernel
+        did not take every byte, a file streams, or the connection closes."""
+        self._flush_handle = None
+        if self._closed or self._writer_task is not None:
+            return
+        try:
+            while self._out and isinstance(self._out[0], Tagged):
+                self._write_lines()
+        except Exception as exc:
+            self._write_failed(exc)
+            return
+        if self._out or self.transport.get_write_buffer_size():
+            self._writer_task = self._loop.create_task(self._write_loop())
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, RuntimeError | ConnectionError | OSError):
+            # uvloop raises RuntimeError, not ConnectionError, when writing to a transport the
+            # client has reset: an expected end, not worth a traceback.
+            if isinstance(exc, RuntimeError) and not self.transport.is_closing():
+                log.error("writer failed", exc_info=exc)
+        else:
+            log.error("writer failed", exc_info=exc)
+        self._shut()
 
     async def _write_loop(self) -> None:
-        w = self.writer
+        w = self.transport
+        idle = False
         try:
             while True:
-                item = await self._out.get()
+                if w.get_write_buffer_size():
+                    await self._drain()  # until the kernel has taken every byte
+                q = self._out
+                if not q:
+                    idle = True
+                    self._writer_task = None  # nothing queued: no task while idle
+                    return
+                item = q[0]
                 if item is None:
+                    q.popleft()
                     break
                 if isinstance(item, Stream):
+                    q.popleft()
+                    if not q:
+                        self._out = None
                     try:
                         w.write(item.header)
                         self._unacked.add(len(item.header))
@@ -346,66 +471,52 @@ class Session:
                     if not item.done.done():
                         item.done.set_result(None)
                     continue
-                # Every line already queued goes out in one write (one syscall, not one per line).
-                lines = [item.line]
-                size = len(item.line)
-                events = size if item.event else 0
-                tags = [(size, item.tag)] if item.tag else []
-                q = self._out._queue  # type: ignore[attr-defined]
-                while q and isinstance(q[0], Tagged):
-                    nxt = self._out.get_nowait()
-                    assert isinstance(nxt, Tagged)
-                    lines.append(nxt.line)
-                    size += len(nxt.line)
-                    if nxt.event:
-                        events += len(nxt.line)
-                    if nxt.tag:
-                        tags.append((size, nxt.tag))
-                data = lines[0] if len(lines) == 1 else b"".join(lines)
-                self._queued_bytes -= len(data)
-                self._event_bytes -= events
-                if self._queued_bytes < self.max_queue_bytes // 2:
-                    self._room.set()
-                w.write(data)
-                self._unacked.add(len(data), tags)
-                # Drop references: an idle connection must not keep its last lines alive.
-                del item, lines, data
-                if w.transport.get_write_buffer_size():
-                    await self._drain()  # until the kernel has taken every byte
-                if tags and self._ack_poll is None:
-                    self._release_acked()
+                self._write_lines()
+                del item  # an idle connection must not keep its last lines alive
             await self._drain()
             # A graceful close: give the client a moment to acknowledge the last deliveries.
-            deadline = asyncio.get_running_loop().time() + CLOSE_ACK_WAIT_S
-            while self._unacked and asyncio.get_running_loop().time() < deadline:
+            deadline = self._loop.time() + CLOSE_ACK_WAIT_S
+            while self._unacked and self._loop.time() < deadline:
                 self._release_acked()
                 await asyncio.sleep(0.01)
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         except RuntimeError:
-            # uvloop raises RuntimeError, not ConnectionError, when writing to a transport the
-            # client has reset: an expected end, not worth a traceback.
-            if not w.transport.is_closing():
+            if not w.is_closing():
                 log.exception("writer failed")
         except Exception:
             log.exception("writer failed")
         finally:
-            self.closed.set()
-            self._room.set()
-            if self._ack_poll is not None:
-                self._ack_poll.cancel()
-                self._ack_poll = None
-            self._fail_pending()
-            self._settled.set()
-            if self._finisher is None:
-                with contextlib.suppress(Exception):
-                    w.close()
+            if not idle:
+                self._shut()
+
+    def _shut(self) -> None:
+        """The writer is done for good: nothing more is written; what is queued was never written."""
+        if self._ended:
+            return
+        self._ended = True
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._full = False
+        _wake(self._room_waiter)
+        self._room_waiter = None
+        if self._ack_poll is not None:
+            self._ack_poll.cancel()
+            self._ack_poll = None
+        self._fail_pending()
+        _wake(self._settle_waiter)
+        self._settle_waiter = None
+        if self._finisher is None:
+            with contextlib.suppress(Exception):
+                self.transport.close()
 
     def _fail_pending(self) -> None:
-        """The writer is done: what is still queued was never written."""
         dropped: list[Tag] = []
-        while not self._out.empty():
-            item = self._out.get_nowait()
+        q, self._out = self._out, None
+        self._queued_bytes = self._event_bytes = 0
+        for item in q or ():
             if isinstance(item, Stream) and not item.done.done():
                 item.done.set_exception(ConnectionError("connection closed"))
             elif isinstance(item, Tagged) and item.tag:
@@ -413,7 +524,7 @@ class Session:
         if dropped:
             self.report([], dropped)
         if self._unacked and self._finisher is None:
-            self._finisher = asyncio.create_task(self._finish(ACK_GRACE_S))
+            self._finisher = self._loop.create_task(self._finish(ACK_GRACE_S))
 
     async def _finish(self, grace: float) -> None:
         """Settles what was written but not yet acknowledged, then closes the socket. While the
@@ -421,8 +532,8 @@ class Session:
         (up to the stall timeout); once it takes nothing for ACK_STALL_S, what it acknowledged
         is reported written, the rest dropped, and the connection is reset so that the rest
         never arrives after being reported dropped."""
-        transport = self.writer.transport
-        loop = asyncio.get_running_loop()
+        transport = self.transport
+        loop = self._loop
         hard = loop.time() + (max(grace, self.stall_timeout_s) if grace else 0)
         last, changed = -1, loop.time()
         while self._unacked and loop.time() < hard:
@@ -446,10 +557,17 @@ class Session:
 
     async def close(self) -> None:
         """Flushes what is queued, then closes."""
-        if not self.closed.is_set():
-            self._out.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._writer_task), 5)
+        if not self._closed:
+            self._enqueue(None)
+            if self._flush_handle is not None:  # the flush step would only hand over to the writer
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            if self._writer_task is None:
+                self._writer_task = self._loop.create_task(self._write_loop())
+        task = self._writer_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 5)
         self.abort()
         if self._finisher is not None:
             with contextlib.suppress(Exception):
@@ -460,7 +578,9 @@ class Session:
         if self._ack_poll is not None:
             self._ack_poll.cancel()
             self._ack_poll = None
-        self.closed.set()
-        self._writer_task.cancel()
+        self._closed = True
+        if self._writer_task is not None:
+            self._writer_task.cancel()
         if self._finisher is None:
-            self._finisher = asyncio.create_task(self._finish(ACK_GRACE_S if self._unacked else 0))
+            self._finisher = self._loop.create_task(self._finish(ACK_GRACE_S if self._unacked else 0))
+        self._shut()
