@@ -251,3 +251,39 @@ async def test_connections_killed_during_a_flood(pg_cluster: PgCluster) -> None:
         assert {t: by_text.get(t) for t in ok} == ok  # every OK'd message is there, with its id
         assert set(by_text) <= ok.keys() | failed
         assert all(r["q"] == 1 for r in stored)
+
+
+async def test_replicas_batching_side_by_side(pg_url: str) -> None:
+    # Several mains share the database, each storing its own batches at the same time; their
+    # conversations overlap, in opposite orders. Batches lock the conversations' rows in one
+    # order: no deadlock (it would show as a retry), nothing lost, every side's last id right.
+    replicas = [PostgresStorage(pg_url, min_size=1, max_size=3) for _ in range(3)]
+    for r in replicas:
+        await r.open()
+    try:
+        us = await make_users(replicas[0], 12)
+        pairs = [(a, b) for a in us for b in us if a.key < b.key]
+
+        async def flood(r: PostgresStorage, n: int) -> list[tuple[str, str, int]]:
+            order = pairs if n % 2 else pairs[::-1]
+            out = []
+            for rnd in range(4):
+                got = await asyncio.gather(*(r.store_private(a, b.key, f"{n}-{rnd}-{a.key}-{b.key}")
+                                             if (rnd + n) % 2 else r.store_private(b, a.key, f"{n}-{rnd}")
+                                             for a, b in order))
+                out += [(a.key, b.key, s.message.id) for (a, b), s in zip(order, got, strict=True)]
+            return out
+
+        done = await asyncio.gather(*(flood(r, n) for n, r in enumerate(replicas)))
+        assert [r.retries for r in replicas] == [0, 0, 0]
+        ids = [i for per in done for _, _, i in per]
+        assert len(ids) == len(set(ids)) == 3 * 4 * len(pairs)
+        last: dict[tuple[str, str], int] = {}
+        for a, b, i in (x for per in done for x in per):
+            last[(a, b)] = last[(b, a)] = max(last.get((a, b), 0), i)
+        got = {(r["user_key"], r["peer_key"]): r["last_id"]
+               for r in await rows(pg_url, "SELECT user_key, peer_key, last_id FROM private_peers")}
+        assert got == last
+    finally:
+        for r in replicas:
+            await r.close()
