@@ -116,20 +116,24 @@ async def test_sends_queue_while_a_batch_is_on_the_database(pg: PostgresStorage,
         tx = blocker.transaction()
         await tx.start()
         await blocker.execute("SELECT 1 FROM private_peers WHERE user_key = 'u0' FOR UPDATE")
-        held = asyncio.ensure_future(pg.store_private(a, b.key, "held"))
-        await asyncio.sleep(0.3)
-        assert not held.done()
+        # Every connection the engine may use for sends carries one: the next calls queue.
+        # (one per loop turn: calls made in the same turn go together as one batch).
+        held = []
+        for i in range(pg.max_batches):
+            held.append(asyncio.ensure_future(pg.store_private(a, b.key, f"held{i}")))
+            await asyncio.sleep(0.1)
+        assert not any(h.done() for h in held)
         ops = pg.ops
         queued = [asyncio.ensure_future(pg.store_private(c, b.key, f"q{i}")) for i in range(50)]
         gave_up = asyncio.ensure_future(pg.store_private(c, a.key, "cancelled while queued"))
         await asyncio.sleep(0.1)
         gave_up.cancel()
         await tx.rollback()
-        first = await held
+        first = await asyncio.gather(*held)
         stored = await asyncio.gather(*queued)
-        assert pg.ops - ops == 2  # the held one, then all 50 queued behind it as one batch
+        assert pg.ops - ops == pg.max_batches + 1  # the held ones, then all 50 as one batch
         assert [s.message.id for s in stored] == sorted({s.message.id for s in stored})
-        assert stored[0].message.id > first.message.id
+        assert stored[0].message.id > max(f.message.id for f in first)
         with pytest.raises(asyncio.CancelledError):
             await gave_up
     finally:
@@ -141,6 +145,7 @@ async def test_sends_queue_while_a_batch_is_on_the_database(pg: PostgresStorage,
 async def test_a_failing_row_fails_alone(pg: PostgresStorage, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = await make_users(pg, 2)
     monkeypatch.setattr(pgmod, "BATCH_BYTES", 1 << 30)  # the poison shares a batch with the others
+    pg.max_batches = 1  # one batch at a time: the calls below queue behind the held one
     # A text whose search vector passes PostgreSQL's limit (1 MiB): its INSERT fails in the
     # database, which makes the whole statement fail; the others are then stored one by one.
     poison = " ".join(f"w{i:06d}" for i in range(200_000))
@@ -169,6 +174,7 @@ async def test_a_failing_row_fails_alone(pg: PostgresStorage, pg_url: str, monke
 async def test_connection_killed_under_a_batch(pg: PostgresStorage, pg_url: str) -> None:
     a, b = await make_users(pg, 2)
     await pg.store_private(a, b.key, "first")
+    pg.max_batches = 1  # one batch at a time: the calls below queue behind the held one
     dbname = pg_url.rsplit("/", 1)[1]
     blocker = await asyncpg.connect(pg_url)
     try:

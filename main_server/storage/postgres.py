@@ -2,10 +2,12 @@
 
 No group commit of our own: PostgreSQL already flushes the WAL once for all the backends whose
 commits are waiting, so concurrent operations on pooled connections share fsyncs by themselves.
-What costs here is round trips (each one is CPU in this process and in a backend), so the hot
-operations are ONE statement in autocommit (atomic by itself; writable CTEs where a message and
-its inbox rows go in together), and only operations that must read before they write run in
-an explicit transaction (BEGIN and COMMIT are two more round trips).
+What costs here is round trips and statements (each one is CPU in this process and in a
+backend), so the hot operations are ONE statement in autocommit (atomic by itself; writable
+CTEs where a message and its inbox rows go in together), and only operations that must read
+before they write run in an explicit transaction (BEGIN and COMMIT are two more round trips).
+Private sends go further: when every connection already carries a batch of them, the calls
+that arrive queue up and the next free one stores them all in ONE statement over arrays.
 
 Semantics follow the SQLite engine, whose single writer makes every operation serializable.
 Here operations run concurrently under READ COMMITTED, so:
@@ -64,6 +66,7 @@ CONNECT_TIMEOUT_S = 5.0
 # past a few hundred rows a statement takes longer than the commit it shares.
 BATCH_ROWS = 500
 BATCH_BYTES = 1 << 20
+MAX_BATCHES = 10
 
 # ts is made by the database, not by each replica's clock, so that all replicas agree; the
 # format is base.utc_now_iso()'s (milliseconds, 'Z').
@@ -501,7 +504,9 @@ class PostgresStorage(Storage):
         self.url, self.min_size, self.max_size = split_pool_options(url, min_size, max_size)
         self._pool: asyncpg.Pool | None = None
         self._sends: collections.deque[_PrivateSend] = collections.deque()  # queued store_private calls
-        self._sender: asyncio.Task[None] | None = None  # the task sending them, one batch at a time
+        self._senders: set[asyncio.Task[None]] = set()  # tasks sending them, a batch at a time each
+        self._sending = 0  # of those, the ones still looping (done() comes a turn later)
+        self.max_batches = self.max_size  # batches of sends on the database at once
         self.ops = 0
         self.retries = 0
 
@@ -523,8 +528,8 @@ class PostgresStorage(Storage):
             raise
 
     async def close(self) -> None:
-        if self._sender is not None:
-            await asyncio.wait([self._sender], timeout=10)  # sends already accepted finish first
+        if self._senders:
+            await asyncio.wait(self._senders, timeout=10)  # sends already accepted finish first
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -683,10 +688,14 @@ class PostgresStorage(Storage):
         named = to_key in mentions and to_key != sender.key
         call = _PrivateSend(sender, to_key, text, reply_to, named, asyncio.get_running_loop().create_future())
         self._sends.append(call)
-        if self._sender is None or self._sender.done():
-            # A lone call goes at once (next loop turn: calls of this turn join it); under load
-            # calls queue while a batch is on the database and go together in the next one.
-            self._sender = asyncio.create_task(self._send_batches())
+        if self._sending < self.max_batches:
+            # A call goes at once while a connection is free for it (next loop turn: calls of
+            # this turn join it); when every one carries a batch, calls queue and go together
+            # in the next batch. At low rates that is one call per statement, as before.
+            self._sending += 1
+            task = asyncio.create_task(self._send_batches())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
         # The batch runs in its own task: a caller that gives up does not cancel the batch
         # (its message may be committed all the same, as with a statement cancelled late).
         return await call.done
@@ -702,6 +711,12 @@ class PostgresStorage(Storage):
         return batch
 
     async def _send_batches(self) -> None:
+        try:
+            await self._send_queued()
+        finally:
+            self._sending -= 1  # in the same turn as the queue was found empty: no call is left behind
+
+    async def _send_queued(self) -> None:
         while self._sends:
             batch = self._take_batch()
             if not batch:
