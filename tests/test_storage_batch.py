@@ -171,6 +171,33 @@ async def test_a_failing_row_fails_alone(pg: PostgresStorage, pg_url: str, monke
     assert texts == ["first", "held", "ok1", "ok2"]
 
 
+async def test_an_argument_the_driver_refuses_fails_alone(pg: PostgresStorage, pg_url: str) -> None:
+    # A reply_to past BIGINT cannot be encoded: the batch never reaches the database, and only
+    # that call fails (as it would alone); the gRPC API's int64 cannot carry one, storage can.
+    a, b = await make_users(pg, 2)
+    await pg.store_private(a, b.key, "first")
+    pg.max_batches = 1  # one batch at a time: the calls below queue behind the held one
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM private_peers WHERE user_key = 'u0' FOR UPDATE")
+        held = asyncio.ensure_future(pg.store_private(a, b.key, "held"))
+        await asyncio.sleep(0.2)
+        calls = [asyncio.ensure_future(pg.store_private(a, b.key, t, reply_to))
+                 for t, reply_to in (("ok1", 0), ("bad", 1 << 63), ("ok2", 0))]
+        await asyncio.sleep(0.1)
+        await tx.rollback()
+        await held
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await blocker.close()
+    assert isinstance(results[0], Stored) and isinstance(results[2], Stored)
+    assert isinstance(results[1], asyncpg.exceptions.DataError), results[1]
+    assert [r["text"] for r in await rows(pg_url, "SELECT text FROM messages ORDER BY id")] == \
+        ["first", "held", "ok1", "ok2"]
+
+
 async def test_connection_killed_under_a_batch(pg: PostgresStorage, pg_url: str) -> None:
     a, b = await make_users(pg, 2)
     await pg.store_private(a, b.key, "first")

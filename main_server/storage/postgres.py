@@ -727,20 +727,23 @@ class PostgresStorage(Storage):
                 if len(batch) == 1:
                     self._answer(batch, [exc])
                     continue
-                # The statement failed as a whole, so nothing of it was committed: each call
-                # runs alone and fails alone (one bad row must not fail its neighbours).
-                results = []
-                for call in batch:
-                    try:
-                        results += await self._store_batch([call])
-                    except Exception as exc:
-                        results.append(exc)
+                # The statement failed as a whole (or the driver refused an argument before
+                # sending it), so nothing of it was committed: each call runs alone and fails
+                # alone (one bad row must not fail its neighbours).
+                results = [await self._settle(self._store_batch([call])) for call in batch]
             except Exception as exc:  # Unavailable, closed storage: the same for everyone
                 results = [exc] * len(batch)
             except BaseException:
                 self._answer(batch, [Unavailable("the server is stopping: try again")] * len(batch))
                 raise
             self._answer(batch, results)
+
+    @staticmethod
+    async def _settle(single: Awaitable[list[Stored | BaseException]]) -> Stored | BaseException:
+        try:
+            return (await single)[0]
+        except Exception as exc:
+            return exc
 
     @staticmethod
     def _answer(batch: list[_PrivateSend], results: list[Stored | BaseException]) -> None:
