@@ -2,10 +2,12 @@
 
 No group commit of our own: PostgreSQL already flushes the WAL once for all the backends whose
 commits are waiting, so concurrent operations on pooled connections share fsyncs by themselves.
-What costs here is round trips (each one is CPU in this process and in a backend), so the hot
-operations are ONE statement in autocommit (atomic by itself; writable CTEs where a message and
-its inbox rows go in together), and only operations that must read before they write run in
-an explicit transaction (BEGIN and COMMIT are two more round trips).
+What costs here is round trips and statements (each one is CPU in this process and in a
+backend), so the hot operations are ONE statement in autocommit (atomic by itself; writable
+CTEs where a message and its inbox rows go in together), and only operations that must read
+before they write run in an explicit transaction (BEGIN and COMMIT are two more round trips).
+Private sends go further: when every connection already carries a batch of them, the calls
+that arrive queue up and the next free one stores them all in ONE statement over arrays.
 
 Semantics follow the SQLite engine, whose single writer makes every operation serializable.
 Here operations run concurrently under READ COMMITTED, so:
@@ -20,12 +22,14 @@ Here operations run concurrently under READ COMMITTED, so:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -58,6 +62,10 @@ MIGRATION_LOCK = 0x7265616C6D636874  # "realmcht"
 RETRIES = 5
 ACQUIRE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
+# Bounds of one batch of private sends (rows; characters of text and names, roughly bytes):
+# they keep one statement's time and memory small, and 500 rows already share a commit 500 ways.
+BATCH_ROWS = 500
+BATCH_BYTES = 1 << 20
 
 # ts is made by the database, not by each replica's clock, so that all replicas agree; the
 # format is base.utc_now_iso()'s (milliseconds, 'Z').
@@ -365,6 +373,34 @@ q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT $2, '', id FRO
 n AS (INSERT INTO mentions(user_key, msg_id) SELECT $2, id FROM m WHERE $6)
 SELECT id, ts, to_name FROM m"""
 
+# Many private sends in ONE statement (one parse/bind/execute, one commit, one WAL flush);
+# a lone send takes _STORE_PRIVATE, which costs the backend half as much for one row:
+# arrays in, one row per stored message out, tagged with its input's ordinal (RETURNING order
+# is not relied on). Unknown recipients drop out at the join and get NotFound alone.
+# Ids are taken from the messages' sequence first and handed to the stored rows by rank, so
+# they grow in the callers' order however the planner evaluates nextval. Rows go in sorted by
+# conversation (the private_peers trigger locks both of its rows per message): batches from
+# several replicas lock those rows in one global order and cannot deadlock on them. One ts
+# for the batch: its rows commit together, and ts never goes back as ids grow.
+_STORE_PRIVATE_BATCH = f"""
+WITH b AS (
+    SELECT t.ord, t.sender, t.sender_key, t.to_key, t.text, t.reply_to, t.named, u.name AS to_name,
+           row_number() OVER (ORDER BY t.ord) AS rn
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[])
+         WITH ORDINALITY AS t(sender, sender_key, to_key, text, reply_to, named, ord)
+    JOIN users u ON u.key = t.to_key),
+seq AS (SELECT pg_get_serial_sequence('messages', 'id')::regclass AS s),
+ids AS (SELECT nextval(seq.s) AS id FROM seq, generate_series(1, (SELECT count(*) FROM b))),
+v AS (SELECT b.*, i.id, now_ts.ts
+      FROM b JOIN (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM ids) i USING (rn),
+           (SELECT {_TS} AS ts) now_ts),
+m AS (INSERT INTO messages(id, sender, sender_key, to_name, to_key, text, reply_to, ts) OVERRIDING SYSTEM VALUE
+      SELECT id, sender, sender_key, to_name, to_key, text, reply_to, ts FROM v
+      ORDER BY least(sender_key, to_key), greatest(sender_key, to_key), id),
+q AS (INSERT INTO undelivered(user_key, group_key, msg_id) SELECT to_key, '', id FROM v),
+n AS (INSERT INTO mentions(user_key, msg_id) SELECT to_key, id FROM v WHERE named)
+SELECT ord, id, ts, to_name FROM v"""
+
 # One index probe per (user, message) pair, then a TID scan. The plain DELETE ... USING
 # unnest(...) was planned as a hash join over a scan of the whole table (10x slower at 16k
 # queued rows, and worse as it grows); OFFSET 0 keeps the planner from flattening the LATERAL
@@ -444,12 +480,32 @@ def split_pool_options(url: str, min_size: int, max_size: int) -> tuple[str, int
     return urlunsplit(parts._replace(query=urlencode(rest))), min(min_size, max_size), max_size
 
 
+@dataclasses.dataclass(slots=True)
+class _PrivateSend:
+    """A store_private call waiting for its batch."""
+
+    sender: User
+    to_key: str
+    text: str
+    reply_to: int
+    named: bool
+    done: asyncio.Future[Stored]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = len(self.text) + len(self.to_key) + len(self.sender.name) + len(self.sender.key) + 64
+
+
 class PostgresStorage(Storage):
     def __init__(self, url: str, min_size: int = 2, max_size: int = 10) -> None:
         # Ten connections saturate a small server; more only add lock and memory contention.
         # Operators tune it with ?pool_max=N in --db.
         self.url, self.min_size, self.max_size = split_pool_options(url, min_size, max_size)
         self._pool: asyncpg.Pool | None = None
+        self._sends: collections.deque[_PrivateSend] = collections.deque()  # queued store_private calls
+        self._senders: set[asyncio.Task[None]] = set()  # tasks sending them, a batch at a time each
+        self._sending = 0  # of those, the ones still looping (done() comes a turn later)
+        self.max_batches = self.max_size  # batches of sends on the database at once
         self.ops = 0
         self.retries = 0
 
@@ -471,6 +527,8 @@ class PostgresStorage(Storage):
             raise
 
     async def close(self) -> None:
+        if self._senders:
+            await asyncio.wait(self._senders, timeout=10)  # sends already accepted finish first
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -627,15 +685,99 @@ class PostgresStorage(Storage):
                             mentions: tuple[str, ...] = ()) -> Stored:
         _no_nul(to_key, text)
         named = to_key in mentions and to_key != sender.key
+        call = _PrivateSend(sender, to_key, text, reply_to, named, asyncio.get_running_loop().create_future())
+        self._sends.append(call)
+        if self._sending < self.max_batches:
+            # A call goes at once while a connection is free for it (next loop turn: calls of
+            # this turn join it); when every one carries a batch, calls queue and go together
+            # in the next batch. At low rates that is one call per statement, as before.
+            self._sending += 1
+            task = asyncio.create_task(self._send_batches())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        # The batch runs in its own task: a caller that gives up does not cancel the batch
+        # (its message may be committed all the same, as with a statement cancelled late).
+        return await call.done
 
-        async def op(c: asyncpg.Connection) -> Stored:
-            r = await c.fetchrow(_STORE_PRIVATE, sender.name, to_key, sender.key, text, reply_to, named)
+    def _take_batch(self) -> list[_PrivateSend]:
+        batch: list[_PrivateSend] = []
+        size = 0
+        while self._sends and len(batch) < BATCH_ROWS and (not batch or size + self._sends[0].size <= BATCH_BYTES):
+            call = self._sends.popleft()
+            if not call.done.done():  # a caller cancelled while queued: nothing of it was sent
+                batch.append(call)
+                size += call.size
+        return batch
+
+    async def _send_batches(self) -> None:
+        try:
+            await self._send_queued()
+        finally:
+            self._sending -= 1  # in the same turn as the queue was found empty: no call is left behind
+
+    async def _send_queued(self) -> None:
+        while self._sends:
+            batch = self._take_batch()
+            if not batch:
+                continue
+            results: list[Stored | BaseException]
+            try:
+                results = await self._store_batch(batch)
+            except asyncpg.exceptions.PostgresError as exc:
+                if len(batch) == 1:
+                    self._answer(batch, [exc])
+                    continue
+                # The statement failed as a whole (or the driver refused an argument before
+                # sending it), so nothing of it was committed: each call runs alone and fails
+                # alone (one bad row must not fail its neighbours).
+                results = [await self._settle(self._store_batch([call])) for call in batch]
+            except Exception as exc:  # Unavailable, closed storage: the same for everyone
+                results = [exc] * len(batch)
+            except BaseException:
+                self._answer(batch, [Unavailable("the server is stopping: try again")] * len(batch))
+                raise
+            self._answer(batch, results)
+
+    @staticmethod
+    async def _settle(single: Awaitable[list[Stored | BaseException]]) -> Stored | BaseException:
+        try:
+            return (await single)[0]
+        except Exception as exc:
+            return exc
+
+    @staticmethod
+    def _answer(batch: list[_PrivateSend], results: list[Stored | BaseException]) -> None:
+        for call, r in zip(batch, results, strict=True):
+            if call.done.done():
+                continue  # its caller gave up
+            if isinstance(r, BaseException):
+                call.done.set_exception(r)
+            else:
+                call.done.set_result(r)
+
+    async def _store_batch(self, batch: list[_PrivateSend]) -> list[Stored | BaseException]:
+        async def op(c: asyncpg.Connection) -> list[Any]:
+            if len(batch) == 1:
+                x = batch[0]
+                r = await c.fetchrow(_STORE_PRIVATE, x.sender.name, x.to_key, x.sender.key, x.text, x.reply_to,
+                                     x.named)
+                return [] if r is None else [{"ord": 1, **r}]
+            return await c.fetch(_STORE_PRIVATE_BATCH, [x.sender.name for x in batch],
+                                 [x.sender.key for x in batch], [x.to_key for x in batch],
+                                 [x.text for x in batch], [x.reply_to for x in batch], [x.named for x in batch])
+
+        # One statement in autocommit: a lost connection may have committed it (not retried);
+        # a deadlock or serialization failure committed nothing (the whole batch runs again).
+        rows = {r["ord"]: r for r in await self._auto(op, idempotent=False)}
+        out: list[Stored | BaseException] = []
+        for i, x in enumerate(batch, 1):
+            r = rows.get(i)
             if r is None:
-                raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
-            return Stored(MessageRecord(r["id"], sender.name, text, r["ts"], to=r["to_name"], reply_to=reply_to),
-                          [to_key], [to_key] if named else [])
-
-        return await self._auto(op, idempotent=False)
+                out.append(NotFound(f"no user {x.to_key!r}: check the name (who lists online users)"))
+            else:
+                out.append(Stored(MessageRecord(r["id"], x.sender.name, x.text, r["ts"], to=r["to_name"],
+                                                reply_to=x.reply_to), [x.to_key], [x.to_key] if x.named else []))
+        return out
 
     async def store_group(self, sender: User, group_key: str, text: str, reply_to: int = 0,
                           mentions: tuple[str, ...] = ()) -> Stored:
