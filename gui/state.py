@@ -235,8 +235,9 @@ class Conversation:
             return False
         self.lines.append(line)
         if line.ts is not None and len(self.lines) > 1:
-            # Keep order by time, pending own lines (no server ts yet) stay at the end.
-            self.lines.sort(key=lambda ln: (ln.ts is None, ln.ts or datetime.max.replace(tzinfo=UTC)))
+            # Keep order by time, pending own lines (no server ts yet) stay at the end. Messages
+            # of one millisecond share a timestamp: their server ids (in sending order) decide.
+            self.lines.sort(key=lambda ln: (ln.ts is None, ln.ts or datetime.max.replace(tzinfo=UTC), ln.id or 0))
         return True
 
 

@@ -5,12 +5,13 @@ The views call exactly these operations and render exactly this state."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from chat_cli import ChatClient
 from gui.controller import ChatController
-from gui.state import ChatLine, Kind, conv_key
+from gui.state import ChatLine, Conversation, Kind, conv_key
 from realmchat.errors import InvalidArgument, PermissionDenied
 
 from .stack import Stack
@@ -120,3 +121,14 @@ async def test_search_opens_the_conversation_and_history_pages(
     assert await b2.load_older() == 2
     assert [ln.id for ln in c2.lines] == ids and not c2.more
     assert await b2.load_older() == 0  # nothing left: no call
+
+
+def test_lines_of_one_millisecond_keep_their_sending_order() -> None:
+    """Timestamps have millisecond precision: ids order the messages that share one, whatever
+    order they arrive in (an older page loaded after a newer one, a push after history)."""
+    ts = datetime(2026, 12, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    conv = Conversation(Kind.PRIVATE, "bob")
+    for msg_id in (10, 11, 12, 9, 8):
+        assert conv.add(ChatLine("bob", f"m{msg_id}", ts, id=msg_id))
+    assert not conv.add(ChatLine("bob", "m9", ts, id=9))
+    assert [ln.id for ln in conv.lines] == [8, 9, 10, 11, 12]
