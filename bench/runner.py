@@ -298,9 +298,8 @@ class Bench:
         w = self.placed.get(cid)
         return cid % self.workers.n if w is None else w
 
-    def add_clients(self, users: list[tuple[str, str]], steps: tuple[str, ...] = ("register", "auth"),
-                    concurrency: int = 64) -> tuple[list[int], list[dict[str, Any]]]:
-        """Connects one client per (user, realm), then registers and logs each in (see login)."""
+    def _assign(self, users: list[tuple[str, str]]) -> tuple[list[int], list[list[tuple[int, str, str, int]]]]:
+        """New client ids for (user, realm) pairs, and each worker's share of them to connect."""
         assert self.stack is not None
         cids = list(range(self.next_cid, self.next_cid + len(users)))
         self.next_cid += len(users)
@@ -309,6 +308,12 @@ class Bench:
             self.users[cid] = (user, realm)
             host, port = self.stack.realm(realm)
             per[self.worker_of(cid)].append((cid, user, host, port))
+        return cids, per
+
+    def add_clients(self, users: list[tuple[str, str]], steps: tuple[str, ...] = ("register", "auth"),
+                    concurrency: int = 64) -> tuple[list[int], list[dict[str, Any]]]:
+        """Connects one client per (user, realm), then registers and logs each in (see login)."""
+        cids, per = self._assign(users)
         self.workers.call([{"op": "connect", "clients": p} for p in per])
         return cids, self.login(cids, steps, concurrency) if steps else []
 
@@ -317,14 +322,7 @@ class Bench:
         """add_clients for a run that reports failures instead of stopping: a connect, register
         or auth not answered OK within `timeout` leaves its client out. Returns (every cid, the
         failed ones, error samples)."""
-        assert self.stack is not None
-        cids = list(range(self.next_cid, self.next_cid + len(users)))
-        self.next_cid += len(users)
-        per: list[list[tuple[int, str, str, int]]] = [[] for _ in range(self.workers.n)]
-        for cid, (user, realm) in zip(cids, users, strict=True):
-            self.users[cid] = (user, realm)
-            host, port = self.stack.realm(realm)
-            per[self.worker_of(cid)].append((cid, user, host, port))
+        cids, per = self._assign(users)
         connected = self.workers.call([{"op": "connect", "clients": p, "tolerant": True, "timeout": timeout}
                                        for p in per], timeout=len(users) * timeout + 120)
         failed = {c for r in connected for c in r["failed"]}
