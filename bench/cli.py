@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -124,7 +125,21 @@ def machine() -> dict[str, Any]:
     except ImportError:
         has_uvloop = False
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "platform": platform.platform(), "uvloop": has_uvloop}
+            "platform": platform.platform(), "uvloop": has_uvloop, "loop_ns": reference_loop_ns()}
+
+
+def reference_loop_ns(n: int = 2_000_000) -> float:
+    """ns per iteration of a fixed pure-Python loop, best of three: how fast this machine runs
+    Python today. Virtual machines of one name differ by 2x and more, so figures from two runs
+    compare only beside this one."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best / n * 1e9, 1)
 
 
 def raise_fd_limit() -> None:
@@ -141,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     info = {"started": started, "argv": sys.argv[1:] if argv is None else argv, "machine": machine(),
             "load_before": os.getloadavg(),
             "args": {k: v for k, v in vars(args).items() if k != "selected"}}
-    log(f"machine: {info['machine']['nproc']} x {info['machine']['cpu_model']}, load {info['load_before']}")
+    m = info["machine"]
+    log(f"machine: {m['nproc']} x {m['cpu_model']}, load {info['load_before']}, "
+        f"reference loop {m['loop_ns']} ns/iteration")
     bench = Bench(args)
     failures: list[str] = []
     try:
