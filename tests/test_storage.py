@@ -346,6 +346,27 @@ async def test_concurrent_sends_and_reads(store: Storage) -> None:
     assert await store.peek_inbox("bob", 100) == ([], False)
 
 
+async def test_refused_sends_among_concurrent_ones_leave_nothing_behind(store: Storage) -> None:
+    """Sends that are refused (no such user, not a member) share transactions with good ones
+    (SQLite commits whatever is waiting together): the refused leave no row, the others stay."""
+    alice, _bob, carol = await users(store, "Alice", "Bob", "Carol")
+    await store.create_group("club", "Club", carol)
+    calls = []
+    for i in range(30):
+        calls += [store.store_private(alice, "bob", f"ok{i}"), store.store_private(alice, "ghost", f"no{i}"),
+                  store.store_group(alice, "club", f"no{i}"), store.store_group(carol, "club", f"club{i}")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["Stored", "NotFound", "PermissionDenied", "Stored"] * 30
+    page, more = await store.peek_inbox("bob", 100)
+    ok = sorted(f"ok{i}" for i in range(30))
+    assert sorted(m.text for m in page) == ok and not more
+    assert await store.peek_pending("alice", 100) == []
+    texts = sorted(m.text for m in await store.history_group("carol", "club", 100))
+    assert texts == sorted(f"club{i}" for i in range(30))
+    assert sorted(m.text for m in await store.history_private("alice", "bob", 100)) == ok
+
+
 async def test_concurrent_joins_leaves_and_sends(store: Storage) -> None:
     owner, = await users(store, "Owner")
     others = await users(store, *[f"U{i}" for i in range(8)])

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from realmchat.errors import AlreadyExists, NotFound, PermissionDenied
+from realmchat.errors import AlreadyExists, ChatError, NotFound, PermissionDenied
 
 from ..metrics import COMMIT_OPS, COMMIT_SECONDS
 from . import convops, roomops
@@ -499,7 +499,15 @@ class SQLiteStorage(Storage):
         t0 = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
+            for fn, fut, checks_first in batch:
+                if checks_first:
+                    # Its refusals come before its first write: nothing to roll back. Any other
+                    # error fails the whole batch (below), as a failed commit would.
+                    try:
+                        results.append((fut, fn(conn), None))
+                    except ChatError as exc:
+                        results.append((fut, None, exc))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn)
@@ -521,15 +529,19 @@ class SQLiteStorage(Storage):
             log.exception("sqlite batch failed")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            return [(fut, None, exc) for _, fut in batch]
+            return [(fut, None, exc) for _, fut, _ in batch]
         return results
 
-    async def _do(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _do(self, fn: Callable[[sqlite3.Connection], T], checks_first: bool = False) -> T:
+        """Runs fn on the writer thread inside the next batch's transaction; an error it raises
+        undoes its writes alone (a savepoint each), or, with checks_first (fn raises ChatError
+        only before its first write, the hot paths), nothing needs undoing and no savepoint is
+        spent on it."""
         if self._thread is None:
             raise RuntimeError("storage is closed")
         assert self._loop is not None
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((fn, fut))
+        self._queue.put((fn, fut, checks_first))
         return await fut
 
     # ---- users and sessions ------------------------------------------------------------------
@@ -601,7 +613,7 @@ class SQLiteStorage(Storage):
             return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"], reply_to=reply_to), [to_key],
                           named)
 
-        return await self._do(op)
+        return await self._do(op, checks_first=True)
 
     async def store_group(self, sender: User, group_key: str, text: str, reply_to: int = 0,
                           mentions: tuple[str, ...] = ()) -> Stored:
@@ -629,10 +641,11 @@ class SQLiteStorage(Storage):
             return Stored(MessageRecord(msg_id, sender.name, text, ts, group=g["name"], reply_to=reply_to),
                           recipients, named)
 
-        return await self._do(op)
+        return await self._do(op, checks_first=True)
 
     async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
-        await self._do(lambda c: c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?", pairs))
+        await self._do(lambda c: c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?", pairs),
+                       checks_first=True)
 
     def _peek(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
               ) -> tuple[list[MessageRecord], bool]:
