@@ -16,7 +16,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -76,12 +76,16 @@ class Cluster:
         notice["r"] = self.replica
         self._out.put_nowait(notice)
 
-    def publish_message(self, msg_id: int, users: list[str], track: list[str], exclude_session: int) -> None:
-        track_set = set(track)
+    def publish_message(self, msg_id: int, users: list[str], track: list[str], exclude_session: int,
+                        mentioned: Iterable[str] = ()) -> None:
+        track_set, named = set(track), set(mentioned)
         for i in range(0, len(users), USERS_PER_NOTICE):
             part = users[i:i + USERS_PER_NOTICE]
-            self.publish({"k": "m", "id": msg_id, "u": part, "t": [u for u in part if u in track_set],
-                          "x": exclude_session})
+            notice = {"k": "m", "id": msg_id, "u": part, "t": [u for u in part if u in track_set],
+                      "x": exclude_session}
+            if named:  # the users the text names get the message flagged on every replica
+                notice["n"] = [u for u in part if u in named]
+            self.publish(notice)
 
     def publish_file(self, file_id: int, users: list[str], exclude_session: int) -> None:
         for i in range(0, len(users), USERS_PER_NOTICE):

@@ -377,7 +377,7 @@ class ChatService:
                 self.hub.push(group_users, lambda ev, p=p: ev.private.CopyFrom(p), exclude_session, m.id,
                               frozenset(track))
         if publish and self.cluster is not None:
-            self.cluster.publish_message(m.id, users, list(track), exclude_session)
+            self.cluster.publish_message(m.id, users, list(track), exclude_session, named)
 
     async def on_notice(self, notice: dict[str, Any]) -> None:
         """Another replica stored something for users who may be attached here, or ended a session."""
@@ -396,7 +396,8 @@ class ChatService:
             return
         if notice["k"] == "m":
             for m in await self.storage.get_messages([notice["id"]]):
-                self._push_message(m, local, [u for u in notice["t"] if u in local], notice["x"], publish=False)
+                self._push_message(m, local, [u for u in notice["t"] if u in local], notice["x"], publish=False,
+                                   mentioned=notice.get("n", ()))
         elif notice["k"] == "ev":
             ev = pb.Event.FromString(base64.b64decode(notice["e"]))
             self.hub.push(local, lambda e: e.MergeFrom(ev), notice["x"])

@@ -81,6 +81,13 @@ async def test_messages_groups_files_cross_replicas(replicas: Replicas, uname: N
     r = await cb.ok(f"sendgroup {g} group hello")
     ev = await ca.event()
     assert (ev["event"], ev["id"], ev["group"]) == ("group", r["id"], g)
+    # A user the text names gets the message flagged, whichever replica stored it.
+    r = await ca.ok(f"sendgroup {g} over to you @{b}")
+    ev = await cb.event()
+    assert (ev["id"], ev.get("mention")) == (r["id"], True)
+    r = await ca.ok(f"sendprivate {b} @{b} this one too")
+    ev = await cb.event()
+    assert (ev["id"], ev.get("mention")) == (r["id"], True)
 
     data = bytes(range(256)) * 1000 + b"\n\x00tail"
     await ca.send_raw(f"sendfile {b} x.bin {len(data)}\n".encode() + data)
