@@ -380,6 +380,10 @@ class SQLiteStorage(Storage):
         self.commits = 0
         self.ops = 0
         self._catch_up = ""  # FTS_CATCH_UP once the schema has fts_state
+        # The writer's memory of user names by key (users are never renamed or removed): a
+        # private send reads its recipient's name from here. Forgotten when a batch rolls back,
+        # which may undo a user this batch created.
+        self._names: dict[str, str] = {}
 
     # ---- the writer thread -------------------------------------------------------------------
 
@@ -529,6 +533,7 @@ class SQLiteStorage(Storage):
             log.exception("sqlite batch failed")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._names.clear()
             return [(fut, None, exc) for _, fut, _ in batch]
         return results
 
@@ -598,19 +603,22 @@ class SQLiteStorage(Storage):
     async def store_private(self, sender: User, to_key: str, text: str, reply_to: int = 0,
                             mentions: tuple[str, ...] = ()) -> Stored:
         def op(c: sqlite3.Connection) -> Stored:
-            r = c.execute("SELECT name FROM users WHERE key=?", (to_key,)).fetchone()
-            if r is None:
-                raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
+            to_name = self._names.get(to_key)
+            if to_name is None:
+                r = c.execute("SELECT name FROM users WHERE key=?", (to_key,)).fetchone()
+                if r is None:
+                    raise NotFound(f"no user {to_key!r}: check the name (who lists online users)")
+                to_name = self._names[to_key] = r["name"]
             ts = utc_now_iso()
             cur = c.execute(
                 "INSERT INTO messages(sender, sender_key, to_name, to_key, text, ts, reply_to) VALUES (?,?,?,?,?,?,?)",
-                (sender.name, sender.key, r["name"], to_key, text, ts, reply_to))
+                (sender.name, sender.key, to_name, to_key, text, ts, reply_to))
             msg_id = int(cur.lastrowid or 0)
             c.execute("INSERT INTO undelivered(user_key, group_key, msg_id) VALUES (?,?,?)", (to_key, "", msg_id))
             named = [to_key] if to_key in mentions and to_key != sender.key else []
             if named:
                 c.execute("INSERT INTO mentions(user_key, msg_id) VALUES (?,?)", (to_key, msg_id))
-            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=r["name"], reply_to=reply_to), [to_key],
+            return Stored(MessageRecord(msg_id, sender.name, text, ts, to=to_name, reply_to=reply_to), [to_key],
                           named)
 
         return await self._do(op, checks_first=True)
