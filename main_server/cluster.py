@@ -7,6 +7,12 @@ database for inbox or the next resume). Presence is replicated the same way: att
 notices, a heartbeat, and a snapshot on request; a replica not heard from for
 STALE_AFTER_S is dropped, so `who` stays right when one dies. Away/back travels as a status
 notice ("st"); presence events themselves travel like room events ("ev").
+
+NOTIFY delivers every replica's notices to all of them in one order (commit order). When a
+user's last session here ends, whether it was their last anywhere is decided once this
+replica's own notices come back (`settle_detach`): by then every detach ordered before ours has
+arrived, so of two replicas whose last sessions of a user end at the same moment exactly one,
+the one whose detach was ordered last, says the user went offline.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ class Cluster:
         self._handler: Handler | None = None
         self._on_lost: Callable[[], Awaitable[None]] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._local: dict[int, str] = {}  # session id -> user name, attached here
+        # user name -> [detach decisions waiting for our barrier notice, whether another
+        # replica's detach of that user was ordered after our latest one]
+        self._settling: dict[str, list[Any]] = {}
+        self._decide: dict[str, list[Callable[[bool], None]]] = {}
 
     async def start(self, handler: Handler, on_lost: Callable[[], Awaitable[None]] | None = None) -> None:
         """handler gets message, file and logout notices; on_lost runs when a replica goes silent (what
@@ -100,13 +111,13 @@ class Cluster:
         # Notices are packed into as few NOTIFYs as fit: one round trip carries many.
         while True:
             first = await self._out.get()
-            lines = [orjson.dumps(first)]
+            notices, lines = [first], [orjson.dumps(first)]
             size = len(lines[0])
             while not self._out.empty():
                 nxt = orjson.dumps(self._out._queue[0])  # peek: stop before overflowing
                 if size + len(nxt) + 1 > PAYLOAD_MAX:
                     break
-                self._out.get_nowait()
+                notices.append(self._out.get_nowait())
                 lines.append(nxt)
                 size += len(nxt) + 1
             try:
@@ -114,6 +125,9 @@ class Cluster:
             except Exception:
                 log.exception("cluster notify failed (%d notices dropped: receivers catch up on resume)",
                               len(lines))
+                for notice in notices:  # a detach decision must not wait for a barrier that never comes
+                    if notice["k"] == "bar":
+                        self._own(notice)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -131,17 +145,38 @@ class Cluster:
     # ---- receiving -----------------------------------------------------------------------
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        # Presence bookkeeping happens here, in the order the notices came; only the handler's
+        # work (reading storage, pushing) runs in tasks.
         for line in payload.split("\n"):
             try:
                 notice = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
             if notice.get("r") == self.replica:
-                continue
-            self._seen(notice["r"])
-            task = asyncio.create_task(self._dispatch(notice))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+                self._own(notice)
+            elif notice.get("k") in ("m", "f", "ev", "lo", "st"):
+                self._seen(notice["r"])
+                task = asyncio.create_task(self._dispatch(notice))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            else:
+                self._presence_notice(notice)
+
+    def _own(self, notice: dict[str, Any]) -> None:
+        kind, name = notice.get("k"), notice.get("n", "")
+        state = self._settling.get(name)
+        if state is None:
+            return
+        if kind == "det":
+            state[1] = False  # what counts is a detach elsewhere ordered after our latest one
+        elif kind == "bar":
+            state[0] -= 1
+            if state[0] <= 0:
+                del self._settling[name]
+            decide = self._decide[name].pop(0)
+            if not self._decide[name]:
+                del self._decide[name]
+            decide(not state[1])
 
     def _seen(self, replica: str) -> dict[int, tuple[str, str]]:
         entry = self.remote.get(replica)
@@ -149,13 +184,16 @@ class Cluster:
         self.remote[replica] = (time.monotonic(), sessions)
         return sessions
 
-    async def _dispatch(self, notice: dict[str, Any]) -> None:
+    def _presence_notice(self, notice: dict[str, Any]) -> None:
         kind = notice.get("k")
         sessions = self._seen(notice["r"])
         if kind == "att":
             sessions[notice["s"]] = (notice["n"], notice["realm"])
         elif kind == "det":
-            sessions.pop(notice["s"], None)
+            gone = sessions.pop(notice["s"], None)
+            state = self._settling.get(gone[0]) if gone else None
+            if state is not None:
+                state[1] = True  # ordered after our detach: that replica decides
         elif kind == "hello":
             # A new replica: tell it who is attached here (in parts that fit a NOTIFY).
             local = [[sid, n, realm] for sid, n, realm in self.local_presence()]
@@ -165,19 +203,31 @@ class Cluster:
             if notice.get("reset"):
                 sessions.clear()
             sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
-        elif kind in ("m", "f", "ev", "lo", "st") and self._handler is not None:
+
+    async def _dispatch(self, notice: dict[str, Any]) -> None:
+        if self._handler is not None:
             try:
                 await self._handler(notice)
             except Exception:
-                log.exception("cluster notice %s failed", kind)
+                log.exception("cluster notice %s failed", notice.get("k"))
 
     # ---- presence --------------------------------------------------------------------------
 
     def attached(self, session_id: int, user_name: str, realm: str) -> None:
+        self._local[session_id] = user_name
         self.publish({"k": "att", "s": session_id, "n": user_name, "realm": realm})
 
     def detached(self, session_id: int) -> None:
-        self.publish({"k": "det", "s": session_id})
+        self.publish({"k": "det", "s": session_id, "n": self._local.pop(session_id, "")})
+
+    def settle_detach(self, name: str, decide: Callable[[bool], None]) -> None:
+        """The user's last session here just ended (its detach is published): decide(last)
+        runs once that detach has its place among every replica's, last=True when no other
+        replica's detach of the user was ordered after it (then it is ours to tell)."""
+        state = self._settling.setdefault(name, [0, False])
+        state[0] += 1
+        self._decide.setdefault(name, []).append(decide)
+        self.publish({"k": "bar", "n": name})
 
     def online_names(self) -> set[str]:
         """Names of users with a session on another replica."""

@@ -488,8 +488,21 @@ class ChatService:
             status, message = self._status.get(user_key, (presence.ONLINE, ""))
             self._presence(user_key, name, presence.State(status, realm, message))
             return
-        if self.cluster is not None and name in self.cluster.online_names():
-            return  # still online on another replica
+        if self.cluster is None:
+            self._gone(user_key, name)
+            return
+        # Whether another replica still has a session is known once our detach has its place
+        # among theirs (two last sessions ending at once on two replicas: one of them tells).
+        cluster = self.cluster
+
+        def settled(last: bool) -> None:
+            if last and not self.hub.is_online(user_key) and name not in cluster.online_names():
+                self._gone(user_key, name)
+
+        cluster.settle_detach(name, settled)
+
+    def _gone(self, user_key: str, name: str) -> None:
+        """The user has no session anywhere now."""
         # Away lasts until back or until the last session ends (the other replicas forget it too).
         if self._status.pop(user_key, None) is not None and self.cluster is not None:
             self.cluster.publish({"k": "st", "uk": user_key, "s": presence.ONLINE, "m": ""})

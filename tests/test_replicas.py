@@ -177,3 +177,28 @@ async def test_conversation_state_crosses_replicas(replicas: Replicas, uname: Na
     await expect(cb, "presence", user=a, status="offline")
     for c in (a1, a2, cb):
         await c.close()
+
+
+async def test_last_sessions_ending_at_once_on_two_replicas_tell_offline_once(
+        replicas: Replicas, uname: Names) -> None:
+    """A user's last two sessions, one on each replica, end at the same moment: each replica
+    still sees the other's session when its own ends. Exactly one of them tells that the user
+    went offline (never none, which would leave them online for good; never both)."""
+    from .test_conversations import expect, none_of
+
+    a, b = uname("la"), uname("lb")
+    cb = await login(replicas.beta.host, replicas.beta.port, b)
+    cb.ignore = frozenset()
+    a0 = await login(replicas.alpha.host, replicas.alpha.port, a)
+    await a0.ok(f"sendprivate {b} hello")  # now they share a conversation: b hears of a
+    await a0.close()
+    for _ in range(3):
+        a1 = await login(replicas.alpha.host, replicas.alpha.port, a, register=False)
+        a2 = await login(replicas.beta.host, replicas.beta.port, a, register=False)
+        await expect(cb, "presence", user=a, status="online")
+        await asyncio.sleep(1.2)  # past the coalescing interval: the next change is told at once
+        await asyncio.gather(a1.ok("logout"), a2.ok("logout"))
+        await expect(cb, "presence", user=a, status="offline")
+        await none_of(cb, "presence", 2.5, user=a, status="offline")
+        await a1.close()
+        await a2.close()
