@@ -11,6 +11,8 @@ MAIN_PORT ?= 8080
 REALM_PORT ?= 8000
 REALM ?= alpha
 GUI_PORT ?= 8550
+# Tests mostly wait on real servers, sockets and a browser: two run at once on two cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup setup-test run test lint bench gui gui-web clean
 
@@ -25,7 +27,7 @@ run: setup
 
 test: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup-test
 	$(PY) -m ruff check .

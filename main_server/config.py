@@ -47,6 +47,8 @@ class MainConfig:
     hash_queue: int = 32
     peer_login_attempts: int = 20
     peer_login_window_s: float = 60.0
+    group_key_attempts: int = 10
+    group_key_window_s: float = 600.0
     trusted_nets: str = ""
     bad_token_limit: int = 100
     bad_token_window_s: float = 10.0
@@ -117,6 +119,10 @@ def _add_hardening_options(p: EnvArgumentParser, d: MainConfig) -> None:
     p.add_option("--peer-login-attempts", default=d.peer_login_attempts,
                  help="Auth attempts and registrations per direct gRPC peer address per window (0 = no limit)")
     p.add_option("--peer-login-window-s", default=d.peer_login_window_s, help="window of --peer-login-attempts")
+    p.add_option("--group-key-attempts", default=d.group_key_attempts,
+                 help="group keys an account may try per window (joingroup GROUP KEY); "
+                      "five times as many per group (0 = no limit)")
+    p.add_option("--group-key-window-s", default=d.group_key_window_s, help="window of --group-key-attempts")
     p.add_option("--trusted-nets", default=d.trusted_nets,
                  help="comma-separated networks exempt from the per-peer limits of direct gRPC callers")
     p.add_option("--bad-token-limit", default=d.bad_token_limit,
@@ -144,5 +150,5 @@ def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, 
     names = ("login_max_failures", "login_window_s", "min_free_bytes", "keepalive_time_s", "keepalive_timeout_s",
              "tls_cert", "tls_key", "tls_ca", "hash_queue", "peer_login_attempts", "peer_login_window_s",
              "trusted_nets", "bad_token_limit", "bad_token_window_s", "upload_stall_s", "max_uploads_per_user",
-             "max_uploads", "allow_wal_loss")
+             "max_uploads", "allow_wal_loss", "group_key_attempts", "group_key_window_s")
     return {n: getattr(a, n) for n in names}

@@ -38,7 +38,7 @@ from .cluster import Cluster
 from .config import MainConfig
 from .hub import Channel, Hub
 from .ledger import Entry, Outcome
-from .loginguard import TARPIT_S, LoginGuard, parse_networks
+from .loginguard import TARPIT_S, GroupKeyGuard, LoginGuard, parse_networks
 from .metrics import MESSAGES
 from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
@@ -219,6 +219,7 @@ class ChatService:
         # Hardening (docs/SECURITY.md): password attempts per account and per direct peer.
         self.logins = LoginGuard(config.login_max_failures, config.login_window_s, config.peer_login_attempts,
                                  config.peer_login_window_s, parse_networks(config.trusted_nets))
+        self.group_keys = GroupKeyGuard(config.group_key_attempts, config.group_key_window_s)
         self.uploads = UploadSlots(config.max_uploads_per_user, config.max_uploads)
         # Conversation state: presence (coalesced, main_server/presence.py), away messages of
         # users online here or on other replicas, and when each typing notice was forwarded.
@@ -791,8 +792,13 @@ class ChatService:
             # The key is checked against its hash off the event loop, outside the transaction;
             # the join then passes only if that hash still is the group's key.
             g = await self.storage.get_group(gkey)
-            if g is not None and g.key_hash and await self.hasher.verify(g.key_hash, key[:GROUP_KEY_MAX]):
-                verified = g.key_hash
+            if g is not None and g.key_hash:
+                user = caller.session.user_key
+                async with self.group_keys.attempt(user, gkey):
+                    right = await self.hasher.verify(g.key_hash, key[:GROUP_KEY_MAX])
+                if right:
+                    verified = g.key_hash
+                    self.group_keys.succeeded(user, gkey)
         change = await self.storage.join_group(gkey, caller.user, verified)
         if change.changed:
             self._member_event(caller, change, "join", change.members)

@@ -163,3 +163,42 @@ async def test_session_ttl_holds_for_cached_sessions(tmp_path: Path, uname: Name
     finally:
         await g.close()
         s.stop()
+
+
+async def test_group_keys_tried_are_limited_per_account_and_per_group(tmp_path: Path, uname: Names) -> None:
+    """Each key tried costs main an argon2 hash: an account gets a few tries per window, a group
+    five times as many from everyone together, counted before the hash even when the tries come
+    at once from several sessions of the account."""
+    s = start_stack(tmp_path, realms=("alpha",), main_extra=(*CHEAP, "--group-key-attempts", "3"))
+    try:
+        host, port = s.realm("alpha")
+        g, other = uname("gkg"), uname("gkh")
+        co = await login(host, port, uname("gko"))
+        for group, key in ((g, "right-key"), (other, "other-key")):
+            await co.ok(f"creategroup {group} private")
+            await co.ok(f"groupkey {group} {key}")
+        guesser = uname("gkx")
+        sessions = [await login(host, port, guesser, register=i == 0) for i in range(4)]
+        for i, c in enumerate(sessions):
+            for j in range(3):
+                await c.send_raw(f"joingroup {g} wrong-{i}-{j}\n".encode())
+        results = [await c.response(timeout=60) for c in sessions for _ in range(3)]
+        codes = Counter(r["code"] for r in results)
+        assert codes == {"PERMISSION_DENIED": 3, "RESOURCE_EXHAUSTED": 9}, codes
+        # Out of tries: the right key is refused too, and so is any other group's.
+        await sessions[0].err(f"joingroup {g} right-key", "RESOURCE_EXHAUSTED")
+        await sessions[0].err(f"joingroup {other} other-key", "RESOURCE_EXHAUSTED")
+        # Another account is not held back by this one, and a right key gives the group's try back.
+        cj = await login(host, port, uname("gkj"))
+        assert (await cj.ok(f"joingroup {g} right-key"))["group"] == g
+        # Four more accounts bring the group to its limit (15): now it takes no key for a while.
+        for n in range(4):
+            c = await login(host, port, uname(f"gkm{n}"))
+            for j in range(3):
+                await c.err(f"joingroup {g} no-{n}-{j}", "PERMISSION_DENIED")
+        late = await login(host, port, uname("gkl"))
+        r = await late.err(f"joingroup {g} right-key", "RESOURCE_EXHAUSTED")
+        assert "this group" in r["message"], r
+        assert (await late.ok(f"joingroup {other} other-key"))["group"] == other
+    finally:
+        s.stop()
