@@ -10,6 +10,9 @@ from pathlib import Path
 
 from realmchat.errors import InvalidArgument
 
+# A stored content younger than this is never removed (see BlobStore.discard).
+DISCARD_GRACE_S = 60.0
+
 
 class Upload:
     def __init__(self, store: BlobStore, expected_size: int) -> None:
@@ -80,3 +83,23 @@ class BlobStore:
 
     def path(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / sha256
+
+    async def discard(self, digests: list[str], now: float) -> int:
+        """Removes stored contents no file refers to any more (a deleted group's). One written
+        within the last DISCARD_GRACE_S stays: an upload of the same bytes may have just put it
+        there and not yet recorded its file. Returns how many were removed."""
+
+        def remove() -> int:
+            n = 0
+            for digest in digests:
+                p = self.path(digest)
+                try:
+                    if now - p.stat().st_mtime < DISCARD_GRACE_S:
+                        continue
+                    p.unlink()
+                    n += 1
+                except FileNotFoundError:
+                    continue
+            return n
+
+        return await asyncio.to_thread(remove) if digests else 0

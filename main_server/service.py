@@ -884,6 +884,10 @@ class ChatService:
         change = await self.storage.delete_group(self._group_key(group), caller.user)
         e = pb.GroupDeletedEvent(group=change.group.name, by=caller.session.user_name)
         self._notify(change.members, lambda ev: ev.group_deleted.CopyFrom(e), caller.session.id)
+        try:  # the group's files go with it, from the disk too
+            await self.blobs.discard(change.unreferenced, time.time())
+        except OSError:
+            log.exception("removing the files of deleted group %s failed", change.group.name)
         return change.group
 
     # ---- files -------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .stack import Stack
@@ -335,3 +337,32 @@ async def test_racing_register_and_creategroup_of_one_name(stack: Stack, uname: 
         assert sorted([created["status"], registered["status"]]) == ["ERROR", "OK"], (created, registered)
         loser = created if created["status"] == "ERROR" else registered
         assert loser["code"] == "ALREADY_EXISTS"
+
+
+async def test_a_deleted_group_takes_its_files_off_the_disk(stack: Stack, uname: Names) -> None:
+    """Deleting a group removes its files' contents from the file store, except a content another
+    file shares (stored once, still downloadable there) and one written in the last minute (an
+    upload of the same bytes may be about to refer to it)."""
+    owner, bob, g = uname("zo"), uname("zb"), uname("zg")
+    co = await login(*stack.realm("alpha"), owner)
+    cb = await login(*stack.realm("beta"), bob)
+    await co.ok(f"creategroup {g}")
+    only, shared, young = (f"{kind} {g}".encode() * 100 for kind in ("only in the group", "shared", "young"))
+    for name, data in (("only.bin", only), ("shared.bin", shared)):
+        assert (await send_file(co, f"#{g}", name, data))["status"] == "OK"
+    private = await send_file(co, bob, "shared.bin", shared)
+    objects = stack.data_dir / "files" / "objects"
+
+    def stored(data: bytes) -> Path:
+        digest = hashlib.sha256(data).hexdigest()
+        return objects / digest[:2] / digest
+
+    an_hour_ago = time.time() - 3600
+    for data in (only, shared):
+        assert stored(data).exists()
+        os.utime(stored(data), (an_hour_ago, an_hour_ago))  # as if uploaded an hour ago
+    assert (await send_file(co, f"#{g}", "young.bin", young))["status"] == "OK"
+    await co.ok(f"deletegroup {g}")
+    assert not stored(only).exists()
+    assert stored(shared).exists() and stored(young).exists()
+    assert (await download(cb, private["id"]))[1] == shared

@@ -115,6 +115,7 @@ class RoomChange:
     role: str = ""
     members: list[str] = field(default_factory=list)
     changed: bool = True
+    unreferenced: list[str] = field(default_factory=list)  # sha256 of stored files nothing refers to now
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,6 +266,9 @@ def delete_group(key: str, actor: User) -> Op[RoomChange]:
     me = yield from standing(key, actor.key)
     rooms.check_owner(g, me, "delete it")
     told = yield from member_keys(key)
+    # The group's files whose content no other file shares: the file store may drop them.
+    gone = yield ("all", "SELECT DISTINCT sha256 FROM files WHERE group_key=? AND sha256 NOT IN "
+                         "(SELECT sha256 FROM files WHERE group_key <> ?)", (key, key))
     yield ("exec", "DELETE FROM file_recipients WHERE file_id IN (SELECT id FROM files WHERE group_key=?)", (key,))
     yield ("exec", "DELETE FROM files WHERE group_key=?", (key,))
     yield ("exec", "DELETE FROM undelivered WHERE group_key=?", (key,))
@@ -274,7 +277,7 @@ def delete_group(key: str, actor: User) -> Op[RoomChange]:
         yield ("exec", f"DELETE FROM {table} WHERE group_key=?", (key,))
     yield ("exec", "DELETE FROM read_markers WHERE peer_key=?", (key,))
     yield ("exec", "DELETE FROM groups WHERE key=?", (key,))
-    return RoomChange(g, actor.name, actor.key, me.role, told)
+    return RoomChange(g, actor.name, actor.key, me.role, told, unreferenced=[r[0] for r in gone])
 
 
 # ---- reads with access rules -------------------------------------------------------------------
