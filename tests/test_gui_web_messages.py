@@ -108,8 +108,19 @@ async def test_edit_delete_reply_react_live_both_ways(
         await b.wait_text(re.compile(rf"^🎉 1: {re.escape(bob)}"), 20)
         await b.screenshot(ARTIFACTS / "gui-messages-live.png")
 
-        # ---- delete own message: bob sees it gone, the browser shows a tombstone -------------------
+        # ---- delete own message: asked first (Cancel keeps it); then bob sees it gone, the
+        # browser shows a tombstone ---------------------------------------------------------------
         await action(b, "final text", "Delete")
+        await b.wait_text("Delete this message for everyone?", 10)
+        await b.click(await b.wait_text("Cancel", role="button"))
+
+        async def asked_no_more() -> bool:
+            return await b.find("Delete this message for everyone?") is None
+
+        await wait_for(asked_no_more, 10, "the confirmation closed")
+        await b.wait_text("final text", 10)
+        await action(b, "final text", "Delete")
+        await b.click(await b.wait_text("Delete for everyone", 10, role="button"))
         ev = await event_where(bob_client, lambda e: e.get("event") == "deleted")
         assert ev["id"] == mine and ev["by"] == alice, ev
         await b.wait_text("message deleted", 20)

@@ -6,10 +6,13 @@ test-artifacts/."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from .gui_driver import Browser, wait_for
 from .stack import ROOT, Stack
@@ -106,5 +109,119 @@ async def test_private_group_invite_topic_and_kick_in_the_browser(
         await b.click(await b.wait_text("Back to the conversation", role="button"))
         await b.wait_text("Topic: launch on friday", 20)
         await b.screenshot(ARTIFACTS / "gui-rooms-phone.png")
+    finally:
+        await bob_client.close()
+
+
+async def test_group_key_ban_unban_and_delete_in_the_browser(
+        stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
+    """The owner's group-wide controls in the members panel: the key (set, refused with a space,
+    cleared), a ban lifted with Unban…, and the group deleted after a confirmation naming it."""
+    alice, bob, carol, g = uname("alice"), uname("bob"), uname("carol"), uname("den")
+    b = browser
+    bob_client = await login(*stack.realm("beta"), bob)
+    carol_client = await login(*stack.realm("alpha"), carol)
+    try:
+        await register_in_browser(b, alice)
+        await b.click(await b.wait_text("New group", role="button"))
+        await b.fill("Group name", g)
+        await b.click(await b.wait_text(re.compile(r"^Private"), role="checkbox"))
+        await b.click(await b.wait_text("Create group", role="button"))
+        await b.wait_text(re.compile(r"^group · 1 member · you are owner · private"), 20)
+
+        # ---- the key: a word with a space is refused in place, then one is set -------------------
+        await b.click(await b.wait_text("Group key…", 20, role="button"))
+        await b.fill("New key", "open sesame")
+        await b.click(await b.wait_text("Set key", role="button"))
+        await b.wait_text("the key must be one word (no spaces)", 10)
+        await b.fill("New key", "sesame", replace=True)
+        await b.click(await b.wait_text("Set key", role="button"))
+        await b.wait_text(f"the key of #{g} is set", 20)
+        r = await bob_client.cmd(f"joingroup {g} wrong")
+        assert r["status"] == "ERROR" and r["code"] == "PERMISSION_DENIED", r
+        await bob_client.ok(f"joingroup {g} sesame")
+        await b.wait_text(re.compile(rf"^online {re.escape(bob)}\s+member · online on beta"), 30)
+
+        # ---- ban, then Unban…: bob may join again -------------------------------------------------
+        await b.click(await b.wait_text(f"Ban {bob}", role="button"))
+        await b.click(await b.wait_text("Ban", role="button"))
+        ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "ban")
+        assert ev["user"] == bob and ev["by"] == alice, ev
+        r = await bob_client.cmd(f"joingroup {g} sesame")
+        assert r["status"] == "ERROR" and r["code"] == "PERMISSION_DENIED", r
+        await b.click(await b.wait_text("Unban…", 20, role="button"))
+        await b.fill_and_submit("User to unban", bob, "Unban", "enter a user to unban",
+                                done=f"{bob} may join #{g} again")
+        await bob_client.ok(f"joingroup {g} sesame")
+        await b.wait_text(re.compile(rf"^online {re.escape(bob)}\s+member · online on beta"), 30)
+
+        # ---- the key cleared: it lets nobody in any more ------------------------------------------
+        await b.click(await b.wait_text("Group key…", 20, role="button"))
+        await b.click(await b.wait_text("Clear key", 10, role="button"))
+        await b.wait_text(f"#{g} has no key now", 20)
+        r = await carol_client.cmd(f"joingroup {g} sesame")
+        assert r["status"] == "ERROR" and r["code"] == "PERMISSION_DENIED", r
+
+        # ---- delete: asked first (Cancel keeps it), then gone for bob too --------------------------
+        await b.click(await b.wait_text("Delete group", 20, role="button"))
+        await b.wait_text(re.compile(rf"^Delete #{re.escape(g)} for everyone\?"), 10)
+        await b.screenshot(ARTIFACTS / "gui-rooms-delete-confirm.png")
+        await b.click(await b.wait_text("Cancel", role="button"))
+        await wait_for(lambda: _absent(b, "Delete for everyone"), 10, "the confirmation closed")
+        await bob_client.ok(f"sendgroup {g} still here")
+        await b.click(await b.wait_text("Delete group", 20, role="button"))
+        await b.click(await b.wait_text("Delete for everyone", 10, role="button"))
+        ev = await event_where(bob_client, lambda e: e.get("event") == "groupdeleted")
+        assert ev["group"].lower() == g.lower() and ev["by"] == alice, ev
+        await b.wait_text("you deleted this group", 20)
+    finally:
+        await bob_client.close()
+        await carol_client.close()
+
+
+async def _absent(b: Browser, text: str) -> bool:
+    return await b.find(text) is None
+
+
+async def test_browse_and_join_a_group_and_read_receipts_in_the_browser(
+        stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
+    """A user finds a public group in Browse groups (a plain word matches inside names) and joins
+    it with its Join button; then Read receipts: on, the sender sees `seen`; off, nothing."""
+    alice, bob, g = uname("alice"), uname("bob"), uname("lounge")
+    b = browser
+    bob_client = await login(*stack.realm("beta"), bob)
+    try:
+        await bob_client.ok(f"creategroup {g}")
+        await register_in_browser(b, alice)
+
+        # ---- browse: a part of the name finds it; Join opens the conversation -------------------
+        await b.click(await b.wait_text("Browse groups", 20, role="button"))
+        await b.wait_text(re.compile(r"^\d+ groups?$"), 20)  # the first page, all groups
+        await b.fill("Find groups", g[2:-2])
+        await b.press_enter()
+        await b.wait_text(re.compile(r"^1 group$"), 20)
+        await b.wait_text(re.compile(rf"^#{re.escape(g)}\s+public · 1 member"), 10)
+        await b.screenshot(ARTIFACTS / "gui-rooms-browse.png")
+        await b.click(await b.wait_text(re.compile(rf"^Join {re.escape(g)}"), 10, role="button"))
+        ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "join")
+        assert ev["user"] == alice and ev["group"].lower() == g.lower(), ev
+        await b.wait_text(re.compile(r"^group · 2 members · you are member"), 20)
+
+        # ---- read receipts on (the default): bob sees alice read his message ----------------------
+        await b.click(await b.wait_text("Chat", role="button"))
+        await b.fill_and_submit("User name", bob, "Start chat", "enter a user name")
+        await b.wait_text("Send file", 20, role="button")
+        r = await bob_client.ok(f"sendprivate {alice} first")
+        ev = await event_where(bob_client, lambda e: e.get("event") == "seen", 20)
+        assert ev["by"] == alice and ev["id"] == r["id"], ev
+
+        # ---- off: the next message is read too, and bob hears nothing ----------------------------
+        await b.click(await b.wait_text("Read receipts", 10))
+        await asyncio.sleep(1.5)  # the switch's call reaches the main server
+        r = await bob_client.ok(f"sendprivate {alice} second")
+        await b.wait_text("second", 20)
+        with pytest.raises(AssertionError, match="no matching event"):
+            await event_where(bob_client, lambda e: e.get("event") == "seen", 3)
+        await b.screenshot(ARTIFACTS / "gui-rooms-receipts-off.png")
     finally:
         await bob_client.close()

@@ -32,7 +32,7 @@ from ..state import (
     local_time,
 )
 from .common import icon_button, section_title, update
-from .dialogs import ask_group, ask_name, ask_text
+from .dialogs import ask_group, ask_name, ask_text, browse_groups, confirm
 from .files import FileActions
 from .members import MembersPanel
 
@@ -66,9 +66,11 @@ def status_label(status: Status, realm: str) -> str:
 
 
 class Header:
-    def __init__(self, controller: ChatController, on_logout: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, controller: ChatController, on_logout: Callable[[], Awaitable[None]],
+                 on_error: Callable[[str], None] | None = None) -> None:
         self.controller = controller
         self.on_logout = on_logout
+        self.on_error = on_error or (lambda text: None)
         self.dot = ft.Icon(ft.Icons.CIRCLE, size=12)
         # One line each, cut with an ellipsis: the header never wraps, whatever the width.
         self.status = ft.Text("", size=13, max_lines=1, overflow=ft.TextOverflow.ELLIPSIS, no_wrap=True)
@@ -82,12 +84,18 @@ class Header:
         # Away toggle: "Away" asks for an optional message; while away it reads "Back".
         self.away_text = ft.TextButton("Set away", icon=ft.Icons.BEDTIME, on_click=self._toggle_away)
         self.away_icon = icon_button(ft.Icons.BEDTIME, "Set away", self._toggle_away)
+        # Read receipts: whether senders see when the user read their private messages. A
+        # labelled switch on wide screens; on a phone an icon button that says its state.
+        self.receipts_switch = ft.Switch(label="Read receipts", value=True, on_change=self._receipts_switched,
+                                         tooltip="senders see when you read their private messages")
+        self.receipts_icon = icon_button(ft.Icons.DONE_ALL, "Read receipts on", self._toggle_receipts)
         self.logout_text = ft.TextButton("Log out", icon=ft.Icons.LOGOUT, on_click=self._logout)
         self.logout_icon = icon_button(ft.Icons.LOGOUT, "Log out", self._logout)
         self.row = ft.Row(
             spacing=8,
             controls=[ft.Icon(ft.Icons.FORUM, color=ft.Colors.PRIMARY), self.brand, self.spacer, self.status_row,
-                      self.divider, self.person, self.who, self.away_text, self.away_icon, self.logout_text,
+                      self.divider, self.person, self.who, self.receipts_switch, self.receipts_icon, self.away_text,
+                      self.away_icon, self.logout_text,
                       self.logout_icon],
         )
         self.root = ft.Container(padding=ft.Padding.symmetric(horizontal=16, vertical=8),
@@ -98,8 +106,8 @@ class Header:
         """Phone: no brand text and divider, state and name share the width (each cut with an
         ellipsis), Log out as an icon button that stays on screen."""
         self.brand.visible = self.spacer.visible = self.divider.visible = self.person.visible = not narrow
-        self.logout_text.visible = self.away_text.visible = not narrow
-        self.logout_icon.visible = self.away_icon.visible = narrow
+        self.logout_text.visible = self.away_text.visible = self.receipts_switch.visible = not narrow
+        self.logout_icon.visible = self.away_icon.visible = self.receipts_icon.visible = narrow
         self.status_row.expand = 1 if narrow else None
         self.status.expand = 1 if narrow else None
         self.who.expand = 1 if narrow else None
@@ -122,6 +130,27 @@ class Header:
         assert isinstance(sem, ft.Semantics) and isinstance(sem.content, ft.IconButton)
         sem.label = label
         sem.content.icon = icon
+        self.receipts_switch.value = st.receipts
+        sem = self.receipts_icon.content
+        assert isinstance(sem, ft.Semantics) and isinstance(sem.content, ft.IconButton)
+        sem.label = "Read receipts on" if st.receipts else "Read receipts off"
+        sem.toggled = st.receipts
+        sem.content.icon = ft.Icons.DONE_ALL if st.receipts else ft.Icons.REMOVE_DONE
+
+    async def _set_receipts(self, on: bool) -> None:
+        try:
+            await self.controller.set_receipts(on)
+        except ChatError as err:
+            self.on_error(err.message)
+            # The switch shows what the server has, not what was asked.
+            self.render()
+            update(self.root)
+
+    async def _receipts_switched(self, e: ft.Event[ft.Control]) -> None:
+        await self._set_receipts(bool(self.receipts_switch.value))
+
+    async def _toggle_receipts(self, e: ft.Event[ft.Control]) -> None:
+        await self._set_receipts(not self.controller.state.receipts)
 
     async def _toggle_away(self, e: ft.Event[ft.Control]) -> None:
         if self.controller.state.away:
@@ -193,7 +222,10 @@ class Sidebar:
                     ft.Row([self.search_field]),
                     self.search_box,
                     self.invitations_box,
-                    section_title("CONVERSATIONS"),
+                    ft.Row([section_title("CONVERSATIONS"),
+                            ft.TextButton("Browse groups", icon=ft.Icons.TRAVEL_EXPLORE,
+                                          tooltip="find public groups and join them", on_click=self._browse)],
+                           alignment=ft.MainAxisAlignment.SPACE_BETWEEN),
                     self.conversations,
                     ft.Divider(height=1),
                     ft.Row([self.online_title, icon_button(ft.Icons.REFRESH, "Refresh who is online",
@@ -398,6 +430,18 @@ class Sidebar:
             await self.on_open(conv.key)
 
         ask_group("Join a group", "Join group", submit, create=False, after=self.on_focus, name=group)
+
+    async def _browse(self, e: ft.Event[ft.Control]) -> None:
+        st = self.controller.state
+
+        def is_member(name: str) -> bool:
+            return st.role_in(name) != ""
+
+        async def join(name: str) -> None:
+            conv = await self.controller.join_group(name)
+            await self.on_open(conv.key)
+
+        browse_groups(self.controller.list_groups, is_member, join)
 
     async def join_invited(self, group: str) -> None:
         """Joins a group the user was invited to (no key needed); errors as a notice."""
@@ -865,10 +909,12 @@ class ConversationPane:
             self.focus_composer()
 
         async def delete(e: ft.Event[ft.Control]) -> None:
-            try:
+            # Asked first: a delete is for everyone and cannot be undone. A refusal shows in
+            # the dialog.
+            async def submit() -> None:
                 await self.controller.delete_message(msg_id)
-            except ChatError as err:
-                self.on_error(err.message)
+
+            confirm("Delete message?", "Delete this message for everyone?", "Delete for everyone", submit)
 
         buttons: list[ft.Control] = [icon_button(ft.Icons.REPLY, "Reply", reply, icon_size=18),
                                      icon_button(ft.Icons.ADD_REACTION_OUTLINED, "React", react, icon_size=18)]
@@ -997,7 +1043,7 @@ class ChatView:
                  on_logout: Callable[[], Awaitable[None]], on_error: Callable[[str], None],
                  narrow: bool = False, on_info: Callable[[str], None] | None = None) -> None:
         self.controller = controller
-        self.header = Header(controller, on_logout)
+        self.header = Header(controller, on_logout, on_error)
         self.sidebar = Sidebar(controller, files, self.open, on_error, self.focus_after_dialog, self.open_hit)
         self.pane = ConversationPane(controller, files, on_error, self.back, self.toggle_members)
         self.members = MembersPanel(controller, on_error, on_info or (lambda text: None), self.toggle_members)

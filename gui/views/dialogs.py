@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable
 
 import flet as ft
 
+from chat_cli.models import GroupListing
+from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
-from .common import update
+from .common import icon_button, update
 
 
 def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaitable[None]],
@@ -142,4 +144,169 @@ def ask_group(title: str, action: str, submit: Callable[[str, bool, str], Awaita
         actions=[ft.TextButton("Cancel", on_click=cancel), ft.FilledButton(action, on_click=go)],
     )
     page.show_dialog(dialog)
+    return dialog
+
+
+def confirm(title: str, text: str, action: str, submit: Callable[[], Awaitable[None]],
+            after: Callable[[], Awaitable[None]] | None = None) -> ft.AlertDialog:
+    """Asks before doing something that cannot be undone (a delete): Cancel does nothing;
+    `action` runs submit(), the realm's error shows in place (the dialog stays open)."""
+    page = ft.context.page
+    busy = ft.ProgressRing(width=16, height=16, stroke_width=2, visible=False)
+    error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False, width=320)
+
+    async def go(e: ft.Event[ft.Control]) -> None:
+        error.visible = False
+        busy.visible = True
+        update(error, busy)
+        try:
+            await submit()
+        except ChatError as err:
+            error.value, error.visible = err.message, True
+            busy.visible = False
+            update(error, busy)
+            return
+        page.pop_dialog()
+        if after is not None:
+            await after()
+
+    def cancel(e: ft.Event[ft.Control]) -> None:
+        page.pop_dialog()
+
+    dialog = ft.AlertDialog(
+        modal=True,
+        title=ft.Text(title),
+        content=ft.Column([ft.Row([ft.Text(text, width=300), busy], tight=True), error], tight=True, spacing=8),
+        actions=[ft.TextButton("Cancel", on_click=cancel, autofocus=True),
+                 ft.FilledButton(action, on_click=go,
+                                 style=ft.ButtonStyle(bgcolor=ft.Colors.ERROR, color=ft.Colors.ON_ERROR))],
+    )
+    page.show_dialog(dialog)
+    return dialog
+
+
+def ask_key(title: str, submit: Callable[[str], Awaitable[None]],
+            after: Callable[[str], Awaitable[None]] | None = None) -> ft.AlertDialog:
+    """Asks for a group's key: "Set key" sets the one typed (one word), "Clear key" removes it
+    (nobody joins with a key then). submit(key), "" to clear; the realm's error shows in place.
+    after(key) runs once the dialog is closed."""
+    page = ft.context.page
+    field = ft.TextField(label="New key", autofocus=True, dense=True, width=320, password=True,
+                         can_reveal_password=True, helper="people who know it can join")
+    busy = ft.ProgressRing(width=16, height=16, stroke_width=2, visible=False)
+
+    async def run(key: str) -> None:
+        field.error = None
+        busy.visible = True
+        update(field, busy)
+        try:
+            await submit(key)
+        except ChatError as err:
+            field.error = err.message
+            busy.visible = False
+            update(field, busy)
+            return
+        page.pop_dialog()
+        if after is not None:
+            await after(key)
+
+    async def set_key(e: ft.Event[ft.Control]) -> None:
+        key = (field.value or "").strip()
+        if not key:
+            field.error = "enter a key (or clear it)"
+            update(field)
+            return
+        await run(key)
+
+    async def clear_key(e: ft.Event[ft.Control]) -> None:
+        await run("")
+
+    def cancel(e: ft.Event[ft.Control]) -> None:
+        page.pop_dialog()
+
+    field.on_submit = set_key
+    dialog = ft.AlertDialog(
+        modal=True,
+        title=ft.Text(title),
+        content=ft.Row([field, busy], tight=True),
+        actions=[ft.TextButton("Cancel", on_click=cancel), ft.TextButton("Clear key", on_click=clear_key),
+                 ft.FilledButton("Set key", on_click=set_key)],
+    )
+    page.show_dialog(dialog)
+    return dialog
+
+
+def browse_groups(search: Callable[[str], Awaitable[list[GroupListing]]],
+                  is_member: Callable[[str], bool],
+                  join: Callable[[str], Awaitable[None]]) -> ft.AlertDialog:
+    """A group browser: public groups (and the private ones the user is in), filtered by a name
+    or pattern (* and ? as wildcards; a plain word matches anywhere in the name). Each row has
+    Join (or Open, for a group the user is in): join(name), then the dialog closes; a refusal
+    (a private group, a ban) shows in place."""
+    page = ft.context.page
+    field = ft.TextField(label="Find groups", hint_text="name or pattern, e.g. prog*", dense=True,
+                         expand=True, autofocus=True, prefix_icon=ft.Icons.SEARCH)
+    status = ft.Text("", size=12, color=ft.Colors.ON_SURFACE_VARIANT)
+    error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
+    rows = ft.ListView(spacing=0, height=300)
+
+    def row(g: GroupListing) -> ft.Control:
+        member = is_member(g.name)
+        verb = "Open" if member else "Join"
+
+        async def go(e: ft.Event[ft.Control], name: str = g.name) -> None:
+            error.visible = False
+            update(error)
+            try:
+                await join(name)
+            except ChatError as err:
+                error.value, error.visible = f"#{sanitize(name)}: {err.message}", True
+                update(error)
+                return
+            page.pop_dialog()
+
+        n = f"{g.members} member{'' if g.members == 1 else 's'}"
+        detail = " · ".join(x for x in (g.mode or "public", n, sanitize(g.topic)) if x)
+        button = ft.MergeSemantics(content=ft.Semantics(
+            label=f"{verb} {sanitize(g.name)}", button=True,
+            content=ft.TextButton(verb, on_click=go)))
+        return ft.ListTile(
+            leading=ft.Icon(ft.Icons.LOCK if g.private else ft.Icons.GROUP, size=18),
+            title=ft.Text(f"#{sanitize(g.name)}", size=13, weight=ft.FontWeight.BOLD, max_lines=1,
+                          overflow=ft.TextOverflow.ELLIPSIS),
+            subtitle=ft.Text(detail, size=11, max_lines=2, overflow=ft.TextOverflow.ELLIPSIS),
+            trailing=button, dense=True,
+        )
+
+    async def find(e: ft.Event[ft.Control] | None = None) -> None:
+        text = (field.value or "").strip()
+        pattern = text if not text or any(c in text for c in "*?") else f"*{text}*"
+        status.value, error.visible = "searching…", False
+        update(status, error)
+        try:
+            groups = await search(pattern)
+        except ChatError as err:
+            status.value = ""
+            error.value, error.visible = err.message, True
+            update(status, error)
+            return
+        rows.controls = [row(g) for g in groups]
+        n = len(groups)
+        status.value = (f"{n} group{'' if n == 1 else 's'}" if n else
+                        ("no group matches" if text else "no groups yet: create one"))
+        update(status, rows)
+
+    def close(e: ft.Event[ft.Control]) -> None:
+        page.pop_dialog()
+
+    field.on_submit = find
+    dialog = ft.AlertDialog(
+        modal=True,
+        title=ft.Text("Browse groups"),
+        content=ft.Column([ft.Row([field, icon_button(ft.Icons.SEARCH, "Search groups", find)], width=340),
+                           status, error, rows], tight=True, spacing=6, width=340),
+        actions=[ft.TextButton("Close", on_click=close)],
+    )
+    page.show_dialog(dialog)
+    page.run_task(find)
     return dialog

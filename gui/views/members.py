@@ -1,6 +1,7 @@
 """The members panel of the open group: who is in it, their role, whether they are online and
-on which realm. Owners and admins also get Invite, Kick and Ban here; the owner makes members
-admins (and back). Controls a role may not use are not shown at all.
+on which realm. Owners and admins also get Invite, Kick, Ban, Unban and the group's key here; the
+owner makes members admins (and back) and may delete the group (after a confirmation). Controls a
+role may not use are not shown at all.
 
 Wide screens show it to the right of the conversation; phones show it instead of the
 conversation, with a back button, like the conversation replaces the list.
@@ -19,7 +20,7 @@ from realmchat.errors import ChatError
 from ..controller import ChatController
 from ..state import Kind, sorted_members
 from .common import icon_button, section_title
-from .dialogs import ask_name, ask_text
+from .dialogs import ask_key, ask_name, ask_text, confirm
 
 ROLE_COLORS = {"owner": ft.Colors.TERTIARY, "admin": ft.Colors.PRIMARY}
 
@@ -45,6 +46,13 @@ class MembersPanel:
         self.back = icon_button(ft.Icons.ARROW_BACK, "Back to the conversation", self._close)
         self.hide = icon_button(ft.Icons.CLOSE, "Hide members", self._close)
         self.invite_button = ft.TextButton("Invite", icon=ft.Icons.PERSON_ADD, on_click=self._invite)
+        # Group-wide moderation under the title: lift a ban, set or clear the key, delete (owner).
+        self.unban_button = ft.TextButton("Unban…", icon=ft.Icons.LOCK_OPEN, on_click=self._unban)
+        self.key_button = ft.TextButton("Group key…", icon=ft.Icons.KEY, on_click=self._key)
+        self.delete_button = ft.TextButton("Delete group", icon=ft.Icons.DELETE_FOREVER, on_click=self._delete,
+                                           style=ft.ButtonStyle(color=ft.Colors.ERROR))
+        self.moderation = ft.Row([self.unban_button, self.key_button, self.delete_button], spacing=0, wrap=True,
+                                 run_spacing=0, visible=False)
         self.error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.rows = ft.ListView(spacing=0, expand=True)
         self.narrow = False
@@ -54,7 +62,7 @@ class MembersPanel:
                 spacing=6, expand=True,
                 controls=[ft.Row([self.back, ft.Column([self.title, self.subtitle], spacing=0, expand=True),
                                   self.invite_button, self.hide], spacing=4),
-                          section_title("ROLES · ONLINE"), self.error, self.rows],
+                          self.moderation, section_title("ROLES · ONLINE"), self.error, self.rows],
             ),
         )
 
@@ -82,7 +90,8 @@ class MembersPanel:
         self.title.value = f"Members ({len(members)})" if members else "Members"
         self.subtitle.value = f"#{sanitize(group)}" + (f" · {online} online" if members else "")
         role = st.role_in(group)
-        self.invite_button.visible = role in ("owner", "admin")
+        self.invite_button.visible = self.moderation.visible = role in ("owner", "admin")
+        self.delete_button.visible = role == "owner"
         err = st.members_error.get(key, "")
         self.error.value, self.error.visible = err, bool(err)
         if not members and not err:
@@ -174,3 +183,48 @@ class MembersPanel:
             ask_text(f"{verb} {user} from #{group}?", "Reason (optional)", verb, submit, optional=True)
 
         return go
+
+    async def _unban(self, e: ft.Event[ft.Control]) -> None:
+        group = self.group
+        if group is None:
+            return
+        unbanned: list[str] = []
+
+        async def submit(user: str) -> None:
+            await self.controller.unban(user, group)
+            unbanned.append(user)
+
+        async def after() -> None:
+            if unbanned:
+                self.on_info(f"{unbanned[-1]} may join #{group} again")
+
+        ask_name(f"Unban from #{group}", "User to unban", "Unban", submit, after)
+
+    async def _key(self, e: ft.Event[ft.Control]) -> None:
+        group = self.group
+        if group is None:
+            return
+
+        async def submit(key: str) -> None:
+            await self.controller.set_group_key(key, group)
+
+        async def after(key: str) -> None:
+            self.on_info(f"the key of #{group} is set" if key else f"#{group} has no key now")
+
+        ask_key(f"Key of #{group}", submit, after)
+
+    async def _delete(self, e: ft.Event[ft.Control]) -> None:
+        group = self.group
+        if group is None:
+            return
+        n = len(self.controller.state.members.get(group.casefold(), []))
+        who = f"all {n} members" if n > 1 else "everyone"
+
+        async def submit() -> None:
+            await self.controller.delete_group(group)
+
+        async def after() -> None:
+            self.on_info(f"#{group} was deleted")
+
+        confirm(f"Delete #{group}?", f"Delete #{group} for everyone? Its messages and files are gone for {who}; "
+                "this cannot be undone.", "Delete for everyone", submit, after)
