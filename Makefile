@@ -27,7 +27,7 @@ run: setup
 
 test: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup-test
 	$(PY) -m ruff check .

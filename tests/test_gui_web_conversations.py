@@ -9,11 +9,16 @@ import asyncio
 import re
 from collections.abc import Callable
 
+import pytest
+
 from .gui_driver import Browser, wait_for
 from .stack import ROOT, Stack
 from .test_gui_web_e2e import PW, register_in_browser
 from .test_gui_web_rooms import event_where
 from .textclient import login
+
+# One browser at a time: two Chromiums with their stacks on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("browser")
 
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = (400, 800)

@@ -16,11 +16,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from chat_cli import ChatClient, FileEvent
 
 from .gui_driver import Browser, wait_for
 from .stack import PYTHON, ROOT, ServerProcess, Stack
 from .textclient import TextClient, login
+
+# One browser at a time: two Chromiums with their stacks on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("browser")
 
 T = TypeVar("T")
 ARTIFACTS = ROOT / "test-artifacts"

@@ -12,11 +12,16 @@ import re
 import time
 from collections.abc import Callable
 
+import pytest
+
 from .gui_driver import AXNode, Browser, CDPError, wait_for
 from .stack import ROOT, Stack
 from .test_gui_web_e2e import register_in_browser
 from .test_gui_web_rooms import event_where
 from .textclient import login
+
+# One browser at a time: two Chromiums with their stacks on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("browser")
 
 ARTIFACTS = ROOT / "test-artifacts"
 # A wheel turn upwards at (x, y), given to the element Flutter listens on.

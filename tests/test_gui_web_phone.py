@@ -30,6 +30,9 @@ from .gui_driver import AXNode, Browser, wait_for
 from .stack import PYTHON, ROOT, ServerProcess, Stack, start_main
 from .textclient import TextClient, login
 
+# One browser at a time: two Chromiums with their stacks on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("browser")
+
 ARTIFACTS = ROOT / "test-artifacts"
 PW = "pw-secret-1"
 PHONE = (400, 800)

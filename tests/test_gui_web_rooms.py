@@ -19,6 +19,9 @@ from .stack import ROOT, Stack
 from .test_gui_web_e2e import register_in_browser
 from .textclient import TextClient, login
 
+# One browser at a time: two Chromiums with their stacks on two cores starve each other.
+pytestmark = pytest.mark.xdist_group("browser")
+
 ARTIFACTS = ROOT / "test-artifacts"
 PHONE = (400, 800)
 

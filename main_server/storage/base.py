@@ -14,11 +14,11 @@ def utc_now_iso() -> str:
     """ISO-8601 UTC with milliseconds, e.g. 2026-11-24T07:42:01.123Z. Formatted once per
     millisecond: every stored message asks, thousands of times a second."""
     global _last_stamp
-    ms = time.time_ns() // 1_000_000
-    if ms != _last_stamp[0]:
+    ms, stamp = time.time_ns() // 1_000_000, _last_stamp
+    if ms != stamp[0]:
         s, frac = divmod(ms, 1000)
-        _last_stamp = (ms, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:03d}Z")
-    return _last_stamp[1]
+        stamp = _last_stamp = (ms, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:03d}Z")
+    return stamp[1]
 
 
 @dataclass(frozen=True, slots=True)
