@@ -163,10 +163,13 @@ class Cluster:
                 self._presence_notice(notice)
 
     def _own(self, notice: dict[str, Any]) -> None:
-        kind, name = notice.get("k"), notice.get("n", "")
-        state = self._settling.get(name)
+        kind = notice.get("k")
+        if kind not in ("det", "bar"):
+            return
+        state = self._settling.get(notice.get("n", ""))
         if state is None:
             return
+        name = notice["n"]
         if kind == "det":
             state[1] = False  # what counts is a detach elsewhere ordered after our latest one
         elif kind == "bar":
