@@ -947,9 +947,10 @@ class ChatClient:
         expires after a few seconds, so call it again every ~3 s while the user types."""
         await self._call(f"typing {_check_word(peer.lstrip('#') or peer, 'user or group')}")
 
-    async def receipts(self, on: bool) -> bool:
-        """Whether senders learn (SeenEvent) when this user reads their private messages."""
-        r = await self._call(f"receipts {'on' if on else 'off'}")
+    async def receipts(self, on: bool | None = None) -> bool:
+        """Whether senders learn (SeenEvent) when this user reads their private messages: turns
+        it on or off, or (None) asks which it is. Returns the setting now."""
+        r = await self._call("receipts" if on is None else f"receipts {'on' if on else 'off'}")
         value = r.get("receipts", on)
         return value is True or str(value).lower() in ("on", "true", "1")
 

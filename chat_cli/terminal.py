@@ -136,7 +136,8 @@ ROOM_COMMANDS.update({
         RoomSpec("away", "away [MESSAGE]", "show others you are away (with a message)", 0, 1, rest_at=0),
         RoomSpec("back", "back", "you are back (online)", 0, 0),
         RoomSpec("typing", "typing USER|GROUP", "tell a user (or a group) you are typing", 1, 1),
-        RoomSpec("receipts", "receipts on|off", "let senders see when you read their messages, or not", 1, 1),
+        RoomSpec("receipts", "receipts [on|off]", "let senders see when you read their messages, or not "
+                 "(alone: which it is)", 0, 1),
     )
 })
 # The message verbs of protocol version 2 ("messages have a life"), parsed here too; history
@@ -237,7 +238,7 @@ def parse_room_line(verb: str, rest: str) -> UserCommand:
         raise InvalidArgument(f"usage: {spec.usage} (the only option is 'private')")
     if verb == "role" and args[2].lower() not in ("admin", "member"):
         raise InvalidArgument(f"usage: {spec.usage}")
-    if verb == "receipts" and args[0].lower() not in ("on", "off"):
+    if verb == "receipts" and args and args[0].lower() not in ("on", "off"):
         raise InvalidArgument(f"usage: {spec.usage}")
     if verb == "read" and len(args) == 2 and not args[1].isdigit():
         raise InvalidArgument(f"usage: {spec.usage} (ID is a message id)")
@@ -716,7 +717,7 @@ class Terminal:
         await self.client.typing(a[0])
 
     async def _receipts(self, a: tuple[str, ...]) -> None:
-        on = await self.client.receipts(a[0].lower() == "on")
+        on = await self.client.receipts(a[0].lower() == "on" if a else None)
         self.say("read receipts on: senders see when you read their messages" if on
                  else "read receipts off: senders do not see when you read their messages")
 

@@ -246,6 +246,9 @@ class ChatController:
         client = self._client()
         with contextlib.suppress(ChatError):
             await self.refresh_conversations()
+        with contextlib.suppress(ChatError):  # the account's setting, chosen on any device
+            self.state.receipts = await client.receipts()
+            self._changed(Change.STATUS)
         with contextlib.suppress(ChatError):
             await self.refresh_groups()
         with contextlib.suppress(ChatError):

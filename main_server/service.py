@@ -570,9 +570,9 @@ class ChatService:
                 self._notify([mark.peer_key], lambda ev: ev.seen.CopyFrom(seen), 0)
         return mark
 
-    async def set_receipts(self, caller: Caller, enabled: bool) -> bool:
-        await self.storage.set_receipts(caller.session.user_key, enabled)
-        return enabled
+    async def set_receipts(self, caller: Caller, enabled: bool | None) -> bool:
+        """Turns read receipts on or off (None: leaves them); returns the setting now."""
+        return await self.storage.set_receipts(caller.session.user_key, enabled)
 
     async def typing(self, caller: Caller, peer: str) -> bool:
         """Forwards a typing notice to the peer or the group's members (not stored); at most one

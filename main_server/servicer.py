@@ -280,7 +280,8 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def SetReceipts(self, request: pb.SetReceiptsRequest, caller: Caller, identity: Identity
                           ) -> pb.SetReceiptsResponse:
-        return pb.SetReceiptsResponse(enabled=await self.service.set_receipts(caller, request.enabled))
+        enabled = request.enabled if request.HasField("enabled") else None
+        return pb.SetReceiptsResponse(enabled=await self.service.set_receipts(caller, enabled))
 
     # ---- groups ------------------------------------------------------------------------------
 

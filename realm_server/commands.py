@@ -252,7 +252,8 @@ class Commands:
         return tp.ok(forwarded=r.forwarded)
 
     async def cmd_receipts(self, s: Session, cmd: Command) -> bytes:
-        r = await self.up.call("SetReceipts", pb.SetReceiptsRequest(enabled=cmd.args[0] == "on"), s.token)
+        req = pb.SetReceiptsRequest(enabled=cmd.args[0] == "on") if cmd.args else pb.SetReceiptsRequest()
+        r = await self.up.call("SetReceipts", req, s.token)
         return tp.ok(receipts="on" if r.enabled else "off")
 
     # ---- the life of a message -----------------------------------------------------------------

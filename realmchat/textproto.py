@@ -85,8 +85,8 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("back", "", "show yourself as online again"),
         _spec("typing", "PEER", "tell PEER (a user or group) that you are typing (lasts about 5 s)",
               min_args=1, max_args=1),
-        _spec("receipts", "on|off", "whether senders see when you read their private messages",
-              min_args=1, max_args=1),
+        _spec("receipts", "[on|off]", "whether senders see when you read their private messages (no word: "
+              "which it is now)", max_args=1),
         _spec("edit", "ID TEXT", "change the text of your message ID", min_args=2, max_args=2, rest=True),
         _spec("delete", "ID", "delete message ID (yours; in a group, owner/admin: anyone's)", min_args=1, max_args=1),
         _spec("reply", "ID TEXT", "answer message ID in its conversation", min_args=2, max_args=2, rest=True),
@@ -167,7 +167,7 @@ def parse_line(line: str) -> Command | None:
         _parse_count(args[0], "message ID", MESSAGE_ID_MAX)
     elif verb == "read":
         _parse_count(args[1], "ID", 1 << 62)
-    elif verb == "receipts":
+    elif verb == "receipts" and args:
         if args[0].lower() not in ("on", "off"):
             raise InvalidArgument(f"usage: {spec.usage}")
         args = (args[0].lower(),)

@@ -102,7 +102,9 @@ async def test_receipts_off_means_no_seen(stack: Stack, uname: Callable[[str], s
     a, _ = await user(stack.realm("alpha"), alice)
     b, b_rec = await user(stack.realm("alpha"), bob)
     try:
+        assert await a.receipts() is True  # only asks
         assert await a.receipts(False) is False
+        assert await a.receipts() is False
         s = await b.send_private(alice, "private")
         await a.read(bob, s.id)
         await asyncio.sleep(0.5)
@@ -200,7 +202,7 @@ async def test_terminal_conversations_away_and_read_on_view(stack: Stack, uname:
         assert re.match(rf"^{bob} +\d\d:\d\d", tables[1]) and " 2 " not in tables[1], out
         assert "you are away: gone fishing" in out and "you are online" in out, out
         assert re.search(rf"^{alice} +alpha +away: gone fishing$", out, re.M), out
-        assert "read receipts off" in out and "usage: receipts on|off" in out, out
+        assert "read receipts off" in out and "usage: receipts [on|off]" in out, out
         assert proc.returncode == 1  # the bad receipts line failed
     finally:
         await b.close()

@@ -118,7 +118,12 @@ async def test_seen_receipts_on_and_off(stack: Stack, uname: Names) -> None:
     await expect(b, "private", id=m1["id"])
     await b.ok(f"read {alice} {m1['id']}")
     assert await expect(a, "seen") == {"event": "seen", "by": bob, "id": m1["id"]}
+    assert await b.ok("receipts") == {"status": "OK", "receipts": "on"}  # no word: only asks
     assert await b.ok("receipts off") == {"status": "OK", "receipts": "off"}
+    # The setting is the account's: another device of bob's asks and learns it.
+    b2 = await login(*stack.realm("alpha"), bob, register=False)
+    assert await b2.ok("receipts") == {"status": "OK", "receipts": "off"}
+    await b2.close()
     m2 = await a.ok(f"sendprivate {bob} and this")
     await expect(b, "private", id=m2["id"])
     await b.ok(f"read {alice} {m2['id']}")

@@ -103,3 +103,17 @@ async def test_carbons_presence_away_and_typing(
     await peer.logout()
     await until(lambda: watcher.state.presence_of(bob) is None, "bob offline")
     assert not any(p.user == bob for p in watcher.state.online)
+
+
+async def test_the_receipts_switch_shows_the_account_s_setting_after_a_login(
+        stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    alice = uname("alice")
+    laptop = await logged_in(make_controller(), stack.realm("alpha"), alice)
+    assert laptop.state.receipts is True
+    await laptop.set_receipts(False)
+    phone = await logged_in(make_controller(), stack.realm("beta"), alice, register=False)
+    assert phone.state.receipts is False  # chosen on the laptop, shown on the phone
+    await phone.set_receipts(True)
+    await laptop.logout()
+    await laptop.login(alice, PW)
+    assert laptop.state.receipts is True

@@ -359,7 +359,8 @@ class Storage(ABC):
         message); never back. NotFound: no such user or group; PermissionDenied: not a member."""
 
     @abstractmethod
-    async def set_receipts(self, user_key: str, enabled: bool) -> None: ...
+    async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
+        """Read receipts on or off (None: unchanged); the setting now."""
 
     @abstractmethod
     async def audience(self, user_key: str) -> list[str]:

@@ -112,8 +112,10 @@ def mark_read(user_key: str, peer_key: str, msg_id: int) -> Op[ReadMark]:
     return ReadMark(name, peer_key, kind, now, moved=True, seen_id=int(seen or 0))
 
 
-def set_receipts(user_key: str, enabled: bool) -> Op[None]:
-    yield ("exec", "UPDATE users SET receipts=? WHERE key=?", (enabled, user_key))
+def set_receipts(user_key: str, enabled: bool | None) -> Op[bool]:
+    if enabled is not None:
+        yield ("exec", "UPDATE users SET receipts=? WHERE key=?", (enabled, user_key))
+    return bool((yield ("val", "SELECT receipts FROM users WHERE key=?", (user_key,))))
 
 
 def audience(user_key: str) -> Op[list[str]]:

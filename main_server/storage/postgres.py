@@ -1025,8 +1025,8 @@ class PostgresStorage(Storage):
         # evaluated on the locked row), so running it again is harmless.
         return await self._auto(lambda c: roomops.drive_async(convops.mark_read(user_key, peer_key, msg_id), c))
 
-    async def set_receipts(self, user_key: str, enabled: bool) -> None:
-        await self._auto(lambda c: roomops.drive_async(convops.set_receipts(user_key, enabled), c))
+    async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
+        return await self._auto(lambda c: roomops.drive_async(convops.set_receipts(user_key, enabled), c))
 
     async def audience(self, user_key: str) -> list[str]:
         return await self._auto(lambda c: roomops.drive_async(convops.audience(user_key), c))

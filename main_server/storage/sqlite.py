@@ -844,8 +844,8 @@ class SQLiteStorage(Storage):
     async def mark_read(self, user_key: str, peer_key: str, msg_id: int) -> ReadMark:
         return await self._do(lambda c: roomops.drive_sync(convops.mark_read(user_key, peer_key, msg_id), c))
 
-    async def set_receipts(self, user_key: str, enabled: bool) -> None:
-        await self._do(lambda c: roomops.drive_sync(convops.set_receipts(user_key, enabled), c))
+    async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
+        return await self._do(lambda c: roomops.drive_sync(convops.set_receipts(user_key, enabled), c))
 
     async def audience(self, user_key: str) -> list[str]:
         return await self._read(lambda c: roomops.drive_sync(convops.audience(user_key), c))
