@@ -195,6 +195,7 @@ async def register_in_browser(b: Browser, user: str, realm: str = "alpha", passw
     await b.fill("User name", user)
     await b.fill("Password", password)
     for _ in range(3):
+        await asyncio.sleep(0.5)  # typed text reaches the app a moment after it shows
         await b.click(await b.wait_text("Create account", role="button"))
         # On a loaded machine the typed text may reach the app after the click: the app then
         # asks for a name and a password, and a second click, once it has them, goes through.
@@ -204,7 +205,9 @@ async def register_in_browser(b: Browser, user: str, realm: str = "alpha", passw
         except AssertionError:
             if await b.find("enter a user name and a password") is None:
                 break  # slow, not refused: keep waiting
-            await b.fill("Password", password, replace=True)  # its change events, once more
+            # Either field's change events may be the ones lost: both, once more.
+            await b.fill("User name", user, replace=True)
+            await b.fill("Password", password, replace=True)
     await b.wait_text(f"{user} @ {realm}", 30)
 
 
