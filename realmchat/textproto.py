@@ -225,7 +225,7 @@ def _parse_rest(spec: CommandSpec, remainder: str) -> tuple[str, ...]:
     single space that ends the last word); an all-blank rest counts as absent."""
     words: list[str] = []
     rest = remainder
-    while len(words) < spec.max_args - 1 and rest.strip(" "):
+    while len(words) < spec.max_args - 1 and rest.strip():  # a word of blanks alone is no word
         word, sep, rest = rest.lstrip(" ").partition(" ")
         words.append(word)
         if not sep:
