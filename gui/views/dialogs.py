@@ -14,6 +14,41 @@ from realmchat.errors import ChatError
 from .common import icon_button, update
 
 
+async def _submit(page: ft.Page, busy: ft.ProgressRing, show_error: Callable[[str], None],
+                  action: Awaitable[None], after: Callable[[], Awaitable[None]] | None = None) -> None:
+    """A dialog's action: the ring turns while it runs; a refusal shows in place (the dialog
+    stays open to correct it); success closes the dialog, then `after` runs."""
+    show_error("")
+    busy.visible = True
+    update(busy)
+    try:
+        await action
+    except ChatError as err:
+        busy.visible = False
+        update(busy)
+        show_error(err.message)
+        return
+    page.pop_dialog()
+    if after is not None:
+        await after()
+
+
+def _field_error(field: ft.TextField) -> Callable[[str], None]:
+    def show(message: str) -> None:
+        field.error = message or None
+        update(field)
+
+    return show
+
+
+def _text_error(text: ft.Text) -> Callable[[str], None]:
+    def show(message: str) -> None:
+        text.value, text.visible = message, bool(message)
+        update(text)
+
+    return show
+
+
 def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaitable[None]],
              after: Callable[[], Awaitable[None]] | None = None) -> ft.AlertDialog:
     """`after` runs once the dialog is closed after a successful submit (e.g. to move the focus:
@@ -28,19 +63,7 @@ def ask_name(title: str, label: str, action: str, submit: Callable[[str], Awaita
             field.error = f"enter a {label.lower()}"
             update(field)
             return
-        field.error = None
-        busy.visible = True
-        update(field, busy)
-        try:
-            await submit(name)
-        except ChatError as err:
-            field.error = err.message
-            busy.visible = False
-            update(field, busy)
-            return
-        page.pop_dialog()
-        if after is not None:
-            await after()
+        await _submit(page, busy, _field_error(field), submit(name), after)
 
     def cancel(e: ft.Event[ft.Control]) -> None:
         page.pop_dialog()
@@ -69,17 +92,7 @@ def ask_text(title: str, label: str, action: str, submit: Callable[[str], Awaita
             field.error = f"enter a {label.lower()}"
             update(field)
             return
-        field.error = None
-        busy.visible = True
-        update(field, busy)
-        try:
-            await submit(text)
-        except ChatError as err:
-            field.error = err.message
-            busy.visible = False
-            update(field, busy)
-            return
-        page.pop_dialog()
+        await _submit(page, busy, _field_error(field), submit(text))
 
     def cancel(e: ft.Event[ft.Control]) -> None:
         page.pop_dialog()
@@ -118,19 +131,9 @@ def ask_group(title: str, action: str, submit: Callable[[str, bool, str], Awaita
             update(field)
             return
         field.error = None
-        error.visible = False
-        busy.visible = True
-        update(field, busy, error)
-        try:
-            await submit(group, bool(private.value), (key.value or "").strip())
-        except ChatError as err:
-            error.value, error.visible = err.message, True
-            busy.visible = False
-            update(error, busy)
-            return
-        page.pop_dialog()
-        if after is not None:
-            await after()
+        update(field)
+        await _submit(page, busy, _text_error(error), submit(group, bool(private.value), (key.value or "").strip()),
+                      after)
 
     def cancel(e: ft.Event[ft.Control]) -> None:
         page.pop_dialog()
@@ -156,19 +159,7 @@ def confirm(title: str, text: str, action: str, submit: Callable[[], Awaitable[N
     error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False, width=320)
 
     async def go(e: ft.Event[ft.Control]) -> None:
-        error.visible = False
-        busy.visible = True
-        update(error, busy)
-        try:
-            await submit()
-        except ChatError as err:
-            error.value, error.visible = err.message, True
-            busy.visible = False
-            update(error, busy)
-            return
-        page.pop_dialog()
-        if after is not None:
-            await after()
+        await _submit(page, busy, _text_error(error), submit(), after)
 
     def cancel(e: ft.Event[ft.Control]) -> None:
         page.pop_dialog()
@@ -196,19 +187,7 @@ def ask_key(title: str, submit: Callable[[str], Awaitable[None]],
     busy = ft.ProgressRing(width=16, height=16, stroke_width=2, visible=False)
 
     async def run(key: str) -> None:
-        field.error = None
-        busy.visible = True
-        update(field, busy)
-        try:
-            await submit(key)
-        except ChatError as err:
-            field.error = err.message
-            busy.visible = False
-            update(field, busy)
-            return
-        page.pop_dialog()
-        if after is not None:
-            await after(key)
+        await _submit(page, busy, _field_error(field), submit(key), None if after is None else lambda: after(key))
 
     async def set_key(e: ft.Event[ft.Control]) -> None:
         key = (field.value or "").strip()
