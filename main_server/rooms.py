@@ -24,6 +24,7 @@ ASSIGNABLE_ROLES = (ADMIN, MEMBER)
 RANK = {"": 0, MEMBER: 1, ADMIN: 2, OWNER: 3}
 TOPIC_MAX_BYTES = 512
 REASON_MAX_BYTES = 512
+BANS_SHOWN_MAX = 200  # members shows a moderator the newest bans, at most this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,11 @@ def can_see(group: GroupRecord, me: Standing) -> None:
     """Members, topic: a private group shows a non-member nothing but its name."""
     if group.mode == PRIVATE and not me.member:
         raise PermissionDenied(f"{group.name!r} is a private group: only its members see it")
+
+
+def sees_bans(me: Standing) -> bool:
+    """Who is banned from a group is for those who may lift a ban: its owner and admins."""
+    return RANK[me.role] >= RANK[ADMIN]
 
 
 def check_member(group: GroupRecord, me: Standing, hint: str = ": joingroup first") -> None:

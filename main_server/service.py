@@ -43,6 +43,7 @@ from .metrics import MESSAGES
 from .password_policy import MAX_PASSWORD, check_password
 from .passwords import PasswordHasher
 from .storage.base import (
+    BanRecord,
     ConversationRecord,
     FileRecord,
     GroupInfo,
@@ -118,6 +119,15 @@ class MemberView:
     role: str
     online: bool
     realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """What `members` answers: the members, and for the group's owner and admins the bans in
+    force (newest first, capped); None for everyone else, who are not told of them."""
+
+    members: list[MemberView]
+    banned: list[BanRecord] | None
 
 
 GROUP_KEY_MAX = 64
@@ -851,12 +861,18 @@ class ChatService:
             self._member_event(caller, change, "role", change.members, role=change.role)
         return change
 
-    async def members(self, caller: Caller, group: str) -> list[MemberView]:
-        _, members = await self.storage.members(self._group_key(group), caller.session.user_key)
+    async def members(self, caller: Caller, group: str) -> Roster:
+        gkey, me = self._group_key(group), caller.session.user_key
+        _, members = await self.storage.members(gkey, me)
         where: dict[str, str] = {}
         for name, realm in self.who():  # sorted: a user on several realms shows the first
             where.setdefault(name_key(name), realm)
-        return [MemberView(m.name, m.role, m.key in where, where.get(m.key, "")) for m in members]
+        banned = None
+        # Storage decides again in its own read; asking only a moderator spares everyone else's
+        # `members` a second round trip.
+        if rooms.sees_bans(rooms.Standing(next((m.role for m in members if m.key == me), ""))):
+            banned = await self.storage.bans(gkey, me, rooms.BANS_SHOWN_MAX)
+        return Roster([MemberView(m.name, m.role, m.key in where, where.get(m.key, "")) for m in members], banned)
 
     async def topic(self, caller: Caller, group: str, text: str | None) -> GroupRecord:
         gkey = self._group_key(group)

@@ -321,8 +321,11 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def Members(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.MembersResponse:
-        return pb.MembersResponse(members=[pb.Member(user=m.user, role=m.role, online=m.online, realm=m.realm)
-                                           for m in await self.service.members(caller, request.group)])
+        r = await self.service.members(caller, request.group)
+        return pb.MembersResponse(
+            members=[pb.Member(user=m.user, role=m.role, online=m.online, realm=m.realm) for m in r.members],
+            banned=[pb.Ban(user=b.user, by=b.by, reason=b.reason, at=b.ts) for b in r.banned or ()],
+            moderator=r.banned is not None)
 
     @unary()
     async def Topic(self, request: pb.TopicRequest, caller: Caller, identity: Identity) -> pb.TopicResponse:

@@ -331,8 +331,11 @@ class Commands:
 
     async def cmd_members(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("Members", pb.GroupRequest(group=cmd.args[0]), s.token)
-        return tp.ok(group=cmd.args[0], members=[{"user": m.user, "role": m.role, "online": m.online,
-                                                  "realm": m.realm} for m in r.members])
+        members = [{"user": m.user, "role": m.role, "online": m.online, "realm": m.realm} for m in r.members]
+        if not r.moderator:  # the bans are the owner's and admins' business only
+            return tp.ok(group=cmd.args[0], members=members)
+        return tp.ok(group=cmd.args[0], members=members,
+                     banned=[{"user": b.user, "by": b.by, "reason": b.reason, "at": b.at} for b in r.banned])
 
     async def cmd_topic(self, s: Session, cmd: Command) -> bytes:
         if len(cmd.args) > 1:

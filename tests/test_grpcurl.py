@@ -86,12 +86,17 @@ async def test_room_rpcs_with_token(stack: Stack, uname: Names) -> None:
     assert call("SetRole", {"group": g, "user": b, "role": "admin"}) == {"group": g, "user": b, "role": "admin"}
     assert await cb.event() == {"event": "member", "group": g, "user": b, "action": "role", "by": a, "role": "admin"}
     assert call("Topic", {"group": g, "topic": "via grpcurl", "set": True}) == {"group": g, "topic": "via grpcurl"}
-    members = call("Members", {"group": g})["members"]
-    assert members == [{"user": a, "role": "owner"}, {"user": b, "role": "admin", "online": True, "realm": "beta"}]
+    # The owner is a moderator: no bans yet (proto3 JSON leaves the empty list out).
+    assert call("Members", {"group": g}) == {
+        "members": [{"user": a, "role": "owner"}, {"user": b, "role": "admin", "online": True, "realm": "beta"}],
+        "moderator": True}
     assert call("BrowseGroups", {"pattern": g})["groups"] == [
         {"group": g, "mode": "private", "topic": "via grpcurl", "members": 2}]
     r = grpcurl(stack.main.addr, "chat.v1.Chat/Kick", data={"group": g, "user": a}, token=token)
     assert r.returncode != 0 and "PermissionDenied" in r.stderr and "owner" in r.stderr
+    call("Ban", {"group": g, "user": b, "reason": "over grpcurl"})
+    banned = call("Members", {"group": g})["banned"]
+    assert [(x["user"], x["by"], x["reason"]) for x in banned] == [(b, a, "over grpcurl")] and banned[0]["at"]
 
 
 async def test_conversation_state_rpcs(stack: Stack, uname: Names) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from .stack import Stack
 from .textclient import TextClient, login
 
 Names = Callable[[str], str]
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 async def expect(c: TextClient, kind: str, within: float = 10.0, **fields: Any) -> dict[str, Any]:
@@ -183,6 +185,43 @@ async def test_roles_kick_ban_unban(stack: Stack, uname: Names) -> None:
     await ce.err(f"joingroup {g}", "PERMISSION_DENIED")
     roles = {m["user"]: m["role"] for m in (await cc.ok(f"members {g}"))["members"]}
     assert roles == {owner: "owner", bob: "admin", dave: "admin", carol: "member"}
+
+
+async def test_members_lists_bans_to_owner_and_admins_only(stack: Stack, uname: Names) -> None:
+    owner, adm, mem, out, carol, dave, g = (uname("bo"), uname("ba"), uname("bm"), uname("bx"), uname("bc"),
+                                             uname("bd"), uname("bg"))
+    co = await login(*stack.realm("alpha"), owner)
+    ca = await login(*stack.realm("beta"), adm)
+    cm = await login(*stack.realm("beta"), mem)
+    cx = await login(*stack.realm("alpha"), out)
+    cc = await login(*stack.realm("alpha"), carol)
+    await login(*stack.realm("beta"), dave)
+    await co.ok(f"creategroup {g}")  # public: anyone may ask for its members
+    for c in (ca, cm, cc):
+        await c.ok(f"joingroup {g}")
+    await co.ok(f"role {g} {adm} admin")
+    assert (await co.ok(f"members {g}"))["banned"] == []
+    await ca.ok(f"ban {g} {carol} spam links")
+    await co.ok(f"ban {g} {dave}")  # never joined
+    for c in (co, ca):
+        r = await c.ok(f"members {g}")
+        banned = r["banned"]
+        assert banned == [{"user": dave, "by": owner, "reason": "", "at": banned[0]["at"]},
+                          {"user": carol, "by": adm, "reason": "spam links", "at": banned[1]["at"]}]  # newest first
+        assert all(TS_RE.match(b["at"]) for b in banned) and banned[0]["at"] >= banned[1]["at"], banned
+        assert [m["user"] for m in r["members"]] == [owner, adm, mem]
+    # A plain member, an outsider and the banned user see the members, and no word of the bans.
+    for c in (cm, cx, cc):
+        r = await c.ok(f"members {g}")
+        assert set(r) == {"status", "group", "members"}, r
+        assert [m["user"] for m in r["members"]] == [owner, adm, mem]
+    await ca.ok(f"unban {g} {carol}")
+    assert [b["user"] for b in (await co.ok(f"members {g}"))["banned"]] == [dave]
+    await co.ok(f"unban {g} {dave}")
+    assert (await ca.ok(f"members {g}"))["banned"] == []
+    # An admin made a member again loses the list with the role.
+    await co.ok(f"role {g} {adm} member")
+    assert "banned" not in await ca.ok(f"members {g}")
 
 
 async def test_kicked_user_loses_everything_at_once(stack: Stack, uname: Names) -> None:

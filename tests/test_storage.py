@@ -669,6 +669,42 @@ async def test_room_topic_members_and_visibility(store: Storage) -> None:
         await store.room("nope", "out")
 
 
+async def test_bans_are_listed_to_owner_and_admins_only(store: Storage) -> None:
+    owner, adm, mem = await users(store, "Owner", "Adm", "Mem")
+    await users(store, "X", "Y", "Z")
+    await store.create_group("g", "G", owner)
+    await store.create_group("h", "H", owner)
+    for u in (adm, mem):
+        await store.join_group("g", u)
+    await store.set_role("g", owner, "adm", "admin")
+    assert await store.bans("g", "owner", 10) == []
+    await store.ban("g", owner, "x", "spam")
+    await asyncio.sleep(0.01)  # distinct ban times (milliseconds): the list is newest first
+    await store.ban("g", adm, "y")
+    await asyncio.sleep(0.01)
+    await store.ban("g", owner, "z", "flood")
+    await store.ban("h", owner, "mem", "other group")
+    listed = await store.bans("g", "owner", 10)
+    assert listed is not None
+    assert [(b.user, b.by, b.reason) for b in listed] == [("Z", "Owner", "flood"), ("Y", "Adm", ""),
+                                                          ("X", "Owner", "spam")]
+    assert all(TS_RE.match(b.ts) for b in listed), listed
+    assert listed[0].ts > listed[1].ts > listed[2].ts
+    assert await store.bans("g", "adm", 10) == listed
+    assert [b.user for b in await store.bans("g", "owner", 2) or []] == ["Z", "Y"]  # capped: the newest
+    # A member, a banned user and a stranger are not told who is banned.
+    for k in ("mem", "x", "nobody"):
+        assert await store.bans("g", k, 10) is None
+    await store.unban("g", adm, "y")
+    assert [b.user for b in await store.bans("g", "owner", 10) or []] == ["Z", "X"]
+    await store.unban("g", owner, "x")
+    await store.unban("g", owner, "z")
+    assert await store.bans("g", "owner", 10) == []
+    assert [b.user for b in await store.bans("h", "owner", 10) or []] == ["Mem"]
+    with pytest.raises(NotFound):
+        await store.bans("nope", "owner", 10)
+
+
 async def test_private_history_starts_at_the_join(store: Storage) -> None:
     owner, bob = await users(store, "Owner", "Bob")
     await store.create_group("p", "P", owner, "private")

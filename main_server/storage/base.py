@@ -104,6 +104,16 @@ class MemberInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban in force in a group: the user, who banned them, why ("" if not said) and when."""
+
+    user: str
+    by: str
+    reason: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomChange:
     """What a room operation did: to whom (`user`, its key and role afterwards), and the
     members who hear of it (keys, read in the same transaction). changed=False: nothing
@@ -318,6 +328,11 @@ class Storage(ABC):
 
     @abstractmethod
     async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]: ...
+
+    @abstractmethod
+    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
+        """The group's bans, newest first, at most limit; None when the user may not see them
+        (only its owner and admins may)."""
 
     @abstractmethod
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:

@@ -38,6 +38,7 @@ from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, Permissio
 
 from . import convops, roomops
 from .base import (
+    BanRecord,
     ConversationRecord,
     FileRecord,
     GroupInfo,
@@ -1010,6 +1011,10 @@ class PostgresStorage(Storage):
     async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
         _no_nul(key)
         return await self._read_room(roomops.members(key, user_key))
+
+    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
+        _no_nul(key)
+        return await self._read_room(roomops.bans(key, user_key, limit))
 
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         _no_nul(like)

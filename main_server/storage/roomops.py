@@ -25,6 +25,7 @@ from realmchat.names import name_key
 from .. import rooms
 from ..rooms import Standing
 from .base import (
+    BanRecord,
     FileRecord,
     GroupRecord,
     MemberInfo,
@@ -296,6 +297,18 @@ def members(key: str, user_key: str) -> Op[tuple[GroupRecord, list[MemberInfo]]]
                          "WHERE m.group_key=?", (key,))
     out = [MemberInfo(r["user_key"], r["name"], r["role"]) for r in rows]
     return g, sorted(out, key=lambda m: (-rooms.RANK.get(m.role, 0), m.key))
+
+
+def bans(key: str, user_key: str, limit: int) -> Op[list[BanRecord] | None]:
+    g = yield from group(key)
+    if not rooms.sees_bans((yield from standing(key, user_key))):
+        return None
+    # by_key has no foreign key: the LEFT JOIN lists the ban whatever it holds.
+    rows = yield ("all", "SELECT u.name AS user_name, COALESCE(a.name, b.by_key) AS by_name, b.reason, b.ts "
+                         "FROM group_bans b JOIN users u ON u.key = b.user_key "
+                         "LEFT JOIN users a ON a.key = b.by_key "
+                         "WHERE b.group_key=? ORDER BY b.ts DESC, b.user_key LIMIT ?", (g.key, limit))
+    return [BanRecord(r["user_name"], r["by_name"], r["reason"], r["ts"]) for r in rows]
 
 
 def browse(user_key: str, like: str, collate: str = "") -> Op[list[RoomInfo]]:

@@ -27,6 +27,7 @@ from realmchat.errors import AlreadyExists, ChatError, NotFound, PermissionDenie
 from ..metrics import COMMIT_OPS, COMMIT_SECONDS
 from . import convops, roomops
 from .base import (
+    BanRecord,
     ConversationRecord,
     FileRecord,
     GroupInfo,
@@ -831,6 +832,9 @@ class SQLiteStorage(Storage):
 
     async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
         return await self._room(roomops.members(key, user_key))
+
+    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
+        return await self._room(roomops.bans(key, user_key, limit))
 
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         return await self._room(roomops.browse(user_key, like))
