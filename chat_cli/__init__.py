@@ -20,6 +20,7 @@ from realmchat.errors import (
 
 from .client import ChatClient, EventCallback, ProgressCallback
 from .models import (
+    Ban,
     ConnectionEvent,
     ConnState,
     ConversationInfo,
@@ -39,6 +40,7 @@ from .models import (
     Member,
     MemberAction,
     MemberEvent,
+    MemberList,
     Message,
     MessageChange,
     MessageEvent,
@@ -64,6 +66,7 @@ from .models import (
 
 __all__ = [
     "AlreadyExists",
+    "Ban",
     "ChatClient",
     "ChatError",
     "ConnState",
@@ -88,6 +91,7 @@ __all__ = [
     "Member",
     "MemberAction",
     "MemberEvent",
+    "MemberList",
     "Message",
     "MessageChange",
     "MessageEvent",

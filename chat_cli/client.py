@@ -43,6 +43,7 @@ from realmchat.seen import SeenIds
 from realmchat.textproto import base_file_name, decode
 
 from .models import (
+    Ban,
     ConnectionEvent,
     ConnState,
     ConversationInfo,
@@ -54,6 +55,7 @@ from .models import (
     GroupListing,
     HistoryPage,
     Member,
+    MemberList,
     Message,
     MessageEvent,
     Moderated,
@@ -837,11 +839,15 @@ class ChatClient:
         r = await self._call(line)
         return [GroupListing.from_wire(g) for g in r.get("groups", []) if isinstance(g, dict)]
 
-    async def members(self, group: str) -> list[Member]:
+    async def members(self, group: str) -> MemberList:
         """The members of `group`: role, online, realm. A private group's members are visible
-        to its members only (PERMISSION_DENIED)."""
+        to its members only (PERMISSION_DENIED). For the group's owner and admins `.banned`
+        lists the bans in force (newest first); it is None for everyone else."""
         r = await self._call(f"members {_check_word(group, 'group')}")
-        return [Member.from_wire(m) for m in r.get("members", []) if isinstance(m, dict)]
+        banned = r.get("banned")
+        return MemberList([Member.from_wire(m) for m in r.get("members", []) if isinstance(m, dict)],
+                          [Ban.from_wire(b) for b in banned if isinstance(b, dict)]
+                          if isinstance(banned, list) else None)
 
     def _moderated(self, r: dict[str, Any], group: str, user: str) -> Moderated:
         return Moderated(group=str(r.get("group", group)), user=str(r.get("user", user)), role=str(r.get("role", "")))

@@ -385,6 +385,42 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban in force in a group, as `members GROUP` shows it to the group's owner and admins:
+    who is banned, by whom, why ("" if no reason was given) and when (`at`, ISO-8601 UTC)."""
+
+    user: str
+    by: str
+    reason: str = ""
+    at: str = ""
+
+    @property
+    def when(self) -> datetime | None:
+        return parse_ts(self.at)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> Ban:
+        return cls(user=_str(obj, "user"), by=_str(obj, "by"), reason=_str(obj, "reason"), at=_str(obj, "at"))
+
+
+class MemberList(list[Member]):
+    """The result of members(): the members, and `banned`: for the group's owner and admins the
+    bans in force (newest first, at most 200; [] when nobody is banned), None for anyone else
+    (the server does not tell them). It is a list, so code that treated members() as a list of
+    members keeps working."""
+
+    banned: list[Ban] | None
+
+    def __init__(self, members: list[Member] | None = None, banned: list[Ban] | None = None) -> None:
+        super().__init__(members or [])
+        self.banned = banned
+
+    @property
+    def members(self) -> list[Member]:
+        return list(self)
+
+
+@dataclass(frozen=True, slots=True)
 class GroupListing:
     """One row of `listgroups`: a public group (or a private one you are in)."""
 

@@ -16,6 +16,7 @@ from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
 from .models import (
+    Ban,
     ConversationInfo,
     FileInfo,
     GroupInfo,
@@ -29,6 +30,7 @@ from .models import (
 )
 
 __all__ = [
+    "fmt_bans",
     "fmt_error",
     "fmt_file_offer",
     "fmt_group_list",
@@ -227,6 +229,13 @@ def fmt_members(members: Sequence[Member], me: str | None = None) -> str:
     return fmt_table(("", "USER", "ROLE", "REALM"),
                      [("●" if m.online else "○", m.user + (" (you)" if _is(m.user, me) else ""), m.role,
                        m.realm if m.online else "offline") for m in rows])
+
+
+def fmt_bans(bans: Sequence[Ban], now: datetime | None = None) -> str:
+    """The bans in force as the server lists them (newest first): who, by whom, when, why."""
+    if not bans:
+        return "nobody is banned"
+    return fmt_table(("BANNED", "BY", "WHEN", "REASON"), [(b.user, b.by, fmt_time(b.at, now), b.reason) for b in bans])
 
 
 def fmt_member_event(ev: MemberEvent, me: str | None) -> str:

@@ -56,6 +56,7 @@ from .models import (
     apply_change,
 )
 from .render import (
+    fmt_bans,
     fmt_conversations,
     fmt_error,
     fmt_file_offer,
@@ -803,8 +804,14 @@ class Terminal:
     async def _members(self, a: tuple[str, ...]) -> None:
         members = await self.client.members(a[0])
         self.users.update(m.user for m in members)
-        self.say(f"#{sanitize(a[0])}: {len(members)} member{'' if len(members) == 1 else 's'}\n"
-                 + fmt_members(members, self.client.user))
+        text = (f"#{sanitize(a[0])}: {len(members)} member{'' if len(members) == 1 else 's'}\n"
+                + fmt_members(members, self.client.user))
+        if members.banned is not None:  # the server tells only the group's owner and admins
+            self.users.update(b.user for b in members.banned)
+            n = len(members.banned)
+            text += (f"\n{n} banned from #{sanitize(a[0])}:\n{fmt_bans(members.banned)}" if n
+                     else f"\nnobody is banned from #{sanitize(a[0])}")
+        self.say(text)
 
     async def _invite(self, a: tuple[str, ...]) -> None:
         r = await self.client.invite(a[0], a[1])

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chat_cli.client import claim_free_name
-from chat_cli.models import FileInfo, GroupInfo, Message, Presence, event_from_wire
+from chat_cli.models import Ban, FileInfo, GroupInfo, Message, Presence, event_from_wire
 from chat_cli.render import (
+    fmt_bans,
     fmt_error,
     fmt_file_offer,
     fmt_groups,
@@ -159,6 +160,20 @@ def test_tables() -> None:
         "USER   REALM", "-----  -----", "alice  alpha", "bob    beta"]
     assert fmt_groups([]) == "you are in no groups"
     assert fmt_groups([GroupInfo("progjar", "owner", 3)]).splitlines()[2] == "#progjar  owner  3"
+
+
+def test_fmt_bans() -> None:
+    now = datetime(2026, 11, 24, 12, 0).astimezone()
+    today = now.replace(hour=9, minute=5).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert fmt_bans([]) == "nobody is banned"
+    bans = [Ban.from_wire({"user": "eve", "by": "alice", "reason": "spam \x1b[2J", "at": today}),
+            Ban.from_wire({"user": "mallory", "by": "bob", "at": "2020-01-02T03:04:05Z"})]
+    lines = fmt_bans(bans, now).splitlines()
+    assert lines[0].split() == ["BANNED", "BY", "WHEN", "REASON"]
+    assert lines[2].split() == ["eve", "alice", "09:05", "spam", "\\x1b[2J"]  # the reason is sanitized
+    row = lines[3].split()
+    assert row[:2] == ["mallory", "bob"] and row[2].startswith("2020-01-0") and len(row) == 4  # no reason
+    assert bans[1].reason == "" and bans[1].when == datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_fmt_error_and_offer_and_progress() -> None:

@@ -153,14 +153,25 @@ async def test_roles_topic_kick_ban_unban_delete(stack: Stack, uname: Callable[[
 
         # A kick is not a ban: carol may come back. A ban also kicks and keeps her out.
         await carol.join_group(g)
+        assert (await alice.members(g)).banned == []     # the owner is told: nobody is banned
         await alice.ban(g, c, "spam")
         await until(lambda: member_events(c_rec, g, "ban"), what="carol's ban event")
         with pytest.raises(PermissionDenied):
             await carol.join_group(g)
+        # The owner and the admin see who is banned, by whom, why and when.
+        for moderator in (alice, bob):
+            listed = await moderator.members(g)
+            assert listed.banned is not None
+            assert [(x.user, x.by, x.reason) for x in listed.banned] == [(c, a, "spam")]
+            assert listed.banned[0].when is not None, listed.banned[0].at
+            assert {m.user for m in listed} == {a, b}   # still a list of the members
         await alice.unban(g, c)
+        assert (await bob.members(g)).banned == []
         await carol.join_group(g)
-        roles = {m.user: m.role for m in await carol.members(g)}
+        mine = await carol.members(g)
+        roles = {m.user: m.role for m in mine}
         assert roles == {a: "owner", b: "admin", c: "member"}
+        assert mine.banned is None                       # a member is not told of bans
 
         # Only the owner deletes; every member hears it; the group is gone.
         with pytest.raises(PermissionDenied):
@@ -236,6 +247,10 @@ def test_terminal_rooms(stack: Stack, uname: Callable[[str], str]) -> None:
         bob.send(f"joingroup {g}")
         bob.wait_for(rf"joined #{g}")
 
+        # A member's members table says nothing of bans; the owner's says there are none.
+        r = run_cli(stack.realm("beta"), [f"auth {b} {PW}", f"members {g}"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"#{g}: 2 members" in r.stdout and "banned" not in r.stdout, r.stdout
         r = run_cli(stack.realm("alpha"), [f"auth {a} {PW}", f"members {g}", f"topic {g} weekly sync, be brief",
                                            f"kick {g} {b} off topic", f"listgroups {g}"])
         assert r.returncode == 0, r.stdout + r.stderr
@@ -243,6 +258,7 @@ def test_terminal_rooms(stack: Stack, uname: Callable[[str], str]) -> None:
         assert re.search(r"USER\s+ROLE\s+REALM", out), out
         assert re.search(rf"[●○]\s+{a} \(you\)\s+owner\s+alpha", out), out
         assert re.search(rf"●\s+{b}\s+member\s+beta", out), out
+        assert f"nobody is banned from #{g}" in out, out
         assert f"topic of #{g} set: weekly sync, be brief" in out
         assert f"kicked {b} from #{g}" in out
         assert re.search(rf"#{g}\s+private\s+1\s+weekly sync, be brief", out), out
@@ -252,6 +268,14 @@ def test_terminal_rooms(stack: Stack, uname: Callable[[str], str]) -> None:
         bob.wait_for(r"error PERMISSION_DENIED")
         bob.send(f"kick {g}")                              # usage from the terminal itself
         bob.wait_for(re.escape("error INVALID_ARGUMENT: usage: kick GROUP USER [REASON]"))
+
+        # The owner's members table lists the bans under the members.
+        r = run_cli(stack.realm("alpha"), [f"auth {a} {PW}", f"ban {g} {b} flooding", f"members {g}"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = r.stdout
+        assert f"banned {b} from #{g}" in out and f"1 banned from #{g}:" in out, out
+        assert re.search(r"BANNED\s+BY\s+WHEN\s+REASON", out), out
+        assert re.search(rf"^{b}\s+{a}\s+(\d{{4}}-\d\d-\d\d )?\d\d:\d\d\s+flooding$", out, re.M), out
     finally:
         bob.send("quit")
         bob.proc.wait(15)
