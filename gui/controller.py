@@ -466,6 +466,7 @@ class ChatController:
         key = conv_key(Kind.GROUP, name)
         self.state.conversations.pop(key, None)
         self.state.members.pop(name.casefold(), None)
+        self.state.banned.pop(name.casefold(), None)
         if self.state.current == key:
             self.state.current = None
         with contextlib.suppress(ChatError):
@@ -484,18 +485,24 @@ class ChatController:
         return conv.name
 
     async def refresh_members(self, group: str | None = None) -> None:
-        """Loads the members of `group` (default: the open one) into state.members; a refusal
-        (a private group you left) is kept in state.members_error for the panel."""
+        """Loads the members of `group` (default: the open one) into state.members, and for an
+        owner or admin its bans into state.banned; a refusal (a private group you left) is kept
+        in state.members_error for the panel."""
         group = self._group_of(group)
         key = group.casefold()
         try:
             members = await self._checked(self._client().members(group))
         except ChatError as e:
             self.state.members.pop(key, None)
+            self.state.banned.pop(key, None)
             self.state.members_error[key] = e.message
             self._changed(Change.MEMBERS)
             raise
-        self.state.members[key] = members
+        self.state.members[key] = list(members)
+        if members.banned is None:  # not a moderator (any more): the server no longer says
+            self.state.banned.pop(key, None)
+        else:
+            self.state.banned[key] = members.banned
         self.state.members_error.pop(key, None)
         self._changed(Change.MEMBERS, Change.GROUPS)
 
@@ -546,6 +553,7 @@ class ChatController:
         user = self._valid_name(user, "user")
         await self._client().unban(group, user)
         self._own_action(group, f"{user} was unbanned by you")
+        await self._quietly(self.refresh_members(group))
 
     async def set_role(self, user: str, role: str, group: str | None = None) -> None:
         """admin or member (owner only)."""
@@ -608,6 +616,7 @@ class ChatController:
         key = group.casefold()
         self.state.groups.pop(key, None)
         self.state.members.pop(key, None)
+        self.state.banned.pop(key, None)
         conv = self.state.conversations.get(conv_key(Kind.GROUP, group))
         if conv is not None:
             conv.closed = why

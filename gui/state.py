@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
-from chat_cli.models import FileInfo, GroupInfo, Member, Presence, SearchHit
+from chat_cli.models import Ban, FileInfo, GroupInfo, Member, Presence, SearchHit
 
 
 class Status(StrEnum):
@@ -304,6 +304,9 @@ class ChatState:
     transfers: list[Transfer] = field(default_factory=list)
     members: dict[str, list[Member]] = field(default_factory=dict)  # group (casefolded) -> members
     members_error: dict[str, str] = field(default_factory=dict)      # group -> why members failed
+    # group (casefolded) -> the bans in force, newest first; only for groups where the server
+    # told us (we are owner or admin there)
+    banned: dict[str, list[Ban]] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)             # group (casefolded) -> topic
     invitations: list[Invitation] = field(default_factory=list)
     # Presence from `who` at login, then from presence events: user (casefolded) -> Presence

@@ -97,7 +97,13 @@ async def test_private_group_invite_members_roles_topic_kick(
     await until(lambda: third.state.conversations[conv_key(Kind.GROUP, g)].closed, "carol's closed group")
     with pytest.raises(PermissionDenied):
         await third.join_group(g, "letmein")
+    # The owner's panel lists the ban; bob (a member again, not a moderator) is not told of it.
+    assert [(b.user, b.by) for b in owner.state.banned[g.casefold()]] == [(carol, alice)]
+    await member.join_group(g, "letmein")
+    await member.refresh_members(g)
+    assert g.casefold() in member.state.members and g.casefold() not in member.state.banned
     await owner.unban(carol, g)
+    assert owner.state.banned[g.casefold()] == []  # unban refreshed the list
     await third.join_group(g, "letmein")
     await owner.delete_group(g)
     deleted = await until(lambda: third.state.conversations[conv_key(Kind.GROUP, g)].closed, "deleted for carol")

@@ -186,6 +186,57 @@ async def _absent(b: Browser, text: str) -> bool:
     return await b.find(text) is None
 
 
+async def test_banned_section_lists_bans_and_unbans_in_the_browser(
+        stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
+    """The owner bans a member from the members panel; the panel's Banned section lists him
+    (by whom, when, why); his row's Unban lifts the ban and the row leaves the list."""
+    alice, bob, carol, g = uname("alice"), uname("bob"), uname("carol"), uname("yard")
+    b = browser
+    bob_client = await login(*stack.realm("beta"), bob)
+    carol_client = await login(*stack.realm("alpha"), carol)
+    try:
+        await register_in_browser(b, alice)
+        await b.click(await b.wait_text("New group", role="button"))
+        await b.fill("Group name", g)
+        await b.click(await b.wait_text("Create group", role="button"))
+        await b.wait_text(re.compile(r"^group · 1 member · you are owner"), 20)
+        await bob_client.ok(f"joingroup {g}")
+        await carol_client.ok(f"joingroup {g}")
+        await b.wait_text(re.compile(rf"^online {re.escape(bob)}\s+member · online on beta"), 30)
+        await b.wait_text(re.compile(rf"^online {re.escape(carol)}\s+member · online on alpha"), 30)
+        assert await b.find(re.compile(r"^BANNED")) is None  # nobody is banned yet: no section
+
+        # ---- ban bob from his row: the Banned section lists him, by you, with the reason -----------
+        await b.click(await b.wait_text(f"Ban {bob}", role="button"))
+        await b.fill("Reason (optional)", "flooding")
+        await b.click(await b.wait_text("Ban", role="button"))
+        ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "ban")
+        assert ev["user"] == bob and ev["by"] == alice and ev["reason"] == "flooding", ev
+        await b.wait_text("BANNED (1)", 20)
+        await b.wait_text(re.compile(rf"^{re.escape(bob)}\s+by you · \d\d:\d\d · flooding$"), 20)
+        await b.wait_text(f"Unban {bob}", 10, role="button")
+        assert await b.find(f"Unban {carol}") is None  # carol is a member, not banned
+        await b.screenshot(ARTIFACTS / "gui-rooms-banned.png")
+
+        # ---- Unban on his row: the row and the section go, and bob may join again ------------------
+        await b.click(await b.wait_text(f"Unban {bob}", role="button"))
+        ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "unban")
+        assert ev["user"] == bob and ev["by"] == alice, ev
+        await b.wait_text(f"{bob} may join #{g} again", 20)
+
+        async def bob_unlisted() -> bool:
+            return (await b.find(f"Unban {bob}") is None
+                    and await b.find(re.compile(rf"^{re.escape(bob)}\s+by you")) is None
+                    and await b.find(re.compile(r"^BANNED")) is None)
+
+        await wait_for(bob_unlisted, 20, "bob gone from the Banned section")
+        await bob_client.ok(f"joingroup {g}")
+        await b.wait_text(re.compile(rf"^online {re.escape(bob)}\s+member · online on beta"), 30)
+    finally:
+        await bob_client.close()
+        await carol_client.close()
+
+
 async def test_browse_and_join_a_group_and_read_receipts_in_the_browser(
         stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
     """A user finds a public group in Browse groups (a plain word matches inside names) and joins

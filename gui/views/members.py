@@ -1,7 +1,8 @@
 """The members panel of the open group: who is in it, their role, whether they are online and
-on which realm. Owners and admins also get Invite, Kick, Ban, Unban and the group's key here; the
-owner makes members admins (and back) and may delete the group (after a confirmation). Controls a
-role may not use are not shown at all.
+on which realm. Owners and admins also get Invite, Kick, Ban, Unban and the group's key here, and
+under the members a Banned section: each ban in force (by whom, when, why) with its own Unban
+button. The owner makes members admins (and back) and may delete the group (after a
+confirmation). Controls a role may not use are not shown at all.
 
 Wide screens show it to the right of the conversation; phones show it instead of the
 conversation, with a back button, like the conversation replaces the list.
@@ -10,19 +11,28 @@ conversation, with a back button, like the conversation replaces the list.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime, tzinfo
 
 import flet as ft
 
-from chat_cli.models import Member
+from chat_cli.models import Ban, Member
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
 from ..controller import ChatController
-from ..state import Kind, sorted_members
+from ..state import Kind, local_time, sorted_members
 from .common import icon_button, section_title
 from .dialogs import ask_key, ask_name, ask_text, confirm
 
 ROLE_COLORS = {"owner": ft.Colors.TERTIARY, "admin": ft.Colors.PRIMARY}
+
+
+def ban_detail(b: Ban, me: str, tz: tzinfo | None = None, now: datetime | None = None) -> str:
+    """'by alice · 10:42 · spam' ('by you' for the viewer): who banned the user, when, and why
+    if they said."""
+    by = "you" if b.by.casefold() == me.casefold() else sanitize(b.by)
+    parts = [f"by {by}", local_time(b.when, now, tz), sanitize(b.reason)]
+    return " · ".join(p for p in parts if p)
 
 
 def member_line(m: Member, me: str) -> str:
@@ -46,7 +56,8 @@ class MembersPanel:
         self.back = icon_button(ft.Icons.ARROW_BACK, "Back to the conversation", self._close)
         self.hide = icon_button(ft.Icons.CLOSE, "Hide members", self._close)
         self.invite_button = ft.TextButton("Invite", icon=ft.Icons.PERSON_ADD, on_click=self._invite)
-        # Group-wide moderation under the title: lift a ban, set or clear the key, delete (owner).
+        # Group-wide moderation under the title: lift a ban by name (also one older than the
+        # newest bans the Banned section lists), set or clear the key, delete (owner).
         self.unban_button = ft.TextButton("Unban…", icon=ft.Icons.LOCK_OPEN, on_click=self._unban)
         self.key_button = ft.TextButton("Group key…", icon=ft.Icons.KEY, on_click=self._key)
         self.delete_button = ft.TextButton("Delete group", icon=ft.Icons.DELETE_FOREVER, on_click=self._delete,
@@ -98,6 +109,11 @@ class MembersPanel:
             self.rows.controls = [ft.Text("loading members…", size=12, italic=True)]
             return
         self.rows.controls = [self._row(m, role) for m in members]
+        bans = st.banned.get(key, []) if role in ("owner", "admin") else []
+        if bans:
+            self.rows.controls += [ft.Container(padding=ft.Padding.only(top=12, bottom=2),
+                                                content=section_title(f"BANNED ({len(bans)})")),
+                                   *(self._ban_row(b) for b in bans)]
 
     def _row(self, m: Member, my_role: str) -> ft.Control:
         st = self.controller.state
@@ -130,6 +146,20 @@ class MembersPanel:
             spacing=8, expand=True))
         return ft.Container(padding=ft.Padding.symmetric(horizontal=4, vertical=4),
                             content=ft.Row([info, *actions], spacing=0))
+
+    def _ban_row(self, b: Ban) -> ft.Control:
+        name = ft.Text(sanitize(b.user), size=13, weight=ft.FontWeight.BOLD, max_lines=1,
+                       overflow=ft.TextOverflow.ELLIPSIS)
+        st = self.controller.state
+        detail = ft.Text(ban_detail(b, st.user, st.tz), size=11, color=ft.Colors.ON_SURFACE_VARIANT,
+                         max_lines=2, overflow=ft.TextOverflow.ELLIPSIS)
+        info = ft.MergeSemantics(content=ft.Row(
+            [ft.Icon(ft.Icons.BLOCK, size=14, color=ft.Colors.ERROR),
+             ft.Column([name, detail], spacing=0, tight=True, expand=True)],
+            spacing=8, expand=True))
+        unban = icon_button(ft.Icons.LOCK_OPEN, f"Unban {b.user}", self._unban_handler(b.user), icon_size=18)
+        return ft.Container(padding=ft.Padding.symmetric(horizontal=4, vertical=4),
+                            content=ft.Row([info, unban], spacing=0))
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -181,6 +211,20 @@ class MembersPanel:
 
             verb = "Kick" if action == "kick" else "Ban"
             ask_text(f"{verb} {user} from #{group}?", "Reason (optional)", verb, submit, optional=True)
+
+        return go
+
+    def _unban_handler(self, user: str) -> Callable[[ft.Event[ft.Control]], Awaitable[None]]:
+        async def go(e: ft.Event[ft.Control]) -> None:
+            group = self.group
+            if group is None:
+                return
+            try:
+                await self.controller.unban(user, group)  # refreshes the panel: the row goes
+            except ChatError as err:
+                self.on_error(err.message)
+                return
+            self.on_info(f"{user} may join #{group} again")
 
         return go
 
