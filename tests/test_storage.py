@@ -939,28 +939,35 @@ async def test_message_life_rules_and_search(store: Storage) -> None:
     assert await store.peek_pending("carol", 10) == []
 
 
-async def test_sqlite_search_of_a_common_word_ranks_the_newest_matches_the_caller_may_read(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_search_of_a_common_word_ranks_the_newest_matches_the_caller_may_read(
+        store: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     """A word with more matches than SEARCH_CANDIDATES in the caller's conversations is ranked
     among its newest matches there: others' newer messages neither leak nor use up the cap."""
+    from main_server.storage import roomops
     from main_server.storage import sqlite as sq
 
-    monkeypatch.setattr(sq, "SEARCH_CANDIDATES", 3)
-    monkeypatch.setattr(sq, "DF_SAMPLE", 2)  # the weight of "common" is estimated
-    s = SQLiteStorage(tmp_path / "chat.db")
-    await s.open()
-    try:
-        alice, bob, carol = await users(s, "Alice", "Bob", "Carol")
-        mine = [(await s.store_private(alice, "bob", f"common word {i}")).message.id for i in range(5)]
-        best = (await s.store_private(bob, "alice", "common common common")).message.id
-        theirs = [(await s.store_private(carol, "alice", f"common secret {i}")).message.id for i in range(5)]
-        found = [m.id for m in await s.search("bob", ["common"])]
-        assert found == [best, mine[4], mine[3]]  # the newest 3 of bob's, most occurrences first
-        assert not set(found) & set(theirs)
-        assert [m.id for m in await s.search("bob", ["common", "word"])] == mine[:1:-1]
-        assert [m.id for m in await s.search("carol", ["common"], peer_key="alice")] == theirs[:1:-1]
-    finally:
-        await s.close()
+    monkeypatch.setattr(roomops, "SEARCH_CANDIDATES", 3)
+    monkeypatch.setattr(sq, "DF_SAMPLE", 2)  # SQLite: the weight of "common" is estimated
+    s = store
+    alice, bob, carol = await users(s, "Alice", "Bob", "Carol")
+    mine = [(await s.store_private(alice, "bob", f"common word {i}")).message.id for i in range(5)]
+    best = (await s.store_private(bob, "alice", "common common common")).message.id
+    theirs = [(await s.store_private(carol, "alice", f"common secret {i}")).message.id for i in range(5)]
+    found = [m.id for m in await s.search("bob", ["common"])]
+    assert found == [best, mine[4], mine[3]]  # the newest 3 of bob's, most occurrences first
+    assert not set(found) & set(theirs)
+    assert [m.id for m in await s.search("bob", ["common", "word"])] == mine[:1:-1]
+    assert [m.id for m in await s.search("carol", ["common"], peer_key="alice")] == theirs[:1:-1]
+    # A group's newer matches count only for its members, and only inside it when asked so.
+    await s.create_group("g", "G", carol)
+    grouped = [(await s.store_group(carol, "g", f"common in g {i}")).message.id for i in range(4)]
+    assert [m.id for m in await s.search("bob", ["common"])] == [best, mine[4], mine[3]]
+    await s.join_group("g", bob)
+    assert [m.id for m in await s.search("bob", ["common"], group_key="g")] == grouped[:0:-1]
+    assert {m.id for m in await s.search("bob", ["common"])} == set(grouped[1:])  # the newest 3 now
+    assert [m.id for m in await s.search("bob", ["common"], peer_key="alice")] == [best, mine[4], mine[3]]
+    # Words with no letters or digits find nothing (never everything in scope).
+    assert await s.search("bob", ["!!!"]) == []
 
 
 async def test_sqlite_search_index_is_fed_at_commit_in_each_message_s_current_state(tmp_path: Path) -> None:

@@ -273,6 +273,11 @@ class Storage(ABC):
         """Messages the user may read that contain every word, best first. group_key / peer_key
         narrow it to one conversation."""
 
+    @abstractmethod
+    async def bulk_load(self, rows: list[tuple[str, str, str, str, str, str, str, str]]) -> None:
+        """Messages stored in bulk, delivered already (a benchmark's or an import's load):
+        (sender, sender_key, to_name, to_key, group_name, group_key, text, ts) each."""
+
     # groups (rooms). Every rule is main_server/rooms.py's, applied inside the operation's
     # transaction, so a change and the check that allowed it are one atomic step.
     @abstractmethod

@@ -284,9 +284,6 @@ FTS_CATCH_UP = ("UPDATE fts_state SET upto = (SELECT max(id) FROM messages) "
                 "WHERE upto < (SELECT max(id) FROM messages)")
 
 _STOP = object()
-# A search ranks the newest this many matches in the caller's conversations: all of them but for
-# the commonest words, whose older matches are not ranked (see docs/PERFORMANCE.md).
-SEARCH_CANDIDATES = 2000
 # A word's document frequency, for its weight, is counted up to this many matches and estimated
 # beyond from how far back its newest DF_SAMPLE matches reach.
 DF_SAMPLE = 1000
@@ -732,14 +729,14 @@ class SQLiteStorage(Storage):
             match = f"text : ({fts_words(words)}) AND scope : ({scope})"
             extra = ("AND m.group_key = '' AND ((m.sender_key = ? AND m.to_key = ?) OR (m.sender_key = ? AND "
                      "m.to_key = ?)) ", (user_key, peer_key, peer_key, user_key)) if peer_key else ("", ())
-            # The newest SEARCH_CANDIDATES matches inside the caller's conversations (FTS5 walks
-            # its postings newest first and stops there), the access check on those rows only,
+            # The newest SEARCH_CANDIDATES matches inside the caller's conversations (FTS5 walks its
+            # postings newest first and stops there), the access check on those rows only,
             # then BM25 here: a word found in most messages costs about what a rarer one does.
             rows = c.execute(
                 f"SELECT {', '.join('m.' + col for col in roomops.MSG_COLS.split(', '))} FROM ("
                 "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f "
-                f"JOIN messages m ON m.id = f.id WHERE {roomops.SEARCH_ACCESS} {extra[0]}",
-                (match, SEARCH_CANDIDATES, user_key, user_key, user_key, *extra[1])).fetchall()
+                f"JOIN messages m ON m.id = f.id {roomops.SEARCH_JOIN} WHERE {roomops.SEARCH_ACCESS} {extra[0]}",
+                (match, roomops.SEARCH_CANDIDATES, user_key, user_key, user_key, *extra[1])).fetchall()
             best = bm25_order(c, [_message(r) for r in rows], words)[:limit]
             return roomops.drive_sync(roomops.with_reactions(best), c)
 
