@@ -84,6 +84,22 @@ class BlobStore:
     def path(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / sha256
 
+    async def settled(self, now: float) -> list[str]:
+        """The stored contents written more than DISCARD_GRACE_S ago (what a sweep may weigh)."""
+
+        def walk() -> list[str]:
+            out = []
+            for shard in self.objects.iterdir():
+                for p in shard.iterdir():
+                    try:
+                        if now - p.stat().st_mtime >= DISCARD_GRACE_S:
+                            out.append(p.name)
+                    except FileNotFoundError:
+                        continue
+            return out
+
+        return await asyncio.to_thread(walk)
+
     async def discard(self, digests: list[str], now: float) -> int:
         """Removes stored contents no file refers to any more (a deleted group's). One written
         within the last DISCARD_GRACE_S stays: an upload of the same bytes may have just put it

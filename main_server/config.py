@@ -35,6 +35,7 @@ class MainConfig:
     log_format: str = "text"
     metrics_port: int = -1  # -1: no /metrics endpoint
     files_dir: str = ""  # default DATA_DIR/files; replicas share one (a shared mount)
+    file_sweep_s: float = 3600.0  # how often stored contents no file refers to are removed
     # ---- hardening (docs/SECURITY.md lists each limit and the threat it answers) ----
     login_max_failures: int = 10
     login_window_s: float = 300.0
@@ -86,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--log-format", default=d.log_format, choices=["text", "json"], help="log lines as text or JSON")
     p.add_option("--files-dir", default=d.files_dir,
                  help="file store (default DATA_DIR/files); main replicas must share one")
+    p.add_option("--file-sweep-s", default=d.file_sweep_s,
+                 help="remove stored file contents that no file refers to at start and this often (0 = never)")
     p.add_option("--metrics-port", default=d.metrics_port,
                  help="serve Prometheus /metrics on this port of --host (0 = any free port, -1 = off)")
     _add_hardening_options(p, d)
@@ -98,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
         realm_secret_file=a.realm_secret_file, session_ttl_s=a.session_ttl_s, argon2_time_cost=a.argon2_time_cost,
         argon2_memory_kib=a.argon2_memory_kib, hash_concurrency=a.hash_concurrency,
         grace_s=a.grace_s, log_level=a.log_level, log_format=a.log_format, metrics_port=a.metrics_port,
-        files_dir=a.files_dir,
+        files_dir=a.files_dir, file_sweep_s=a.file_sweep_s,
         **_hardening_values(p, a),
     )
 

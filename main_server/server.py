@@ -3,8 +3,11 @@ shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import grpc
@@ -32,6 +35,17 @@ from .storage.walcheck import WalLost
 
 log = logging.getLogger("main_server")
 CHAT_SERVICE = pb.DESCRIPTOR.services_by_name["Chat"].full_name
+
+
+async def sweep_files(service: ChatService, every_s: float) -> None:
+    """At start, then every every_s: the file store keeps only what files refer to."""
+    while True:
+        try:
+            if n := await service.sweep_files(time.time()):
+                log.info("removed %d stored file contents no file refers to", n)
+        except Exception:  # a sweep that fails is tried again next time; serving goes on
+            log.exception("sweeping the file store failed")
+        await asyncio.sleep(every_s)
 
 
 async def serve(config: MainConfig) -> None:
@@ -90,9 +104,15 @@ async def serve(config: MainConfig) -> None:
         serve_metrics(config.host, config.metrics_port, "main_server")
     log.info("data in %s", config.data_dir)
 
+    sweeper = asyncio.create_task(sweep_files(service, config.file_sweep_s)) if config.file_sweep_s > 0 else None
+
     await until_stopped()
 
     log.info("shutting down")
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await health_servicer.enter_graceful_shutdown()
     # End the event streams cleanly (realms see the end and reconnect elsewhere or later),
     # then let in-flight calls finish.

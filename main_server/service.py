@@ -906,6 +906,17 @@ class ChatService:
             log.exception("removing the files of deleted group %s failed", change.group.name)
         return change.group
 
+    async def sweep_files(self, now: float) -> int:
+        """Removes stored contents no file refers to: a deleted group's written in its last
+        minute, an upload's whose file was never recorded (main stopped or the commit failed
+        in between). Returns how many. A content must be unreferenced when storage is asked and
+        still older than the grace when removed: an upload of the same bytes renames it anew."""
+        settled = await self.blobs.settled(now)
+        if not settled:
+            return 0
+        referenced = await self.storage.file_digests()
+        return await self.blobs.discard([d for d in settled if d not in referenced], now)
+
     # ---- files -------------------------------------------------------------------------------
 
     async def check_upload(self, header: UploadSpec, caller: Caller, slots: bool = True

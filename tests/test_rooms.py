@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .stack import Stack
+from .hardutil import wait_until
+from .stack import Stack, start_stack
 from .textclient import TextClient, login
 
 Names = Callable[[str], str]
@@ -405,3 +406,45 @@ async def test_a_deleted_group_takes_its_files_off_the_disk(stack: Stack, uname:
     assert not stored(only).exists()
     assert stored(shared).exists() and stored(young).exists()
     assert (await download(cb, private["id"]))[1] == shared
+
+
+async def test_the_file_store_sweep_removes_contents_no_file_refers_to(tmp_path: Path, uname: Names) -> None:
+    """Main sweeps its file store at start and every --file-sweep-s: a content no file refers to
+    goes once it is older than the grace (a deleted group's file written in its last minute, an
+    upload whose file was never recorded); one a file refers to, or a young one, stays."""
+    s = start_stack(tmp_path / "data", main_extra=("--file-sweep-s", "0.2"))
+    try:
+        owner, bob, g = uname("so"), uname("sb"), uname("sg")
+        co = await login(*s.realm("alpha"), owner)
+        cb = await login(*s.realm("beta"), bob)
+        await co.ok(f"creategroup {g}")
+        objects = s.data_dir / "files" / "objects"
+
+        def stored(data: bytes) -> Path:
+            digest = hashlib.sha256(data).hexdigest()
+            return objects / digest[:2] / digest
+
+        def age(p: Path) -> None:
+            an_hour_ago = time.time() - 3600
+            os.utime(p, (an_hour_ago, an_hour_ago))
+
+        late, kept = (f"{kind} {g}".encode() * 100 for kind in ("late", "kept"))
+        assert (await send_file(co, f"#{g}", "late.bin", late))["status"] == "OK"
+        sent = await send_file(co, bob, "kept.bin", kept)
+        await co.ok(f"deletegroup {g}")
+        stray = stored(b"an upload whose file was never recorded " + g.encode())
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"stray")
+        young = stored(b"an upload about to be recorded " + g.encode())
+        young.parent.mkdir(parents=True, exist_ok=True)
+        young.write_bytes(b"young")
+        await asyncio.sleep(1.0)  # several sweeps: all four are within the grace, so all stay
+        assert all(p.exists() for p in (stored(late), stored(kept), stray, young))
+        for p in (stored(late), stored(kept), stray):
+            age(p)
+        await wait_until(lambda: not stored(late).exists() and not stray.exists(), 30, "the sweep")
+        assert stored(kept).exists() and young.exists()
+        assert (await download(cb, sent["id"]))[1] == kept
+        assert "stored file contents no file refers to" in s.main.log()
+    finally:
+        s.stop()

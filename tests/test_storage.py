@@ -319,6 +319,18 @@ async def test_files(store: Storage) -> None:
     await store.mark_downloaded(999_999, "bob")  # unknown: nothing happens
 
 
+async def test_file_digests_are_the_contents_files_refer_to(store: Storage) -> None:
+    alice, bob = await users(store, "Alice", "Bob")
+    assert await store.file_digests() == set()
+    await store.add_file(alice, bob, "a.txt", 1, "aa" * 32)
+    await store.add_file(alice, bob, "again.txt", 1, "aa" * 32)
+    await store.create_group("g", "G", alice)
+    await store.add_group_file(alice, "g", "g.txt", 1, "bb" * 32)
+    assert await store.file_digests() == {"aa" * 32, "bb" * 32}
+    await store.delete_group("g", alice)
+    assert await store.file_digests() == {"aa" * 32}
+
+
 # ---- concurrency (trivial for SQLite's single writer; real for PostgreSQL's pool) --------------
 
 

@@ -361,6 +361,10 @@ class Storage(ABC):
     async def get_file(self, file_id: int) -> FileRecord | None: ...
 
     @abstractmethod
+    async def file_digests(self) -> set[str]:
+        """The contents (sha256) that stored files refer to: the file store keeps these."""
+
+    @abstractmethod
     async def open_file(self, file_id: int, user_key: str) -> FileRecord:
         """The file if the user may download it (its recipient; for a group file, by the
         group's rules), else NotFound / PermissionDenied."""

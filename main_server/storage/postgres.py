@@ -1114,6 +1114,9 @@ class PostgresStorage(Storage):
 
         return await self._auto(op)
 
+    async def file_digests(self) -> set[str]:
+        return {r[0] for r in await self._auto(lambda c: c.fetch("SELECT DISTINCT sha256 FROM files"))}
+
     async def get_file(self, file_id: int) -> FileRecord | None:
         async def op(c: asyncpg.Connection) -> FileRecord | None:
             r = await c.fetchrow(f"SELECT {_FILE_COLS} FROM files WHERE id=$1", file_id)

@@ -878,6 +878,9 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
+    async def file_digests(self) -> set[str]:
+        return await self._read(lambda c: {r[0] for r in c.execute("SELECT DISTINCT sha256 FROM files")})
+
     async def get_file(self, file_id: int) -> FileRecord | None:
         def op(c: sqlite3.Connection) -> FileRecord | None:
             r = c.execute(f"SELECT {roomops.FILE_COLS} FROM files WHERE id=?", (file_id,)).fetchone()
