@@ -256,6 +256,21 @@ async def test_whole_chat_flow_at_phone_size(
         assert await on_screen(b, logout, PHONE), await box(b, logout)
         await b.wait_text("online · realm alpha")
 
+        # Read receipts: an icon on a phone (the switch's label does not fit); it turns them off
+        # for the account, and back on.
+        icon = await b.wait_text("Read receipts on", 20)
+        assert await on_screen(b, icon, PHONE), await box(b, icon)
+        await b.click(icon)
+        await b.wait_text("Read receipts off", 20)
+        eve_client = await login(*stack.realm("beta"), eve, PW, register=False)
+        try:
+            assert (await eve_client.ok("receipts"))["receipts"] == "off"
+            await b.click(await b.wait_text("Read receipts off"))
+            await b.wait_text("Read receipts on", 20)
+            assert (await eve_client.ok("receipts"))["receipts"] == "on"
+        finally:
+            await eve_client.close()
+
         # Start a private chat: the conversation replaces the list, the message box has focus.
         await b.click(await b.wait_text("Chat", role="button"))
         await b.fill("User name", fay)

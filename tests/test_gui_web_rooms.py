@@ -87,7 +87,7 @@ async def test_private_group_invite_topic_and_kick_in_the_browser(
         # ---- kick bob from the panel: his client hears it, the panel drops him -------------------
         await b.click(await b.wait_text(f"Kick {bob}", role="button"))
         await b.fill("Reason (optional)", "wrong room")
-        await b.click(await b.wait_text("Kick", role="button"))
+        await b.click(await b.wait_text(re.compile(r"^Kick$"), role="button"))
         ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "kick")
         assert ev["user"] == bob and ev["by"] == alice and ev["group"].lower() == g.lower(), ev
         await b.wait_text(re.compile(rf"{re.escape(bob)} was kicked by you: wrong room"), 20)
@@ -147,7 +147,7 @@ async def test_group_key_ban_unban_and_delete_in_the_browser(
 
         # ---- ban, then Unban…: bob may join again -------------------------------------------------
         await b.click(await b.wait_text(f"Ban {bob}", role="button"))
-        await b.click(await b.wait_text("Ban", role="button"))
+        await b.click(await b.wait_text(re.compile(r"^Ban$"), role="button"))  # the dialog's, not "Ban USER"
         ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "ban")
         assert ev["user"] == bob and ev["by"] == alice, ev
         r = await bob_client.cmd(f"joingroup {g} sesame")
@@ -209,7 +209,7 @@ async def test_banned_section_lists_bans_and_unbans_in_the_browser(
         # ---- ban bob from his row: the Banned section lists him, by you, with the reason -----------
         await b.click(await b.wait_text(f"Ban {bob}", role="button"))
         await b.fill("Reason (optional)", "flooding")
-        await b.click(await b.wait_text("Ban", role="button"))
+        await b.click(await b.wait_text(re.compile(r"^Ban$"), role="button"))  # the dialog's, not "Ban USER"
         ev = await event_where(bob_client, lambda e: e.get("event") == "member" and e.get("action") == "ban")
         assert ev["user"] == bob and ev["by"] == alice and ev["reason"] == "flooding", ev
         await b.wait_text("BANNED (1)", 20)
@@ -240,13 +240,28 @@ async def test_banned_section_lists_bans_and_unbans_in_the_browser(
 async def test_browse_and_join_a_group_and_read_receipts_in_the_browser(
         stack: Stack, browser: Browser, uname: Callable[[str], str]) -> None:
     """A user finds a public group in Browse groups (a plain word matches inside names) and joins
-    it with its Join button; then Read receipts: on, the sender sees `seen`; off, nothing."""
-    alice, bob, g = uname("alice"), uname("bob"), uname("lounge")
+    it with its Join button; a group that refuses them says why in the dialog, which stays open.
+    Then Read receipts: on, the sender sees `seen`; off, nothing."""
+    alice, bob, g, shut = uname("alice"), uname("bob"), uname("lounge"), uname("shut")
     b = browser
     bob_client = await login(*stack.realm("beta"), bob)
     try:
         await bob_client.ok(f"creategroup {g}")
+        await bob_client.ok(f"creategroup {shut}")
         await register_in_browser(b, alice)
+        await bob_client.ok(f"ban {shut} {alice} not here")
+
+        # ---- a refusal shows in the dialog, which stays open -------------------------------------
+        await b.click(await b.wait_text("Browse groups", 20, role="button"))
+        await b.wait_text(re.compile(r"^\d+ groups?$"), 20)
+        await b.fill("Find groups", shut)
+        await b.press_enter()
+        await b.wait_text(re.compile(r"^1 group$"), 20)
+        await b.click(await b.wait_text(re.compile(rf"^Join {re.escape(shut)}"), 10, role="button"))
+        await b.wait_text(re.compile(rf"^#{re.escape(shut)}: you are banned from"), 20)
+        await b.wait_text(re.compile(rf"^Join {re.escape(shut)}"), 5, role="button")  # still open
+        await b.click(await b.wait_text("Close", 10, role="button"))
+        await wait_for(lambda: _absent(b, "Find groups"), 10, "the dialog to close")
 
         # ---- browse: a part of the name finds it; Join opens the conversation -------------------
         await b.click(await b.wait_text("Browse groups", 20, role="button"))
