@@ -319,6 +319,23 @@ async def test_files(store: Storage) -> None:
     await store.mark_downloaded(999_999, "bob")  # unknown: nothing happens
 
 
+async def test_bulk_load_stores_delivered_searchable_history(store: Storage) -> None:
+    """A bulk load (the search benchmark's): history and search see the rows, nobody has them
+    waiting, and the private conversation is listed."""
+    alice, _bob = await users(store, "Alice", "Bob")
+    await store.create_group("g", "G", alice)
+    ts = "2026-12-01T00:00:00.000Z"
+    await store.bulk_load([("Alice", "alice", "Bob", "bob", "", "", "loaded okapi", ts),
+                           ("Alice", "alice", "", "", "G", "g", "loaded zebra", ts)])
+    assert [m.text for m in await store.history_private("bob", "alice", 10)] == ["loaded okapi"]
+    assert [m.text for m in await store.search("bob", ["okapi"])] == ["loaded okapi"]
+    assert [m.text for m in await store.search("alice", ["zebra"], group_key="g")] == ["loaded zebra"]
+    assert await store.search("bob", ["zebra"]) == []  # not a member of g
+    assert await store.peek_pending("bob", 10) == []
+    convs = await store.conversations("bob")
+    assert [(c.peer_key, c.last.text if c.last else None) for c in convs] == [("alice", "loaded okapi")]
+
+
 async def test_file_digests_are_the_contents_files_refer_to(store: Storage) -> None:
     alice, bob = await users(store, "Alice", "Bob")
     assert await store.file_digests() == set()
