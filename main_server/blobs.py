@@ -90,6 +90,8 @@ class BlobStore:
         def walk() -> list[str]:
             out = []
             for shard in self.objects.iterdir():
+                if not shard.is_dir():
+                    continue
                 for p in shard.iterdir():
                     try:
                         if now - p.stat().st_mtime >= DISCARD_GRACE_S:
