@@ -16,7 +16,7 @@ import pytest
 
 from .gui_driver import Browser, wait_for
 from .stack import ROOT, Stack
-from .test_gui_web_e2e import register_in_browser
+from .test_gui_web_e2e import create_group_in_browser, register_in_browser
 from .textclient import TextClient, login
 
 # One browser at a time: two Chromiums with their stacks on two cores starve each other.
@@ -51,11 +51,7 @@ async def test_private_group_invite_topic_and_kick_in_the_browser(
         await register_in_browser(b, alice)
 
         # ---- a private group through the dialog -------------------------------------------------
-        await b.click(await b.wait_text("New group", role="button"))
-        await b.fill("Group name", g)
-        await b.click(await b.wait_text(re.compile(r"^Private"), role="checkbox"))
-        await b.click(await b.wait_text("Create group", role="button"))
-        await b.wait_text(re.compile(r"^group · 1 member · you are owner · private"), 20)
+        await create_group_in_browser(b, g, private=True)
         # The members panel beside the conversation: the owner, online on alpha.
         await b.wait_text("Members (1)", 20)
         await b.wait_text(f"#{g} · 1 online", 20)
@@ -126,11 +122,7 @@ async def test_group_key_ban_unban_and_delete_in_the_browser(
     carol_client = await login(*stack.realm("alpha"), carol)
     try:
         await register_in_browser(b, alice)
-        await b.click(await b.wait_text("New group", role="button"))
-        await b.fill("Group name", g)
-        await b.click(await b.wait_text(re.compile(r"^Private"), role="checkbox"))
-        await b.click(await b.wait_text("Create group", role="button"))
-        await b.wait_text(re.compile(r"^group · 1 member · you are owner · private"), 20)
+        await create_group_in_browser(b, g, private=True)
 
         # ---- the key: a word with a space is refused in place, then one is set -------------------
         await b.click(await b.wait_text("Group key…", 20, role="button"))
@@ -196,10 +188,7 @@ async def test_banned_section_lists_bans_and_unbans_in_the_browser(
     carol_client = await login(*stack.realm("alpha"), carol)
     try:
         await register_in_browser(b, alice)
-        await b.click(await b.wait_text("New group", role="button"))
-        await b.fill("Group name", g)
-        await b.click(await b.wait_text("Create group", role="button"))
-        await b.wait_text(re.compile(r"^group · 1 member · you are owner"), 20)
+        await create_group_in_browser(b, g)
         await bob_client.ok(f"joingroup {g}")
         await carol_client.ok(f"joingroup {g}")
         await b.wait_text(re.compile(rf"^online {re.escape(bob)}\s+member · online on beta"), 30)
