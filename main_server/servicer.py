@@ -39,8 +39,8 @@ from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
 from .service import Caller, ChatService, Page, UploadSpec, file_pb, message_pb
 from .storage.base import RoomChange
 
-# A relayed call runs as the loop's current task without being an asyncio.Task (see _Running).
-_current_tasks = asyncio.tasks._current_tasks
+# A relayed call runs as the loop's current task without being an asyncio.Task (see _Running):
+# the two hooks asyncio's own eager tasks use (no public API sets the current task).
 _enter_task, _leave_task = asyncio.tasks._enter_task, asyncio.tasks._leave_task
 
 log = logging.getLogger(__name__)
@@ -662,7 +662,7 @@ class _Running:
     def step(self, _fut: Any = None) -> None:
         self.waiting = None
         loop = self.stream.loop
-        outer = _current_tasks.get(loop)  # the Relay reader, for a call's first step
+        outer = asyncio.current_task(loop)  # the Relay reader, for a call's first step
         if outer is not None:
             _leave_task(loop, outer)
         _enter_task(loop, self)
