@@ -38,3 +38,19 @@ def test_bench_quick_runs_every_workload_without_loss(tmp_path: Path) -> None:
     for r in contended:
         assert r["extra"]["logged_in"] == r["extra"]["clients"] > 0, r
     assert "| workload" in proc.stdout  # the table was printed
+
+
+@pytest.mark.timeout(300)
+def test_bench_search_runs_on_postgres(tmp_path: Path) -> None:
+    """Workload 9 on the PostgreSQL engine: the history goes in by COPY while main is stopped,
+    main comes back, and every search is answered."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--db", "postgres", "--workloads", "9",
+                           "--json", str(out), "--data-dir", str(tmp_path), "--results-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["workload"] for r in rows] == ["9"], rows
+    r = rows[0]
+    assert r["errors"] == 0 and r["extra"]["delivered"] == r["extra"]["expected_deliveries"] > 0, r
+    assert r["extra"]["messages"] > 0 and r["extra"]["results"] > 0, r
