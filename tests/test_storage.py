@@ -469,6 +469,17 @@ async def test_postgres_newer_schema_is_refused(pg_cluster: PgCluster, pg_url: s
         await PostgresStorage(pg_url).open()
 
 
+async def test_postgres_migrations_leave_the_planner_s_statistics_alone(pg_cluster: PgCluster, pg_url: str) -> None:
+    """A migration that ran ANALYZE on a new database told the planner its tables stay empty:
+    as messages grew, group sends on PostgreSQL fell from about 600/s to 130/s."""
+    s = PostgresStorage(pg_url)
+    await s.open()
+    await s.close()
+    analyzed = pg_cluster.psql("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL",
+                               pg_url.rsplit("/", 1)[1])
+    assert analyzed.strip() == "", analyzed
+
+
 # ---- PostgreSQL connection trouble: typed errors, not driver exceptions ------------------------
 
 
