@@ -597,7 +597,8 @@ class ChatService:
             targets = [key] if key != me else []
             e = pb.TypingEvent(user=caller.session.user_name, peer=caller.session.user_name)
         else:
-            g, members = await self.storage.members(key, me)
+            roll = await self.storage.members(key, me)
+            g, members = roll.group, roll.members
             if me not in {m.key for m in members}:
                 raise PermissionDenied(f"you are not a member of {g.name!r}: joingroup first")
             targets = [m.key for m in members if m.key != me]
@@ -862,17 +863,12 @@ class ChatService:
         return change
 
     async def members(self, caller: Caller, group: str) -> Roster:
-        gkey, me = self._group_key(group), caller.session.user_key
-        _, members = await self.storage.members(gkey, me)
+        roll = await self.storage.members(self._group_key(group), caller.session.user_key, rooms.BANS_SHOWN_MAX)
         where: dict[str, str] = {}
         for name, realm in self.who():  # sorted: a user on several realms shows the first
             where.setdefault(name_key(name), realm)
-        banned = None
-        # Storage decides again in its own read; asking only a moderator spares everyone else's
-        # `members` a second round trip.
-        if rooms.sees_bans(rooms.Standing(next((m.role for m in members if m.key == me), ""))):
-            banned = await self.storage.bans(gkey, me, rooms.BANS_SHOWN_MAX)
-        return Roster([MemberView(m.name, m.role, m.key in where, where.get(m.key, "")) for m in members], banned)
+        return Roster([MemberView(m.name, m.role, m.key in where, where.get(m.key, "")) for m in roll.members],
+                      roll.banned)
 
     async def topic(self, caller: Caller, group: str, text: str | None) -> GroupRecord:
         gkey = self._group_key(group)
@@ -890,7 +886,8 @@ class ChatService:
             if len(key) > GROUP_KEY_MAX or any(c.isspace() or c == "\x00" for c in key):
                 raise InvalidArgument(f"a group key is 1-{GROUP_KEY_MAX} characters without spaces")
             # Refused before the (slow) hash when the caller may not set it; storage checks again.
-            g, members = await self.storage.members(gkey, caller.session.user_key)
+            roll = await self.storage.members(gkey, caller.session.user_key)
+            g, members = roll.group, roll.members
             role = next((m.role for m in members if m.key == caller.session.user_key), "")
             rooms.check_moderator(g, rooms.Standing(role), "set the key")
             key_hash = await self.hasher.hash(key)

@@ -683,7 +683,7 @@ async def test_room_moderation(store: Storage) -> None:
     assert m.id not in [x.id for x in await store.peek_pending("mem", 10)]
     banned = await store.ban("g", adm, "mem", "again")
     assert "mem" in banned.members
-    assert [(x.name, x.role) for x in (await store.members("g", "mem"))[1]] == [
+    assert [(x.name, x.role) for x in (await store.members("g", "mem")).members] == [
         ("Owner", "owner"), ("Adm", "admin"), ("Other", "admin")]
     with pytest.raises(PermissionDenied):
         await store.leave_group("g", owner)  # the owner cannot leave
@@ -704,7 +704,7 @@ async def test_room_topic_members_and_visibility(store: Storage) -> None:
                  store.member_group("p", "out")):
         with pytest.raises(PermissionDenied):
             await call
-    assert [x.name for x in (await store.members("pub", "out"))[1]] == ["Owner"]  # public: anyone sees
+    assert [x.name for x in (await store.members("pub", "out")).members] == ["Owner"]  # public: anyone sees
     with pytest.raises(NotFound):
         await store.room("nope", "out")
 
@@ -717,32 +717,36 @@ async def test_bans_are_listed_to_owner_and_admins_only(store: Storage) -> None:
     for u in (adm, mem):
         await store.join_group("g", u)
     await store.set_role("g", owner, "adm", "admin")
-    assert await store.bans("g", "owner", 10) == []
+    assert (await store.members("g", "owner", 10)).banned == []
     await store.ban("g", owner, "x", "spam")
     await asyncio.sleep(0.01)  # distinct ban times (milliseconds): the list is newest first
     await store.ban("g", adm, "y")
     await asyncio.sleep(0.01)
     await store.ban("g", owner, "z", "flood")
     await store.ban("h", owner, "mem", "other group")
-    listed = await store.bans("g", "owner", 10)
+    listed = (await store.members("g", "owner", 10)).banned
     assert listed is not None
     assert [(b.user, b.by, b.reason) for b in listed] == [("Z", "Owner", "flood"), ("Y", "Adm", ""),
                                                           ("X", "Owner", "spam")]
     assert all(TS_RE.match(b.ts) for b in listed), listed
     assert listed[0].ts > listed[1].ts > listed[2].ts
-    assert await store.bans("g", "adm", 10) == listed
-    assert [b.user for b in await store.bans("g", "owner", 2) or []] == ["Z", "Y"]  # capped: the newest
+    roll = await store.members("g", "owner", 10)  # the members come with the bans, in one read
+    assert [(m.name, m.role) for m in roll.members] == [("Owner", "owner"), ("Adm", "admin"), ("Mem", "member")]
+    assert roll.group.name == "G"
+    assert (await store.members("g", "owner")).banned is None  # not asked for
+    assert (await store.members("g", "adm", 10)).banned == listed
+    assert [b.user for b in (await store.members("g", "owner", 2)).banned or []] == ["Z", "Y"]  # capped: the newest
     # A member, a banned user and a stranger are not told who is banned.
     for k in ("mem", "x", "nobody"):
-        assert await store.bans("g", k, 10) is None
+        assert (await store.members("g", k, 10)).banned is None
     await store.unban("g", adm, "y")
-    assert [b.user for b in await store.bans("g", "owner", 10) or []] == ["Z", "X"]
+    assert [b.user for b in (await store.members("g", "owner", 10)).banned or []] == ["Z", "X"]
     await store.unban("g", owner, "x")
     await store.unban("g", owner, "z")
-    assert await store.bans("g", "owner", 10) == []
-    assert [b.user for b in await store.bans("h", "owner", 10) or []] == ["Mem"]
+    assert (await store.members("g", "owner", 10)).banned == []
+    assert [b.user for b in (await store.members("h", "owner", 10)).banned or []] == ["Mem"]
     with pytest.raises(NotFound):
-        await store.bans("nope", "owner", 10)
+        await store.members("nope", "owner", 10)
 
 
 async def test_private_history_starts_at_the_join(store: Storage) -> None:
@@ -911,7 +915,7 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
             assert isinstance(s, PostgresStorage) and await s.schema_version() == len(PG_MIGRATIONS)
         team = await s.get_group("team")
         assert team is not None and (team.name, team.mode, team.topic, team.key_hash) == ("Team", "public", "", "")
-        roles = [(m.name, m.role) for m in (await s.members("team", "carol"))[1]]
+        roles = [(m.name, m.role) for m in (await s.members("team", "carol")).members]
         assert roles == [("Alice", "owner"), ("Bob", "member")]
         # Every message is there, for old members and for newcomers alike (public history).
         assert await s.history_group("bob", "team", 10) == sent[:3]
@@ -926,7 +930,7 @@ async def test_upgrade_keeps_groups_public_with_their_creator_as_owner(
         marked = (private[0].id, sent[1].id)
         assert [m.id for m in await s.peek_pending("bob", 10)] == [i for i in waiting if i not in marked]
         # A creator who had left is the owner again: every group has one.
-        roles = [(m.name, m.role) for m in (await s.members("left", "bob"))[1]]
+        roles = [(m.name, m.role) for m in (await s.members("left", "bob")).members]
         assert roles == [("Carol", "owner"), ("Bob", "member")]
         assert await s.history_group("carol", "left", 10) == [sent[3]]
         await s.set_topic("left", carol, "mine again")

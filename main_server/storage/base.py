@@ -114,6 +114,16 @@ class BanRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Roll:
+    """A group's members, best role first, and its bans when the reader may see them (None
+    when not asked for or not allowed): one consistent read."""
+
+    group: GroupRecord
+    members: list[MemberInfo]
+    banned: list[BanRecord] | None
+
+
+@dataclass(frozen=True, slots=True)
 class RoomChange:
     """What a room operation did: to whom (`user`, its key and role afterwards), and the
     members who hear of it (keys, read in the same transaction). changed=False: nothing
@@ -332,12 +342,9 @@ class Storage(ABC):
         """The group if the user is a member (PermissionDenied otherwise)."""
 
     @abstractmethod
-    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]: ...
-
-    @abstractmethod
-    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
-        """The group's bans, newest first, at most limit; None when the user may not see them
-        (only its owner and admins may)."""
+    async def members(self, key: str, user_key: str, bans: int = 0) -> Roll:
+        """The group's members as the user may see them; with bans > 0, its newest bans (at most
+        that many) when the user is its owner or an admin, read in the same transaction."""
 
     @abstractmethod
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:

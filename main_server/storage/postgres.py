@@ -38,15 +38,14 @@ from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, Permissio
 
 from . import convops, roomops
 from .base import (
-    BanRecord,
     ConversationRecord,
     FileRecord,
     GroupInfo,
     GroupRecord,
-    MemberInfo,
     MessageChange,
     MessageRecord,
     ReadMark,
+    Roll,
     RoomChange,
     RoomInfo,
     SessionRecord,
@@ -1055,13 +1054,13 @@ class PostgresStorage(Storage):
         _no_nul(key)
         return await self._read_room(roomops.check_member(key, user_key))
 
-    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
+    async def members(self, key: str, user_key: str, bans: int = 0) -> Roll:
         _no_nul(key)
-        return await self._read_room(roomops.members(key, user_key))
-
-    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
-        _no_nul(key)
-        return await self._read_room(roomops.bans(key, user_key, limit))
+        if bans <= 0:
+            return await self._read_room(roomops.members(key, user_key))
+        # One snapshot: the bans are shown by the role the same read lists.
+        return await self._tx(lambda c: roomops.drive_async(roomops.members(key, user_key, bans), c),
+                              begin="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         _no_nul(like)

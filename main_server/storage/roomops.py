@@ -31,6 +31,7 @@ from .base import (
     MemberInfo,
     MessageChange,
     MessageRecord,
+    Roll,
     RoomChange,
     RoomInfo,
     User,
@@ -290,25 +291,24 @@ def room(key: str, user_key: str) -> Op[GroupRecord]:
     return g
 
 
-def members(key: str, user_key: str) -> Op[tuple[GroupRecord, list[MemberInfo]]]:
+def members(key: str, user_key: str, bans: int = 0) -> Op[Roll]:
+    """The group's members, best role first; with bans > 0, its newest bans too (at most that
+    many) when the user may see them, in the same read as the members and the user's role."""
     g = yield from group(key)
-    rooms.can_see(g, (yield from standing(key, user_key)))
+    me = yield from standing(key, user_key)
+    rooms.can_see(g, me)
     rows = yield ("all", "SELECT m.user_key, u.name, m.role FROM members m JOIN users u ON u.key = m.user_key "
                          "WHERE m.group_key=?", (key,))
-    out = [MemberInfo(r["user_key"], r["name"], r["role"]) for r in rows]
-    return g, sorted(out, key=lambda m: (-rooms.RANK.get(m.role, 0), m.key))
-
-
-def bans(key: str, user_key: str, limit: int) -> Op[list[BanRecord] | None]:
-    g = yield from group(key)
-    if not rooms.sees_bans((yield from standing(key, user_key))):
-        return None
+    out = sorted((MemberInfo(r["user_key"], r["name"], r["role"]) for r in rows),
+                 key=lambda m: (-rooms.RANK.get(m.role, 0), m.key))
+    if bans <= 0 or not rooms.sees_bans(me):
+        return Roll(g, out, None)
     # by_key has no foreign key: the LEFT JOIN lists the ban whatever it holds.
     rows = yield ("all", "SELECT u.name AS user_name, COALESCE(a.name, b.by_key) AS by_name, b.reason, b.ts "
                          "FROM group_bans b JOIN users u ON u.key = b.user_key "
                          "LEFT JOIN users a ON a.key = b.by_key "
-                         "WHERE b.group_key=? ORDER BY b.ts DESC, b.user_key LIMIT ?", (g.key, limit))
-    return [BanRecord(r["user_name"], r["by_name"], r["reason"], r["ts"]) for r in rows]
+                         "WHERE b.group_key=? ORDER BY b.ts DESC, b.user_key LIMIT ?", (g.key, bans))
+    return Roll(g, out, [BanRecord(r["user_name"], r["by_name"], r["reason"], r["ts"]) for r in rows])
 
 
 def browse(user_key: str, like: str, collate: str = "") -> Op[list[RoomInfo]]:

@@ -27,15 +27,14 @@ from realmchat.errors import AlreadyExists, ChatError, NotFound, PermissionDenie
 from ..metrics import COMMIT_OPS, COMMIT_SECONDS
 from . import convops, roomops
 from .base import (
-    BanRecord,
     ConversationRecord,
     FileRecord,
     GroupInfo,
     GroupRecord,
-    MemberInfo,
     MessageChange,
     MessageRecord,
     ReadMark,
+    Roll,
     RoomChange,
     RoomInfo,
     SessionRecord,
@@ -827,11 +826,8 @@ class SQLiteStorage(Storage):
     async def member_group(self, key: str, user_key: str) -> GroupRecord:
         return await self._room(roomops.check_member(key, user_key))
 
-    async def members(self, key: str, user_key: str) -> tuple[GroupRecord, list[MemberInfo]]:
-        return await self._room(roomops.members(key, user_key))
-
-    async def bans(self, key: str, user_key: str, limit: int) -> list[BanRecord] | None:
-        return await self._room(roomops.bans(key, user_key, limit))
+    async def members(self, key: str, user_key: str, bans: int = 0) -> Roll:
+        return await self._room(roomops.members(key, user_key, bans))
 
     async def browse_groups(self, user_key: str, like: str) -> list[RoomInfo]:
         return await self._room(roomops.browse(user_key, like))
