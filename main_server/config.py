@@ -56,6 +56,7 @@ class MainConfig:
     upload_stall_s: float = 60.0
     max_uploads_per_user: int = 4
     max_uploads: int = 64
+    groups_per_user: int = 1000
     allow_wal_loss: bool = False
 
 
@@ -136,6 +137,8 @@ def _add_hardening_options(p: EnvArgumentParser, d: MainConfig) -> None:
     p.add_option("--max-uploads-per-user", default=d.max_uploads_per_user,
                  help="uploads one user may run at once (0 = no limit)")
     p.add_option("--max-uploads", default=d.max_uploads, help="uploads running at once in all (0 = no limit)")
+    p.add_option("--groups-per-user", default=d.groups_per_user,
+                 help="groups one user may be a member of, created or joined (0 = no limit)")
     p.add_option("--allow-wal-loss", default=d.allow_wal_loss,
                  help="start even though the SQLite write-ahead log of an unclean shutdown is missing or damaged")
     p.add_option("--tls-cert", default=d.tls_cert, help="PEM certificate (chain): serve gRPC over TLS")
@@ -153,5 +156,5 @@ def _hardening_values(p: EnvArgumentParser, a: argparse.Namespace) -> dict[str, 
     names = ("login_max_failures", "login_window_s", "min_free_bytes", "keepalive_time_s", "keepalive_timeout_s",
              "tls_cert", "tls_key", "tls_ca", "hash_queue", "peer_login_attempts", "peer_login_window_s",
              "trusted_nets", "bad_token_limit", "bad_token_window_s", "upload_stall_s", "max_uploads_per_user",
-             "max_uploads", "allow_wal_loss", "group_key_attempts", "group_key_window_s")
+             "max_uploads", "groups_per_user", "allow_wal_loss", "group_key_attempts", "group_key_window_s")
     return {n: getattr(a, n) for n in names}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from realmchat.errors import InvalidArgument, NotFound, PermissionDenied
+from realmchat.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from realmchat.names import NAME_MAX, name_key
 
 from .storage.base import GroupRecord
@@ -66,6 +66,12 @@ def can_see(group: GroupRecord, me: Standing) -> None:
     """Members, topic: a private group shows a non-member nothing but its name."""
     if group.mode == PRIVATE and not me.member:
         raise PermissionDenied(f"{group.name!r} is a private group: only its members see it")
+
+
+def check_group_count(count: int, most: int) -> None:
+    """One more membership for a user who has count: within the server's limit (0 = none)."""
+    if most and count >= most:
+        raise ResourceExhausted(f"you are a member of {count} groups, the most one user may be: leave one first")
 
 
 def sees_bans(me: Standing) -> bool:

@@ -794,7 +794,8 @@ class ChatService:
 
     async def create_group(self, caller: Caller, group: str, mode: str = "") -> GroupRecord:
         check_name(group, "group")
-        return await self.storage.create_group(name_key(group), group, caller.user, rooms.check_mode(mode))
+        return await self.storage.create_group(name_key(group), group, caller.user, rooms.check_mode(mode),
+                                               self.config.groups_per_user)
 
     async def join_group(self, caller: Caller, group: str, key: str = "") -> GroupRecord:
         gkey = self._group_key(group)
@@ -810,7 +811,7 @@ class ChatService:
                 if right:
                     verified = g.key_hash
                     self.group_keys.succeeded(user, gkey)
-        change = await self.storage.join_group(gkey, caller.user, verified)
+        change = await self.storage.join_group(gkey, caller.user, verified, self.config.groups_per_user)
         if change.changed:
             self._member_event(caller, change, "join", change.members)
         return change.group

@@ -448,3 +448,29 @@ async def test_the_file_store_sweep_removes_contents_no_file_refers_to(tmp_path:
         assert "stored file contents no file refers to" in s.main.log()
     finally:
         s.stop()
+
+
+async def test_a_user_joins_so_many_groups_at_most(tmp_path: Path, uname: Names) -> None:
+    """--groups-per-user bounds the groups one user is a member of, created or joined; leaving
+    one makes room."""
+    s = start_stack(tmp_path / "data", main_extra=("--groups-per-user", "2"))
+    try:
+        u, other = uname("gu"), uname("go")
+        a, b, c = uname("ga"), uname("gb"), uname("gc")
+        cu = await login(*s.realm("alpha"), u)
+        co = await login(*s.realm("beta"), other)
+        await cu.ok(f"creategroup {a}")
+        await co.ok(f"creategroup {b}")
+        await co.ok(f"creategroup {c}")
+        await cu.ok(f"joingroup {b}")
+        refused = await cu.err(f"joingroup {c}", "RESOURCE_EXHAUSTED")
+        assert "member of 2 groups" in refused["message"] and "leave one" in refused["message"]
+        await cu.err(f"creategroup {uname('gd')}", "RESOURCE_EXHAUSTED")
+        assert sorted(g["group"] for g in (await cu.ok("groups"))["groups"]) == sorted([a, b])
+        await cu.ok(f"leavegroup {b}")
+        assert (await cu.ok(f"joingroup {c}"))["group"] == c
+        await co.err(f"joingroup {a}", "RESOURCE_EXHAUSTED")  # the owner of two is full too
+        third = await login(*s.realm("beta"), uname("gt"))
+        await third.ok(f"joingroup {a}")  # the limit is per user, not per group
+    finally:
+        s.stop()

@@ -19,7 +19,7 @@ from main_server.storage.postgres import MIGRATIONS as PG_MIGRATIONS
 from main_server.storage.postgres import PostgresStorage, redact, split_pool_options
 from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from main_server.storage.sqlite import SQLiteStorage
-from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
+from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 
 from .pg import PgCluster, PgSetupError, find_bin_dir
 from .stack import start_stack
@@ -747,6 +747,32 @@ async def test_bans_are_listed_to_owner_and_admins_only(store: Storage) -> None:
     assert [b.user for b in (await store.members("h", "owner", 10)).banned or []] == ["Mem"]
     with pytest.raises(NotFound):
         await store.members("nope", "owner", 10)
+
+
+async def test_a_user_is_a_member_of_so_many_groups_at_most(store: Storage) -> None:
+    owner, bob, carol = await users(store, "Owner", "Bob", "Carol")
+    for k in ("a", "b"):
+        await store.create_group(k, k.upper(), owner)
+    await store.create_group("mine", "Mine", bob, most=2)  # created: the owner is a member
+    await store.join_group("a", bob, most=2)
+    with pytest.raises(ResourceExhausted, match="member of 2 groups"):
+        await store.join_group("b", bob, most=2)
+    with pytest.raises(ResourceExhausted, match="member of 2 groups"):
+        await store.create_group("more", "More", bob, most=2)
+    assert await store.get_group("more") is None
+    assert not (await store.join_group("a", bob, most=2)).changed  # a member already: no refusal
+    await store.leave_group("a", bob)
+    await store.join_group("b", bob, most=2)
+    assert sorted(g.name for g in await store.list_groups("bob")) == ["B", "Mine"]
+    # One user joining many groups at once (side by side on PostgreSQL, each under its own
+    # group's lock): the limit still holds.
+    keys = [f"g{i}" for i in range(12)]
+    for k in keys:
+        await store.create_group(k, k, owner)
+    results = await asyncio.gather(*(store.join_group(k, carol, most=3) for k in keys), return_exceptions=True)
+    assert [r for r in results if not isinstance(r, ResourceExhausted) and isinstance(r, BaseException)] == []
+    assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert len(await store.list_groups("carol")) == 3
 
 
 async def test_private_history_starts_at_the_join(store: Storage) -> None:

@@ -291,15 +291,18 @@ class Storage(ABC):
     # groups (rooms). Every rule is main_server/rooms.py's, applied inside the operation's
     # transaction, so a change and the check that allowed it are one atomic step.
     @abstractmethod
-    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord: ...
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public",
+                           most: int = 0) -> GroupRecord:
+        """most: groups one user may be a member of (0 = no limit), checked for the owner."""
 
     @abstractmethod
     async def get_group(self, key: str) -> GroupRecord | None: ...
 
     @abstractmethod
-    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
+    async def join_group(self, key: str, user: User, key_hash: str = "", most: int = 0) -> RoomChange:
         """key_hash: the group key hash that the KEY the user gave was verified against ("" when
-        none was given or it did not match); it admits the user only if it still is the key."""
+        none was given or it did not match); it admits the user only if it still is the key.
+        most: groups one user may be a member of (0 = no limit)."""
 
     @abstractmethod
     async def leave_group(self, key: str, user: User) -> RoomChange: ...

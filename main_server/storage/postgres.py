@@ -971,12 +971,14 @@ class PostgresStorage(Storage):
     async def _check_member(self, c: asyncpg.Connection, group_key: str, user_key: str) -> GroupRecord:
         return await roomops.drive_async(roomops.check_member(group_key, user_key), c)
 
-    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord:
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public",
+                           most: int = 0) -> GroupRecord:
         _no_nul(key, name)
 
         async def op(c: asyncpg.Connection) -> GroupRecord:
             if await c.fetchval("SELECT 1 FROM users WHERE key=$1", key):
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
+            await roomops.drive_async(roomops.room_for_one_more(owner.key, most), c)
             if not await c.fetchval(_CREATE_GROUP, key, name, owner.key, mode):
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it")
             return GroupRecord(key, name, mode)
@@ -994,9 +996,9 @@ class PostgresStorage(Storage):
 
         return await self._auto(op)
 
-    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
+    async def join_group(self, key: str, user: User, key_hash: str = "", most: int = 0) -> RoomChange:
         _no_nul(key)
-        return await self._room(key, roomops.join(key, user, key_hash))  # waits for sends in flight
+        return await self._room(key, roomops.join(key, user, key_hash, most))  # waits for sends in flight
 
     async def leave_group(self, key: str, user: User) -> RoomChange:
         _no_nul(key)

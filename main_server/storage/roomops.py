@@ -166,12 +166,24 @@ def _moderated(key: str, actor: User, target_key: str, what: str) -> Op[tuple[Gr
 # ---- membership --------------------------------------------------------------------------------
 
 
-def join(key: str, u: User, key_hash: str) -> Op[RoomChange]:
+def room_for_one_more(user_key: str, most: int) -> Op[None]:
+    """Refuses a membership beyond the user's limit (most; 0 = none). The user's row is locked
+    first (an UPDATE that changes nothing): on PostgreSQL two joins of one user hold two
+    different groups' locks, and must not both count the same memberships."""
+    if not most:
+        return
+    yield ("exec", "UPDATE users SET name = name WHERE key=?", (user_key,))
+    n = yield ("val", "SELECT COUNT(*) FROM members WHERE user_key=?", (user_key,))
+    rooms.check_group_count(int(n), most)
+
+
+def join(key: str, u: User, key_hash: str, most: int = 0) -> Op[RoomChange]:
     g = yield from group(key)
     me = yield from standing(key, u.key)
     if me.member:
         return RoomChange(g, u.name, u.key, me.role, [], changed=False)
     rooms.check_admit(g, me, key_ok=bool(key_hash) and key_hash == g.key_hash)
+    yield from room_for_one_more(u.key, most)
     # The join point: messages up to here were sent before the user came (private groups
     # keep them from the newcomer). Sends to this group are excluded while it runs (the
     # SQLite writer is single; PostgreSQL holds the group's lock), so no smaller id can follow.

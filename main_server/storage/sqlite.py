@@ -757,10 +757,12 @@ class SQLiteStorage(Storage):
     def _check_member(self, c: sqlite3.Connection, group_key: str, user_key: str) -> GroupRecord:
         return roomops.drive_sync(roomops.check_member(group_key, user_key), c)
 
-    async def create_group(self, key: str, name: str, owner: User, mode: str = "public") -> GroupRecord:
+    async def create_group(self, key: str, name: str, owner: User, mode: str = "public",
+                           most: int = 0) -> GroupRecord:
         def op(c: sqlite3.Connection) -> GroupRecord:
             if c.execute("SELECT 1 FROM users WHERE key=?", (key,)).fetchone():
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
+            roomops.drive_sync(roomops.room_for_one_more(owner.key, most), c)
             try:
                 c.execute("INSERT INTO groups(key, name, owner_key, created, mode) VALUES (?,?,?,?,?)",
                           (key, name, owner.key, utc_now_iso(), mode))
@@ -780,8 +782,8 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
-    async def join_group(self, key: str, user: User, key_hash: str = "") -> RoomChange:
-        return await self._room(roomops.join(key, user, key_hash))
+    async def join_group(self, key: str, user: User, key_hash: str = "", most: int = 0) -> RoomChange:
+        return await self._room(roomops.join(key, user, key_hash, most))
 
     async def leave_group(self, key: str, user: User) -> RoomChange:
         return await self._room(roomops.leave(key, user))
