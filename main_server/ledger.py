@@ -8,6 +8,10 @@ Words:
 - The realm answers per (seq, session): *written* (the bytes reached that client's socket) or
   *dropped* (never written: the session ended, its queue was cut, the call failed).
 
+When a link closes, its seqs mean nothing any more, yet the realm may still write what it had
+queued on it (its sessions outlive the link): it then names those entries (user, message id),
+and they are delivered (`written_elsewhere`).
+
 An entry is delivered the first time any of its targets is written. It goes back to undelivered
 once every delivery carrying it has ended (dropped, or its link closed) without a write. A
 delivered entry stays "in flight" until its deletion from the undelivered table is committed
@@ -171,6 +175,20 @@ class Ledger:
             for msg in d.entries.pop(user, ()):
                 self._end_flight((user, msg), out)
         self._forget_if_done(link, seq, d)
+        return out
+
+    def written_elsewhere(self, entries: Iterable[Entry]) -> Outcome:
+        """These entries reached their user on a link that has closed since (its seqs are gone):
+        delivered, whatever delivery still carries them or would have returned them."""
+        out = Outcome()
+        delivered, by_user = self._delivered, self._by_user
+        for entry in entries:
+            if entry in delivered:
+                continue
+            delivered.add(entry)
+            out.delivered.append(entry)
+            # Known until committed, as any delivered entry: an inbox read under way skips it.
+            by_user.setdefault(entry[0], set()).add(entry[1])
         return out
 
     def session_closed(self, link: str, session: int) -> Outcome:

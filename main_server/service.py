@@ -13,7 +13,7 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,8 +428,11 @@ class ChatService:
         self.hub.close_channel(channel)
 
     def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]],
-              written_all: list[int]) -> None:
-        """A realm's report on its link's deliveries (see main_server/ledger.py)."""
+              written_all: list[int], elsewhere: Sequence[Entry] = ()) -> None:
+        """A realm's report on its link's deliveries (see main_server/ledger.py); elsewhere:
+        entries written on a link of that realm that has closed since."""
+        if elsewhere:
+            self._on_outcome(self.hub.ledger.written_elsewhere(elsewhere))
         if link_id not in self.hub.channels:
             return  # a closed link: everything on it went back to undelivered already
         self.hub.written(link_id, written, written_all)

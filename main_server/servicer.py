@@ -30,7 +30,7 @@ from realmchat.errors import (
     Unavailable,
     Unimplemented,
 )
-from realmchat.names import check_name
+from realmchat.names import check_name, name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import FILE_CHUNK, MAX_MESSAGE_BYTES, status_for, token_from
@@ -447,7 +447,8 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary(Access.REALM)
     async def AckEvents(self, request: pb.AckEventsRequest, _: None, identity: Identity) -> pb.AckEventsResponse:
         self.service.acked(request.link_id, [(d.seq, d.session_id) for d in request.written],
-                           [(d.seq, d.session_id) for d in request.dropped], list(request.written_all))
+                           [(d.seq, d.session_id) for d in request.dropped], list(request.written_all),
+                           [(name_key(e.user), i) for e in request.entries for i in e.ids])
         return pb.AckEventsResponse()
 
     @unary(Access.REALM_USER)

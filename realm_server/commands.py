@@ -206,14 +206,15 @@ class Commands:
 
         def gave_up(r: pb.MessageList) -> None:  # main answered after our deadline: not written
             if r.delivery:
-                self.up.report([], [(r.delivery_link, r.delivery, sid)])
+                self.up.report([], [(r.delivery_link, r.delivery, sid, "", ())])
 
         await self.up.wait_linked(self.up.timeout)  # a page needs the link to be reported on
         r = await self.up.call(method, request, s.token, on_late=gave_up)
         # A message this connection already got by push (main re-sends after a relink) is
         # left out; the page still counts as written.
         msgs = [message_dict(m) for m in r.messages if s.first_sight(m.id)]
-        return Reply(tp.ok(messages=msgs, more=r.more), (r.delivery_link, r.delivery, sid) if r.delivery else None)
+        tag = (r.delivery_link, r.delivery, sid, s.user, tuple(m.id for m in r.messages)) if r.delivery else None
+        return Reply(tp.ok(messages=msgs, more=r.more), tag)
 
     async def cmd_inbox(self, s: Session, cmd: Command) -> Reply:
         return await self._inbox_page(s, "Inbox", pb.InboxRequest())

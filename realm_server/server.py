@@ -143,23 +143,23 @@ class Realm:
         link, seq = self.upstream.link_id, ev.seq
         if seq:
             self.upstream.expect(link, seq, len(ev.session_ids))
-        written: list[Tag] = []
         dropped: list[Tag] = []
+        ids = (msg_id,) if msg_id else ()
         # Encoded once, written to every target session.
         for sid in ev.session_ids:
-            tag = (link, seq, sid) if seq else None
             s = self.by_session_id.get(sid)
+            tag = (link, seq, sid, s.user if s is not None else "", ids) if seq else None
             if s is None or s.is_closed:
                 # Not (or no longer) logged in here: main gives it back to the user.
                 if tag:
                     dropped.append(tag)
             elif msg_id and not s.first_sight(msg_id):
-                if tag:  # a repeat after a relink: this connection has it already
-                    written.append(tag)
+                if tag:  # a repeat after a relink: this connection has (or is being sent) it
+                    s.send_repeat(tag, msg_id)
             else:
-                s.send_event(line, tag)
-        if written or dropped:
-            self.upstream.report(written, dropped)
+                s.send_event(line, tag, msg_id)
+        if dropped:
+            self.upstream.report([], dropped)
 
     # ---- connections -------------------------------------------------------------------------
 

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 SEEN_IDS = 4096
 
 
-Tag = tuple[str, int, int]  # (link id, delivery seq, session id): reported back to main
+# (link id, delivery seq, session id, user, message ids): reported back to main by seq, or, once
+# that link has closed, by the messages themselves (user and ids).
+Tag = tuple[str, int, int, str, tuple[int, ...]]
 Report = Callable[[list[Tag], list[Tag]], None]  # (written, dropped)
 
 
@@ -47,6 +49,11 @@ class Tagged:
     line: bytes
     tag: Tag | None
     event: bool  # events are for the session that was logged in when they were queued
+    msg_id: int = 0  # the message an event carries
+    # A message this session was sent already (main sent it again after a relink): no bytes,
+    # only a place in the queue, so that it is settled with everything before it, the first
+    # copy included.
+    repeat: bool = False
 
 
 class Unacked:
@@ -223,18 +230,25 @@ class Session:
 
     def logout(self) -> None:
         """Events queued for the old session are not written (the connection may log in as
-        someone else next): they are reported dropped and come back to that user."""
+        someone else next): they are reported dropped and come back to that user. Those queued
+        before a response still to be written stay: that response, which the old session asked
+        for, goes out anyway, and an inbox page among them may leave out a message such an event
+        carries. A repeat goes with its first copy."""
         self.user, self.token, self.session_id = "", "", 0
         self.unauth_since = self._loop.time()
         self._seen = None
         q = self._out
         dropped: list[Tag] = []
         if q:
+            last = max((i for i, item in enumerate(q) if not (isinstance(item, Tagged) and item.event)), default=-1)
             kept: list[Item] = []
-            for item in q:
-                if isinstance(item, Tagged) and item.event:
+            gone: set[int] = set()  # messages whose first copies are dropped here
+            for i, item in enumerate(q):
+                if i > last and isinstance(item, Tagged) and (not item.repeat or item.msg_id in gone):
                     self._queued_bytes -= len(item.line)
                     self._event_bytes -= len(item.line)
+                    if item.msg_id:
+                        gone.add(item.msg_id)
                     if item.tag:
                         dropped.append(item.tag)
                 else:
@@ -280,7 +294,15 @@ class Session:
         elif tag:
             self.report([], [tag])
 
-    def send_event(self, line: bytes, tag: Tag | None = None) -> None:
+    def send_repeat(self, tag: Tag, msg_id: int) -> None:
+        """A delivery of a message this session was sent already: written (to main) once every
+        byte queued before it is, its first copy included; dropped if that copy is."""
+        if self._closed:
+            self.report([], [tag])
+        else:
+            self._put(Tagged(b"", tag, True, msg_id, True))
+
+    def send_event(self, line: bytes, tag: Tag | None = None, msg_id: int = 0) -> None:
         """Queues an event; a client that does not read its events is disconnected rather than
         letting its queue grow without bound (in lines or in bytes)."""
         if self._closed:
@@ -296,7 +318,7 @@ class Session:
                 self.report([], [tag])
             self.abort()
             return
-        self._put(Tagged(line, tag, True))
+        self._put(Tagged(line, tag, True, msg_id))
 
     async def settled(self, timeout: float) -> bool:
         """Waits (at most timeout) until no delivery is on its way to the client: each one has

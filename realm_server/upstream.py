@@ -30,6 +30,8 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 ACK_DELAY_S = 0.02
 ACK_MAX = 20_000  # deliveries per AckEvents call
+# A fan-out every target of which was written: (link, seq, the targets' tags).
+WrittenAll = tuple[str, int, list[Tag]]
 # gRPC's own reconnect backoff grows to 120 s: after a long outage of main, a realm would stay
 # cut off for up to two minutes after main is back. Capped at our link loop's pace instead.
 CHANNEL_OPTIONS = [
@@ -61,7 +63,7 @@ class Upstream:
         self.relay = Relay(lambda: self.stub, self.credential)
         self._written: list[Tag] = []
         self._dropped: list[Tag] = []
-        self._written_all: list[tuple[str, int]] = []
+        self._written_all: list[WrittenAll] = []
         # Fan-out events: (link, seq) -> [targets not yet reported, written tags so far]. When
         # every target was written, one seq says so instead of a pair per session.
         self._expect: dict[tuple[str, int], tuple[list[int], list[Tag]]] = {}
@@ -85,7 +87,7 @@ class Upstream:
             e[1].append(tag)
             if not e[0][0]:
                 del self._expect[(tag[0], tag[1])]
-                self._written_all.append((tag[0], tag[1]))
+                self._written_all.append((tag[0], tag[1], e[1]))
         for tag in dropped:
             e = self._expect.pop((tag[0], tag[1]), None)
             if e is not None:  # not all written: this delivery is reported pair by pair
@@ -95,8 +97,9 @@ class Upstream:
             self._ack_task = asyncio.create_task(self._send_acks())
 
     async def flush_reports(self) -> None:
-        """Sends what is reported so far now and waits for it: a session's deliveries must
-        reach main before its Logout does (or main would count written ones as dropped)."""
+        """Sends what is reported so far now and waits for it (at most the call timeout): a
+        session's deliveries must reach main before its Logout does (or main would count
+        written ones as dropped)."""
         # Half-reported fan-outs go pair by pair: the written ones must not wait behind a Logout.
         for _, tags in self._expect.values():
             self._written += tags
@@ -106,30 +109,63 @@ class Upstream:
         if self._ack_task is not None and not self._ack_task.done():
             self._ack_now.set()
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._ack_task)
+                await asyncio.wait_for(asyncio.shield(self._ack_task), self.timeout)
+
+    def _ack_requests(self, written: list[Tag], dropped: list[Tag], written_all: list[WrittenAll]
+                      ) -> list[pb.AckEventsRequest]:
+        """The reports as AckEvents calls, one per link. A link that is not the current one has
+        closed (main gave its deliveries back as it did): what was written on it is named by
+        its messages, and what was dropped there needs no word."""
+        current = self.link_id
+        per_link: dict[str, pb.AckEventsRequest] = {}
+
+        def req(link: str) -> pb.AckEventsRequest:
+            r = per_link.get(link)
+            return r if r is not None else per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
+
+        elsewhere: dict[str, list[int]] = {}
+        for link, seq, sid, user, ids in written:
+            if link == current:
+                req(link).written.add(seq=seq, session_id=sid)
+            elif ids and user:
+                elsewhere.setdefault(user, []).extend(ids)
+        for link, seq, sid, _, _ in dropped:
+            if link == current:
+                req(link).dropped.add(seq=seq, session_id=sid)
+        for link, seq, tags in written_all:
+            if link == current:
+                req(link).written_all.append(seq)
+            else:
+                for _, _, _, user, ids in tags:
+                    if ids and user:
+                        elsewhere.setdefault(user, []).extend(ids)
+        if elsewhere:
+            req(current).entries.extend(pb.WrittenEntries(user=u, ids=ids) for u, ids in elsewhere.items())
+        return list(per_link.values())
 
     async def _send_acks(self) -> None:
         # A short wait lets one call report many deliveries when events arrive steadily.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ack_now.wait(), ACK_DELAY_S)
         self._ack_now.clear()
+        backoff = BACKOFF_MIN
         while self._written or self._dropped or self._written_all:
-            per_link: dict[str, pb.AckEventsRequest] = {}
-            for tags, field in ((self._written[:ACK_MAX], "written"), (self._dropped[:ACK_MAX], "dropped")):
-                for link, seq, sid in tags:
-                    req = per_link.get(link) or per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
-                    getattr(req, field).add(seq=seq, session_id=sid)
-            for link, seq in self._written_all[:ACK_MAX]:
-                req = per_link.get(link) or per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
-                req.written_all.append(seq)
+            written, dropped, written_all = (self._written[:ACK_MAX], self._dropped[:ACK_MAX],
+                                             self._written_all[:ACK_MAX])
             del self._written[:ACK_MAX], self._dropped[:ACK_MAX], self._written_all[:ACK_MAX]
-            for req in per_link.values():
-                try:
+            try:
+                for req in self._ack_requests(written, dropped, written_all):
                     await self.call("AckEvents", req)
-                except Exception as exc:
-                    # Unreported deliveries stay in flight in main until the link closes, then
-                    # they are undelivered again: pushed on resume or returned by inbox.
-                    log.info("reporting deliveries failed: %s", exc)
+            except Exception as exc:
+                # Kept and sent again (a report said twice changes nothing), named by their
+                # messages should the link have closed meanwhile: a report lost here would leave
+                # a message in flight in main, to come back later although it was written.
+                log.info("reporting deliveries failed (%s); trying again in %g s", exc, backoff)
+                self._written[:0], self._dropped[:0], self._written_all[:0] = written, dropped, written_all
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            else:
+                backoff = BACKOFF_MIN
 
     async def wait_linked(self, timeout: float) -> bool:
         """True once the event stream to main is up (False after timeout)."""

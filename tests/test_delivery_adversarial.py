@@ -204,6 +204,89 @@ async def test_slow_reader_disconnected_loses_nothing(open_stack: Stack, uname: 
     exactly_once(acked, got)
 
 
+def repeat_stack(tmp_path: Path) -> Stack:
+    """A queue bound well above what the socket buffers take: the realm keeps a backlog."""
+    return start_stack(tmp_path / "data", main_extra=CHEAP,
+                       realm_extra=("--cmd-rate", "0", "--max-send-queue-bytes", str(16 << 20)))
+
+
+async def reader_that_stopped(host: str, port: int, user: str, first: str = "") -> socket.socket:
+    """A logged-in connection that reads nothing, through a small window."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect((host, port))
+    sock.sendall(f"auth {user} pw-secret\n{first}".encode())
+    await asyncio.sleep(0.5)
+    return sock
+
+
+async def logout_and_collect(stack: Stack, sock: socket.socket, user: str, first: str = "") -> list[int]:
+    """Sends `first`, logs the stopped reader out, reads what its connection still holds, then
+    logs in anew: the message ids it got, in all (events and inbox pages)."""
+    sock.sendall(f"{first}logout\nquit\n".encode())
+    lines = await asyncio.to_thread(raw_lines, sock)
+    sock.close()
+    assert not [x for x in lines if x.get("event") == "closing"], "cut off as a slow reader"
+    got = [x["id"] for x in lines if x.get("event") == "private"]
+    got += [m["id"] for x in lines if x.get("more") is not None and "status" in x
+            for m in x.get("messages", []) if not m["text"].startswith("h")]  # pages, not history
+    c = await login(*stack.realm("alpha"), user, register=False)
+    await asyncio.sleep(0.5)  # pushes of what came back, if any
+    got += [m["id"] for m in await inbox_all(c)]
+    await asyncio.sleep(0.3)
+    return got + [m["id"] for m in await inbox_all(c)] + pushed(c)
+
+
+async def test_written_after_main_restarts_is_not_delivered_again(tmp_path: Path, uname: Names) -> None:
+    """Main restarts while a client reads slowly: the messages queued for it on the old link
+    are written after the new link is up, when main no longer knows that link's deliveries.
+    The realm names those messages to main, so that none comes back a second time."""
+    stack = repeat_stack(tmp_path)
+    try:
+        victim, sender = uname("rw_victim"), uname("rw_sender")
+        cs = await login(*stack.realm("beta"), sender)
+        await cs.ok(f"register {victim} pw-secret")
+        sock = await reader_that_stopped(*stack.realm("alpha"), victim)
+        acked = await send_many(cs, victim, 1500, "q" * 2000)
+        await asyncio.sleep(0.5)
+        stack.restart_main()
+        await until_ok(cs, f"sendprivate {sender} main is back")
+        await asyncio.sleep(1.5)  # the victim's session is on the new link
+        exactly_once(acked, await logout_and_collect(stack, sock, victim))
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("then", ["", "inbox\n"], ids=["logout", "inbox-then-logout"])
+async def test_a_repeat_waits_for_its_first_copy(tmp_path: Path, uname: Names, then: str) -> None:
+    """After main restarts it pushes again what it never heard written, though the realm still
+    holds the first copies in the client's queue (behind large replies the client asked for
+    and does not read). The repeat is not a delivery of its own: when the client logs out
+    and those first copies are dropped, the messages must come back. An inbox page asked for
+    then leaves out what the connection was sent already; the logout keeps what that page
+    left out, since the page itself is written."""
+    stack = repeat_stack(tmp_path)
+    try:
+        victim, sender = uname("rr_victim"), uname("rr_sender")
+        cs = await login(*stack.realm("beta"), sender)
+        await cs.ok(f"register {victim} pw-secret")
+        await send_many(cs, victim, 100, "h" * 16000)  # a history to ask for
+        cv = await login(*stack.realm("alpha"), victim, register=False)
+        assert len(await inbox_all(cv)) == 100
+        await cv.ok("logout")
+        await cv.close()
+        # Replies of ~1.6 MB each fill the socket buffers; what follows waits in the queue.
+        sock = await reader_that_stopped(*stack.realm("alpha"), victim, f"history {sender} 100\n" * 8)
+        acked = await send_many(cs, victim, 300, "q" * 2000)
+        await asyncio.sleep(0.5)
+        stack.restart_main()
+        await until_ok(cs, f"sendprivate {sender} main is back")
+        await asyncio.sleep(1.5)  # the victim's session is on the new link; the repeats came
+        exactly_once(acked, await logout_and_collect(stack, sock, victim, then))
+    finally:
+        stack.stop()
+
+
 # ---- 3. a login the realm gave up on -----------------------------------------------------------
 
 async def test_abandoned_login_leaves_no_phantom_session(open_stack: Stack, uname: Names) -> None:

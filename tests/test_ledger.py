@@ -155,6 +155,34 @@ def test_record_on_unknown_link_raises_and_acks_for_strangers_are_ignored() -> N
     assert not lg.dropped("other", seq, 1)
 
 
+def test_written_on_a_closed_link_delivers_what_a_live_delivery_carries() -> None:
+    """The realm names messages it wrote on a link that has closed since (main forgot its
+    seqs): delivered now, and the delivery still carrying them cannot return them."""
+    lg = ledger("old", "new")
+    lg.record("old", {1: "bob"}, {"bob": [10, 11]})
+    assert lg.close("old").returned == [("bob", 10), ("bob", 11)]
+    seq = lg.record("new", {2: "bob"}, {"bob": [10]})  # pushed again
+    out = lg.written_elsewhere([("bob", 10), ("bob", 11)])
+    assert out.delivered == [("bob", 10), ("bob", 11)] and out.returned == []
+    assert not lg.written_elsewhere([("bob", 10)]), "said twice: nothing more"
+    assert not lg.dropped("new", seq, 2), "the repeat's drop returns nothing: it was delivered"
+    assert lg.in_flight("bob") == {10, 11}, "until the deletion is committed"
+    lg.committed(out.delivered)
+    assert lg.in_flight("bob") == frozenset()
+
+
+def test_written_on_a_closed_link_is_never_handed_out_by_a_read_under_way() -> None:
+    lg = ledger()
+    lg.begin_read("bob")  # storage is asked: the entry is still undelivered there
+    out = lg.written_elsewhere([("bob", 7)])
+    assert out.delivered == [("bob", 7)]
+    assert lg.end_read("bob", [7, 8]) == [8]
+    lg.begin_read("bob")
+    lg.committed(out.delivered)  # committed while a second read runs
+    assert lg.end_read("bob", [7]) == []
+    assert lg.in_flight("bob") == frozenset()
+
+
 class LedgerModel(RuleBasedStateMachine):
     """Random deliveries, acks and closes over two links: every recorded entry ends exactly once,
     delivered or returned, and nothing stays in flight once everything is resolved."""
