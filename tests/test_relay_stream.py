@@ -65,7 +65,7 @@ class FakeService:
             self.logouts_cancelled += 1
             raise
 
-    def acked(self, link_id: str, written: Any, dropped: Any, written_all: Any) -> None:
+    def acked(self, link_id: str, written: Any, dropped: Any, written_all: Any, elsewhere: Any = ()) -> None:
         self.acks.append(link_id)
 
 
