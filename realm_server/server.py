@@ -409,6 +409,7 @@ class Realm:
             await s.close()
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=5)
+        await self.upstream.flush_reports()  # what the last writes delivered, before the link goes
         await self.upstream.close()
 
 

@@ -30,6 +30,7 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 ACK_DELAY_S = 0.02
 ACK_MAX = 20_000  # deliveries per AckEvents call
+ENTRIES_MAX = 50_000  # message ids named per AckEvents call (far under the relay's 1 MiB)
 # A fan-out every target of which was written: (link, seq, the targets' tags).
 WrittenAll = tuple[str, int, list[Tag]]
 # gRPC's own reconnect backoff grows to 120 s: after a long outage of main, a realm would stay
@@ -114,8 +115,8 @@ class Upstream:
     def _ack_requests(self, written: list[Tag], dropped: list[Tag], written_all: list[WrittenAll]
                       ) -> list[pb.AckEventsRequest]:
         """The reports as AckEvents calls, one per link. A link that is not the current one has
-        closed (main gave its deliveries back as it did): what was written on it is named by
-        its messages, and what was dropped there needs no word."""
+        closed, or main will soon see it closed and give its deliveries back: what was written
+        on it is named by its messages (its seqs may mean nothing to main any more)."""
         current = self.link_id
         per_link: dict[str, pb.AckEventsRequest] = {}
 
@@ -130,8 +131,7 @@ class Upstream:
             elif ids and user:
                 elsewhere.setdefault(user, []).extend(ids)
         for link, seq, sid, _, _ in dropped:
-            if link == current:
-                req(link).dropped.add(seq=seq, session_id=sid)
+            req(link).dropped.add(seq=seq, session_id=sid)
         for link, seq, tags in written_all:
             if link == current:
                 req(link).written_all.append(seq)
@@ -139,9 +139,20 @@ class Upstream:
                 for _, _, _, user, ids in tags:
                     if ids and user:
                         elsewhere.setdefault(user, []).extend(ids)
-        if elsewhere:
-            req(current).entries.extend(pb.WrittenEntries(user=u, ids=ids) for u, ids in elsewhere.items())
-        return list(per_link.values())
+        out = list(per_link.values())
+        named = pb.AckEventsRequest(link_id=current)
+        count = 0
+        for user, ids in elsewhere.items():
+            for i in range(0, len(ids), ENTRIES_MAX):
+                part = ids[i:i + ENTRIES_MAX]
+                if count + len(part) > ENTRIES_MAX:
+                    out.append(named)
+                    named, count = pb.AckEventsRequest(link_id=current), 0
+                named.entries.add(user=user, ids=part)
+                count += len(part)
+        if count:
+            out.append(named)
+        return out
 
     async def _send_acks(self) -> None:
         # A short wait lets one call report many deliveries when events arrive steadily.
@@ -156,7 +167,7 @@ class Upstream:
             try:
                 for req in self._ack_requests(written, dropped, written_all):
                     await self.call("AckEvents", req)
-            except Exception as exc:
+            except Unavailable as exc:
                 # Kept and sent again (a report said twice changes nothing), named by their
                 # messages should the link have closed meanwhile: a report lost here would leave
                 # a message in flight in main, to come back later although it was written.
@@ -164,6 +175,10 @@ class Upstream:
                 self._written[:0], self._dropped[:0], self._written_all[:0] = written, dropped, written_all
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception as exc:
+                # Not a matter of time (sending it again would fail again): those deliveries
+                # stay in flight in main until the link closes, then come back.
+                log.warning("reporting deliveries failed: %s", exc)
             else:
                 backoff = BACKOFF_MIN
 
@@ -205,6 +220,8 @@ class Upstream:
         self.relay.start()
 
     async def close(self) -> None:
+        if self._ack_task is not None:  # reports still failing by now have no main to go to
+            self._ack_task.cancel()
         await self.relay.close()
         if self._task:
             self._task.cancel()
