@@ -275,7 +275,8 @@ async def test_a_repeat_waits_for_its_first_copy(tmp_path: Path, uname: Names, t
         assert len(await inbox_all(cv)) == 100
         await cv.ok("logout")
         await cv.close()
-        # Replies of ~1.6 MB each fill the socket buffers; what follows waits in the queue.
+        # Replies of about 1 MiB each (the reply cap) fill the socket buffers; what follows waits
+        # in the queue.
         sock = await reader_that_stopped(*stack.realm("alpha"), victim, f"history {sender} 100\n" * 8)
         acked = await send_many(cs, victim, 300, "q" * 2000)
         await asyncio.sleep(0.5)
