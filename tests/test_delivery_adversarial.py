@@ -6,6 +6,7 @@ succeed, and main holds no session without a connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -220,21 +221,24 @@ async def reader_that_stopped(host: str, port: int, user: str, first: str = "") 
     return sock
 
 
-async def logout_and_collect(stack: Stack, sock: socket.socket, user: str, first: str = "") -> list[int]:
+async def logout_and_collect(stack: Stack, sock: socket.socket, user: str, first: str = "",
+                             group: str = "") -> list[int]:
     """Sends `first`, logs the stopped reader out, reads what its connection still holds, then
-    logs in anew: the message ids it got, in all (events and inbox pages)."""
+    logs in anew: the message ids it got, in all (events and inbox pages; of the group if one
+    is named, else private)."""
+    kind, inbox = ("group", f"inboxgroup {group}") if group else ("private", "inbox")
     sock.sendall(f"{first}logout\nquit\n".encode())
     lines = await asyncio.to_thread(raw_lines, sock)
     sock.close()
     assert not [x for x in lines if x.get("event") == "closing"], "cut off as a slow reader"
-    got = [x["id"] for x in lines if x.get("event") == "private"]
+    got = [x["id"] for x in lines if x.get("event") == kind]
     got += [m["id"] for x in lines if x.get("more") is not None and "status" in x
             for m in x.get("messages", []) if not m["text"].startswith("h")]  # pages, not history
     c = await login(*stack.realm("alpha"), user, register=False)
     await asyncio.sleep(0.5)  # pushes of what came back, if any
-    got += [m["id"] for m in await inbox_all(c)]
+    got += [m["id"] for m in await inbox_all(c, inbox)]
     await asyncio.sleep(0.3)
-    return got + [m["id"] for m in await inbox_all(c)] + pushed(c)
+    return got + [m["id"] for m in await inbox_all(c, inbox)] + pushed(c, kind)
 
 
 async def test_written_after_main_restarts_is_not_delivered_again(tmp_path: Path, uname: Names) -> None:
@@ -253,6 +257,46 @@ async def test_written_after_main_restarts_is_not_delivered_again(tmp_path: Path
         await until_ok(cs, f"sendprivate {sender} main is back")
         await asyncio.sleep(1.5)  # the victim's session is on the new link
         exactly_once(acked, await logout_and_collect(stack, sock, victim))
+    finally:
+        stack.stop()
+
+
+async def test_group_messages_written_after_main_restarts_come_once(tmp_path: Path, uname: Names) -> None:
+    """The same with group messages, which the realm reports for all of its members at once:
+    a member who reads and one who does not, on one realm, across a kill -9 of main. Each
+    gets every message exactly once."""
+    stack = repeat_stack(tmp_path)
+    try:
+        victim, reader, sender, g = uname("gw_victim"), uname("gw_reader"), uname("gw_sender"), uname("gw_grp")
+        cs = await login(*stack.realm("beta"), sender)
+        await cs.ok(f"creategroup {g}")
+        cv = await login(*stack.realm("alpha"), victim)
+        await cv.ok(f"joingroup {g}")
+        await cv.ok("logout")
+        await cv.close()
+        cr = await login(*stack.realm("alpha"), reader)
+        await cr.ok(f"joingroup {g}")
+        read: list[int] = []
+
+        async def keep_reading() -> None:
+            while True:
+                ev = await cr.event(timeout=60)
+                if ev.get("event") == "group":
+                    read.append(ev["id"])
+
+        drain = asyncio.create_task(keep_reading())
+        sock = await reader_that_stopped(*stack.realm("alpha"), victim)
+        acked = await send_many(cs, g, 1500, "q" * 2000, verb="sendgroup")
+        await asyncio.sleep(0.5)
+        stack.restart_main()
+        await until_ok(cs, f"sendprivate {sender} main is back")
+        await asyncio.sleep(1.5)  # both sessions are on the new link
+        exactly_once(acked, await logout_and_collect(stack, sock, victim, group=g))
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        read += [m["id"] for m in await inbox_all(cr, f"inboxgroup {g}")] + pushed(cr, "group")
+        exactly_once(acked, read)
     finally:
         stack.stop()
 
