@@ -206,9 +206,32 @@ async def test_slow_reader_disconnected_loses_nothing(open_stack: Stack, uname: 
 
 
 def repeat_stack(tmp_path: Path) -> Stack:
-    """A queue bound well above what the socket buffers take: the realm keeps a backlog."""
-    return start_stack(tmp_path / "data", main_extra=CHEAP,
+    """A queue bound well above what the socket buffers take: the realm keeps a backlog. Main
+    drops a realm that stops answering its pings within about 2 s."""
+    return start_stack(tmp_path / "data", main_extra=(*CHEAP, "--keepalive-time-s", "1", "--keepalive-timeout-s", "1"),
                        realm_extra=("--cmd-rate", "0", "--max-send-queue-bytes", str(16 << 20)))
+
+
+async def break_link(stack: Stack, how: str, sender: TextClient, sender_name: str, user: str) -> None:
+    """Main forgets the link to realm alpha: killed and restarted, or alpha freezes until main
+    drops it (its sessions go offline), then thaws and links anew."""
+    if how == "main killed":
+        stack.restart_main()
+        await until_ok(sender, f"sendprivate {sender_name} main is back")
+    else:
+        alpha = stack.realms["alpha"]
+        alpha.signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 15
+            while any(p["user"] == user for p in (await sender.ok("who"))["online"]):
+                assert time.monotonic() < deadline, "main kept a frozen realm's link"
+                await asyncio.sleep(0.2)
+        finally:
+            alpha.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while not any(p["user"] == user for p in (await sender.ok("who"))["online"]):
+            assert time.monotonic() < deadline, "the thawed realm did not link again"
+            await asyncio.sleep(0.2)
 
 
 async def reader_that_stopped(host: str, port: int, user: str, first: str = "") -> socket.socket:
@@ -241,10 +264,12 @@ async def logout_and_collect(stack: Stack, sock: socket.socket, user: str, first
     return got + [m["id"] for m in await inbox_all(c, inbox)] + pushed(c, kind)
 
 
-async def test_written_after_main_restarts_is_not_delivered_again(tmp_path: Path, uname: Names) -> None:
-    """Main restarts while a client reads slowly: the messages queued for it on the old link
-    are written after the new link is up, when main no longer knows that link's deliveries.
-    The realm names those messages to main, so that none comes back a second time."""
+@pytest.mark.parametrize("how", ["main killed", "realm frozen"])
+async def test_written_after_the_link_broke_is_not_delivered_again(tmp_path: Path, uname: Names, how: str) -> None:
+    """The link breaks while a client reads slowly: main restarts (and knows nothing of the old
+    link), or the realm freezes and main drops it (and gives back what was on its way). The
+    messages queued for the client on the old link are written after the new link is up; the
+    realm names them to main, so that none comes back a second time."""
     stack = repeat_stack(tmp_path)
     try:
         victim, sender = uname("rw_victim"), uname("rw_sender")
@@ -253,8 +278,7 @@ async def test_written_after_main_restarts_is_not_delivered_again(tmp_path: Path
         sock = await reader_that_stopped(*stack.realm("alpha"), victim)
         acked = await send_many(cs, victim, 1500, "q" * 2000)
         await asyncio.sleep(0.5)
-        stack.restart_main()
-        await until_ok(cs, f"sendprivate {sender} main is back")
+        await break_link(stack, how, cs, sender, victim)
         await asyncio.sleep(1.5)  # the victim's session is on the new link
         exactly_once(acked, await logout_and_collect(stack, sock, victim))
     finally:
