@@ -70,6 +70,8 @@ class Upstream:
         self._expect: dict[tuple[str, int], tuple[list[int], list[Tag]]] = {}
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_now = asyncio.Event()
+        self._ack_retry: asyncio.TimerHandle | None = None  # reports kept after UNAVAILABLE
+        self._ack_backoff = BACKOFF_MIN
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def expect(self, link: str, seq: int, targets: int) -> None:
@@ -159,7 +161,6 @@ class Upstream:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ack_now.wait(), ACK_DELAY_S)
         self._ack_now.clear()
-        backoff = BACKOFF_MIN
         while self._written or self._dropped or self._written_all:
             written, dropped, written_all = (self._written[:ACK_MAX], self._dropped[:ACK_MAX],
                                              self._written_all[:ACK_MAX])
@@ -168,19 +169,28 @@ class Upstream:
                 for req in self._ack_requests(written, dropped, written_all):
                     await self.call("AckEvents", req)
             except Unavailable as exc:
-                # Kept and sent again (a report said twice changes nothing), named by their
+                # Kept and sent again later (a report said twice changes nothing), named by their
                 # messages should the link have closed meanwhile: a report lost here would leave
-                # a message in flight in main, to come back later although it was written.
-                log.info("reporting deliveries failed (%s); trying again in %g s", exc, backoff)
+                # a message in flight in main, to come back later although it was written. This
+                # task ends here: flush_reports waits for one attempt, not for main to return.
                 self._written[:0], self._dropped[:0], self._written_all[:0] = written, dropped, written_all
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                if self._ack_retry is None:
+                    if self._ack_backoff == BACKOFF_MIN:  # once per outage, not at every retry
+                        log.info("reporting deliveries failed (%s); trying again until main answers", exc)
+                    self._ack_retry = asyncio.get_running_loop().call_later(self._ack_backoff, self._retry_acks)
+                    self._ack_backoff = min(self._ack_backoff * 2, BACKOFF_MAX)
+                return
             except Exception as exc:
                 # Not a matter of time (sending it again would fail again): those deliveries
                 # stay in flight in main until the link closes, then come back.
                 log.warning("reporting deliveries failed: %s", exc)
             else:
-                backoff = BACKOFF_MIN
+                self._ack_backoff = BACKOFF_MIN
+
+    def _retry_acks(self) -> None:
+        self._ack_retry = None
+        if self._written or self._dropped or self._written_all:
+            self.report([], [])
 
     async def wait_linked(self, timeout: float) -> bool:
         """True once the event stream to main is up (False after timeout)."""
@@ -220,7 +230,10 @@ class Upstream:
         self.relay.start()
 
     async def close(self) -> None:
-        if self._ack_task is not None:  # reports still failing by now have no main to go to
+        # Reports still failing by now have no main to go to.
+        if self._ack_retry is not None:
+            self._ack_retry.cancel()
+        if self._ack_task is not None:
             self._ack_task.cancel()
         await self.relay.close()
         if self._task:
