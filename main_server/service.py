@@ -428,15 +428,17 @@ class ChatService:
         self.hub.close_channel(channel)
 
     def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]],
-              written_all: list[int], elsewhere: Sequence[Entry] = ()) -> None:
+              written_all: list[int], elsewhere: Sequence[Entry] = ()) -> bool:
         """A realm's report on its link's deliveries (see main_server/ledger.py); elsewhere:
-        entries written on a link of that realm that has closed since."""
+        entries written on a link of that realm that has closed since. False: the link is
+        closed, and what it carried went back to undelivered already."""
         if elsewhere:
             self._on_outcome(self.hub.ledger.written_elsewhere(elsewhere))
         if link_id not in self.hub.channels:
-            return  # a closed link: everything on it went back to undelivered already
+            return False
         self.hub.written(link_id, written, written_all)
         self.hub.dropped(link_id, dropped)
+        return True
 
     def _on_outcome(self, out: Outcome) -> None:
         if out.delivered:

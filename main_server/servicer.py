@@ -446,10 +446,10 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary(Access.REALM)
     async def AckEvents(self, request: pb.AckEventsRequest, _: None, identity: Identity) -> pb.AckEventsResponse:
-        self.service.acked(request.link_id, [(d.seq, d.session_id) for d in request.written],
-                           [(d.seq, d.session_id) for d in request.dropped], list(request.written_all),
-                           [(name_key(e.user), i) for e in request.entries for i in e.ids])
-        return pb.AckEventsResponse()
+        known = self.service.acked(request.link_id, [(d.seq, d.session_id) for d in request.written],
+                                   [(d.seq, d.session_id) for d in request.dropped], list(request.written_all),
+                                   [(name_key(e.user), i) for e in request.entries for i in e.ids])
+        return pb.AckEventsResponse(link_closed=not known)
 
     @unary(Access.REALM_USER)
     async def Attach(self, request: pb.AttachRequest, caller: Caller, identity: Identity) -> pb.AttachResponse:

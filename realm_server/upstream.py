@@ -71,6 +71,9 @@ class Upstream:
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_now = asyncio.Event()
         self._ack_retry: asyncio.TimerHandle | None = None  # reports kept after UNAVAILABLE
+        # Links main said it closed while this realm still used them (it froze, say): what was
+        # written on them is named instead.
+        self._closed_links: set[str] = set()
         self._ack_backoff = BACKOFF_MIN
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -119,7 +122,7 @@ class Upstream:
         """The reports as AckEvents calls, one per link. A link that is not the current one has
         closed, or main will soon see it closed and give its deliveries back: what was written
         on it is named by its messages (its seqs may mean nothing to main any more)."""
-        current = self.link_id
+        current = self.link_id if self.link_id not in self._closed_links else ""
         per_link: dict[str, pb.AckEventsRequest] = {}
 
         def req(link: str) -> pb.AckEventsRequest:
@@ -166,8 +169,15 @@ class Upstream:
                                              self._written_all[:ACK_MAX])
             del self._written[:ACK_MAX], self._dropped[:ACK_MAX], self._written_all[:ACK_MAX]
             try:
+                closed = False
                 for req in self._ack_requests(written, dropped, written_all):
-                    await self.call("AckEvents", req)
+                    r = await self.call("AckEvents", req)
+                    if r.link_closed and (req.written or req.written_all):
+                        self._closed_links.add(req.link_id)
+                        closed = True
+                if closed:  # the same reports again: this time what was written is named
+                    self._written[:0], self._written_all[:0] = written, written_all
+                    continue
             except Unavailable as exc:
                 # Kept and sent again later (a report said twice changes nothing), named by their
                 # messages should the link have closed meanwhile: a report lost here would leave
@@ -328,6 +338,7 @@ class Upstream:
                         if ev.HasField("linked"):
                             self.stub = stub
                             self.link_id = ev.linked.link_id
+                            self._closed_links.clear()  # older links are told by their ids
                             got_linked = True
                             backoff = BACKOFF_MIN
                             outage = f" after {time.monotonic() - down_since:.1f} s" if down_since else ""

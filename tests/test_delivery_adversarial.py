@@ -448,6 +448,32 @@ async def test_realm_only_calls_refuse_users_and_strangers(open_stack: Stack, un
     await user.close()
 
 
+async def test_main_says_a_link_closed_and_takes_written_messages_by_name(open_stack: Stack, uname: Names) -> None:
+    """A realm that reports on a link main has closed is told so; messages named as written
+    (the realm wrote them from a closed link) are delivered, and inbox no longer returns them."""
+    g = Grpc(open_stack.main.addr)
+    sender, reader = uname("nm_sender"), uname("nm_reader")
+    token = await g.login(sender)
+    await g.login(reader)
+    ids = [(await g.send_private(token, reader, f"named {i}")).id for i in range(3)]
+    md = realmauth.metadata(os.environ[realmauth.ENV_SECRET])
+    link = g.stub.Link(pb.LinkRequest(realm="nm"), metadata=md)
+    link_id = (await link.read()).events[0].linked.link_id
+    r = await g.stub.AckEvents(pb.AckEventsRequest(link_id=link_id), metadata=md)
+    assert not r.link_closed
+    link.cancel()
+    deadline = time.monotonic() + 10
+    while not (await g.stub.AckEvents(pb.AckEventsRequest(link_id=link_id), metadata=md)).link_closed:
+        assert time.monotonic() < deadline, "main kept a cancelled link open"
+        await asyncio.sleep(0.1)
+    named = pb.AckEventsRequest(link_id=link_id, entries=[pb.WrittenEntries(user=reader, ids=ids[:2])])
+    assert (await g.stub.AckEvents(named, metadata=md)).link_closed
+    c = await login(*open_stack.realm("alpha"), reader, register=False)
+    await asyncio.sleep(0.3)  # a push of what is still undelivered, if any
+    left = [m["id"] for m in await inbox_all(c)] + pushed(c)
+    assert left == [ids[2]], left
+
+
 # ---- 5. relink after a long outage -------------------------------------------------------------
 
 async def test_realm_serves_within_two_seconds_of_main_returning(tmp_path: Path, uname: Names) -> None:
