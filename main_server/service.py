@@ -428,7 +428,7 @@ class ChatService:
         self.hub.close_channel(channel)
 
     def acked(self, link_id: str, written: list[tuple[int, int]], dropped: list[tuple[int, int]],
-              written_all: list[int], elsewhere: Sequence[Entry] = ()) -> bool:
+              written_all: list[int], elsewhere: Sequence[Entry]) -> bool:
         """A realm's report on its link's deliveries (see main_server/ledger.py); elsewhere:
         entries written on a link of that realm that has closed since. False: the link is
         closed, and what it carried went back to undelivered already."""
