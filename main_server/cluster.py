@@ -39,8 +39,8 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Cluster:
-    def __init__(self, url: str, local_presence: Callable[[], list[tuple[int, str, str]]]) -> None:
-        self.url = url
+    def __init__(self, dsn: str, local_presence: Callable[[], list[tuple[int, str, str]]]) -> None:
+        self.url = dsn  # parsed by main_server/dburl.py: no pool options left in it
         self.replica = secrets.token_hex(6)
         self.local_presence = local_presence  # [(session id, user name, realm)] attached here
         # replica -> (last heard, {session id: (user name, realm)})

@@ -9,6 +9,8 @@ from typing import Any
 
 from realmchat.config import EnvArgumentParser
 
+from .dburl import parse_db_url
+
 
 @dataclass(frozen=True)
 class MainConfig:
@@ -94,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
                  help="serve Prometheus /metrics on this port of --host (0 = any free port, -1 = off)")
     _add_hardening_options(p, d)
     a = p.parse_args(argv)
+    try:  # a bad --db is one clear line at start, not a traceback when the pool opens
+        parse_db_url(a.db, Path(a.data_dir))
+    except ValueError as exc:
+        p.error(str(exc))
     return MainConfig(
         host=a.host, port=a.port, data_dir=Path(a.data_dir), db=a.db,
         sqlite_synchronous=a.sqlite_synchronous, max_file_bytes=a.max_file_bytes,

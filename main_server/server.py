@@ -25,6 +25,7 @@ from realmchat.tls import server_credentials
 from .blobs import BlobStore
 from .cluster import Cluster
 from .config import MainConfig
+from .dburl import parse_db_url
 from .diskguard import guard
 from .hub import Hub
 from .passwords import PasswordHasher
@@ -53,7 +54,8 @@ async def serve(config: MainConfig) -> None:
     os.umask(0o077)
     config.data_dir.mkdir(parents=True, exist_ok=True)  # also with PostgreSQL: the disk guard watches it
     os.chmod(config.data_dir, 0o700)
-    storage = open_storage(config.db, config.data_dir, config.sqlite_synchronous, config.allow_wal_loss)
+    db = parse_db_url(config.db, config.data_dir)
+    storage = open_storage(db, config.data_dir, config.sqlite_synchronous, config.allow_wal_loss)
     try:
         await storage.open()
     except WalLost as exc:
@@ -75,9 +77,9 @@ async def serve(config: MainConfig) -> None:
         raise SystemExit(f"main_server: {exc}") from None
     servicer = ChatServicer(service, realm_secret)
     cluster = None
-    if config.db.startswith(("postgresql://", "postgres://")):
+    if db.is_postgres:
         # Replicas on one database: events and presence cross between them by LISTEN/NOTIFY.
-        cluster = Cluster(config.db, hub.local_presence)
+        cluster = Cluster(db.dsn, hub.local_presence)
         await cluster.start(service.on_notice, service.push_all_pending)
         service.cluster = cluster
         hub.observer = cluster

@@ -168,6 +168,16 @@ class PgCluster:
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    def require_password(self, dbname: str, user: str) -> None:
+        """Connections of `user` to `dbname` over TCP must give the role's password (SCRAM), as
+        on a deployed server; everyone else keeps trust auth."""
+        assert self.tmp is not None
+        hba = self.tmp / "data" / "pg_hba.conf"
+        rule = f"host {dbname} {user} 127.0.0.1/32 scram-sha-256\n"
+        self._run("pg_hba.conf", self._cmd("sh", "-c", f"printf '%s' '{rule}' | cat - {hba} > {hba}.new "
+                                                 f"&& mv {hba}.new {hba}"))
+        self._run("pg_ctl reload", self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.tmp / "data"), "reload"))
+
     # ---- databases ---------------------------------------------------------------------------
 
     def url(self, dbname: str = "postgres") -> str:

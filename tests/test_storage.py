@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from main_server.dburl import parse_postgres_url, redact
 from main_server.storage import open_storage
 from main_server.storage.base import MessageRecord, Storage, User
 from main_server.storage.postgres import MIGRATIONS as PG_MIGRATIONS
-from main_server.storage.postgres import PostgresStorage, redact, split_pool_options
+from main_server.storage.postgres import PostgresStorage
 from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from main_server.storage.sqlite import SQLiteStorage
 from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, ResourceExhausted, Unavailable
@@ -555,7 +556,8 @@ def test_open_storage_selects_the_engine(tmp_path: Path) -> None:
     assert isinstance(pg, PostgresStorage)
     assert (pg.url, pg.max_size) == ("postgresql://u@h:5/db?sslmode=disable", 3)
     assert isinstance(open_storage("postgres://u@h/db", tmp_path), PostgresStorage)
-    assert split_pool_options("postgresql://u@h/db?pool_min=20&pool_max=4", 2, 10) == ("postgresql://u@h/db", 4, 4)
+    small = parse_postgres_url("postgresql://u@h/db?pool_min=20&pool_max=4", 2, 10)
+    assert (small.dsn, small.pool_min, small.pool_max) == ("postgresql://u@h/db", 4, 4)
     assert redact("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
     with pytest.raises(ValueError, match="postgresql://"):
         open_storage("mysql://x", tmp_path)

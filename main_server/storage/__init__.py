@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..dburl import DbUrl, parse_db_url
 from .base import Storage
 
 
-def open_storage(db_url: str, data_dir: Path, synchronous: str = "FULL", allow_wal_loss: bool = False) -> Storage:
-    """The engine for a --db URL: '' or sqlite:///path (default: DATA_DIR/chat.db), or
-    postgresql://user[:password]@host:port/dbname[?pool_max=N] (asyncpg is imported only then)."""
-    if db_url in ("", "sqlite"):
+def open_storage(db: str | DbUrl, data_dir: Path, synchronous: str = "FULL", allow_wal_loss: bool = False) -> Storage:
+    """The engine for a --db URL (main_server/dburl.py): '' or sqlite:///path (default:
+    DATA_DIR/chat.db), or postgresql://user[:password]@host:port/dbname[?pool_max=N] (asyncpg is
+    imported only then)."""
+    url = parse_db_url(db, data_dir) if isinstance(db, str) else db
+    if url.engine == "sqlite":
         from .sqlite import SQLiteStorage
 
-        return SQLiteStorage(data_dir / "chat.db", synchronous=synchronous, allow_wal_loss=allow_wal_loss)
-    if db_url.startswith("sqlite:///"):
-        from .sqlite import SQLiteStorage
+        assert url.sqlite_path is not None
+        return SQLiteStorage(url.sqlite_path, synchronous=synchronous, allow_wal_loss=allow_wal_loss)
+    from .postgres import PostgresStorage
 
-        return SQLiteStorage(Path(db_url.removeprefix("sqlite:///")), synchronous=synchronous,
-                             allow_wal_loss=allow_wal_loss)
-    if db_url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStorage
-
-        return PostgresStorage(db_url)
-    raise ValueError(f"unsupported --db {db_url.split(':', 1)[0]!r}: use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    return PostgresStorage(url.dsn, min_size=url.pool_min, max_size=url.pool_max)

@@ -30,12 +30,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from realmchat.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unavailable
 
+from ..dburl import POOL_MAX, POOL_MIN, parse_postgres_url, redact
 from . import convops, roomops
 from .base import (
     ConversationRecord,
@@ -474,32 +474,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     of its own. An open transaction is still rolled back by asyncpg before this runs."""
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def split_pool_options(url: str, min_size: int, max_size: int) -> tuple[str, int, int]:
-    """Takes pool_min / pool_max out of the URL's query (asyncpg would send unknown query
-    parameters to the server as settings, which rejects them)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    rest: list[tuple[str, str]] = []
-    for k, v in query:
-        if k == "pool_min":
-            min_size = int(v)
-        elif k == "pool_max":
-            max_size = int(v)
-        else:
-            rest.append((k, v))
-    return urlunsplit(parts._replace(query=urlencode(rest))), min(min_size, max_size), max_size
-
-
 @dataclasses.dataclass(slots=True)
 class _PrivateSend:
     """A store_private call waiting for its batch."""
@@ -517,10 +491,10 @@ class _PrivateSend:
 
 
 class PostgresStorage(Storage):
-    def __init__(self, url: str, min_size: int = 2, max_size: int = 10) -> None:
-        # Ten connections saturate a small server; more only add lock and memory contention.
-        # Operators tune it with ?pool_max=N in --db.
-        self.url, self.min_size, self.max_size = split_pool_options(url, min_size, max_size)
+    def __init__(self, url: str, min_size: int = POOL_MIN, max_size: int = POOL_MAX) -> None:
+        # Operators size the pool with ?pool_max=N in --db (main_server/dburl.py).
+        db = parse_postgres_url(url, min_size, max_size)
+        self.url, self.min_size, self.max_size = db.dsn, db.pool_min, db.pool_max
         self._pool: asyncpg.Pool | None = None
         self._sends: collections.deque[_PrivateSend] = collections.deque()  # queued store_private calls
         self._senders: set[asyncio.Task[None]] = set()  # tasks sending them, a batch at a time each
