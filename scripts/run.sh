@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole system on the embedded SQLite default: a main server, one realm and the GUI
-# in web mode. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the others are stopped
-# and the reason is printed.
+# in web mode. Ctrl-C (or SIGTERM) stops all three. A main that exits is started again (the realm
+# and the GUI keep their users); if the realm or the GUI dies, the others are stopped and the
+# reason is printed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-./data}; main_port=${2:-8080}; realm_port=${3:-8000}; realm=${4:-alpha}; gui_port=${5:-8550}
@@ -49,7 +50,10 @@ start() {  # start NAME COMMAND...
   "$@" &
   pids+=($!); names[$!]=$name
 }
-start "main server" "$PY" -m main_server --host "$host" --port "$main_port" --data-dir "$data"
+start_main() {
+  start "main server" "$PY" -m main_server --host "$host" --port "$main_port" --data-dir "$data"
+}
+start_main
 start "realm server" "$PY" -m realm_server --host "$host" --port "$realm_port" --main "$host:$main_port" --name "$realm" \
   --secret-file "$data/realm-secret"
 start "GUI" env FLET_WEB_NO_CDN=1 "$PY" -m gui --web --host "$host" --port "$gui_port" --realm "$host:$realm_port"
@@ -67,7 +71,30 @@ for port in "$main_port" "$realm_port" "$gui_port"; do
 done
 echo "realmchat: main on $host:$main_port (gRPC), realm '$realm' on $host:$realm_port (try: nc localhost $realm_port), GUI on http://$host:$gui_port/ - Ctrl-C stops all three"
 
-wait -n -p dead "${pids[@]}"
-code=$?
-echo "realmchat: the ${names[$dead]:-a server} exited (code $code); stopping the others" >&2
-exit 1
+# main is restarted when it exits (killed, crashed, or stopped by hand to restart it): the realm
+# keeps its connections and resumes every session on the new main, so no web user is logged out.
+# A main that keeps dying (5 exits within 60 s) is not a restart but a fault: everything stops.
+restarts=()
+while true; do
+  wait -n -p dead "${pids[@]}"
+  code=$?
+  if [ "${names[$dead]:-}" = "main server" ]; then
+    now=$SECONDS
+    recent=()
+    for t in "${restarts[@]}"; do [ $((now - t)) -lt 60 ] && recent+=("$t"); done
+    restarts=("${recent[@]}" "$now")
+    if [ ${#restarts[@]} -le 5 ]; then
+      echo "realmchat: the main server exited (code $code); starting it again (the realm and the GUI keep their users)" >&2
+      keep=()
+      for pid in "${pids[@]}"; do [ "$pid" != "$dead" ] && keep+=("$pid"); done
+      pids=("${keep[@]}")
+      unset "names[$dead]"
+      start_main
+      continue
+    fi
+    echo "realmchat: the main server exited (code $code) 5 times within 60 s; stopping the others" >&2
+    exit 1
+  fi
+  echo "realmchat: the ${names[$dead]:-a server} exited (code $code); stopping the others" >&2
+  exit 1
+done
