@@ -61,6 +61,8 @@ from .models import (
     TopicEvent,
     TypingEvent,
     Uploaded,
+    Waiting,
+    WaitingCount,
     apply_change,
 )
 
@@ -119,5 +121,7 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Uploaded",
+    "Waiting",
+    "WaitingCount",
     "apply_change",
 ]

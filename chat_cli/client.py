@@ -67,6 +67,7 @@ from .models import (
     SessionEvent,
     TypingEvent,
     Uploaded,
+    Waiting,
     event_from_wire,
 )
 
@@ -668,9 +669,11 @@ class ChatClient:
         return str(r.get("user", user))
 
     async def auth(self, user: str, password: str) -> Session:
-        """Logs in; the credentials are remembered for auto_reconnect. UNAUTHENTICATED."""
+        """Logs in; the credentials are remembered for auto_reconnect. UNAUTHENTICATED. The
+        session's `waiting` says how many messages wait and where (nothing is fetched: `inbox`)."""
         r = await self._call(f"auth {_check_word(user, 'user name')} {_check_word(password, 'password')}")
-        session = Session(user=str(r.get("user", user)), realm=str(r.get("realm", self._realm)))
+        session = Session(user=str(r.get("user", user)), realm=str(r.get("realm", self._realm)),
+                          waiting=Waiting.from_wire(r.get("waiting")))
         self._credentials = (user, password)
         self._user = session.user
         if session.realm:
@@ -923,7 +926,8 @@ class ChatClient:
 
     async def conversations(self) -> list[ConversationInfo]:
         """Every conversation the user has, newest first: peer, kind ("user"/"group"), the last
-        message, unread and mention counts, and the id read up to."""
+        message, unread and mention counts, the id read up to and (private) how far the peer
+        has read the user's own messages (`seen`, while the peer's receipts are on)."""
         r = await self._call("conversations")
         return [ConversationInfo.from_wire(c) for c in r.get("conversations", []) if isinstance(c, dict)]
 

@@ -310,7 +310,9 @@ class ConversationKind(StrEnum):
 class ConversationInfo:
     """One row of `conversations`: a conversation the user has (kept by the server, the same on
     every device). `unread` messages after `read` (the id read up to), `mentions` of them name
-    the user; `last` the newest message (None for a conversation without messages yet)."""
+    the user; `last` the newest message (None for a conversation without messages yet);
+    `seen` (private) the newest of the user's own messages the peer has read, 0 when the
+    peer's receipts are off, for a group, or with a server that does not say."""
 
     peer: str
     kind: str  # "user" | "group"
@@ -318,6 +320,7 @@ class ConversationInfo:
     unread: int = 0
     mentions: int = 0
     read: int = 0
+    seen: int = 0
 
     @property
     def is_group(self) -> bool:
@@ -333,7 +336,8 @@ class ConversationInfo:
         last = obj.get("last")
         return cls(peer=_str(obj, "peer").lstrip("#"), kind=_str(obj, "kind") or ConversationKind.USER,
                    last=Message.from_wire(last) if isinstance(last, dict) and last else None,
-                   unread=_int(obj, "unread"), mentions=_int(obj, "mentions"), read=_int(obj, "read"))
+                   unread=_int(obj, "unread"), mentions=_int(obj, "mentions"), read=_int(obj, "read"),
+                   seen=_int(obj, "seen"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,11 +453,70 @@ class Moderated:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingCount:
+    """Messages waiting in one conversation: from the user `peer`, or in the group `peer`."""
+
+    peer: str
+    kind: str  # "user" | "group"
+    count: int
+
+    @property
+    def is_group(self) -> bool:
+        return self.kind == ConversationKind.GROUP
+
+    @property
+    def label(self) -> str:
+        """'2 from bob' or '1 in #progjar'."""
+        return f"{self.count} in #{self.peer}" if self.is_group else f"{self.count} from {self.peer}"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What waited undelivered for the user when they logged in (the auth reply's `waiting`;
+    counted only: the messages still come with `inbox`). The conversations with the most
+    waiting are listed; `unlisted` more conversations had some too."""
+
+    total: int = 0
+    conversations: tuple[WaitingCount, ...] = ()
+    unlisted: int = 0
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Waiting:
+        if not isinstance(obj, dict):
+            return cls()
+        convs = obj.get("conversations")
+        listed = tuple(WaitingCount(peer=_str(c, "peer").lstrip("#"), kind=_str(c, "kind") or ConversationKind.USER,
+                                    count=_int(c, "count"))
+                       for c in (convs if isinstance(convs, list) else []) if isinstance(c, dict))
+        return cls(total=_int(obj, "total"), conversations=listed, unlisted=_int(obj, "unlisted"))
+
+    @property
+    def headline(self) -> str:
+        """'3 messages waiting' ('' when nothing waits)."""
+        return f"{self.total} message{'s' if self.total != 1 else ''} waiting" if self.total else ""
+
+    @property
+    def where(self) -> str:
+        """'2 from bob, 1 in #progjar, and 3 more conversations'."""
+        parts = [c.label for c in self.conversations]
+        if self.unlisted:
+            parts.append(f"and {self.unlisted} more conversation{'s' if self.unlisted != 1 else ''}")
+        return ", ".join(parts)
+
+    @property
+    def line(self) -> str:
+        """'3 messages waiting: 2 from bob, 1 in #progjar' ('' when nothing waits)."""
+        where = self.where
+        return f"{self.headline}: {where}" if self.total and where else self.headline
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
-    """The OK of auth."""
+    """The OK of auth: who, on which realm, and what waited for the user at that moment."""
 
     user: str
     realm: str
+    waiting: Waiting = field(default_factory=Waiting)
 
 
 # ---- events -------------------------------------------------------------------------------

@@ -9,35 +9,55 @@ make a message read differently than it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
 from .models import (
     Ban,
+    ConnectionEvent,
+    ConnState,
     ConversationInfo,
+    DeletedEvent,
+    EditedEvent,
+    Event,
+    FileEvent,
     FileInfo,
+    GroupDeletedEvent,
     GroupInfo,
     GroupListing,
+    InvitedEvent,
     Member,
     MemberEvent,
     Message,
+    MessageEvent,
+    OtherEvent,
     Presence,
     PresenceEvent,
+    ReactionEvent,
+    ReadEvent,
+    SeenEvent,
+    SessionEvent,
+    TopicEvent,
+    TypingEvent,
     parse_ts,
 )
 
 __all__ = [
     "fmt_bans",
     "fmt_error",
+    "fmt_fields",
     "fmt_file_offer",
     "fmt_group_list",
     "fmt_groups",
     "fmt_member_event",
     "fmt_members",
     "fmt_message",
+    "fmt_notice",
     "fmt_quote",
     "fmt_reactions",
     "fmt_size",
@@ -47,6 +67,7 @@ __all__ = [
     "progress_bar",
     "sanitize",
     "snippet",
+    "styled",
 ]
 
 ROLE_ORDER = {"owner": 0, "admin": 1, "member": 2}
@@ -78,6 +99,29 @@ QUOTE_MAX = 60
 
 def _dim(text: str, color: bool) -> str:
     return f"{DIM}{text}{RESET}" if color else text
+
+
+# The renderer's own styles as prompt_toolkit style strings. A prompt_toolkit prompt shows a raw
+# escape sequence as text ("?[2m"), so an interactive terminal prints `styled(text)` instead.
+_STYLES = {DIM: "fg:ansibrightblack", BOLD_YELLOW: "bold fg:ansiyellow", RESET: ""}
+_OWN_SGR = re.compile("(" + "|".join(re.escape(code) for code in _STYLES) + ")")
+
+
+def styled(text: str, base: str = "") -> list[tuple[str, str]]:
+    """`text` (a line the renderer made, `color` on) as (style, text) fragments for prompt_toolkit.
+
+    Only the renderer's own three sequences become styles (with terminal semantics: RESET ends
+    every style); everything else is sanitized again, so text that did not pass through
+    `sanitize` (or a sequence the renderer did not make) still cannot act on the terminal.
+    `base` is the style of the whole line (a dimmed status line)."""
+    fragments: list[tuple[str, str]] = []
+    style = base
+    for piece in _OWN_SGR.split(text):
+        if piece in _STYLES:
+            style = f"{base} {_STYLES[piece]}".strip() if _STYLES[piece] else base
+        elif piece:
+            fragments.append((style, "\n".join(sanitize(line) for line in piece.split("\n"))))
+    return fragments
 
 
 def snippet(text: str, limit: int = QUOTE_MAX) -> str:
@@ -256,6 +300,103 @@ def fmt_member_event(ev: MemberEvent, me: str | None) -> str:
                 + (f" (by {by})" if ev.by else ""),
     }.get(ev.action, f"{who}: {sanitize(ev.action)}" + (f" by {by}" if ev.by else ""))
     return f"* {g} {text}"
+
+
+def _words(code: str) -> str:
+    """A wire code as words: `idle_timeout` -> `idle timeout`."""
+    return sanitize(code.replace("_", " ")).strip()
+
+
+def fmt_fields(raw: Mapping[str, Any], skip: tuple[str, ...] = ("event", "message")) -> str:
+    """The scalar fields of an answer or event this client does not know, as `reason: x, n: 3`
+    (never a dict repr); lists and objects are counted."""
+    parts = []
+    for key, value in raw.items():
+        if key in skip or value == "" or value is None:
+            continue
+        if isinstance(value, list | dict):
+            value = f"{len(value)} item{'' if len(value) == 1 else 's'}"
+        parts.append(f"{snippet(str(key), 32)}: {snippet(str(value), 80)}")
+    return ", ".join(parts[:8])
+
+
+def fmt_realm_notice(ev: OtherEvent, realm: str = "", reconnect: bool = True) -> str:
+    """A notice of the realm about this connection (`shutdown`, `closing`), or any event kind
+    this client does not know, as one sentence."""
+    message = ev.raw.get("message")
+    message = snippet(message, 300) if isinstance(message, str) and message.strip() else ""
+    name = f"realm {sanitize(realm)}" if realm else "the realm"
+    if ev.kind == "shutdown":
+        then = " (reconnecting when it is back)" if reconnect else ""
+        return f"* the realm is going away: {message or f'{name} is shutting down'}{then}"
+    if ev.kind == "closing":
+        reason = ev.raw.get("reason")
+        why = message or (_words(reason) if isinstance(reason, str) and reason else "no reason given")
+        return f"* {name} is closing this connection: {why}"
+    fields = fmt_fields(ev.raw)
+    text = f"* {name} sent a notice this client does not know ({snippet(ev.kind, 40) or 'no kind'})"
+    if message:
+        text += f": {message}"
+    return text + (f" [{fields}]" if fields else "")
+
+
+def fmt_notice(ev: Event, me: str | None, *, realm: str = "", reconnect: bool = True,
+               color: bool = False) -> str:
+    """Any event as the line the terminal shows when it has nothing better (a change to a
+    message it never showed, a room event, a notice): always a sentence, never a repr."""
+    if isinstance(ev, MessageEvent):
+        return fmt_message(ev.message, me, color=color)
+    if isinstance(ev, PresenceEvent):
+        return fmt_presence(ev)
+    if isinstance(ev, FileEvent):
+        return fmt_file_offer(ev.file)
+    if isinstance(ev, MemberEvent):
+        return fmt_member_event(ev, me)
+    if isinstance(ev, TopicEvent):
+        who = "you" if _is(ev.by, me) else sanitize(ev.by or "someone")
+        return (f"* [#{sanitize(ev.group)}] {who} set the topic: {sanitize(ev.topic)}" if ev.topic
+                else f"* [#{sanitize(ev.group)}] {who} cleared the topic")
+    if isinstance(ev, GroupDeletedEvent):
+        return f"* #{sanitize(ev.group)} was deleted by {sanitize(ev.by or 'its owner')}"
+    if isinstance(ev, InvitedEvent):
+        return (f"* {sanitize(ev.by or 'someone')} invited you to #{sanitize(ev.group)}: "
+                f"type 'joingroup {sanitize(ev.group)}' to join")
+    if isinstance(ev, ReadEvent):
+        return f"· you read {sanitize(ev.peer)} up to message {ev.id} on another device"
+    if isinstance(ev, SeenEvent):
+        return f"· {sanitize(ev.by)} has seen your messages up to {ev.id} ✓✓"
+    if isinstance(ev, TypingEvent):
+        where = f" in #{sanitize(ev.peer)}" if ev.group else ""
+        return f"· {sanitize(ev.user)} is typing{where}…"
+    if isinstance(ev, EditedEvent):
+        who = "you" if _is(ev.sender, me) else sanitize(ev.sender or "someone")
+        return f"* {who} edited #{ev.id}: {sanitize(ev.text)} (edited)"
+    if isinstance(ev, DeletedEvent):
+        by = "you" if _is(ev.by, me) else sanitize(ev.by or "someone")
+        return f"* {by} deleted message #{ev.id}"
+    if isinstance(ev, ReactionEvent):
+        who = "you" if _is(ev.user, me) else sanitize(ev.user)
+        if ev.on:
+            return f"* {who} reacted {sanitize(ev.emoji)} to message #{ev.id}"
+        return f"* {who} took back {sanitize(ev.emoji)} on message #{ev.id}"
+    if isinstance(ev, SessionEvent):
+        state = _words(ev.state) or "changed"
+        text = f"* your session {state}"
+        if ev.message:
+            text += f": {snippet(ev.message, 300)}"
+        elif ev.state == "expired":
+            text += ": log in again" + (" (trying by itself)" if reconnect else "")
+        return text
+    if isinstance(ev, ConnectionEvent):
+        where = sanitize(ev.realm) or "the realm"
+        return {
+            ConnState.CONNECTED: f"* connected to realm {where} at {sanitize(ev.detail)}",
+            ConnState.DISCONNECTED: f"* disconnected: {sanitize(ev.detail)}",
+            ConnState.RECONNECTING: "* reconnecting...",
+            ConnState.RECONNECTED: f"* reconnected to realm {where}: {sanitize(ev.detail)}",
+            ConnState.CLOSED: "* connection closed",
+        }[ev.state]
+    return fmt_realm_notice(ev, realm, reconnect)
 
 
 def fmt_error(e: ChatError) -> str:

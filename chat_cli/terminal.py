@@ -6,9 +6,13 @@ results are typed and printed for humans. Two differences from the wire, both ab
                      the client sends it with the wire's `sendfile TO NAME SIZE` framing.
   receivefile        downloads EVERY waiting file into --download-dir (receivefile ID: one).
 
+A current conversation (`/query bob`, `/join #crew`) makes plain lines messages to it; `/VERB`
+runs any command, with or without one.
+
 With stdin a TTY it is interactive (prompt_toolkit: live events above the prompt, history, tab
-completion). Otherwise it runs the piped lines in order, printing results and events, and exits 1
-if any command failed. --json prints the raw protocol lines received instead of human output.
+completion; every line printed through prompt_toolkit, styles included). Otherwise it runs
+the piped lines in order, printing results and events, and exits 1 if any command failed.
+--json prints the raw protocol lines received instead of human output.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from realmchat.errors import ChatError, InvalidArgument, NotFound, Unimplemented
+from realmchat.names import check_name
 from realmchat.textproto import COMMANDS, parse_line
 from realmchat.textproto import error as error_line
 
@@ -45,13 +51,10 @@ from .models import (
     MemberEvent,
     Message,
     MessageEvent,
-    OtherEvent,
     PresenceEvent,
     ReactionEvent,
     ReadEvent,
     SeenEvent,
-    SessionEvent,
-    TopicEvent,
     TypingEvent,
     apply_change,
 )
@@ -59,12 +62,12 @@ from .render import (
     fmt_bans,
     fmt_conversations,
     fmt_error,
-    fmt_file_offer,
+    fmt_fields,
     fmt_group_list,
     fmt_groups,
-    fmt_member_event,
     fmt_members,
     fmt_message,
+    fmt_notice,
     fmt_presence,
     fmt_reactions,
     fmt_size,
@@ -72,6 +75,7 @@ from .render import (
     progress_bar,
     sanitize,
     snippet,
+    styled,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +86,12 @@ SHOWN_MAX = 5000
 
 # Transfers at least this big get a progress bar (interactive mode only).
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+
+# Presence lines: the last state shown is remembered for this many users (the least recently
+# heard are forgotten), and an "offline" is printed only once it has lasted OFFLINE_SETTLE_S, so
+# a realm or main restart (the user's sessions back within seconds) prints nothing at all.
+PRESENCE_USERS_MAX = 2000
+OFFLINE_SETTLE_S = 10.0
 
 # The terminal's own usage lines where they differ from the wire's (see module docstring).
 _LOCAL_USAGE = {
@@ -157,8 +167,26 @@ MESSAGE_COMMANDS: dict[str, RoomSpec] = {
                  rest_at=1),
     )
 }
+# The conversation mode, as irssi and WeeChat have it. These verbs are typed with a leading
+# "/" (`/query bob`); `/` before any other verb runs it (`/who`), which is how commands are
+# typed while a conversation is current (plain lines are then messages; `//text` sends "/text").
+SLASH_COMMANDS: dict[str, RoomSpec] = {
+    s.verb: s
+    for s in (
+        RoomSpec("query", "/query [USER|#GROUP]",
+                 "make USER (or GROUP, joined first) the current conversation: plain lines go there; "
+                 "alone: back to commands", 0, 1),
+        RoomSpec("join", "/join GROUP [KEY]", "join a group and make it the current conversation", 1, 2),
+        RoomSpec("msg", "/msg USER|#GROUP TEXT", "send one message; the current conversation stays", 2, 2,
+                 rest_at=1),
+        RoomSpec("me", "/me TEXT", "an action in the current conversation, sent as '* YOU TEXT'", 1, 1,
+                 rest_at=0),
+    )
+}
+NO_TARGET = "no current conversation: '/query USER' or '/join GROUP' first (or '/msg USER TEXT')"
 ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS, *MESSAGE_COMMANDS)))
 VERBS: tuple[str, ...] = ALL_VERBS + tuple(ALIASES)
+SLASH_VERBS: tuple[str, ...] = tuple("/" + v for v in (*SLASH_COMMANDS, *VERBS))
 
 
 def _arg_kinds(usage: str) -> tuple[tuple[str, ...], ...]:
@@ -225,6 +253,31 @@ def parse_message_line(verb: str, rest: str) -> UserCommand:
     return UserCommand(verb, args)
 
 
+def parse_target(text: str) -> str:
+    """A conversation as typed: `bob`, or `#crew` for a group; the name rule is checked here."""
+    if text.startswith("#"):
+        return "#" + check_name(text[1:], "group")
+    return check_name(text, "user")
+
+
+def parse_slash_line(verb: str, rest: str) -> UserCommand:
+    """`/query`, `/join`, `/msg`, `/me` (verb without its slash): UserCommand("/query", ...)."""
+    spec = SLASH_COMMANDS[verb]
+    rest = rest.strip()
+    if spec.rest_at is not None:
+        words = rest.split(None, spec.rest_at)
+        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
+    else:
+        args = tuple(rest.split())
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise InvalidArgument(f"usage: {spec.usage}")
+    if verb in ("query", "msg") and args:
+        args = (parse_target(args[0]), *args[1:])
+    if verb == "join":
+        args = (check_name(args[0].removeprefix("#"), "group"), *args[1:])
+    return UserCommand("/" + verb, args)
+
+
 def parse_room_line(verb: str, rest: str) -> UserCommand:
     spec = ROOM_COMMANDS[verb]
     rest = rest.strip()
@@ -262,6 +315,16 @@ def parse_user_line(line: str) -> UserCommand | None:
     stripped = line.strip()
     if not stripped or stripped.startswith("#"):
         return None
+    if stripped.startswith("//"):
+        raise InvalidArgument(f"'//TEXT' sends TEXT to the current conversation: {NO_TARGET}")
+    if stripped.startswith("/"):
+        # `/VERB ...`: the conversation verbs, or any other command with a slash before it.
+        word, _, rest = stripped[1:].partition(" ")
+        if word.lower() in SLASH_COMMANDS:
+            return parse_slash_line(word.lower(), rest)
+        if not word:
+            raise Unimplemented("a lone '/': type '/help' (or 'help') for the commands")
+        stripped = stripped[1:]
     verb_raw, _, rest = stripped.partition(" ")
     verb = ALIASES.get(verb_raw.lower(), verb_raw.lower())
     if verb == "sendfile":
@@ -308,8 +371,97 @@ def help_text() -> str:
         spec = MESSAGE_COMMANDS.get(verb) or ROOM_COMMANDS.get(verb) or COMMANDS[verb]
         usage, summary = _LOCAL_USAGE.get(verb, (spec.usage, spec.summary))
         rows.append((usage, summary))
-    width = max(len(u) for u, _ in rows)
-    return "\n".join(f"  {u.ljust(width)}  {s}" for u, s in rows)
+    slash = [(spec.usage, spec.summary) for spec in SLASH_COMMANDS.values()]
+    slash.append(("/COMMAND ...", "any command above, also while a conversation is current"))
+    width = max(len(u) for u, _ in (*rows, *slash))
+    return "\n".join([*(f"  {u.ljust(width)}  {s}" for u, s in rows),
+                      "conversation mode (plain lines go to the current conversation; `//TEXT` sends /TEXT):",
+                      *(f"  {u.ljust(width)}  {s}" for u, s in slash)])
+
+
+class Shown(Enum):
+    """What to do with one presence event (PresenceLines.offer)."""
+
+    SHOW = "show"  # print it now
+    SKIP = "skip"  # nothing changed on this screen
+    HOLD = "hold"  # an offline: print it when `due` says so, unless the user is back first
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    status: str
+    realm: str
+    message: str
+
+    @classmethod
+    def of(cls, ev: PresenceEvent) -> _State:
+        # Only what the line shows: an offline line names no realm.
+        offline = ev.status == "offline"
+        return cls(ev.status, "" if offline else ev.realm.casefold(), "" if offline else ev.message)
+
+
+class PresenceLines:
+    """Which presence events the terminal prints, without I/O (the clock is passed in).
+
+    A line is printed only when it changes what this screen last said about the user: after a
+    restart the servers announce the same "bob is online" again, and a realm that restarts
+    makes its users go offline and come back seconds later. So an offline is held `settle`
+    seconds and dropped if the user is back (in the state shown) meanwhile. Bounded: the shown
+    state of at most `limit` users, least recently heard forgotten; at most `limit` held."""
+
+    def __init__(self, limit: int = PRESENCE_USERS_MAX, settle: float = OFFLINE_SETTLE_S) -> None:
+        self.limit = limit
+        self.settle = settle
+        self._shown: OrderedDict[str, _State] = OrderedDict()
+        self._held: OrderedDict[str, tuple[PresenceEvent, float]] = OrderedDict()
+
+    def offer(self, ev: PresenceEvent, now: float) -> Shown:
+        key = ev.user.casefold()
+        state = _State.of(ev)
+        shown = self._shown.get(key)
+        if ev.status == "offline":
+            if key in self._held or (shown is not None and shown.status == "offline"):
+                return Shown.SKIP
+            if len(self._held) >= self.limit:
+                self._show(key, state)  # too many held at once: no time to wait
+                return Shown.SHOW
+            self._held[key] = (ev, now + self.settle)
+            return Shown.HOLD
+        self._held.pop(key, None)
+        if shown == state:
+            self._shown.move_to_end(key)
+            return Shown.SKIP
+        self._show(key, state)
+        return Shown.SHOW
+
+    def due(self, now: float) -> list[PresenceEvent]:
+        """The held offlines whose time has come (now shown)."""
+        out = []
+        for key, (ev, at) in list(self._held.items()):
+            if at <= now:
+                del self._held[key]
+                self._show(key, _State.of(ev))
+                out.append(ev)
+        return out
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def next_due(self) -> float:
+        """When the first held offline is due (only while `holding`)."""
+        return min(at for _, at in self._held.values())
+
+    def reset(self) -> None:
+        """Another user logged in here: nothing was shown to them yet."""
+        self._shown.clear()
+        self._held.clear()
+
+    def _show(self, key: str, state: _State) -> None:
+        self._shown[key] = state
+        self._shown.move_to_end(key)
+        while len(self._shown) > self.limit:
+            self._shown.popitem(last=False)
 
 
 class Progress:
@@ -338,8 +490,10 @@ class Terminal:
 
     def __init__(self, client: ChatClient, *, download_dir: Path, json_mode: bool,
                  out: Callable[[str], None], progress_stream: TextIO | None = None,
-                 show_ids: bool = False, color: bool = False) -> None:
+                 show_ids: bool = False, color: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self.clock = clock
         # Message ids after each message ("#123", what edit/delete/reply/react take) and ANSI
         # dim/bold: on for a person at a terminal, off for scripts unless asked.
         self.show_ids = show_ids
@@ -367,7 +521,17 @@ class Terminal:
         self.out_dim: Callable[[str], None] | None = None
         self.typing: dict[str, tuple[str, float]] = {}  # who (casefolded) -> (what, until monotonic)
         self.last_ids: dict[str, int] = {}  # conversation (casefolded) -> newest message id seen
+        self.presence = PresenceLines()
+        self._presence_timer: asyncio.TimerHandle | None = None
+        # The current conversation (`/query bob`, `/join #crew`): plain lines are sent there.
+        # "bob" or "#crew"; None: plain lines are commands.
+        self.target: str | None = None
+        self._viewer = ""  # who the presence state and the target belong to (casefolded)
         self._handlers: dict[str, Callable[[tuple[str, ...]], Awaitable[None]]] = {
+            "/query": self._query,
+            "/join": self._join,
+            "/msg": self._msg,
+            "/me": self._me,
             "register": self._register,
             "auth": self._auth,
             "sendprivate": self._sendprivate,
@@ -446,71 +610,72 @@ class Terminal:
             if isinstance(ev, ConnectionEvent) and ev.state not in (ConnState.CONNECTED, ConnState.CLOSED):
                 self.out(f'{{"event":"connection","state":"{ev.state.value}"}}')
             return
+        self._learn(ev)
+        me = self.client.user
+        if isinstance(ev, MessageEvent):
+            self.out(self.fmt(ev.message))
+        elif isinstance(ev, PresenceEvent):
+            self._presence(ev)
+        elif isinstance(ev, TypingEvent) and self.interactive:
+            self.typing[ev.user.casefold()] = (fmt_notice(ev, me).removeprefix("· "), self.clock() + ev.expires)
+        elif isinstance(ev, TypingEvent | ReadEvent | SeenEvent):
+            self.status_line(fmt_notice(ev, me))
+        elif isinstance(ev, EditedEvent | DeletedEvent | ReactionEvent):
+            self.out(self._change_line(ev))
+        elif isinstance(ev, ConnectionEvent) and (
+                ev.state is ConnState.CLOSED or (ev.state is ConnState.RECONNECTING and ev.detail != "attempt 1")):
+            pass  # closing is what the user asked for; one "reconnecting" per outage is enough
+        else:
+            # Everything else, a kind this version does not know included, is one sentence.
+            self.out(fmt_notice(ev, me, realm=self.client.realm, reconnect=self.client.auto_reconnect,
+                                color=self.color))
+        if isinstance(ev, ConnectionEvent) and ev.state is ConnState.RECONNECTED and self.client.user:
+            self.refresh_names()
+
+    def _learn(self, ev: Event) -> None:
+        """What an event teaches the terminal: names to complete, groups joined or lost, who
+        stopped typing."""
         me = self.client.user
         if isinstance(ev, MessageEvent):
             self._saw_message(ev.message)
             self.typing.pop(ev.message.sender.casefold(), None)
-            self.out(self.fmt(ev.message))
         elif isinstance(ev, PresenceEvent):
             self.users.add(ev.user)
             if ev.status == "offline":
                 self.typing.pop(ev.user.casefold(), None)
-            self.status_line(fmt_presence(ev))
-        elif isinstance(ev, TypingEvent):
-            what = (f"{sanitize(ev.user)} is typing in #{sanitize(ev.peer)}…" if ev.group
-                    else f"{sanitize(ev.user)} is typing…")
-            if self.interactive:
-                self.typing[ev.user.casefold()] = (what, time.monotonic() + ev.expires)
-            else:
-                self.status_line(f"· {what}")
-        elif isinstance(ev, ReadEvent):
-            self.status_line(f"· you read {sanitize(ev.peer)} up to message {ev.id} on another device")
-        elif isinstance(ev, SeenEvent):
-            self.status_line(f"· {sanitize(ev.by)} has seen your messages up to {ev.id} ✓✓")
-        elif isinstance(ev, EditedEvent | DeletedEvent | ReactionEvent):
-            self.out(self._change_line(ev))
         elif isinstance(ev, FileEvent):
             self.users.add(ev.file.sender)
             if ev.file.group:
                 self.groups.add(ev.file.group)
-            self.out(fmt_file_offer(ev.file))
         elif isinstance(ev, MemberEvent):
             self.users.update(u for u in (ev.user, ev.by) if u)
             if ev.removes and _same(ev.user, me):
                 self._forget_group(ev.group)
             elif ev.action == "join" and _same(ev.user, me):
                 self.groups.add(ev.group)
-            self.out(fmt_member_event(ev, me))
-        elif isinstance(ev, TopicEvent):
-            who = "you" if _same(ev.by, me) else sanitize(ev.by or "someone")
-            self.out(f"* [#{sanitize(ev.group)}] {who} set the topic: {sanitize(ev.topic)}" if ev.topic
-                     else f"* [#{sanitize(ev.group)}] {who} cleared the topic")
         elif isinstance(ev, GroupDeletedEvent):
             self._forget_group(ev.group)
-            self.out(f"* #{sanitize(ev.group)} was deleted by {sanitize(ev.by or 'its owner')}")
         elif isinstance(ev, InvitedEvent):
             self.groups.add(ev.group)
-            self.out(f"* {sanitize(ev.by or 'someone')} invited you to #{sanitize(ev.group)}: "
-                     f"type 'joingroup {sanitize(ev.group)}' to join")
-        elif isinstance(ev, SessionEvent):
-            self.out(f"* session {sanitize(ev.state)}: {sanitize(ev.message)}")
-        elif isinstance(ev, ConnectionEvent):
-            if ev.state is ConnState.CLOSED or (ev.state is ConnState.RECONNECTING and ev.detail != "attempt 1"):
-                return  # closing is what the user asked for; one "reconnecting" per outage is enough
-            text = {
-                ConnState.CONNECTED: f"connected to realm {sanitize(ev.realm)} at {ev.detail}",
-                ConnState.DISCONNECTED: f"disconnected: {sanitize(ev.detail)}",
-                ConnState.RECONNECTING: "reconnecting...",
-                ConnState.RECONNECTED: f"reconnected to realm {sanitize(ev.realm)}: {sanitize(ev.detail)}",
-            }[ev.state]
-            self.out(f"* {text}")
-        elif isinstance(ev, OtherEvent) and ev.kind == "shutdown":
-            why = ev.raw.get("message") or "shutting down"
-            self.out(f"* the realm is going away: {sanitize(str(why))} (reconnecting when it is back)")
-        elif isinstance(ev, OtherEvent):
-            self.out(f"* event {sanitize(ev.kind)}: {sanitize(str(ev.raw))}")
-        if isinstance(ev, ConnectionEvent) and ev.state is ConnState.RECONNECTED and self.client.user:
-            self.refresh_names()
+
+    def _presence(self, ev: PresenceEvent) -> None:
+        """A presence line, only when it changes what this screen said about the user (see
+        PresenceLines); a held offline is printed by a timer once it has lasted."""
+        decision = self.presence.offer(ev, self.clock())
+        if decision is Shown.SHOW:
+            self.status_line(fmt_presence(ev))
+        elif decision is Shown.HOLD and self._presence_timer is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to print later
+                loop = asyncio.get_running_loop()
+                self._presence_timer = loop.call_later(self.presence.settle, self._presence_due)
+
+    def _presence_due(self) -> None:
+        self._presence_timer = None
+        for ev in self.presence.due(self.clock() + 0.001):
+            self.status_line(fmt_presence(ev))
+        if self.presence.holding and not self.done:
+            self._presence_timer = asyncio.get_running_loop().call_later(
+                max(0.05, self.presence.next_due() - self.clock()), self._presence_due)
 
     # ---- messages --------------------------------------------------------------------------
 
@@ -534,29 +699,27 @@ class Terminal:
         me = self.client.user
         old = self.shown.get(ev.id)
         ref = f"#{ev.id}"
+        if old is None:
+            return fmt_notice(ev, me)
         if isinstance(ev, EditedEvent):
-            who = "you" if _same(ev.sender, me) else sanitize(ev.sender or "someone")
-            if old is not None:
-                return "* edited: " + self.fmt(apply_change(old, ev))
-            return f"* {who} edited {ref}: {sanitize(ev.text)} (edited)"
+            return "* edited: " + self.fmt(apply_change(old, ev))
         if isinstance(ev, DeletedEvent):
             by = "you" if _same(ev.by, me) else sanitize(ev.by or "someone")
-            if old is not None:
-                new = self.remember(apply_change(old, ev))
-                return f"* {by} deleted: {fmt_message(new, me, ids=True, color=self.color)}"
-            return f"* {by} deleted message {ref}"
+            new = self.remember(apply_change(old, ev))
+            return f"* {by} deleted: {fmt_message(new, me, ids=True, color=self.color)}"
         who = "you" if _same(ev.user, me) else sanitize(ev.user)
         verb = "reacted" if ev.on else "took back"
         what = f"{sanitize(ev.emoji)} to" if ev.on else f"{sanitize(ev.emoji)} on"
-        if old is not None:
-            new = self.remember(apply_change(old, ev))
-            author = "you" if _same(new.sender, me) else sanitize(new.sender)
-            summary = fmt_reactions(new, me) or "no reactions"
-            return f"* {who} {verb} {what} {ref} ({author}: {snippet(new.text, 40)}): {summary}"
-        return f"* {who} {verb} {what} message {ref}"
+        new = self.remember(apply_change(old, ev))
+        author = "you" if _same(new.sender, me) else sanitize(new.sender)
+        summary = fmt_reactions(new, me) or "no reactions"
+        return f"* {who} {verb} {what} {ref} ({author}: {snippet(new.text, 40)}): {summary}"
 
     def _forget_group(self, group: str) -> None:
         self.groups = {n for n in self.groups if not _same(n, group)}
+        if self.target is not None and _same(self.target, "#" + group):
+            self.target = None
+            self.say(f"* #{sanitize(group)} is no longer your current conversation: plain lines are commands again")
 
     def _saw_message(self, m: Message) -> None:
         peer = m.group if m.group is not None else (m.to if _same(m.sender, self.client.user) else m.sender)
@@ -584,8 +747,15 @@ class Terminal:
 
     def completions(self, verb: str, prefix: str, position: int = 1) -> list[str]:
         """Names that complete argument `position` (1: the first) of `verb`: users, groups, or
-        both (`#GROUP` for sendfile's target)."""
-        verb = ALIASES.get(verb.lower(), verb.lower())
+        both (`#GROUP` for sendfile's target and the conversation verbs)."""
+        if verb.lower() in ("/query", "/msg") and position == 1:
+            if prefix.startswith("#"):
+                return ["#" + g for g in self.completions("members", prefix[1:])]
+            return self.completions("sendprivate", prefix)
+        if verb.lower() == "/join" and position == 1:
+            return ["#" + g for g in self.completions("members", prefix.removeprefix("#"))]
+        verb = verb.lower().removeprefix("/")
+        verb = ALIASES.get(verb, verb)
         arg_kinds = ARG_KINDS.get(verb, ())
         kinds = arg_kinds[position - 1] if 0 < position <= len(arg_kinds) else ()
         if verb == "sendfile" and position == 1 and prefix.startswith("#"):
@@ -615,17 +785,23 @@ class Terminal:
     # ---- running --------------------------------------------------------------------------
 
     async def run_line(self, line: str) -> bool:
-        """Runs one typed line; False if it failed (the error was printed)."""
-        verb = line.strip().split(" ", 1)[0].lower()
+        """Runs one typed line; False if it failed (the error was printed). With a current
+        conversation, a line without a leading "/" is a message to it (`//` sends one "/")."""
+        stripped = line.strip()
+        verb = stripped.removeprefix("/").split(" ", 1)[0].lower()
         try:
+            if self.target is not None and stripped and (not stripped.startswith("/") or stripped.startswith("//")):
+                await self._send_to(self.target, stripped.removeprefix("/") if stripped.startswith("//")
+                                    else stripped)
+                return True
             cmd = parse_user_line(line)
             if cmd is None:
                 return True
             handler = self._handlers.get(cmd.verb)
             if handler is None:
-                # A verb of a newer realm this terminal has no human output for: its raw answer.
-                r = await self.client.command(line.strip())
-                self.say(sanitize(str(r)))
+                # A verb of a newer realm this terminal has no human output for: its answer's fields.
+                r = await self.client.command(stripped.removeprefix("/"))
+                self.say(fmt_fields(r, skip=("status",)) or "OK")
                 return True
             await handler(cmd.args)
             return True
@@ -634,6 +810,60 @@ class Terminal:
                 self.auth_failed = True
             self.fail(e)
             return False
+        finally:
+            if verb in ("auth", "logout"):
+                self._viewer_may_have_changed()
+
+    def _viewer_may_have_changed(self) -> None:
+        """After auth or logout: if another user (or nobody) is logged in now, what this screen
+        showed about presence and the current conversation were theirs."""
+        viewer = (self.client.user or "").casefold()
+        if viewer == self._viewer:
+            return
+        self._viewer = viewer
+        self.presence.reset()
+        if self.target is not None:
+            self.say(f"* {sanitize(self.target)} is no longer your current conversation")
+            self.target = None
+
+    # ---- the current conversation ----------------------------------------------------------
+
+    async def _send_to(self, to: str, text: str) -> None:
+        if to.startswith("#"):
+            await self._sendgroup((to[1:], text))
+        else:
+            await self._sendprivate((to, text))
+
+    async def _query(self, a: tuple[str, ...]) -> None:
+        if not a:
+            if self.target is None:
+                self.say("no current conversation: plain lines are commands")
+            else:
+                self.say(f"left {sanitize(self.target)}: plain lines are commands again")
+                self.target = None
+            return
+        if a[0].startswith("#"):
+            await self._join((a[0][1:],))
+            return
+        self.users.add(a[0])
+        self.target = a[0]
+        self.say(f"talking to {sanitize(a[0])}: plain lines go to {sanitize(a[0])}; "
+                 "'/COMMAND' runs a command, '/query' alone ends this")
+
+    async def _join(self, a: tuple[str, ...]) -> None:
+        g = await self.client.join_group(a[0], a[1] if len(a) > 1 else None)
+        self.groups.add(g)
+        self.target = "#" + g
+        self.say(f"joined #{sanitize(g)}; talking in #{sanitize(g)}: plain lines go there; "
+                 "'/COMMAND' runs a command, '/query' alone ends this")
+
+    async def _msg(self, a: tuple[str, ...]) -> None:
+        await self._send_to(a[0], a[1])
+
+    async def _me(self, a: tuple[str, ...]) -> None:
+        if self.target is None:
+            raise InvalidArgument(f"/me: {NO_TARGET}")
+        await self._send_to(self.target, f"* {self.client.user or 'someone'} {a[0]}")
 
     # ---- handlers -------------------------------------------------------------------------
 
@@ -645,6 +875,8 @@ class Terminal:
         s = await self.client.auth(a[0], a[1])
         self.auth_failed = False
         self.say(f"logged in as {sanitize(s.user)} on realm {sanitize(s.realm)}")
+        if s.waiting.total:  # counted by the server at login; `inbox` fetches them
+            self.say(f"{sanitize(s.waiting.line)} (inbox shows them)")
         self.refresh_names()
 
     async def _sendprivate(self, a: tuple[str, ...]) -> None:
@@ -856,13 +1088,13 @@ class Terminal:
 
     async def _deletegroup(self, a: tuple[str, ...]) -> None:
         g = await self.client.delete_group(a[0])
-        self._forget_group(g)
         self.say(f"deleted #{sanitize(g)}")
+        self._forget_group(g)
 
     async def _leavegroup(self, a: tuple[str, ...]) -> None:
         g = await self.client.leave_group(a[0])
-        self.groups = {n for n in self.groups if n.lower() != g.lower()}
         self.say(f"left #{sanitize(g)}")
+        self._forget_group(g)
 
     async def _groups(self, a: tuple[str, ...]) -> None:
         groups = await self.client.groups()
@@ -1017,8 +1249,8 @@ async def run_interactive(term: Terminal) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
 
     class VerbCompleter(Completer):
-        """Verbs as the first word; user and group names as the first argument (those seen in
-        who, groups and messages); local paths after `sendfile TO `."""
+        """Verbs as the first word (`/verbs` after a slash); user and group names as the first
+        argument (those seen in who, groups and messages); local paths after `sendfile TO `."""
 
         paths = PathCompleter(expanduser=True)
 
@@ -1026,10 +1258,10 @@ async def run_interactive(term: Terminal) -> int:
             text = document.text_before_cursor
             words = text.split(" ")
             if len(words) <= 1:
-                for v in VERBS:
+                for v in SLASH_VERBS if text.startswith("/") else VERBS:
                     if v.startswith(text.lower()):
                         yield Completion(v, start_position=-len(text))
-            elif words[0].lower() == "sendfile" and len(words) >= 3:
+            elif words[0].lower().removeprefix("/") == "sendfile" and len(words) >= 3:
                 path_text = text.split(" ", 2)[2]
                 yield from self.paths.get_completions(Document(path_text, len(path_text)), complete_event)
             else:
@@ -1047,14 +1279,21 @@ async def run_interactive(term: Terminal) -> int:
     term.say("type 'help' for the commands, Ctrl-D to leave")
     def prompt() -> str:
         # Evaluated at every redraw: after an automatic re-login (or its failure) the prompt
-        # shows who is logged in now, not who was when it was first drawn.
-        return f"{term.client.user or 'guest'}@{term.client.realm or 'realm'}> "
+        # shows who is logged in now, not who was when it was first drawn; and the current
+        # conversation, where plain lines go.
+        where = f" [{sanitize(term.target)}]" if term.target else ""
+        return f"{term.client.user or 'guest'}@{term.client.realm or 'realm'}{where}> "
+
+    # Every line through prompt_toolkit, in one order: it lands above the prompt (redrawn with
+    # what is being typed), and the renderer's styles become prompt_toolkit styles. Printed as
+    # text, an escape sequence would show as "?[2m" (prompt_toolkit writes ESC as "?").
+    def show(text: str) -> None:
+        print_formatted_text(FormattedText(styled(text)))
 
     def dim(text: str) -> None:
-        # Through prompt_toolkit, so the line lands above the prompt, styled (patch_stdout
-        # would show an escape sequence as text).
-        print_formatted_text(FormattedText([("fg:ansibrightblack", text)]))
+        print_formatted_text(FormattedText(styled(text, "fg:ansibrightblack")))
 
+    term.out = show
     term.out_dim = dim
     with patch_stdout(raw=False):
         while not term.done:
@@ -1093,7 +1332,7 @@ async def amain(host: str, port: int, download_dir: Path, json_mode: bool, linge
 
     def tap(direction: str, line: bytes) -> None:
         if direction == "<":
-            out(line.decode("utf-8", "replace"))
+            term.out(line.decode("utf-8", "replace"))  # the terminal's output, whichever it is now
 
     client = ChatClient(host, port, auto_reconnect=reconnect, wire_tap=tap if json_mode else None, ssl=tls)
     term = Terminal(client, download_dir=download_dir, json_mode=json_mode, out=out,

@@ -234,6 +234,7 @@ class ChatController:
         session = await self._client().auth(user, password)
         st = self.state
         st.user, st.realm = session.user, session.realm or st.realm
+        st.waiting = session.waiting  # counted at login, before _after_login fetches the inbox
         st.status, st.status_detail = Status.ONLINE, f"logged in as {session.user} on realm {st.realm}"
         self._changed(Change.STATUS)
         await self._after_login()
@@ -299,6 +300,8 @@ class ChatController:
             if c.last is not None:
                 conv.add(self._line(c.last))
             conv.read_id = max(conv.read_id, c.read)
+            # The peer's read mark of our messages (receipts on): ticks at once after a login.
+            conv.seen_id = max(conv.seen_id, c.seen)
             if self.state.current == conv.key:
                 conv.unread = conv.mentions = 0
                 self._mark_read(conv)
@@ -892,18 +895,45 @@ class ChatController:
         text = " ".join(text.splitlines()).strip()  # the protocol carries one line per message
         if not text:
             raise InvalidArgument("the message is empty")
-        if conv.editing is not None:
-            target = conv.find(conv.editing)
-            if target is not None:
-                await self.edit_message(target.id or 0, text, conv.key)
-                return target
-            conv.editing = None
-        reply_to, conv.replying_to = conv.replying_to, None
-        line = ChatLine(sender=self.state.user, text=text, ts=datetime.now(UTC), own=True, pending=True,
-                        reply_to=reply_to)
-        conv.lines.append(line)
-        await self._deliver(conv, line)
+        try:
+            if conv.editing is not None:
+                target = conv.find(conv.editing)
+                if target is not None:
+                    await self.edit_message(target.id or 0, text, conv.key)
+                    self._sent_here(conv)
+                    return target
+                conv.editing = None
+            reply_to, conv.replying_to = conv.replying_to, None
+            line = ChatLine(sender=self.state.user, text=text, ts=datetime.now(UTC), own=True, pending=True,
+                            reply_to=reply_to)
+            conv.lines.append(line)
+            await self._deliver(conv, line)
+        except ChatError as e:
+            # The failure belongs to this conversation, wherever the user is by now: its
+            # "not sent" line, and the text back in its own box (unless something new was
+            # typed there meanwhile).
+            conv.send_error = e.message
+            if not conv.draft.strip():
+                conv.put_draft(text)
+            self._changed(Change.MESSAGES)
+            raise
+        self._sent_here(conv)
         return line
+
+    def _sent_here(self, conv: Conversation, text: str | None = None) -> None:
+        """A message went through in `conv`: its "not sent" line goes; with `text` (a retried
+        line), so does that text if it is still waiting in the box."""
+        conv.send_error = ""
+        if text is not None and conv.draft.strip() == text:
+            conv.put_draft("")
+        self._changed(Change.MESSAGES)
+
+    def set_draft(self, text: str, key: str | None = None) -> None:
+        """What the user typed in a conversation's message box (the view reports each change):
+        kept with that conversation until it is sent."""
+        conv = self.conversation(key or self.state.current)
+        if conv is not None:
+            conv.draft = text
 
     # ---- messages have a life ----------------------------------------------------------------
 
@@ -918,6 +948,8 @@ class ChatController:
     def cancel_reply(self, key: str | None = None) -> None:
         conv = self.conversation(key or self.state.current)
         if conv is not None and (conv.replying_to is not None or conv.editing is not None):
+            if conv.editing is not None:
+                conv.put_draft("")  # the box held the message being edited
             conv.replying_to = conv.editing = None
             self._changed(Change.MESSAGES)
 
@@ -928,6 +960,7 @@ class ChatController:
         if conv is None or line is None or not line.own or line.deleted:
             raise InvalidArgument("you can edit only your own messages")
         conv.editing, conv.replying_to = msg_id, None
+        conv.put_draft(line.text)
         self._changed(Change.MESSAGES)
         return line.text
 
@@ -1041,13 +1074,21 @@ class ChatController:
         self._changed(*changes)
 
     async def retry(self, line: ChatLine, key: str | None = None) -> ChatLine:
-        """Sends a line that failed again (its Retry button); raises like send."""
-        conv = self.conversation(key or self.state.current)
-        if conv is None or line not in conv.lines:
+        """Sends a line that failed again (its Retry button) to the conversation it was written
+        for, whichever is open now (`key` is not needed); raises like send."""
+        # By identity: an equal line may be in another conversation (the same text sent twice).
+        conv = next((c for c in self.state.conversations.values() if any(ln is line for ln in c.lines)), None)
+        if conv is None:
             raise InvalidArgument("that message is no longer in the conversation")
         if not line.error:
             return line
-        await self._deliver(conv, line)
+        try:
+            await self._deliver(conv, line)
+        except ChatError as e:
+            conv.send_error = e.message
+            self._changed(Change.MESSAGES)
+            raise
+        self._sent_here(conv, line.text)
         return line
 
     async def _deliver(self, conv: Conversation, line: ChatLine) -> None:
@@ -1249,7 +1290,8 @@ class ChatController:
                     self._notify(f"reconnected, but logged out: {ev.detail}")
         elif ev.state is ConnState.CLOSED:
             st.status, st.status_detail = Status.OFFLINE, "disconnected"
-        self._changed(Change.STATUS)
+        # The online list says whether it is current (it is not while the realm is gone).
+        self._changed(Change.STATUS, Change.ONLINE)
 
     async def _after_reconnect(self) -> None:
         """Backlog messages come as events (chat_cli catches up); refresh what has no events

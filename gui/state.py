@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
-from chat_cli.models import Ban, FileInfo, GroupInfo, Member, Presence, SearchHit
+from chat_cli.models import Ban, FileInfo, GroupInfo, Member, Presence, SearchHit, Waiting
 
 
 class Status(StrEnum):
@@ -156,6 +156,18 @@ class Conversation:
     replying_to: int | None = None  # the message the next one sent answers (the reply preview)
     editing: int | None = None      # the own message the composer is editing
     highlight: int | None = None    # a message opened from search, to mark and scroll to
+    # The message box belongs to the conversation: what is typed here stays here (and is back
+    # when the user returns); it is never sent anywhere else.
+    draft: str = ""
+    # Counts the changes the app makes to the draft itself (a failed message put back, a
+    # retried one taken out, an edit started), so the view knows to show the new text.
+    draft_rev: int = 0
+    send_error: str = ""            # why the last message sent here failed; "" once one goes through
+
+    def put_draft(self, text: str) -> None:
+        """The app (not the user's typing) changes what the message box holds."""
+        self.draft = text
+        self.draft_rev += 1
 
     @property
     def key(self) -> str:
@@ -315,6 +327,7 @@ class ChatState:
     away: bool = False        # the user set themself away
     away_message: str = ""
     receipts: bool = True     # senders see when the user reads their private messages
+    waiting: Waiting = field(default_factory=Waiting)  # what waited undelivered at login (counted by the server)
 
     def presence_of(self, user: str) -> Presence | None:
         p = self.presence.get(user.casefold())
@@ -368,3 +381,11 @@ class ChatState:
     @property
     def unread_total(self) -> int:
         return sum(c.unread for c in self.conversations.values())
+
+    @property
+    def waiting_line(self) -> str:
+        """The side list's line about what waited at login ('' when nothing did)."""
+        w = self.waiting
+        if not w.total:
+            return ""
+        return f"{w.headline} when you logged in: {w.where}" if w.where else f"{w.headline} when you logged in"

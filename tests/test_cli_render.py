@@ -3,6 +3,7 @@ no-overwrite naming of downloads. Table-driven, no servers."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,3 +218,184 @@ def test_claim_free_name_keeps_names_within_255_bytes(tmp_path: Path) -> None:
     (tmp_path / name).write_bytes(b"")
     got = claim_free_name(tmp_path, name)
     assert len(os.fsencode(got.name)) <= 255 and got.name.endswith(" (1).pdf")
+
+
+# ---- the terminal's own lines: styles, every event as a sentence, presence, slash commands ----
+
+
+def test_styled_turns_the_renderers_styles_into_prompt_toolkit_ones_and_nothing_else() -> None:
+    from chat_cli.render import BOLD_YELLOW, DIM, RESET, styled
+
+    ts = "2026-11-24T10:42:01.123Z"
+    m = Message(id=7, sender="bob", text="hi @alice", ts=ts, to="alice", edited=ts)
+    frags = styled(fmt_message(m, "alice", NOW, ids=True, color=True))
+    assert "".join(text for _, text in frags) == f"[bob → you {_local_hm(ts)}] hi @alice (edited)  #7"
+    assert ("fg:ansibrightblack", "#7") in frags
+    assert frags[0][0] == "bold fg:ansiyellow" and frags[0][1].startswith("[bob → you")
+    assert not any("\x1b" in text for _, text in frags)
+    # Any other sequence (text that skipped sanitize, or one the renderer did not make) is shown
+    # as text; a status line keeps its base style through the renderer's own resets.
+    assert styled("a\x1b[31mred\x9b2J\u202e") == [("", "a\\x1b[31mred\\x9b2J\\u202e")]
+    assert styled(f"x {DIM}y{RESET} z", "fg:ansibrightblack") == [
+        ("fg:ansibrightblack", "x "), ("fg:ansibrightblack fg:ansibrightblack", "y"), ("fg:ansibrightblack", " z")]
+    assert styled(f"{BOLD_YELLOW}one\ntwo{RESET}") == [("bold fg:ansiyellow", "one\ntwo")]
+
+
+def _terminal(lines: list[str]):  # type: ignore[no-untyped-def]
+    """A Terminal on a client that never connects: what on_event prints, nothing sent."""
+    from chat_cli.client import ChatClient
+    from chat_cli.terminal import Terminal
+
+    return Terminal(ChatClient("127.0.0.1", 9), download_dir=Path("."), json_mode=False, out=lines.append)
+
+
+WIRE_EVENTS = [
+    {"event": "private", "id": 1, "from": "bob", "to": "alice", "text": "hi", "ts": "2026-11-24T10:42:01.123Z"},
+    {"event": "group", "id": 2, "from": "bob", "group": "crew", "text": "hi all", "ts": "2026-11-24T10:42:01Z"},
+    {"event": "file", "id": 3, "from": "bob", "name": "a.pdf", "size": 10, "sha256": "ab", "ts": "x"},
+    {"event": "member", "group": "crew", "user": "bob", "action": "kick", "by": "carol", "reason": "spam"},
+    {"event": "member", "group": "crew", "user": "bob", "action": "frobbed", "by": "carol"},
+    {"event": "topic", "group": "crew", "topic": "lunch", "by": "bob"},
+    {"event": "groupdeleted", "group": "crew", "by": "bob"},
+    {"event": "invited", "group": "crew", "by": "bob"},
+    {"event": "session", "state": "expired"},
+    {"event": "shutdown", "message": "the realm is shutting down"},
+    {"event": "shutdown"},
+    {"event": "closing", "reason": "idle_timeout", "message": "no command for 2 s: closing the connection"},
+    {"event": "closing", "reason": "flood"},
+    {"event": "read", "peer": "bob", "id": 4},
+    {"event": "seen", "by": "bob", "id": 4},
+    {"event": "presence", "user": "bob", "status": "away", "realm": "beta", "message": "lunch"},
+    {"event": "typing", "user": "bob", "peer": "bob", "expires": 5},
+    {"event": "edited", "id": 99, "text": "new", "edited": "x", "from": "bob", "to": "alice"},
+    {"event": "deleted", "id": 99, "by": "bob"},
+    {"event": "reaction", "id": 99, "user": "bob", "emoji": "👍", "on": True},
+    {"event": "wave", "user": "bob", "nested": {"a": [1, 2]}, "list": [1, 2, 3]},
+    {"event": "notice", "message": "maintenance at \x1b[2J noon"},
+    {"event": ""},
+]
+
+
+@pytest.mark.parametrize("obj", WIRE_EVENTS, ids=lambda o: str(o.get("event")) or "empty")
+def test_every_event_prints_as_a_sentence_never_a_repr(obj: dict[str, object]) -> None:
+    lines: list[str] = []
+    _terminal(lines).on_event(event_from_wire(obj))
+    text = "\n".join(lines)
+    assert text.strip(), obj
+    for repr_mark in ("{'", '{"', "':", "Event(", "raw=", "None"):
+        assert repr_mark not in text, text
+    assert "\x1b" not in text, text
+
+
+def test_connection_events_and_realm_notices_read_as_sentences() -> None:
+    from chat_cli.models import ConnectionEvent, ConnState
+
+    lines: list[str] = []
+    term = _terminal(lines)
+    for state in ConnState:
+        term.on_event(ConnectionEvent(state, "127.0.0.1:8000", "alpha"))
+    for obj in WIRE_EVENTS:
+        if obj["event"] in ("closing", "shutdown", "wave", "notice"):
+            term.on_event(event_from_wire(obj))
+    assert lines == [
+        "* connected to realm alpha at 127.0.0.1:8000",
+        "* disconnected: 127.0.0.1:8000",
+        "* reconnected to realm alpha: 127.0.0.1:8000",
+        "* the realm is going away: the realm is shutting down",
+        "* the realm is going away: the realm is shutting down",
+        "* the realm is closing this connection: no command for 2 s: closing the connection",
+        "* the realm is closing this connection: flood",
+        "* the realm sent a notice this client does not know (wave) [user: bob, nested: 1 item, list: 3 items]",
+        "* the realm sent a notice this client does not know (notice): maintenance at \\x1b[2J noon",
+    ]
+
+
+def test_presence_lines_only_when_the_shown_state_changes() -> None:
+    from chat_cli.models import PresenceEvent
+    from chat_cli.terminal import PresenceLines, Shown
+
+    p = PresenceLines(limit=2, settle=5.0)
+    on = PresenceEvent("bob", "online", "beta")
+    off = PresenceEvent("Bob", "offline")
+    assert p.offer(on, 0) is Shown.SHOW
+    assert p.offer(PresenceEvent("BOB", "online", "Beta"), 1) is Shown.SKIP  # a restart's repeat
+    # A realm restart: offline, then back within the settle time: nothing at all.
+    assert p.offer(off, 2) is Shown.HOLD
+    assert p.offer(off, 2.5) is Shown.SKIP
+    assert p.due(6.9) == []
+    assert p.offer(on, 3) is Shown.SKIP
+    assert p.due(100) == [] and not p.holding
+    # Really gone: the offline is due once it has lasted; a second one is no news.
+    assert p.offer(off, 10) is Shown.HOLD and p.next_due() == 15
+    assert p.due(14.9) == [] and p.due(15) == [off]
+    assert p.offer(off, 16) is Shown.SKIP
+    assert p.offer(on, 17) is Shown.SHOW
+    # Back, but elsewhere or away: a change, shown (the held offline is dropped).
+    assert p.offer(off, 18) is Shown.HOLD
+    assert p.offer(PresenceEvent("bob", "away", "beta", "lunch"), 19) is Shown.SHOW and not p.holding
+    assert p.offer(PresenceEvent("bob", "online", "alpha"), 20) is Shown.SHOW
+    # Bounded: the least recently heard user is forgotten (so its repeat shows again).
+    assert p.offer(PresenceEvent("carol", "online", "a"), 21) is Shown.SHOW
+    assert p.offer(PresenceEvent("dave", "online", "a"), 22) is Shown.SHOW
+    assert p.offer(PresenceEvent("bob", "online", "alpha"), 23) is Shown.SHOW
+    for i in range(5):
+        p.offer(PresenceEvent(f"u{i}", "offline"), 24)
+    assert len(p._held) <= 2 and len(p._shown) <= 2
+
+
+async def test_terminal_prints_a_held_offline_when_it_lasts() -> None:
+    from chat_cli.models import PresenceEvent
+    from chat_cli.terminal import PresenceLines
+
+    lines: list[str] = []
+    term = _terminal(lines)
+    term.presence = PresenceLines(settle=0.1)
+    for ev in (PresenceEvent("bob", "online", "beta"), PresenceEvent("bob", "online", "beta"),
+               PresenceEvent("bob", "offline"), PresenceEvent("bob", "online", "beta")):
+        term.on_event(ev)
+    await asyncio.sleep(0.3)
+    assert lines == ["· bob is online on realm beta"]
+    term.on_event(PresenceEvent("bob", "offline"))
+    assert lines == ["· bob is online on realm beta"]
+    await asyncio.sleep(0.3)
+    assert lines == ["· bob is online on realm beta", "· bob is offline"]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("/query bob", UserCommand("/query", ("bob",))),
+    ("/QUERY #crew", UserCommand("/query", ("#crew",))),
+    ("/query", UserCommand("/query", ())),
+    ("/join #crew", UserCommand("/join", ("crew",))),
+    ("/join crew s3cret", UserCommand("/join", ("crew", "s3cret"))),
+    ("/msg bob  hi  there", UserCommand("/msg", ("bob", "hi  there"))),
+    ("/msg #crew hi", UserCommand("/msg", ("#crew", "hi"))),
+    ("/me waves at  you", UserCommand("/me", ("waves at  you",))),
+    ("/who", UserCommand("who", ())),
+    ("/sendprivate bob hi", UserCommand("sendprivate", ("bob", "hi"))),
+    ("/exit", UserCommand("quit", ())),
+])
+def test_parse_slash_lines(line: str, expected: UserCommand) -> None:
+    assert parse_user_line(line) == expected
+
+
+@pytest.mark.parametrize(("line", "code", "needle"), [
+    ("/query bob carol", Code.INVALID_ARGUMENT, "usage: /query [USER|#GROUP]"),
+    ("/query b@d", Code.INVALID_ARGUMENT, "invalid user name"),
+    ("/query #b@d", Code.INVALID_ARGUMENT, "invalid group name"),
+    ("/join", Code.INVALID_ARGUMENT, "usage: /join GROUP [KEY]"),
+    ("/msg bob", Code.INVALID_ARGUMENT, "usage: /msg USER|#GROUP TEXT"),
+    ("/me", Code.INVALID_ARGUMENT, "usage: /me TEXT"),
+    ("//hello", Code.INVALID_ARGUMENT, "no current conversation"),
+    ("/", Code.UNIMPLEMENTED, "/help"),
+    ("/frobnicate", Code.UNIMPLEMENTED, "unknown command"),
+])
+def test_parse_slash_line_errors(line: str, code: Code, needle: str) -> None:
+    with pytest.raises(ChatError) as e:
+        parse_user_line(line)
+    assert e.value.code is code and needle in e.value.message
+
+
+def test_help_lists_the_conversation_commands() -> None:
+    text = help_text()
+    for usage in ("/query [USER|#GROUP]", "/join GROUP [KEY]", "/msg USER|#GROUP TEXT", "/me TEXT"):
+        assert usage in text

@@ -378,3 +378,123 @@ def test_interactive_tty_live_event_keeps_the_typed_line(stack: Stack, uname: Ca
         assert PW not in history  # auth/register lines are not written to disk
     finally:
         t.close()
+
+
+def test_realm_closing_notice_is_a_sentence(stack: Stack, uname: Callable[[str], str]) -> None:
+    from .stack import start_realm
+
+    bob = uname("bob")
+    # A realm of its own that closes a connection after 2 s without a command.
+    gamma = start_realm("gamma", stack.main.addr, 0, "--idle-timeout-s", "2")
+    b = LiveCli((gamma.host, gamma.port), "--no-reconnect")
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for("logged in as")
+        b.wait_for(r"^\* realm gamma is closing this connection: no command for 2 s: closing the connection")
+        b.wait_for(r"^\* disconnected: ")
+        assert not any("{" in line for line in b.lines), b.lines  # no dict, no JSON
+    finally:
+        b.kill()
+        gamma.kill()
+
+
+def test_presence_lines_are_not_repeated_after_restarts(fresh_stack: Stack, uname: Callable[[str], str]) -> None:
+    from .stack import start_realm
+
+    alice, bob = uname("alice"), uname("bob")
+    assert run_cli(fresh_stack.realm("alpha"), [f"register {alice} {PW}", f"register {bob} {PW}"]).returncode == 0
+    a = LiveCli(fresh_stack.realm("alpha"))
+    b = LiveCli(fresh_stack.realm("beta"))
+    try:
+        a.send(f"auth {alice} {PW}")
+        a.wait_for("logged in as")
+        b.send(f"auth {bob} {PW}")
+        b.wait_for("logged in as")
+        b.send(f"sendprivate {alice} hi")  # now they share a conversation: presence reaches alice
+        a.wait_for(r"\] hi$")
+        b.send("away")
+        a.wait_for(rf"^· {bob} is away on realm beta$")
+        time.sleep(1.2)  # presence is coalesced to once a second per user
+        b.send("back")
+        a.wait_for(rf"^· {bob} is online on realm beta$")
+        # main restarts: the realms re-link and resume the sessions, main announces them again.
+        fresh_stack.restart_main()
+        b.send("ping")
+        b.wait_for(r"^pong", timeout=30)
+        # bob's realm restarts: his sessions leave, then come back seconds later.
+        old = fresh_stack.realms["beta"]
+        old.kill()
+        b.wait_for(r"^\* disconnected: ")
+        fresh_stack.realms["beta"] = start_realm("beta", fresh_stack.main.addr, old.port)
+        b.wait_for(rf"^\* reconnected to realm beta: authenticated as {bob}$", timeout=30)
+        # A real change still shows (and proves alice heard everything before it).
+        time.sleep(1.2)
+        b.send("away brb")
+        a.wait_for(rf"^· {bob} is away on realm beta: brb$")
+        said = [line for line in a.lines if line.startswith(f"· {bob} is ")]
+        assert said == [f"· {bob} is away on realm beta", f"· {bob} is online on realm beta",
+                        f"· {bob} is away on realm beta: brb"], a.lines
+        # bob leaves for good: the offline shows once it has lasted.
+        b.send("quit")
+        assert b.proc.wait(20) == 0
+        a.wait_for(rf"^· {bob} is offline$", timeout=45)
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_conversation_mode_query_join_msg_me(stack: Stack, uname: Callable[[str], str]) -> None:
+    alice, bob, carol, room = uname("alice"), uname("bob"), uname("carol"), uname("room")
+    assert run_cli(stack.realm("alpha"), [f"register {alice} {PW}", f"register {carol} {PW}"]).returncode == 0
+    b = LiveCli(stack.realm("beta"))
+    a = LiveCli(stack.realm("alpha"))
+    try:
+        b.send(f"register {bob} {PW}")
+        b.send(f"auth {bob} {PW}")
+        b.send(f"creategroup {room}")
+        b.wait_for(f"created group #{room}")
+        a.send(f"auth {alice} {PW}")
+        a.wait_for("logged in as")
+        # No current conversation: lines are commands, as always; /me has nowhere to go.
+        a.send("/me is here")
+        a.wait_for(r"^error INVALID_ARGUMENT: /me: no current conversation")
+        a.send(f"/query {bob}")
+        a.wait_for(rf"^talking to {bob}: plain lines go to {bob}")
+        a.send("hello in the query")
+        b.wait_for(rf"^\[{alice} → you {TIME}\] hello in the query$")
+        a.send("who")  # a plain line is a message now, whatever it says
+        b.wait_for(rf"^\[{alice} → you {TIME}\] who$")
+        a.send("/who")  # and a command with a slash
+        a.wait_for(r"^USER +REALM")
+        a.send(f"/msg {carol} just this one")
+        a.wait_for(rf"^\[you → {carol} {TIME}\] just this one$")
+        a.send("/me waves")
+        b.wait_for(rf"^\[{alice} → you {TIME}\] \* {alice} waves$")
+        a.send("//slash at the start")
+        b.wait_for(rf"^\[{alice} → you {TIME}\] /slash at the start$")
+        a.send(f"/join #{room}")
+        a.wait_for(rf"^joined #{room}; talking in #{room}")
+        a.send("hello room")
+        b.wait_for(rf"^\[#{room}\] {alice}: hello room$")
+        a.send("/me nods")
+        b.wait_for(rf"^\[#{room}\] {alice}: \* {alice} nods$")
+        a.send(f"/msg {bob} aside")
+        b.wait_for(rf"^\[{alice} → you {TIME}\] aside$")
+        a.send("still the room")
+        b.wait_for(rf"^\[#{room}\] {alice}: still the room$")
+        a.send("/query")
+        a.wait_for(rf"^left #{room}: plain lines are commands again$")
+        a.send("groups")  # today's behaviour again
+        a.wait_for(rf"^#{room} +member +2$")
+        a.send(f"/query #{room}")  # joins (already a member: fine) and makes it current
+        a.wait_for(rf"^joined #{room}; talking in #{room}")
+        a.send(f"/leavegroup {room}")
+        a.wait_for(rf"^\* #{room} is no longer your current conversation")
+        a.send("groups")
+        a.wait_for(r"^you are in no groups$")
+        assert a.finish() == 1  # the /me without a conversation failed
+        assert not any("error" in line for line in b.lines), b.lines
+    finally:
+        a.kill()
+        b.kill()

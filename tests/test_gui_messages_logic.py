@@ -11,10 +11,10 @@ import pytest
 
 from chat_cli import ChatClient
 from gui.controller import ChatController
-from gui.state import ChatLine, Conversation, Kind, conv_key
-from realmchat.errors import InvalidArgument, PermissionDenied
+from gui.state import ChatLine, Conversation, Kind, Status, conv_key
+from realmchat.errors import InvalidArgument, PermissionDenied, Unavailable
 
-from .stack import Stack
+from .stack import Stack, start_main
 from .test_client_lib import user
 from .test_gui_logic import PW, logged_in, make_controller, until
 
@@ -132,3 +132,68 @@ def test_lines_of_one_millisecond_keep_their_sending_order() -> None:
         assert conv.add(ChatLine("bob", f"m{msg_id}", ts, id=msg_id))
     assert not conv.add(ChatLine("bob", "m9", ts, id=9))
     assert [ln.id for ln in conv.lines] == [8, 9, 10, 11, 12]
+
+
+async def test_drafts_and_failed_messages_stay_with_their_conversation(
+        fresh_stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    """What the views rely on: each conversation keeps its own draft and its own "not sent"
+    line; a failure that comes back after the user moved elsewhere lands where the message was
+    written; Retry sends to that conversation whichever is open; a send that goes through
+    clears the "not sent" line."""
+    alice, bob, carol = uname("alice"), uname("bob"), uname("carol")
+    a = await logged_in(make_controller(), fresh_stack.realm("alpha"), alice)
+    b = await logged_in(make_controller(), fresh_stack.realm("beta"), bob)
+    c = await logged_in(make_controller(), fresh_stack.realm("beta"), carol)
+    to_bob, to_carol = await a.start_private(bob), await a.start_private(carol)
+    a.set_draft("half a thought for carol", to_carol.key)
+    assert a.state.current == to_carol.key and to_bob.draft == ""
+
+    # ---- main is down: a message to bob fails while carol's chat is the open one -----------
+    port = fresh_stack.main.port
+    fresh_stack.main.kill()
+    with pytest.raises(Unavailable):
+        await a.send("for bob only", to_bob.key)
+    failed = to_bob.lines[-1]
+    assert failed.error and failed.text == "for bob only"
+    assert to_bob.send_error and to_bob.draft == "for bob only" and to_bob.draft_rev == 1
+    assert to_carol.send_error == "" and to_carol.draft == "half a thought for carol" and to_carol.draft_rev == 0
+    # Something typed meanwhile is never overwritten by a failure.
+    a.set_draft("typed while it failed", to_carol.key)
+    with pytest.raises(Unavailable):
+        await a.send("second failure", to_carol.key)
+    assert to_carol.draft == "typed while it failed" and to_carol.send_error
+
+    fresh_stack.main = start_main(fresh_stack.data_dir, port)
+    await until(lambda: a.state.status is Status.ONLINE, "online again", timeout=30)
+
+    # ---- a send that goes through clears the conversation's "not sent" line -----------------
+    a.set_draft("", to_carol.key)  # what the view does as it sends the box's text
+    await a.send("hello carol", to_carol.key)
+    assert to_carol.send_error == "" and to_bob.send_error  # bob's failure is still bob's
+
+    # ---- Retry from carol's chat still goes to bob, and takes the text out of bob's box --------
+    assert a.state.current == to_carol.key
+    await a.retry(failed)
+    assert failed.id is not None and not failed.error
+    assert to_bob.send_error == "" and to_bob.draft == "" and to_bob.draft_rev == 2
+    await until(lambda: any(ln.text == "for bob only" for cv in b.state.conversations.values() for ln in cv.lines),
+                "bob gets the retried message", timeout=20)
+    await until(lambda: any(ln.text == "hello carol" for cv in c.state.conversations.values() for ln in cv.lines),
+                "carol gets her message", timeout=20)
+    carol_sees = [ln.text for cv in c.state.conversations.values() for ln in cv.lines]
+    assert "for bob only" not in carol_sees and "half a thought for carol" not in carol_sees, carol_sees
+
+    # ---- editing puts the message into that conversation's box; cancelling takes it out ------
+    rev = to_carol.draft_rev
+    a.start_edit(to_carol.lines[-1].id or 0, to_carol.key)
+    assert to_carol.draft == "hello carol" and to_carol.draft_rev == rev + 1 and to_bob.draft == ""
+    a.cancel_reply(to_carol.key)
+    assert to_carol.draft == "" and to_carol.editing is None
+
+
+def test_a_draft_changed_by_the_app_is_counted() -> None:
+    conv = Conversation(Kind.GROUP, "design")
+    conv.draft = "typed"  # the user's typing: the box already shows it
+    assert conv.draft_rev == 0
+    conv.put_draft("put back")
+    assert (conv.draft, conv.draft_rev) == ("put back", 1)

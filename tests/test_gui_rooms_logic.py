@@ -159,3 +159,28 @@ async def test_invitation_from_a_raw_client_and_dismiss(
         assert ctl.state.role_in(g2) == "member"
     finally:
         await raw.close()
+
+
+def test_leave_group_does_not_look_like_log_out() -> None:
+    """On a phone Log out (header) and Leave group (the group's header) are icon buttons on one
+    screen: Leave group is a door, not another arrow out of a box."""
+    import flet as ft
+
+    from gui.views.chat import ConversationPane, Header
+
+    async def nothing() -> None:
+        return None
+
+    def icon_of(button: ft.Control) -> object:
+        assert isinstance(button, ft.MergeSemantics) and isinstance(button.content, ft.Semantics)
+        assert isinstance(button.content.content, ft.IconButton)
+        return button.content.content.icon
+
+    ctl = ChatController(who_interval=0)
+    header = Header(ctl, nothing)
+    pane = ConversationPane(ctl, None, lambda text: None, nothing)  # type: ignore[arg-type]
+    logout = {icon_of(header.logout_icon), header.logout_text.icon}
+    leave = {icon_of(pane.leave_icon), pane.leave_button.icon}
+    arrows_out = {ft.Icons.LOGOUT, ft.Icons.LOGOUT_OUTLINED, ft.Icons.LOGOUT_ROUNDED, ft.Icons.EXIT_TO_APP,
+                  ft.Icons.EXIT_TO_APP_OUTLINED, ft.Icons.EXIT_TO_APP_ROUNDED}
+    assert logout <= arrows_out and not leave & arrows_out, (logout, leave)

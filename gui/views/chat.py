@@ -51,6 +51,10 @@ REFOCUS_AFTER = 0.5  # seconds: a newly shown message box is built by then
 
 
 PRESENCE_COLORS = {"online": ft.Colors.GREEN, "away": ft.Colors.AMBER}
+# Log out (the session) and Leave group (one group) sit side by side on a phone: a door, not a
+# second arrow out of a box.
+LOGOUT_ICON = ft.Icons.LOGOUT
+LEAVE_ICON = ft.Icons.MEETING_ROOM_OUTLINED
 
 
 def presence_dot(status: str, size: int = 10) -> ft.Control:
@@ -89,8 +93,8 @@ class Header:
         self.receipts_switch = ft.Switch(label="Read receipts", value=True, on_change=self._receipts_switched,
                                          tooltip="senders see when you read their private messages")
         self.receipts_icon = icon_button(ft.Icons.DONE_ALL, "Read receipts on", self._toggle_receipts)
-        self.logout_text = ft.TextButton("Log out", icon=ft.Icons.LOGOUT, on_click=self._logout)
-        self.logout_icon = icon_button(ft.Icons.LOGOUT, "Log out", self._logout)
+        self.logout_text = ft.TextButton("Log out", icon=LOGOUT_ICON, on_click=self._logout)
+        self.logout_icon = icon_button(LOGOUT_ICON, "Log out", self._logout)
         self.row = ft.Row(
             spacing=8,
             controls=[ft.Icon(ft.Icons.FORUM, color=ft.Colors.PRIMARY), self.brand, self.spacer, self.status_row,
@@ -253,6 +257,8 @@ class Sidebar:
         if not rows:
             rows.append(ft.Text("No conversations yet: start a chat or join a group.", size=12,
                                 color=ft.Colors.ON_SURFACE_VARIANT))
+        if st.waiting_line:  # what waited at login, above the list
+            rows.insert(0, ft.Text(sanitize(st.waiting_line), size=12, italic=True, color=ft.Colors.PRIMARY))
         self.conversations.controls = rows
 
     def _conversation_tile(self, conv: Conversation, selected: bool) -> ft.Control:
@@ -546,10 +552,10 @@ class ConversationPane:
                               overflow=ft.TextOverflow.ELLIPSIS, visible=False)
         self.back_button = icon_button(ft.Icons.ARROW_BACK, "Back to conversations", self._back)
         self.send_file_button = ft.TextButton("Send file", icon=ft.Icons.ATTACH_FILE, on_click=self._send_file)
-        self.leave_button = ft.TextButton("Leave group", icon=ft.Icons.EXIT_TO_APP, on_click=self._leave)
+        self.leave_button = ft.TextButton("Leave group", icon=LEAVE_ICON, on_click=self._leave)
         # Phone: the same actions as icon buttons (named for screen readers), so the title keeps room.
         self.send_file_icon = icon_button(ft.Icons.ATTACH_FILE, "Send file", self._send_file)
-        self.leave_icon = icon_button(ft.Icons.EXIT_TO_APP, "Leave group", self._leave)
+        self.leave_icon = icon_button(LEAVE_ICON, "Leave group", self._leave)
         self.narrow = False
         # Icon buttons instead of labelled ones: on a phone, and beside the members panel.
         self.compact = False
@@ -603,7 +609,10 @@ class ConversationPane:
             ],
         )
         self.root = ft.Container(expand=True, content=self.empty)
+        # The conversation on screen, whose draft the message box holds (and which revision of
+        # it: the controller changes drafts too, e.g. a failed message put back).
         self._shown_key: str | None = None
+        self._draft_rev = 0
         # Bubbles are reused while their line is unchanged: Flet diffs by control, so a reused
         # bubble costs nothing on update, and a new message sends one bubble, not the whole list.
         self._bubbles: dict[int, tuple[tuple[object, ...], ft.Control]] = {}
@@ -626,8 +635,12 @@ class ConversationPane:
         self.root.content = self.body
         if self._shown_key != conv.key:
             self._shown_key = conv.key
-            self.composer_error.visible = False
             self._bubbles = {}
+            self._show_draft(conv)
+        elif self._draft_rev != conv.draft_rev:
+            self._show_draft(conv)
+        self.composer_error.value = f"not sent: {conv.send_error}"
+        self.composer_error.visible = bool(conv.send_error) and not conv.closed
         self.title.value = sanitize(conv.title)
         st = self.controller.state
         group = conv.kind is Kind.GROUP
@@ -690,6 +703,10 @@ class ConversationPane:
         # The list is built bottom-up (reverse=True): newest first.
         self.messages.controls = lines[::-1]
         self._render_reply_bar(conv)
+
+    def _show_draft(self, conv: Conversation) -> None:
+        self.composer.value = conv.draft
+        self._draft_rev = conv.draft_rev
 
     def _older_row(self, conv: Conversation) -> ft.Control:
         if conv.loading_older:
@@ -901,11 +918,10 @@ class ConversationPane:
 
         async def edit(e: ft.Event[ft.Control]) -> None:
             try:
-                self.composer.value = self.controller.start_edit(msg_id, conv.key)
+                self.controller.start_edit(msg_id, conv.key)  # the text goes into the draft
             except ChatError as err:
                 self.on_error(err.message)
                 return
-            update(self.composer)
             self.focus_composer()
 
         async def delete(e: ft.Event[ft.Control]) -> None:
@@ -957,52 +973,42 @@ class ConversationPane:
             await self._load_older()
 
     async def _cancel_reply(self, e: ft.Event[ft.Control]) -> None:
-        conv = self.controller.current
-        editing = conv is not None and conv.editing is not None
-        self.controller.cancel_reply()
-        if editing:
-            self.composer.value = ""
-            update(self.composer)
+        self.controller.cancel_reply(self._shown_key)  # an edit cancelled empties the draft
 
     # ---- actions -----------------------------------------------------------------------------
 
     async def _send(self, e: ft.Event[ft.Control]) -> None:
+        # To the conversation whose draft the box shows, even if another one is being opened.
+        key = self._shown_key
         text = (self.composer.value or "").strip()
-        if not text:
+        if not text or key is None:
             return
         self.composer.value = ""
-        self.composer_error.visible = False
-        update(self.composer, self.composer_error)
+        self.controller.set_draft("", key)
+        update(self.composer)
         try:
-            await self.controller.send(text)
+            await self.controller.send(text, key)
         except ChatError as err:
-            # The text comes back (unless something new was typed meanwhile); the failed line
-            # also offers Retry, which clears it from here once sent.
-            if not self.composer.value:
-                self.composer.value = text
-            self.composer_error.value = f"not sent: {err.message}"
-            self.composer_error.visible = True
-            update(self.composer, self.composer_error)
+            conv = self.controller.conversation(key)
+            if conv is None or not conv.send_error:
+                self.on_error(err.message)
+            # Else the conversation shows it: its "not sent" line, a Retry on the message and
+            # the text back in its own box (rendered when it is the one on screen).
         if e.control is not self.composer:
             # Sent with the button: the focus went to it; give the message box the focus back.
             self.focus_composer()
 
     def _typed(self, e: ft.Event[ft.Control]) -> None:
-        if (self.composer.value or "").strip():
-            self.controller.user_typing()
+        value = self.composer.value or ""
+        self.controller.set_draft(value, self._shown_key)
+        if value.strip():
+            self.controller.user_typing(self._shown_key)
 
     async def _retry(self, line: ChatLine) -> None:
-        try:
+        # Shown in the line's own conversation: its "not sent" line, and the text taken out of
+        # its box once it went through.
+        with contextlib.suppress(ChatError):
             await self.controller.retry(line)
-        except ChatError as err:
-            self.composer_error.value = f"not sent: {err.message}"
-            self.composer_error.visible = True
-            update(self.composer_error)
-            return
-        if (self.composer.value or "").strip() == line.text:
-            self.composer.value = ""
-        self.composer_error.visible = False
-        update(self.composer, self.composer_error)
 
     async def _back(self, e: ft.Event[ft.Control]) -> None:
         await self.on_back()
@@ -1032,10 +1038,16 @@ class ConversationPane:
         conv = self.controller.current
         if conv is None or conv.kind is not Kind.GROUP:
             return
-        try:
-            await self.controller.leave_group(conv.name)
-        except ChatError as err:
-            self.on_error(err.message)
+        group = conv.name
+        private = (g := self.controller.state.groups.get(group.casefold())) is not None and g.mode == "private"
+        back = ("To come back you need an invitation or its key." if private
+                else "You can join it again later.")
+
+        # Asked first, naming the group; a refusal shows in the dialog.
+        async def submit() -> None:
+            await self.controller.leave_group(group)
+
+        confirm(f"Leave #{sanitize(group)}?", f"You stop getting its messages. {back}", "Leave", submit)
 
 
 class ChatView:
