@@ -1,7 +1,8 @@
 """The terminal client: `python -m chat_cli --host H --port P [--download-dir DIR] [--json]`.
 
-It accepts the protocol's commands as a user types them and runs them through ChatClient, so
-results are typed and printed for humans. Two differences from the wire, both about files:
+It accepts the protocol's commands as a user types them, parses and dispatches them through
+the verb table (chat_cli/verbs.py) and runs them through ChatClient, so results are typed and
+printed for humans. Two differences from the wire, both about files:
   sendfile TO PATH   PATH is a LOCAL file (the rest of the line, spaces allowed, ~ expanded);
                      the client sends it with the wire's `sendfile TO NAME SIZE` framing.
   receivefile        downloads EVERY waiting file into --download-dir (receivefile ID: one).
@@ -32,9 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from realmchat.errors import ChatError, InvalidArgument, NotFound, Unimplemented
-from realmchat.names import check_name
-from realmchat.textproto import COMMANDS, parse_line
+from realmchat.errors import ChatError, InvalidArgument, NotFound
 from realmchat.textproto import error as error_line
 
 from .client import ChatClient
@@ -62,7 +61,6 @@ from .render import (
     fmt_bans,
     fmt_conversations,
     fmt_error,
-    fmt_fields,
     fmt_group_list,
     fmt_groups,
     fmt_members,
@@ -77,6 +75,16 @@ from .render import (
     snippet,
     styled,
 )
+from .verbs import (
+    NO_TARGET,
+    PROTOCOL_VERBS,
+    SLASH_ONLY,
+    arg_kinds,
+    parse_message_id,
+    parse_user_line,
+)
+from .verbs import VERBS as VERBS_TABLE
+from .verbs import UserCommand as UserCommand  # the terminal's parse result, imported from here too
 
 if TYPE_CHECKING:
     from prompt_toolkit.history import History
@@ -93,255 +101,18 @@ PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 PRESENCE_USERS_MAX = 2000
 OFFLINE_SETTLE_S = 10.0
 
-# The terminal's own usage lines where they differ from the wire's (see module docstring).
-_LOCAL_USAGE = {
-    "sendfile": ("sendfile TO PATH", "send a local file to a user, or to a group as #GROUP (PATH may contain "
-                                     "spaces; ~ is expanded)"),
-    "receivefile": ("receivefile [ID]", "download every waiting file (or file ID) into the download dir"),
-    "quit": ("quit", "leave (also: exit, Ctrl-D)"),
-}
-ALIASES = {"exit": "quit"}
+# The commands, their parsers and help come from the one verb table (chat_cli/verbs.py).
+VERBS: tuple[str, ...] = tuple(v.command for v in PROTOCOL_VERBS) + tuple(
+    alias for v in PROTOCOL_VERBS for alias in v.aliases)
+SLASH_VERBS: tuple[str, ...] = tuple(v.command for v in SLASH_ONLY) + tuple("/" + v for v in VERBS)
+ALIASES: dict[str, str] = {alias: v.command for v in VERBS_TABLE for alias in v.aliases}
+SECRET_VERBS = frozenset(v.command for v in VERBS_TABLE if v.secret)
 
-
-@dataclass(frozen=True, slots=True)
-class RoomSpec:
-    """A group (room) verb as the terminal parses it: `rest_at` is the index of the argument
-    that takes the rest of the line (a kick reason, a topic), spaces kept."""
-
-    verb: str
-    usage: str
-    summary: str
-    min_args: int
-    max_args: int
-    rest_at: int | None = None
-
-
-# The room verbs (protocol version 2). The terminal parses them itself, so it accepts them
-# whatever the shared table of the version it was installed with knows.
-ROOM_COMMANDS: dict[str, RoomSpec] = {
-    s.verb: s
-    for s in (
-        RoomSpec("creategroup", "creategroup GROUP [private]",
-                 "create a group (you own it); private: invite or key only", 1, 2),
-        RoomSpec("joingroup", "joingroup GROUP [KEY]", "join a group (a private one: invited, or with its key)", 1, 2),
-        RoomSpec("listgroups", "listgroups [PATTERN]", "public groups (and private ones you are in)", 0, 1),
-        RoomSpec("members", "members GROUP", "members of a group: role, online, realm", 1, 1),
-        RoomSpec("invite", "invite GROUP USER", "invite a user (owner/admin)", 2, 2),
-        RoomSpec("kick", "kick GROUP USER [REASON]", "remove a member (owner/admin)", 2, 3, rest_at=2),
-        RoomSpec("ban", "ban GROUP USER [REASON]", "remove and keep out a user (owner/admin)", 2, 3, rest_at=2),
-        RoomSpec("unban", "unban GROUP USER", "lift a ban (owner/admin)", 2, 2),
-        RoomSpec("role", "role GROUP USER admin|member", "make a member admin, or member again (owner)", 3, 3),
-        RoomSpec("topic", "topic GROUP [TEXT]", "show the topic, or set it (owner/admin; - clears it)", 1, 2,
-                 rest_at=1),
-        RoomSpec("groupkey", "groupkey GROUP KEY|-", "set the key to join a group, - clears it (owner/admin)", 2, 2),
-        RoomSpec("deletegroup", "deletegroup GROUP", "delete a group for everyone (owner)", 1, 1),
-    )
-}
-# The conversation-state verbs (protocol version 2): the server keeps unread counts and read
-# marks per user, the same on every device.
-ROOM_COMMANDS.update({
-    s.verb: s
-    for s in (
-        RoomSpec("conversations", "conversations", "your conversations, newest first, with unread counts", 0, 0),
-        RoomSpec("read", "read USER|GROUP [ID]", "mark a conversation read (up to ID; default: all of it)", 1, 2),
-        RoomSpec("away", "away [MESSAGE]", "show others you are away (with a message)", 0, 1, rest_at=0),
-        RoomSpec("back", "back", "you are back (online)", 0, 0),
-        RoomSpec("typing", "typing USER|GROUP", "tell a user (or a group) you are typing", 1, 1),
-        RoomSpec("receipts", "receipts [on|off]", "let senders see when you read their messages, or not "
-                 "(alone: which it is)", 0, 1),
-    )
-})
-# The message verbs of protocol version 2 ("messages have a life"), parsed here too; history
-# replaces the shared table's version-1 form (it gains before/after).
-MESSAGE_COMMANDS: dict[str, RoomSpec] = {
-    s.verb: s
-    for s in (
-        RoomSpec("history", "history USER|GROUP [N] [before ID|after ID]",
-                 "the conversation (#GROUP forces a group): the latest N, or N before/after message ID", 1, 4),
-        RoomSpec("edit", "edit ID TEXT", "change the text of your message ID (shown as #ID)", 2, 2, rest_at=1),
-        RoomSpec("delete", "delete ID", "delete message ID for everyone (yours; group owner/admin: any)", 1, 1),
-        RoomSpec("reply", "reply ID TEXT", "answer message ID in its conversation", 2, 2, rest_at=1),
-        RoomSpec("react", "react ID EMOJI", "react to message ID (e.g. react 12 👍)", 2, 2),
-        RoomSpec("unreact", "unreact ID EMOJI", "take your reaction back", 2, 2),
-        RoomSpec("search", "search [#GROUP|@USER] QUERY", "find messages you can read, best first", 1, 2,
-                 rest_at=1),
-    )
-}
-# The conversation mode, as irssi and WeeChat have it. These verbs are typed with a leading
-# "/" (`/query bob`); `/` before any other verb runs it (`/who`), which is how commands are
-# typed while a conversation is current (plain lines are then messages; `//text` sends "/text").
-SLASH_COMMANDS: dict[str, RoomSpec] = {
-    s.verb: s
-    for s in (
-        RoomSpec("query", "/query [USER|#GROUP]",
-                 "make USER (or GROUP, joined first) the current conversation: plain lines go there; "
-                 "alone: back to commands", 0, 1),
-        RoomSpec("join", "/join GROUP [KEY]", "join a group and make it the current conversation", 1, 2),
-        RoomSpec("msg", "/msg USER|#GROUP TEXT", "send one message; the current conversation stays", 2, 2,
-                 rest_at=1),
-        RoomSpec("me", "/me TEXT", "an action in the current conversation, sent as '* YOU TEXT'", 1, 1,
-                 rest_at=0),
-    )
-}
-NO_TARGET = "no current conversation: '/query USER' or '/join GROUP' first (or '/msg USER TEXT')"
-ALL_VERBS: tuple[str, ...] = tuple(dict.fromkeys((*COMMANDS, *ROOM_COMMANDS, *MESSAGE_COMMANDS)))
-VERBS: tuple[str, ...] = ALL_VERBS + tuple(ALIASES)
-SLASH_VERBS: tuple[str, ...] = tuple("/" + v for v in (*SLASH_COMMANDS, *VERBS))
-
-
-def _arg_kinds(usage: str) -> tuple[tuple[str, ...], ...]:
-    """What each argument of a usage line names, for tab completion: ("user",), ("group",),
-    both, or nothing."""
-    out: list[tuple[str, ...]] = []
-    for word in usage.split(" ")[1:]:
-        alternatives = word.strip("[]").split("|")
-        out.append(tuple(kind for kind, words in (("user", ("TO", "USER")), ("group", ("GROUP",)))
-                         if any(w in alternatives for w in words)))
-    return tuple(out)
-
-
-# Per verb, what its arguments name (first, second, ...), from the usage lines.
+# Per command, what its arguments name (first, second, ...), from the usage lines: what tab
+# completion offers.
 ARG_KINDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    **{spec.verb: _arg_kinds(spec.usage) for spec in COMMANDS.values() if spec.verb not in ("register", "auth")},
-    **{spec.verb: _arg_kinds(spec.usage) for spec in ROOM_COMMANDS.values()},
-    **{spec.verb: _arg_kinds(spec.usage) for spec in MESSAGE_COMMANDS.values()},
-}
+    v.command: arg_kinds(v.usage) for v in PROTOCOL_VERBS if not v.secret}
 ARG_KINDS["sendfile"] = (("user", "group"),)
-FIRST_ARG: dict[str, tuple[str, ...]] = {verb: kinds[0] for verb, kinds in ARG_KINDS.items() if kinds and kinds[0]}
-
-
-def parse_message_id(text: str, usage: str) -> int:
-    """A message id as typed: `123` or `#123` (as messages show it)."""
-    digits = text[1:] if text.startswith("#") else text
-    if not digits.isdigit() or int(digits) < 1:
-        raise InvalidArgument(f"{text!r} is not a message id (a number, shown as #123); usage: {usage}")
-    return int(digits)
-
-
-def parse_message_line(verb: str, rest: str) -> UserCommand:
-    spec = MESSAGE_COMMANDS[verb]
-    rest = rest.strip()
-    if verb == "search":
-        words = rest.split(None, 1)
-        if words and words[0][:1] in ("#", "@") and len(words) == 2:
-            args: tuple[str, ...] = (words[0], words[1].strip())
-        elif words and words[0][:1] in ("#", "@"):
-            raise InvalidArgument(f"usage: {spec.usage} (what to look for in {words[0]}?)")
-        else:
-            args = (rest,) if rest else ()
-    elif spec.rest_at is not None:
-        words = rest.split(None, spec.rest_at)
-        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
-    else:
-        args = tuple(rest.split())
-    if not spec.min_args <= len(args) <= spec.max_args:
-        raise InvalidArgument(f"usage: {spec.usage}")
-    if verb in ("edit", "delete", "reply", "react", "unreact"):
-        args = (str(parse_message_id(args[0], spec.usage)), *args[1:])
-    if verb == "history":
-        rest_args = list(args[1:])
-        if rest_args and rest_args[0].isdigit():
-            if int(rest_args[0]) < 1:
-                raise InvalidArgument(f"usage: {spec.usage} (N is at least 1)")
-            rest_args.pop(0)
-        if rest_args:
-            if len(rest_args) != 2 or rest_args[0].lower() not in ("before", "after"):
-                raise InvalidArgument(f"usage: {spec.usage}")
-            parse_message_id(rest_args[1], spec.usage)
-    if verb in ("react", "unreact") and len(args[1]) > 16:
-        raise InvalidArgument(f"usage: {spec.usage} (an emoji is at most 16 characters)")
-    return UserCommand(verb, args)
-
-
-def parse_target(text: str) -> str:
-    """A conversation as typed: `bob`, or `#crew` for a group; the name rule is checked here."""
-    if text.startswith("#"):
-        return "#" + check_name(text[1:], "group")
-    return check_name(text, "user")
-
-
-def parse_slash_line(verb: str, rest: str) -> UserCommand:
-    """`/query`, `/join`, `/msg`, `/me` (verb without its slash): UserCommand("/query", ...)."""
-    spec = SLASH_COMMANDS[verb]
-    rest = rest.strip()
-    if spec.rest_at is not None:
-        words = rest.split(None, spec.rest_at)
-        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
-    else:
-        args = tuple(rest.split())
-    if not spec.min_args <= len(args) <= spec.max_args:
-        raise InvalidArgument(f"usage: {spec.usage}")
-    if verb in ("query", "msg") and args:
-        args = (parse_target(args[0]), *args[1:])
-    if verb == "join":
-        args = (check_name(args[0].removeprefix("#"), "group"), *args[1:])
-    return UserCommand("/" + verb, args)
-
-
-def parse_room_line(verb: str, rest: str) -> UserCommand:
-    spec = ROOM_COMMANDS[verb]
-    rest = rest.strip()
-    if spec.rest_at is not None:
-        words = rest.split(None, spec.rest_at)
-        args = tuple(words[: spec.rest_at]) + tuple(w for w in words[spec.rest_at:] if w.strip())
-    else:
-        args = tuple(rest.split())
-    if not spec.min_args <= len(args) <= spec.max_args:
-        raise InvalidArgument(f"usage: {spec.usage}")
-    if verb == "creategroup" and len(args) == 2 and args[1].lower() != "private":
-        raise InvalidArgument(f"usage: {spec.usage} (the only option is 'private')")
-    if verb == "role" and args[2].lower() not in ("admin", "member"):
-        raise InvalidArgument(f"usage: {spec.usage}")
-    if verb == "receipts" and args and args[0].lower() not in ("on", "off"):
-        raise InvalidArgument(f"usage: {spec.usage}")
-    if verb == "read" and len(args) == 2 and not args[1].isdigit():
-        raise InvalidArgument(f"usage: {spec.usage} (ID is a message id)")
-    return UserCommand(verb, args)
-
-
-@dataclass(frozen=True, slots=True)
-class UserCommand:
-    """One line the user typed, validated: `verb` is canonical, `args` as the wire would split
-    them (for sendfile: TO and the unresolved local path text)."""
-
-    verb: str
-    args: tuple[str, ...]
-
-
-def parse_user_line(line: str) -> UserCommand | None:
-    """Parses what the user typed. None for a blank line or a `# comment`. Raises ChatError
-    (UNIMPLEMENTED for an unknown verb, INVALID_ARGUMENT with the usage) like the realm would,
-    using the shared parser so the two never disagree; only `sendfile` differs (a local path)."""
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
-        return None
-    if stripped.startswith("//"):
-        raise InvalidArgument(f"'//TEXT' sends TEXT to the current conversation: {NO_TARGET}")
-    if stripped.startswith("/"):
-        # `/VERB ...`: the conversation verbs, or any other command with a slash before it.
-        word, _, rest = stripped[1:].partition(" ")
-        if word.lower() in SLASH_COMMANDS:
-            return parse_slash_line(word.lower(), rest)
-        if not word:
-            raise Unimplemented("a lone '/': type '/help' (or 'help') for the commands")
-        stripped = stripped[1:]
-    verb_raw, _, rest = stripped.partition(" ")
-    verb = ALIASES.get(verb_raw.lower(), verb_raw.lower())
-    if verb == "sendfile":
-        to, _, path = rest.strip().partition(" ")
-        path = path.strip()
-        if not to or not path:
-            raise InvalidArgument("usage: sendfile TO PATH (a local file; ~ is expanded)")
-        return UserCommand("sendfile", (to, path))
-    if verb in ROOM_COMMANDS:
-        return parse_room_line(verb, rest)
-    if verb in MESSAGE_COMMANDS:
-        return parse_message_line(verb, rest)
-    if verb not in COMMANDS:
-        raise Unimplemented(f"unknown command {verb_raw[:40]!r}; type 'help' for the list")
-    cmd = parse_line(f"{verb} {rest}" if rest else verb)
-    assert cmd is not None
-    return UserCommand(cmd.verb, cmd.args)
 
 
 def resolve_local_path(text: str) -> Path:
@@ -366,12 +137,8 @@ def resolve_local_path(text: str) -> Path:
 
 
 def help_text() -> str:
-    rows = []
-    for verb in ALL_VERBS:
-        spec = MESSAGE_COMMANDS.get(verb) or ROOM_COMMANDS.get(verb) or COMMANDS[verb]
-        usage, summary = _LOCAL_USAGE.get(verb, (spec.usage, spec.summary))
-        rows.append((usage, summary))
-    slash = [(spec.usage, spec.summary) for spec in SLASH_COMMANDS.values()]
+    rows = [(v.usage, v.summary) for v in PROTOCOL_VERBS]
+    slash = [(v.usage, v.summary) for v in SLASH_ONLY]
     slash.append(("/COMMAND ...", "any command above, also while a conversation is current"))
     width = max(len(u) for u, _ in (*rows, *slash))
     return "\n".join([*(f"  {u.ljust(width)}  {s}" for u, s in rows),
@@ -527,52 +294,10 @@ class Terminal:
         # "bob" or "#crew"; None: plain lines are commands.
         self.target: str | None = None
         self._viewer = ""  # who the presence state and the target belong to (casefolded)
+        # Each command of the verb table runs the handler named after it (`kick` -> _kick,
+        # `/query` -> _query), as each realm verb has its cmd_ handler.
         self._handlers: dict[str, Callable[[tuple[str, ...]], Awaitable[None]]] = {
-            "/query": self._query,
-            "/join": self._join,
-            "/msg": self._msg,
-            "/me": self._me,
-            "register": self._register,
-            "auth": self._auth,
-            "sendprivate": self._sendprivate,
-            "inbox": self._inbox,
-            "creategroup": self._creategroup,
-            "joingroup": self._joingroup,
-            "leavegroup": self._leavegroup,
-            "sendgroup": self._sendgroup,
-            "inboxgroup": self._inboxgroup,
-            "sendfile": self._sendfile,
-            "receivefile": self._receivefile,
-            "who": self._who,
-            "groups": self._groups,
-            "history": self._history,
-            "help": self._help,
-            "ping": self._ping,
-            "logout": self._logout,
-            "quit": self._quit,
-            "listgroups": self._listgroups,
-            "members": self._members,
-            "invite": self._invite,
-            "kick": self._kick,
-            "ban": self._ban,
-            "unban": self._unban,
-            "role": self._role,
-            "topic": self._topic,
-            "groupkey": self._groupkey,
-            "deletegroup": self._deletegroup,
-            "conversations": self._conversations,
-            "read": self._read,
-            "away": self._away,
-            "back": self._back,
-            "typing": self._typing,
-            "receipts": self._receipts,
-            "edit": self._edit,
-            "delete": self._delete,
-            "reply": self._reply,
-            "react": self._react,
-            "unreact": self._unreact,
-            "search": self._search,
-        }
+            v.command: getattr(self, "_" + v.command.removeprefix("/")) for v in VERBS_TABLE}
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -797,13 +522,7 @@ class Terminal:
             cmd = parse_user_line(line)
             if cmd is None:
                 return True
-            handler = self._handlers.get(cmd.verb)
-            if handler is None:
-                # A verb of a newer realm this terminal has no human output for: its answer's fields.
-                r = await self.client.command(stripped.removeprefix("/"))
-                self.say(fmt_fields(r, skip=("status",)) or "OK")
-                return True
-            await handler(cmd.args)
+            await self._handlers[cmd.verb](cmd.args)
             return True
         except ChatError as e:
             if verb == "auth":
@@ -1211,9 +930,6 @@ async def run_piped(term: Terminal, stdin: TextIO, linger: float) -> int:
     if linger > 0 and not term.done:
         await asyncio.sleep(linger)  # events keep printing from the reader meanwhile
     return 1 if term.failures else 0
-
-
-SECRET_VERBS = frozenset({"auth", "register"})
 
 
 def is_secret(line: str) -> bool:

@@ -48,6 +48,7 @@ from chat_cli.models import (
     TypingEvent,
     parse_ts,
 )
+from chat_cli.verbs import check_word
 from realmchat.display import sanitize
 from realmchat.errors import ChatError, InvalidArgument, NotFound, Unavailable, Unimplemented
 from realmchat.names import check_name
@@ -98,6 +99,18 @@ ClientFactory = Callable[..., ChatClient]
 
 def _same(a: str | None, b: str | None) -> bool:
     return (a or "").casefold() == (b or "").casefold()
+
+
+def _valid_key(key: str) -> str:
+    """A group key ("" for none) checked with the verb table's rule for a word, before a group
+    is created with it: a key that cannot be sent must not leave a keyless group behind."""
+    key = key.strip()
+    if key:
+        try:
+            check_word(key, "key")
+        except InvalidArgument:
+            raise InvalidArgument("the key must be one word (no spaces)") from None
+    return key
 
 
 class ChatController:
@@ -435,9 +448,7 @@ class ChatController:
         """Creates a group (you own it). A private one is joined by invitation, or with `key`
         when one is given (set right after creating)."""
         name = self._valid_name(name, "group")
-        key = key.strip()
-        if key and any(c.isspace() for c in key):
-            raise InvalidArgument("the key must be one word (no spaces)")
+        key = _valid_key(key)
         client = self._client()
         created = await client.create_group(name, private=private)
         if key:
@@ -568,9 +579,7 @@ class ChatController:
     async def set_group_key(self, key: str, group: str | None = None) -> None:
         """Sets (or with "" clears) the key that lets people join the group."""
         group = self._group_of(group)
-        key = key.strip()
-        if key and any(c.isspace() for c in key):
-            raise InvalidArgument("the key must be one word (no spaces)")
+        key = _valid_key(key)
         if key:
             await self._client().set_group_key(group, key)
         else:
