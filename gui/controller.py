@@ -407,6 +407,9 @@ class ChatController:
         if st.status is Status.DEGRADED:
             st.status, st.status_detail = Status.ONLINE, f"logged in as {st.user} on realm {st.realm}"
             self._changed(Change.STATUS, Change.ONLINE)
+            # What failed or changed while main was away (the open history, counts, presence)
+            # is fetched again, as after a reconnect to the realm.
+            self._spawn(self._after_reconnect(), "gui-after-main-back")
 
     async def refresh_groups(self) -> None:
         client = self._client()
@@ -441,8 +444,6 @@ class ChatController:
             if self.client is not None and self.client.connected and self.state.logged_in:
                 with contextlib.suppress(ChatError):
                     await self._checked(self.client.groups())
-                    if degraded:
-                        await self.refresh_online()
 
     async def create_group(self, name: str, private: bool = False, key: str = "") -> Conversation:
         """Creates a group (you own it). A private one is joined by invitation, or with `key`

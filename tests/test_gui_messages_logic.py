@@ -191,6 +191,26 @@ async def test_drafts_and_failed_messages_stay_with_their_conversation(
     assert to_carol.draft == "" and to_carol.editing is None
 
 
+async def test_the_open_history_comes_back_once_main_does(
+        fresh_stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    """A history that could not load while main was down is loaded again, without a click,
+    once main answers: the header's probe notices and refreshes what failed."""
+    alice, bob = uname("alice"), uname("bob")
+    a = await logged_in(make_controller(), fresh_stack.realm("alpha"), alice)
+    await logged_in(make_controller(), fresh_stack.realm("beta"), bob)
+    to_bob = await a.start_private(bob)
+    await a.send("before the outage", to_bob.key)
+    port = fresh_stack.main.port
+    fresh_stack.main.kill()
+    await a.load_history(to_bob)
+    assert to_bob.history_error.startswith("could not load the history"), to_bob.history_error
+    await until(lambda: a.state.status is Status.DEGRADED, "main unreachable", timeout=30)
+    fresh_stack.main = start_main(fresh_stack.data_dir, port)
+    await until(lambda: a.state.status is Status.ONLINE, "online again", timeout=30)
+    await until(lambda: to_bob.history_error == "", "the history loaded again", timeout=30)
+    assert [ln.text for ln in to_bob.lines if ln.id is not None] == ["before the outage"]
+
+
 def test_a_draft_changed_by_the_app_is_counted() -> None:
     conv = Conversation(Kind.GROUP, "design")
     conv.draft = "typed"  # the user's typing: the box already shows it

@@ -66,7 +66,7 @@ def presence_dot(status: str, size: int = 10) -> ft.Control:
 
 def status_label(status: Status, realm: str) -> str:
     return {Status.ONLINE: f"online · realm {realm}", Status.RECONNECTING: "reconnecting…",
-            Status.DEGRADED: "main server unreachable"}.get(status, status.value)
+            Status.DEGRADED: "main server unreachable, reconnecting…"}.get(status, status.value)
 
 
 class Header:
