@@ -19,8 +19,9 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
 from .convert import conversation_dict, file_dict, message_dict
+from .delivery import Tag, late_page, page_tag
 from .metrics import commands
-from .session import Session, Tag
+from .session import Session
 
 if TYPE_CHECKING:
     from .server import Realm
@@ -205,16 +206,16 @@ class Commands:
         sid = s.session_id
 
         def gave_up(r: pb.MessageList) -> None:  # main answered after our deadline: not written
-            if r.delivery:
-                self.up.report([], [(r.delivery_link, r.delivery, sid, "", ())])
+            if (tag := late_page(r.delivery_link, r.delivery, sid)) is not None:
+                self.up.report([], [tag])
 
         await self.up.wait_linked(self.up.timeout)  # a page needs the link to be reported on
         r = await self.up.call(method, request, s.token, on_late=gave_up)
         # A message this connection already got by push (main re-sends after a relink) is
         # left out; the page still counts as written.
         msgs = [message_dict(m) for m in r.messages if s.first_sight(m.id)]
-        tag = (r.delivery_link, r.delivery, sid, s.user, tuple(m.id for m in r.messages)) if r.delivery else None
-        return Reply(tp.ok(messages=msgs, more=r.more), tag)
+        return Reply(tp.ok(messages=msgs, more=r.more),
+                     page_tag(r.delivery_link, r.delivery, sid, s.user, (m.id for m in r.messages)))
 
     async def cmd_inbox(self, s: Session, cmd: Command) -> Reply:
         return await self._inbox_page(s, "Inbox", pb.InboxRequest())

@@ -1,5 +1,7 @@
-"""The realm: accepts text-protocol clients, runs their commands through the command table,
-and fans events from main's link out to the sessions they name."""
+"""The realm: accepts clients, runs their commands through the command table, and fans events
+from main's link out to the sessions they name. What the clients' protocol decides (how lines
+read, what the realm's own lines look like) is the connection's codec (session.Codec; the text
+protocol's is textcodec.TextCodec); what happens to deliveries is realm_server/delivery.py's."""
 
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from realmchat import textproto as tp
-from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
+from realmchat.errors import ChatError, ResourceExhausted
 from realmchat.framing import LineTooLong
 from realmchat.metrics import serve_metrics
 from realmchat.names import name_key
@@ -23,11 +24,11 @@ from realmchat.tls import channel_credentials, client_port_context
 from .commands import Commands
 from .config import RealmConfig
 from .conn import EOF, NEED_MORE, Conn
-from .convert import file_dict, message_dict, room_event
 from .fdlimit import connection_cap
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
-from .session import Session, Tag
+from .session import Codec, Session
+from .textcodec import TextCodec
 from .transport import SecureUpstream
 from .upstream import Upstream
 
@@ -39,6 +40,7 @@ SWEEP_GAP_S = 0.25  # timeouts are checked at most this often
 class Realm:
     def __init__(self, config: RealmConfig) -> None:
         self.config = config
+        self.codec: Codec = TextCodec()  # the client port's protocol (its command table: self.commands)
         self.connections: set[Session] = set()
         self.by_session_id: dict[int, Session] = {}
         secret = read_secret(config.secret_file)
@@ -116,8 +118,7 @@ class Realm:
                 self.by_session_id.pop(s.session_id, None)
                 s.logout()
                 self._watch(s)  # the login timeout runs again
-                s.send_event(tp.event("session", state="expired",
-                                      message="your session ended; log in again with auth USER PASS"))
+                s.send_event(s.codec.session_expired())
             elif sid is None:
                 # Logged in while the link was being re-opened.
                 task = asyncio.create_task(self.attach(s))
@@ -126,40 +127,26 @@ class Realm:
 
     def dispatch(self, ev: pb.Event) -> None:
         kind = ev.WhichOneof("kind")
-        msg_id = 0
-        if kind == "private":
-            line = tp.event("private", **message_dict(ev.private))
-            msg_id = ev.private.id
-        elif kind == "group":
-            line = tp.event("group", **message_dict(ev.group))
-            msg_id = ev.group.id
-        elif kind == "file":
-            line = tp.event("file", **file_dict(ev.file))
-        elif kind is not None and (room := room_event(kind, ev)) is not None:
-            line = tp.encode(room)
-        else:
+        if kind is None:
             return
+        msg_id = ev.private.id if kind == "private" else ev.group.id if kind == "group" else 0
         events(kind).inc(len(ev.session_ids))
-        link, seq = self.upstream.link_id, ev.seq
-        if seq:
-            self.upstream.expect(link, seq, len(ev.session_ids))
-        dropped: list[Tag] = []
-        ids = (msg_id,) if msg_id else ()
-        # Encoded once, written to every target session.
-        for sid in ev.session_ids:
-            s = self.by_session_id.get(sid)
-            tag = (link, seq, sid, s.user if s is not None else "", ids) if seq else None
-            if s is None or s.is_closed:
-                # Not (or no longer) logged in here: main gives it back to the user.
-                if tag:
-                    dropped.append(tag)
-            elif msg_id and not s.first_sight(msg_id):
-                if tag:  # a repeat after a relink: this connection has (or is being sent) it
-                    s.send_repeat(tag, msg_id)
-            else:
+        seq = ev.seq
+        todo = self.upstream.reports.fan_out(self.upstream.link_id, seq, msg_id, ev.session_ids,
+                                             self.by_session_id.get)
+        # Encoded once per protocol (one, today), written to every target session.
+        codec: Codec | None = None
+        line: bytes | None = None
+        for s, tag in todo.write:
+            if s.codec is not codec:
+                codec = s.codec
+                line = codec.event(kind, ev)
+            if line is not None:
                 s.send_event(line, tag, msg_id)
-        if dropped:
-            self.upstream.report([], dropped)
+        for s, tag in todo.repeat:  # a repeat after a relink: this connection has (or is being sent) it
+            s.send_repeat(tag, msg_id)
+        if todo.dropped:
+            self.upstream.report([], todo.dropped)
 
     # ---- connections -------------------------------------------------------------------------
 
@@ -195,10 +182,9 @@ class Realm:
             return True
         limit = self.config.max_unread_bytes
         if limit > 0 and unread_bytes(s.lines.buffered, s.transport) > limit:
-            await self._close_flooder(s, tp.event(
-                "closing", reason="flood",
-                message=f"more than {limit} bytes sent ahead of what the realm reads at your rate "
-                        f"(at most {self.config.cmd_rate:g} commands per second)"))
+            await self._close_flooder(s, s.codec.closing(
+                "flood", f"more than {limit} bytes sent ahead of what the realm reads at your rate "
+                         f"(at most {self.config.cmd_rate:g} commands per second)"))
             return False
         await asyncio.sleep(wait)
         return True
@@ -224,7 +210,7 @@ class Realm:
     def _refuse(self, transport: asyncio.Transport, message: str) -> None:
         """Answers a connection that is over a limit with one ERROR line, then closes it."""
         with contextlib.suppress(Exception):
-            transport.write(tp.error_from(ResourceExhausted(message)))
+            transport.write(self.codec.error(ResourceExhausted(message)))
             transport.close()  # once the line is out
 
     def _deadline(self, s: Session) -> tuple[float, str] | None:
@@ -239,12 +225,12 @@ class Realm:
                 best = (at, "login")
         return best
 
-    def _timeout_event(self, reason: str) -> bytes:
+    def _timeout_event(self, s: Session, reason: str) -> bytes:
         if reason == "login":
             msg = f"not logged in within {self.config.login_timeout_s:g} s: closing the connection"
         else:
             msg = f"no command for {self.config.idle_timeout_s:g} s: closing the connection (send ping to stay)"
-        return tp.event("closing", reason=f"{reason}_timeout", message=msg)
+        return s.codec.closing(f"{reason}_timeout", msg)
 
     # Timeouts: one timer for the realm, not one per connection. It fires at the earliest
     # deadline it knows of; a sweep closes the connections past theirs and sets it again.
@@ -283,7 +269,7 @@ class Realm:
 
     async def _time_out(self, s: Session, reason: str) -> None:
         try:
-            await s.close_with(self._timeout_event(reason), f"{reason} timeout")
+            await s.close_with(self._timeout_event(s, reason), f"{reason} timeout")
         finally:
             await self._end(s)
 
@@ -307,10 +293,10 @@ class Realm:
             self._refuse(transport, f"too many connections from your address: at most {c.max_conns_per_ip}")
             return None
         conn.ip = ip
-        s = Session(conn, transport, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
+        s = Session(conn, transport, self.codec, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
                     report=self.upstream.report)
         self.connections.add(s)
-        s.send(tp.event("hello", realm=c.name, protocol=tp.PROTOCOL_VERSION))
+        s.send(s.codec.hello(c.name))
         self._watch(s)
         return s
 
@@ -346,7 +332,7 @@ class Realm:
                     break
                 now = loop.time()
                 s.last_command = now
-                cmd, err = self._parse(line)
+                cmd, err = self._parse(s, line)
                 if cmd is None and err is None:
                     continue  # a blank line: no response, no cost
                 nbytes = len(line) if isinstance(line, bytes) else c.max_line
@@ -354,7 +340,7 @@ class Realm:
                     break
                 if err is not None:
                     commands("-", err.code.value).inc()  # unparsed: no verb to name
-                    s.send(tp.error_from(err))
+                    s.send(s.codec.error(err))
                     continue
                 assert cmd is not None
                 if not await self.commands.run(s, cmd):
@@ -381,14 +367,13 @@ class Realm:
             await self.end_session(s)
         await s.close()
 
-    def _parse(self, line: bytes | LineTooLong) -> tuple[tp.Command | None, ChatError | None]:
+    def _parse(self, s: Session, line: bytes | LineTooLong) -> tuple[Any, ChatError | None]:
+        """(the command, None), (None, why the line is no command), or (None, None): a blank line."""
         if isinstance(line, LineTooLong):
             return None, ResourceExhausted(
                 f"line too long: at most {self.config.max_line} bytes; the rest of it is discarded")
         try:
-            return tp.parse_line(line.decode("utf-8")), None
-        except UnicodeDecodeError:
-            return None, InvalidArgument("the line is not valid UTF-8")
+            return s.codec.parse(line), None
         except ChatError as exc:
             return None, exc
 
@@ -405,7 +390,7 @@ class Realm:
         if self._server:
             self._server.close()
         for s in list(self.connections):
-            s.send_event(tp.event("shutdown", message="the realm is shutting down"))
+            s.send_event(s.codec.shutdown())
             await s.close()
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=5)

@@ -11,7 +11,8 @@ once the client's TCP has acknowledged its bytes (the kernel's unacknowledged by
 TIOCOUTQ, says so), and as dropped when the connection ends before that or the session logs out
 with it still queued. A connection that ends with deliveries unacknowledged is reset (linger 0),
 so those bytes never reach the client after they were reported dropped: what was reported
-written is in the client's hands, what was reported dropped comes back later, exactly once."""
+written is in the client's hands, what was reported dropped comes back later, exactly once.
+The rules are realm_server/delivery.py's; this module does the I/O."""
 
 from __future__ import annotations
 
@@ -23,66 +24,64 @@ import socket
 import struct
 import termios
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from realmchat.seen import SeenIds
 
+from .delivery import Admit, CloseWait, InFlight, Report, Tag, Tagged, admit_event, cut_at_logout, ended
+
 if TYPE_CHECKING:
+    from realmchat.errors import ChatError
+    from realmchat.pb import chat_pb2 as pb
+
     from .conn import Conn
 
 log = logging.getLogger(__name__)
 SEEN_IDS = 4096
 
 
-# (link id, delivery seq, session id, user, message ids): reported back to main by seq, or, once
-# that link has closed, by the messages themselves (user and ids).
-Tag = tuple[str, int, int, str, tuple[int, ...]]
-Report = Callable[[list[Tag], list[Tag]], None]  # (written, dropped)
+class Codec(Protocol):
+    """What a client's protocol decides: how its lines read and what the realm's own lines look
+    like. Sessions, the writer, pacing, delivery and the upstream know only bytes and this."""
+
+    def hello(self, realm: str) -> bytes: ...
+
+    def parse(self, line: bytes) -> Any:
+        """A command for the protocol's command table, None for a blank line; ChatError when the
+        line is no command."""
+        ...
+
+    def error(self, exc: ChatError) -> bytes: ...
+
+    def event(self, kind: str, ev: pb.Event) -> bytes | None:
+        """An event from main (kind: its oneof field) as a line; None if this protocol shows
+        no such event."""
+        ...
+
+    def closing(self, reason: str, message: str) -> bytes:
+        """The last line before the realm closes the connection."""
+        ...
+
+    def session_expired(self) -> bytes: ...
+
+    def shutdown(self) -> bytes: ...
 
 
-@dataclass(slots=True)
-class Tagged:
-    """An event or response line; `tag` when it is a delivery main waits to hear about."""
+class Unacked(InFlight):
+    """InFlight on a socket: the kernel's count of unacknowledged bytes (TIOCOUTQ) says what
+    the client's TCP acknowledged."""
 
-    line: bytes
-    tag: Tag | None
-    event: bool  # events are for the session that was logged in when they were queued
-    msg_id: int = 0  # the message an event carries
-    # A message this session was sent already (main sent it again after a relink): no bytes,
-    # only a place in the queue, so that it is settled with everything before it, the first
-    # copy included.
-    repeat: bool = False
-
-
-class Unacked:
-    """Deliveries written to the socket whose bytes the client's TCP has not acknowledged yet."""
-
-    __slots__ = ("_fd", "_pending", "_sent", "_tls", "sock")
+    __slots__ = ("_fd", "_tls", "sock")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
+        super().__init__()
         sock = transport.get_extra_info("socket")
         self.sock = sock
         self._fd = sock.fileno() if sock is not None else -1
         # Through TLS the kernel sees records, not our bytes: only "all acknowledged" is known.
         self._tls = transport.get_extra_info("sslcontext") is not None
-        self._sent = 0  # bytes handed to the transport
-        # (end offset, tag), in order; None while empty (an idle connection holds no deque)
-        self._pending: deque[tuple[int, Tag]] | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self._pending)
-
-    def add(self, nbytes: int, tags: Sequence[tuple[int, Tag]] = ()) -> None:
-        """nbytes handed to the transport; tags with the end of their line within them (a line
-        fully acknowledged was delivered even when the rest of the write was not)."""
-        if tags:
-            if self._pending is None:
-                self._pending = deque()
-            for end, tag in tags:
-                self._pending.append((self._sent + end, tag))
-        self._sent += nbytes
 
     def _outq(self) -> int:
         try:
@@ -92,20 +91,9 @@ class Unacked:
 
     def acknowledged(self, buffered: int) -> list[Tag]:
         """Tags whose bytes the client acknowledged; `buffered`: bytes still in the transport."""
-        pending = self._pending
-        if not pending or self._fd < 0:
+        if not self or self._fd < 0:
             return []
-        outq = self._outq()
-        if self._tls:
-            done = self._sent if outq == 0 and buffered == 0 else 0
-        else:
-            done = self._sent - buffered - outq
-        out: list[Tag] = []
-        while pending and pending[0][0] <= done:
-            out.append(pending.popleft()[1])
-        if not pending:
-            self._pending = None
-        return out
+        return self.release(buffered + self._outq(), exact=not self._tls)
 
     def outstanding(self, buffered: int) -> tuple[int, int]:
         """(bytes written and not acknowledged, bytes of those the kernel has transmitted): the
@@ -118,11 +106,6 @@ class Unacked:
         except OSError:
             return -1, 0
         return buffered + outq, max(0, outq - unsent)
-
-    def take_all(self) -> list[Tag]:
-        out = [t for _, t in self._pending] if self._pending else []
-        self._pending = None
-        return out
 
     def close(self, buffered: int) -> tuple[list[Tag], list[Tag]]:
         """Before the socket closes (its descriptor may soon belong to another connection):
@@ -138,8 +121,7 @@ class Unacked:
 
 
 SIOCOUTQNSD = 0x894B  # Linux: bytes in the send queue not yet transmitted
-ACK_GRACE_S = 0.5  # a closing connection waits for the client's last acknowledgements...
-ACK_STALL_S = 0.25  # ...until they stop coming for this long (delayed ACKs take up to 200 ms)
+ACK_GRACE_S = 0.5  # a closing connection waits for the client's last acknowledgements (delivery.CloseWait)
 ACK_POLL_MIN_S = 0.01  # acks need not be prompt (main batches them): few polls per connection
 ACK_POLL_MAX_S = 0.05
 CLOSE_ACK_WAIT_S = 2.0
@@ -166,15 +148,16 @@ class Session:
     # Slots and lazily made parts: 10k idle connections must cost little memory each.
     __slots__ = ("_ack_delay", "_ack_poll", "_closed", "_ended", "_event_bytes", "_finisher", "_flush_handle",
                  "_full", "_loop", "_out", "_queued_bytes", "_room_waiter", "_seen", "_settle_waiter", "_unacked",
-                 "_writer_task", "close_reason", "last_command", "lines", "max_queue", "max_queue_bytes", "peer",
-                 "report", "session_id", "stall_timeout_s", "token", "transport", "unauth_since", "user")
+                 "_writer_task", "close_reason", "codec", "last_command", "lines", "max_queue", "max_queue_bytes",
+                 "peer", "report", "session_id", "stall_timeout_s", "token", "transport", "unauth_since", "user")
 
-    def __init__(self, conn: Conn, transport: asyncio.Transport, max_queue: int,
+    def __init__(self, conn: Conn, transport: asyncio.Transport, codec: Codec, max_queue: int,
                  max_queue_bytes: int = 4 * 1024 * 1024, stall_timeout_s: float = 60.0,
                  report: Report = lambda written, dropped: None) -> None:
         self.lines = conn  # the client's input (lines, payloads) and the drain of its output
         self.transport = transport
-        self.report = report
+        self.codec = codec  # the client's protocol
+        self.report = report  # deliveries written and dropped (delivery.Reports, through the upstream)
         self._loop = asyncio.get_running_loop()
         # drain() then waits until every byte is in the kernel; Unacked follows the rest.
         transport.set_write_buffer_limits(high=0, low=0)
@@ -230,33 +213,24 @@ class Session:
 
     def logout(self) -> None:
         """Events queued for the old session are not written (the connection may log in as
-        someone else next): they are reported dropped and come back to that user. Those queued
-        before a response still to be written stay: that response, which the old session asked
-        for, goes out anyway, and an inbox page among them may leave out a message such an event
-        carries. A repeat goes with its first copy."""
+        someone else next): they are reported dropped and come back to that user
+        (delivery.cut_at_logout says which)."""
         self.user, self.token, self.session_id = "", "", 0
         self.unauth_since = self._loop.time()
         self._seen = None
         q = self._out
-        dropped: list[Tag] = []
-        if q:
-            last = max((i for i, item in enumerate(q) if not (isinstance(item, Tagged) and item.event)), default=-1)
-            kept: list[Item] = []
-            gone: set[int] = set()  # messages whose first copies are dropped here
-            for i, item in enumerate(q):
-                if i > last and isinstance(item, Tagged) and (not item.repeat or item.msg_id in gone):
-                    self._queued_bytes -= len(item.line)
-                    self._event_bytes -= len(item.line)
-                    if item.msg_id:
-                        gone.add(item.msg_id)
-                    if item.tag:
-                        dropped.append(item.tag)
-                else:
-                    kept.append(item)
-            if len(kept) != len(q):
-                q.clear()
-                q.extend(kept)
-                self._room_check()
+        if not q:
+            return
+        kept, cut = cut_at_logout(q)
+        if not cut:
+            return
+        for item in cut:
+            self._queued_bytes -= len(item.line)
+            self._event_bytes -= len(item.line)
+        q.clear()
+        q.extend(kept)  # type: ignore[arg-type]  # (items of this queue)
+        self._room_check()
+        dropped = [item.tag for item in cut if item.tag]
         if dropped:
             self.report([], dropped)
 
@@ -305,20 +279,20 @@ class Session:
     def send_event(self, line: bytes, tag: Tag | None = None, msg_id: int = 0) -> None:
         """Queues an event; a client that does not read its events is disconnected rather than
         letting its queue grow without bound (in lines or in bytes)."""
-        if self._closed:
-            if tag:
-                self.report([], [tag])
-            return
         queued = len(self._out) if self._out else 0
-        if queued >= self.max_queue or self._event_bytes + len(line) > self.max_queue_bytes:
+        verdict = admit_event(self._closed, queued, self._event_bytes, len(line), self.max_queue,
+                              self.max_queue_bytes)
+        if verdict is Admit.QUEUE:
+            self._put(Tagged(line, tag, True, msg_id))
+            return
+        if verdict is Admit.CUT:
             log.warning("%s (%s) does not read: %d lines, %d bytes of events queued; disconnecting",
                         self.peer, self.user, queued, self._event_bytes)
             self.close_reason = "send queue full"
-            if tag:
-                self.report([], [tag])
+        if tag:
+            self.report([], [tag])
+        if verdict is Admit.CUT:
             self.abort()
-            return
-        self._put(Tagged(line, tag, True, msg_id))
 
     async def settled(self, timeout: float) -> bool:
         """Waits (at most timeout) until no delivery is on its way to the client: each one has
@@ -535,39 +509,32 @@ class Session:
                 self.transport.close()
 
     def _fail_pending(self) -> None:
-        dropped: list[Tag] = []
         q, self._out = self._out, None
         self._queued_bytes = self._event_bytes = 0
         for item in q or ():
             if isinstance(item, Stream) and not item.done.done():
                 item.done.set_exception(ConnectionError("connection closed"))
-            elif isinstance(item, Tagged) and item.tag:
-                dropped.append(item.tag)
+        dropped = ended(q) if q else []
         if dropped:
             self.report([], dropped)
         if self._unacked and self._finisher is None:
             self._finisher = self._loop.create_task(self._finish(ACK_GRACE_S))
 
     async def _finish(self, grace: float) -> None:
-        """Settles what was written but not yet acknowledged, then closes the socket. While the
-        client keeps taking bytes (its TCP acknowledges more and more), it is given the time
-        (up to the stall timeout); once it takes nothing for ACK_STALL_S, what it acknowledged
-        is reported written, the rest dropped, and the connection is reset so that the rest
-        never arrives after being reported dropped."""
+        """Settles what was written but not yet acknowledged, then closes the socket: the client
+        is given the time delivery.CloseWait says; then what it acknowledged is reported
+        written, the rest dropped, and the connection is reset so that the rest never arrives
+        after being reported dropped."""
         transport = self.transport
         loop = self._loop
-        hard = loop.time() + (max(grace, self.stall_timeout_s) if grace else 0)
-        last, changed = -1, loop.time()
-        while self._unacked and loop.time() < hard:
+        wait = CloseWait(loop.time(), grace, self.stall_timeout_s)
+        while self._unacked and not wait.expired(loop.time()):
             with contextlib.suppress(Exception):
                 acked = self._unacked.acknowledged(transport.get_write_buffer_size())
                 if acked:
                     self.report(acked, [])
             left, in_doubt = self._unacked.outstanding(transport.get_write_buffer_size())
-            if left != last:
-                last, changed = left, loop.time()
-            elif loop.time() - changed > ACK_STALL_S and not in_doubt:
-                # Nothing in flight: whatever is unacknowledged never left this host.
+            if wait.stalled(loop.time(), left, in_doubt):
                 break
             await asyncio.sleep(0.02)
         with contextlib.suppress(Exception):

@@ -2,7 +2,8 @@
 all of the realm's sessions, re-opened with backoff whenever it breaks. A re-opened link resumes
 every logged-in session by its token, so users keep working without logging in again. Several
 main addresses are tried in order (failover). Every call carries the realm credential; what the
-realm did with each delivery goes back to main in coalesced AckEvents calls."""
+realm did with each delivery goes back to main in coalesced AckEvents calls, as
+realm_server/delivery.py (Reports) says."""
 
 from __future__ import annotations
 
@@ -21,18 +22,14 @@ from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.rpc import KEEPALIVE_OPTIONS, bearer, error_from_rpc
 
+from .delivery import AckCall, Reports, Tag
 from .metrics import upstream_seconds
-from .session import Tag
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 ACK_DELAY_S = 0.02
-ACK_MAX = 20_000  # deliveries per AckEvents call
-ENTRIES_MAX = 50_000  # message ids named per AckEvents call (far under the relay's 1 MiB)
-# A fan-out every target of which was written: (link, seq, the targets' tags).
-WrittenAll = tuple[str, int, list[Tag]]
 # gRPC's own reconnect backoff grows to 120 s: after a long outage of main, a realm would stay
 # cut off for up to two minutes after main is back. Capped at our link loop's pace instead.
 CHANNEL_OPTIONS = [
@@ -62,43 +59,16 @@ class Upstream:
         self.linked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.relay = Relay(lambda: self.stub, self.credential)
-        self._written: list[Tag] = []
-        self._dropped: list[Tag] = []
-        self._written_all: list[WrittenAll] = []
-        # Fan-out events: (link, seq) -> [targets not yet reported, written tags so far]. When
-        # every target was written, one seq says so instead of a pair per session.
-        self._expect: dict[tuple[str, int], tuple[list[int], list[Tag]]] = {}
+        self.reports = Reports()
         self._ack_task: asyncio.Task[None] | None = None
         self._ack_now = asyncio.Event()
         self._ack_retry: asyncio.TimerHandle | None = None  # reports kept after UNAVAILABLE
-        # Links main said it closed while this realm still used them (it froze, say): what was
-        # written on them is named instead.
-        self._closed_links: set[str] = set()
         self._ack_backoff = BACKOFF_MIN
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def expect(self, link: str, seq: int, targets: int) -> None:
-        """A delivery went to this many sessions (each will be reported written or dropped)."""
-        if targets > 1:
-            self._expect[(link, seq)] = ([targets], [])
-
     def report(self, written: list[Tag], dropped: list[Tag]) -> None:
         """What the realm did with deliveries: sent to main in coalesced AckEvents calls."""
-        for tag in written:
-            e = self._expect.get((tag[0], tag[1]))
-            if e is None:
-                self._written.append(tag)
-                continue
-            e[0][0] -= 1
-            e[1].append(tag)
-            if not e[0][0]:
-                del self._expect[(tag[0], tag[1])]
-                self._written_all.append((tag[0], tag[1], e[1]))
-        for tag in dropped:
-            e = self._expect.pop((tag[0], tag[1]), None)
-            if e is not None:  # not all written: this delivery is reported pair by pair
-                self._written += e[1]
-            self._dropped.append(tag)
+        self.reports.add(written, dropped)
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._send_acks())
 
@@ -106,84 +76,34 @@ class Upstream:
         """Sends what is reported so far now and waits for it (at most the call timeout): a
         session's deliveries must reach main before its Logout does (or main would count
         written ones as dropped)."""
-        # Half-reported fan-outs go pair by pair: the written ones must not wait behind a Logout.
-        for _, tags in self._expect.values():
-            self._written += tags
-            tags.clear()
-        if self._written or self._dropped or self._written_all:
+        self.reports.flush()
+        if self.reports:
             self.report([], [])
         if self._ack_task is not None and not self._ack_task.done():
             self._ack_now.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._ack_task), self.timeout)
 
-    def _ack_requests(self, written: list[Tag], dropped: list[Tag], written_all: list[WrittenAll]
-                      ) -> list[pb.AckEventsRequest]:
-        """The reports as AckEvents calls, one per link. A link that is not the current one has
-        closed, or main will soon see it closed and give its deliveries back: what was written
-        on it is named by its messages (its seqs may mean nothing to main any more)."""
-        current = self.link_id if self.link_id not in self._closed_links else ""
-        per_link: dict[str, pb.AckEventsRequest] = {}
-
-        def req(link: str) -> pb.AckEventsRequest:
-            r = per_link.get(link)
-            return r if r is not None else per_link.setdefault(link, pb.AckEventsRequest(link_id=link))
-
-        elsewhere: dict[str, list[int]] = {}
-        for link, seq, sid, user, ids in written:
-            if link == current:
-                req(link).written.add(seq=seq, session_id=sid)
-            elif ids and user:
-                elsewhere.setdefault(user, []).extend(ids)
-        for link, seq, sid, _, _ in dropped:
-            req(link).dropped.add(seq=seq, session_id=sid)
-        for link, seq, tags in written_all:
-            if link == current:
-                req(link).written_all.append(seq)
-            else:
-                for _, _, _, user, ids in tags:
-                    if ids and user:
-                        elsewhere.setdefault(user, []).extend(ids)
-        out = list(per_link.values())
-        named = pb.AckEventsRequest(link_id=current)
-        count = 0
-        for user, ids in elsewhere.items():
-            for i in range(0, len(ids), ENTRIES_MAX):
-                part = ids[i:i + ENTRIES_MAX]
-                if count + len(part) > ENTRIES_MAX:
-                    out.append(named)
-                    named, count = pb.AckEventsRequest(link_id=current), 0
-                named.entries.add(user=user, ids=part)
-                count += len(part)
-        if count:
-            out.append(named)
-        return out
-
     async def _send_acks(self) -> None:
         # A short wait lets one call report many deliveries when events arrive steadily.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ack_now.wait(), ACK_DELAY_S)
         self._ack_now.clear()
-        while self._written or self._dropped or self._written_all:
-            written, dropped, written_all = (self._written[:ACK_MAX], self._dropped[:ACK_MAX],
-                                             self._written_all[:ACK_MAX])
-            del self._written[:ACK_MAX], self._dropped[:ACK_MAX], self._written_all[:ACK_MAX]
+        while self.reports:
+            batch = self.reports.take()
             try:
                 closed = False
-                for req in self._ack_requests(written, dropped, written_all):
-                    r = await self.call("AckEvents", req)
-                    if r.link_closed and (req.written or req.written_all):
-                        self._closed_links.add(req.link_id)
+                for c in self.reports.calls(batch, self.link_id):
+                    r = await self.call("AckEvents", _ack_request(c))
+                    if r.link_closed and self.reports.link_closed(c):
                         closed = True
-                if closed:  # the same reports again: this time what was written is named
-                    self._written[:0], self._written_all[:0] = written, written_all
+                if closed:
+                    self.reports.again(batch)  # this time what was written there is named
                     continue
             except Unavailable as exc:
-                # Kept and sent again later (a report said twice changes nothing), named by their
-                # messages should the link have closed meanwhile: a report lost here would leave
-                # a message in flight in main, to come back later although it was written. This
-                # task ends here: flush_reports waits for one attempt, not for main to return.
-                self._written[:0], self._dropped[:0], self._written_all[:0] = written, dropped, written_all
+                # Sent again later. This task ends here: flush_reports waits for one attempt,
+                # not for main to return.
+                self.reports.failed(batch, retry=True)
                 if self._ack_retry is None:
                     if self._ack_backoff == BACKOFF_MIN:  # once per outage, not at every retry
                         log.info("reporting deliveries failed (%s); trying again until main answers", exc)
@@ -191,15 +111,14 @@ class Upstream:
                     self._ack_backoff = min(self._ack_backoff * 2, BACKOFF_MAX)
                 return
             except Exception as exc:
-                # Not a matter of time (sending it again would fail again): those deliveries
-                # stay in flight in main until the link closes, then come back.
+                self.reports.failed(batch, retry=False)
                 log.warning("reporting deliveries failed: %s", exc)
             else:
                 self._ack_backoff = BACKOFF_MIN
 
     def _retry_acks(self) -> None:
         self._ack_retry = None
-        if self._written or self._dropped or self._written_all:
+        if self.reports:
             self.report([], [])
 
     async def wait_linked(self, timeout: float) -> bool:
@@ -338,7 +257,7 @@ class Upstream:
                         if ev.HasField("linked"):
                             self.stub = stub
                             self.link_id = ev.linked.link_id
-                            self._closed_links.clear()  # older links are told by their ids
+                            self.reports.relinked()
                             got_linked = True
                             backoff = BACKOFF_MIN
                             outage = f" after {time.monotonic() - down_since:.1f} s" if down_since else ""
@@ -375,6 +294,17 @@ class Upstream:
                     continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def _ack_request(c: AckCall) -> pb.AckEventsRequest:
+    r = pb.AckEventsRequest(link_id=c.link_id, written_all=c.written_all)
+    for tag in c.written:
+        r.written.add(seq=tag.seq, session_id=tag.session_id)
+    for tag in c.dropped:
+        r.dropped.add(seq=tag.seq, session_id=tag.session_id)
+    for user, ids in c.entries:
+        r.entries.add(user=user, ids=ids)
+    return r
 
 
 _CHAT = pb.DESCRIPTOR.services_by_name["Chat"]
