@@ -56,7 +56,9 @@ from .storage.base import (
     SessionRecord,
     Storage,
     User,
+    Waiting,
 )
+from .storage.searchtext import prefix_problem
 from .uploads import UploadSlots
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,18 @@ class UploadSpec:
 
 
 RELINKING = "the realm is reconnecting to the main server; try again shortly"
+WAITING_LISTED = 10  # conversations named in the waiting summary of a login; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A successful auth: the token (only its hash is stored), the session, whether it was
+    attached to the realm's link, and what waits undelivered for the user."""
+
+    token: str
+    session: SessionRecord
+    attached: bool
+    waiting: Waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +181,7 @@ SEARCH_WORDS_MAX = 16
 EMOJI_MAX = 16
 MENTIONS_MAX = 50
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]{1,32})")
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"\w+\**|\*+")  # a word and the stars after it, or stars alone
 
 
 def mentions_in(text: str) -> tuple[str, ...]:
@@ -186,9 +200,13 @@ def mentions_in(text: str) -> tuple[str, ...]:
 
 
 def search_words(query: str) -> list[str]:
+    """The words of a search query, lower case; one ending in `*` is a prefix (searchtext)."""
     words = [w.lower() for w in _WORD.findall(query)]
     if not words:
         raise InvalidArgument("search for at least one word (letters or digits)")
+    for w in words:
+        if "*" in w and (problem := prefix_problem(w)):
+            raise InvalidArgument(problem)
     if len(words) > SEARCH_WORDS_MAX or any(len(w) > 64 for w in words):
         raise InvalidArgument(f"search for at most {SEARCH_WORDS_MAX} words of at most 64 characters")
     return words
@@ -255,8 +273,7 @@ class ChatService:
                 raise AlreadyExists(f"user {existing.name!r} already exists{same}: pick another name")
             return await self.storage.create_user(key, user, await self.hasher.hash(password))
 
-    async def auth(self, user: str, password: str, link_id: str, peer: str = ""
-                   ) -> tuple[str, SessionRecord, bool]:
+    async def auth(self, user: str, password: str, link_id: str, peer: str = "") -> Login:
         # Counted per account (and per direct peer) before the slow hash, one in flight at a
         # time. Unknown names are limited the same way: the answer tells nothing about which
         # accounts exist.
@@ -266,6 +283,9 @@ class ChatService:
                     or not record):
                 raise Unauthenticated(BAD_LOGIN)
         self.logins.succeeded(user, peer)
+        # Counted before the session exists, so a failing count fails the login with nothing
+        # left behind; it only counts (nothing is delivered or marked).
+        waiting = await self.storage.waiting(record.key, WAITING_LISTED)
         channel = self.hub.channels.get(link_id) if link_id else None
         realm = channel.realm if channel else ""
         token = secrets.token_urlsafe(32)
@@ -274,7 +294,7 @@ class ChatService:
         self._cache(th, session)
         if channel is not None:
             self.hub.attach(channel, session.id, session.user_key, session.user_name)
-        return token, session, channel is not None
+        return Login(token, session, channel is not None, waiting)
 
     def _cache(self, th: str, session: SessionRecord) -> None:
         if len(self._sessions) > 200_000:  # bounded cache; the database is the truth

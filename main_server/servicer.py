@@ -179,10 +179,17 @@ class ChatServicer(pb_grpc.ChatServicer):
     async def Auth(self, request: pb.AuthRequest, _: None, identity: Identity) -> pb.AuthResponse:
         if request.link_id and not identity.realm:
             raise PermissionDenied("link_id is for realm servers only: leave it empty")
-        token, session, attached = await self.service.auth(request.user, request.password, request.link_id,
-                                                           identity.peer)
-        return pb.AuthResponse(user=session.user_name, token=token, session_id=session.id,
-                               realm=session.realm, attached=attached)
+        login = await self.service.auth(request.user, request.password, request.link_id, identity.peer)
+        session = login.session
+        reply = pb.AuthResponse(user=session.user_name, token=login.token, session_id=session.id,
+                                realm=session.realm, attached=login.attached)
+        w = login.waiting
+        if w.total:
+            reply.waiting.CopyFrom(pb.Waiting(
+                total=w.total, unlisted=w.unlisted,
+                conversations=[pb.WaitingConversation(peer=c.peer, kind=c.kind, count=c.count)
+                               for c in w.conversations]))
+        return reply
 
     @unary()
     async def Logout(self, request: pb.LogoutRequest, caller: Caller, identity: Identity) -> pb.LogoutResponse:
@@ -256,7 +263,8 @@ class ChatServicer(pb_grpc.ChatServicer):
                             ) -> pb.ConversationsResponse:
         out = []
         for c in await self.service.conversations(caller):
-            conv = pb.Conversation(peer=c.peer, kind=c.kind, unread=c.unread, mentions=c.mentions, read=c.read)
+            conv = pb.Conversation(peer=c.peer, kind=c.kind, unread=c.unread, mentions=c.mentions, read=c.read,
+                                   seen=c.seen)
             if c.last is not None:
                 conv.last.CopyFrom(message_pb(c.last))
             out.append(conv)

@@ -18,7 +18,7 @@ from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
-from .convert import conversation_dict, file_dict, message_dict
+from .convert import conversation_dict, file_dict, message_dict, waiting_dict
 from .delivery import Tag, late_page, page_tag
 from .metrics import commands
 from .session import Session
@@ -170,6 +170,9 @@ class Commands:
         self.realm.add_session(s, r.user, r.token, r.session_id)
         if not r.attached or link_id != self.up.link_id:
             await self.realm.attach(s)
+        # An extra field, only when something waits: older clients ignore it.
+        if r.HasField("waiting") and r.waiting.total:
+            return tp.ok(user=r.user, realm=self.realm.config.name, waiting=waiting_dict(r.waiting))
         return tp.ok(user=r.user, realm=self.realm.config.name)
 
     async def cmd_logout(self, s: Session, cmd: Command) -> bytes:

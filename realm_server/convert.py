@@ -88,5 +88,11 @@ TYPING_EXPIRES_S = 5  # seconds a typing notice stands for (main forwards at mos
 def conversation_dict(c: pb.Conversation) -> dict[str, Any]:
     d: dict[str, Any] = {"peer": c.peer, "kind": c.kind}
     d["last"] = message_dict(c.last) if c.HasField("last") else None
-    d.update(unread=c.unread, mentions=c.mentions, read=c.read)
+    d.update(unread=c.unread, mentions=c.mentions, read=c.read, seen=c.seen)
     return d
+
+
+def waiting_dict(w: pb.Waiting) -> dict[str, Any]:
+    """The `waiting` summary of an auth reply."""
+    return {"total": w.total, "conversations": [{"peer": c.peer, "kind": c.kind, "count": c.count}
+                                                for c in w.conversations], "unlisted": w.unlisted}

@@ -174,6 +174,27 @@ class ConversationRecord:
     unread: int
     mentions: int
     read: int
+    seen: int = 0  # private: the newest of the user's messages the peer has read (peer's receipts on)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingCount:
+    """Messages waiting undelivered for a user in one conversation (peer: the sender of a
+    private message, or the group)."""
+
+    peer: str
+    kind: str  # "user" or "group"
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What waits undelivered for a user: the total, the conversations with the most waiting
+    (at most the limit asked for) and how many conversations were left out."""
+
+    total: int = 0
+    conversations: list[WaitingCount] = field(default_factory=list)
+    unlisted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +301,9 @@ class Storage(ABC):
     @abstractmethod
     async def search(self, user_key: str, words: list[str], group_key: str = "", peer_key: str = "",
                      limit: int = 50) -> list[MessageRecord]:
-        """Messages the user may read that contain every word, best first. group_key / peer_key
-        narrow it to one conversation."""
+        """Messages the user may read that contain every word, best first (a word ending in `*`
+        is a prefix; CJK words are found inside runs of text: storage/searchtext.py).
+        group_key / peer_key narrow it to one conversation."""
 
     @abstractmethod
     async def bulk_load(self, rows: list[tuple[str, str, str, str, str, str, str, str]]) -> None:
@@ -395,6 +417,11 @@ class Storage(ABC):
     @abstractmethod
     async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
         """Read receipts on or off (None: unchanged); the setting now."""
+
+    @abstractmethod
+    async def waiting(self, user_key: str, limit: int) -> Waiting:
+        """Counts the user's undelivered messages, by conversation (most first, at most
+        `limit` listed), in one query; delivers and marks nothing."""
 
     @abstractmethod
     async def audience(self, user_key: str) -> list[str]:

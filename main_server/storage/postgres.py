@@ -52,7 +52,10 @@ from .base import (
     Storage,
     Stored,
     User,
+    Waiting,
 )
+from .searchtext import CJK_CLASS, Term
+from .searchtext import terms as search_terms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -336,6 +339,33 @@ MIGRATIONS: list[str] = [
         USING gin (realmchat_search_doc(text, sender_key, to_key, group_key)) WHERE NOT deleted;
     DROP INDEX messages_fts;
     """,
+    # Words inside Chinese, Japanese and Korean text are found, as in the SQLite engine's
+    # MIGRATIONS[7]: the index is fed realmchat_search_text(text), each run of their letters as
+    # its overlapping pairs of characters and its last one (searchtext.index_text; the class
+    # below is searchtext.CJK_CLASS as it is today, fixed here as the index is). Text without
+    # such letters takes the first branch and is fed as before. The index is built again over
+    # the new function; realmchat_search_doc stays for a rolling upgrade (a replica still on it
+    # searches without an index until it is upgraded too).
+    f"""
+    CREATE FUNCTION realmchat_cjk_grams(p_text text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+        SELECT coalesce(string_agg(CASE WHEN r.m[1] IS NULL THEN r.m[2] ELSE
+                (SELECT string_agg(substr(r.m[1], i, 2), ' ' ORDER BY i) FROM generate_series(1, length(r.m[1])) AS i)
+            END, ' ' ORDER BY r.n), '')
+        FROM regexp_matches(p_text, '([{CJK_CLASS}]+)|([^{CJK_CLASS}]+)', 'g') WITH ORDINALITY AS r(m, n)
+    $fn$;
+    CREATE FUNCTION realmchat_search_text(p_text text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+        SELECT CASE WHEN octet_length(p_text) = length(p_text) OR p_text !~ '[{CJK_CLASS}]' THEN p_text
+            ELSE realmchat_cjk_grams(p_text) END
+    $fn$;
+    CREATE FUNCTION realmchat_search_doc2(p_text text, p_sender_key text, p_to_key text, p_group_key text)
+    RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+        SELECT to_tsvector('simple', realmchat_search_text(p_text)) || array_to_tsvector(CASE WHEN p_group_key = ''
+            THEN ARRAY[E'\\x01u' || p_sender_key, E'\\x01u' || p_to_key] ELSE ARRAY[E'\\x01g' || p_group_key] END)
+    $fn$;
+    CREATE INDEX messages_search2 ON messages
+        USING gin (realmchat_search_doc2(text, sender_key, to_key, group_key)) WHERE NOT deleted;
+    DROP INDEX messages_search;
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.
@@ -458,6 +488,15 @@ def _scope(kind: str, key: str) -> str:
     """A conversation's lexeme in realmchat_search_doc, as tsquery text (keys are names: no quote
     or backslash to escape)."""
     return f"'\x01{kind}{key}'"
+
+
+def _tsquery(terms: list[Term]) -> str:
+    """The terms as to_tsquery text: each a phrase of quoted chunks (the parser splits a chunk
+    as it split the text), `:*` after a prefix, all of them required."""
+    def quoted(chunk: str) -> str:
+        return "'" + chunk.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    return " & ".join("(" + " <-> ".join(map(quoted, t.chunks)) + (":*" if t.prefix else "") + ")" for t in terms)
 
 
 def _no_nul(*values: str) -> None:
@@ -882,6 +921,7 @@ class PostgresStorage(Storage):
     async def search(self, user_key: str, words: list[str], group_key: str = "", peer_key: str = "",
                      limit: int = 50) -> list[MessageRecord]:
         _no_nul(group_key, peer_key, *words)
+        wanted = search_terms(words)
 
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
             if group_key:
@@ -897,6 +937,8 @@ class PostgresStorage(Storage):
                 groups = await roomops.drive_async(roomops.user_groups(user_key), c)
                 lexemes = [_scope("u", user_key), *(_scope("g", g) for g in groups)]
                 scope, params = "", ()
+            if not wanted:  # words of punctuation only: nothing (never everything in scope)
+                return []
             join, access = (q.replace("?", "$2") for q in (roomops.SEARCH_JOIN, roomops.SEARCH_ACCESS))
             # The matches in the caller's conversations come from the index alone (a bitmap,
             # whatever the planner would guess from the LIMIT: walking the table backwards
@@ -904,16 +946,17 @@ class PostgresStorage(Storage):
             # exactly and ranked: a word found in most messages costs about what a rarer one does.
             rows = await c.fetch(
                 "WITH hits AS MATERIALIZED (SELECT m.id FROM messages m "
-                "WHERE realmchat_search_doc(m.text, m.sender_key, m.to_key, m.group_key) "
-                "@@ (plainto_tsquery('simple', $1) && $4::tsquery) AND NOT m.deleted "
-                # Words that are all punctuation make no query: never "everything in scope".
-                "AND numnode(plainto_tsquery('simple', $1)) > 0) "
+                "WHERE realmchat_search_doc2(m.text, m.sender_key, m.to_key, m.group_key) "
+                "@@ (to_tsquery('simple', $1) && $4::tsquery) AND NOT m.deleted "
+                # Words the parser finds nothing in make no query: never "everything in scope".
+                "AND numnode(to_tsquery('simple', $1)) > 0) "
                 f"SELECT {', '.join('m.' + col for col in _MSG_COLS.split(', '))}, "
-                "ts_rank(to_tsvector('simple', m.text), plainto_tsquery('simple', $1)) AS rank FROM messages m "
+                "ts_rank(to_tsvector('simple', realmchat_search_text(m.text)), to_tsquery('simple', $1)) AS rank "
+                "FROM messages m "
                 f"{join} "
                 f"WHERE m.id IN (SELECT id FROM hits ORDER BY id DESC LIMIT {roomops.SEARCH_CANDIDATES}) "
                 f"AND {access} {scope}ORDER BY rank DESC, m.id DESC LIMIT $3",
-                " ".join(words), user_key, limit, " | ".join(lexemes), *params)
+                _tsquery(wanted), user_key, limit, " | ".join(lexemes), *params)
             return await roomops.drive_async(roomops.with_reactions([_message(r) for r in rows]), c)
 
         return await self._auto(op)
@@ -1054,6 +1097,9 @@ class PostgresStorage(Storage):
 
     async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
         return await self._auto(lambda c: roomops.drive_async(convops.set_receipts(user_key, enabled), c))
+
+    async def waiting(self, user_key: str, limit: int) -> Waiting:
+        return await self._auto(lambda c: roomops.drive_async(convops.waiting(user_key, limit), c))
 
     async def audience(self, user_key: str) -> list[str]:
         return await self._auto(lambda c: roomops.drive_async(convops.audience(user_key), c))

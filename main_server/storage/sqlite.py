@@ -12,11 +12,9 @@ import logging
 import math
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,8 +39,11 @@ from .base import (
     Storage,
     Stored,
     User,
+    Waiting,
     utc_now_iso,
 )
+from .searchtext import Term, fold, index_text
+from .searchtext import terms as search_terms
 from .walcheck import check_and_mark, mark_closed
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,42 @@ MIGRATIONS: list[str] = [
             THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
     END;
     """,
+    # Words inside Chinese, Japanese and Korean text are found: the index is fed
+    # realmchat_search_text(text) (searchtext.index_text: each run of their letters as its
+    # overlapping pairs of characters), registered on the writer's connection. A text without
+    # such letters is fed what it was fed before; the messages indexed already whose text has
+    # some are indexed again (their old entries deleted with the text they were fed).
+    """
+    DROP TRIGGER messages_fts_catch_up;
+    DROP TRIGGER messages_fts_update;
+    DROP TRIGGER messages_fts_delete;
+    INSERT INTO messages_fts(messages_fts, rowid, text, scope) SELECT 'delete', id, text,
+        CASE WHEN group_key = '' THEN 'u' || hex(sender_key) || ' u' || hex(to_key) ELSE 'g' || hex(group_key) END
+        FROM messages WHERE id <= (SELECT upto FROM fts_state) AND realmchat_search_text(text) <> text;
+    INSERT INTO messages_fts(rowid, text, scope) SELECT id, realmchat_search_text(text),
+        CASE WHEN group_key = '' THEN 'u' || hex(sender_key) || ' u' || hex(to_key) ELSE 'g' || hex(group_key) END
+        FROM messages WHERE id <= (SELECT upto FROM fts_state) AND realmchat_search_text(text) <> text;
+    CREATE TRIGGER messages_fts_catch_up AFTER UPDATE OF upto ON fts_state BEGIN
+        INSERT INTO messages_fts(rowid, text, scope) SELECT id, realmchat_search_text(text), CASE WHEN group_key = ''
+            THEN 'u' || hex(sender_key) || ' u' || hex(to_key) ELSE 'g' || hex(group_key) END
+            FROM messages WHERE id > old.upto AND id <= new.upto;
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+    WHEN old.id <= (SELECT upto FROM fts_state) BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text, scope) VALUES ('delete', old.id,
+            realmchat_search_text(old.text), CASE WHEN old.group_key = ''
+            THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
+        INSERT INTO messages_fts(rowid, text, scope) VALUES (new.id, realmchat_search_text(new.text),
+            CASE WHEN new.group_key = ''
+            THEN 'u' || hex(new.sender_key) || ' u' || hex(new.to_key) ELSE 'g' || hex(new.group_key) END);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+    WHEN old.id <= (SELECT upto FROM fts_state) BEGIN
+        INSERT INTO messages_fts(messages_fts, rowid, text, scope) VALUES ('delete', old.id,
+            realmchat_search_text(old.text), CASE WHEN old.group_key = ''
+            THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
+    END;
+    """,
 ]
 # Run before every commit (and once at start, for rows written while main was down): indexes
 # the messages stored since the last one. Does nothing when no message was stored.
@@ -287,7 +324,6 @@ _STOP = object()
 # beyond from how far back its newest DF_SAMPLE matches reach.
 DF_SAMPLE = 1000
 BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
-_TOKEN = re.compile(r"[^\W_]+")  # letters and digits: unicode61 splits on "_" too
 # The reader's mention flag, for queries over undelivered d joined to messages m.
 _MENTION = "EXISTS (SELECT 1 FROM mentions x WHERE x.user_key = d.user_key AND x.msg_id = m.id) AS mention"
 
@@ -317,49 +353,57 @@ def scope_token(kind: str, key: str) -> str:
     return f'"{kind}{key.encode().hex().upper()}"'
 
 
-def fold(text: str) -> list[str]:
-    """The words of a text about as FTS5's unicode61 tokenizer (remove_diacritics 2) sees them."""
-    if text.isascii():
-        return _TOKEN.findall(text.lower())
-    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch))
-    return _TOKEN.findall(plain)
-
-
-def word_weight(c: sqlite3.Connection, word: str, total: int) -> float:
-    """bm25's IDF of one word over all messages, its document frequency counted, or estimated for
-    a very common word (FTS5's own bm25() walks every posting of every word, tens of ms for a
-    word in half the messages)."""
-    match = f"text : ({fts_words([word])})"
-    far = c.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC "
-                    "LIMIT 1 OFFSET ?", (match, DF_SAMPLE - 1)).fetchone()
-    if far is None:
-        df = c.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?", (match,)).fetchone()[0]
-    else:
-        df = min(total, DF_SAMPLE * total / max(total - far[0] + 1, 1))
+def term_weight(c: sqlite3.Connection, term: Term, total: int) -> float:
+    """bm25's IDF of one query term over all messages, its document frequency counted, or
+    estimated for a very common one (FTS5's own bm25() walks every posting of every word, tens
+    of ms for a word in half the messages)."""
+    # One walk of the newest DF_SAMPLE matches: a prefix term merges the postings of all its
+    # words at every query, so it is not done twice.
+    match = f"text : ({fts_terms([term])})"
+    n, oldest = c.execute("SELECT count(*), min(rowid) FROM (SELECT rowid FROM messages_fts WHERE messages_fts "
+                          "MATCH ? ORDER BY rowid DESC LIMIT ?)", (match, DF_SAMPLE)).fetchone()
+    df = n if n < DF_SAMPLE else min(total, DF_SAMPLE * total / max(total - oldest + 1, 1))
     return max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)
 
 
-def bm25_order(c: sqlite3.Connection, records: list[MessageRecord], words: list[str]) -> list[MessageRecord]:
-    """The records best first by BM25 over their text (as FTS5's bm25() would rank them, with
-    estimated weights for very common words), newest first among equals."""
+def term_count(tokens: list[str], phrase: tuple[str, ...], prefix: bool) -> int:
+    """How often a term's phrase occurs in a text's tokens (its last token a prefix or not)."""
+    *head, last = phrase
+    n = len(head)
+    return sum(1 for i in range(len(tokens) - n)
+               if tokens[i:i + n] == head and (tokens[i + n].startswith(last) if prefix else tokens[i + n] == last))
+
+
+def bm25_order(c: sqlite3.Connection, records: list[MessageRecord], terms: list[Term]) -> list[MessageRecord]:
+    """The records best first by BM25 over their indexed text (as FTS5's bm25() would rank
+    them, a phrase counted as one word, with estimated weights for very common terms), newest
+    first among equals."""
     if not records:
         return records
     total = c.execute("SELECT max(id) FROM messages").fetchone()[0] or 1
-    wanted = {w: word_weight(c, w, total) for w in dict.fromkeys(fold(" ".join(words)))}
-    tokens = [fold(r.text) for r in records]
+    wanted = [(tuple(fold(t.text)), t.prefix, term_weight(c, t, total)) for t in terms]
+    # One word (the usual term) is counted by list.count; phrases and prefixes by term_count.
+    words = [(phrase[0], idf) for phrase, prefix, idf in wanted if len(phrase) == 1 and not prefix]
+    others = [(phrase, prefix, idf) for phrase, prefix, idf in wanted if len(phrase) > 1 or prefix]
+    tokens = [fold(r.text if r.text.isascii() else index_text(r.text)) for r in records]
     avg = max(sum(map(len, tokens)) / len(tokens), 1.0)
 
     def score(toks: list[str]) -> float:
         norm = BM25_K1 * (1 - BM25_B + BM25_B * len(toks) / avg)
-        return sum(idf * (tf := toks.count(w)) * (BM25_K1 + 1) / (tf + norm) for w, idf in wanted.items())
+        value = sum(idf * (tf := toks.count(w)) * (BM25_K1 + 1) / (tf + norm) for w, idf in words)
+        if others:
+            value += sum(idf * (tf := term_count(toks, phrase, prefix)) * (BM25_K1 + 1) / (tf + norm)
+                         for phrase, prefix, idf in others)
+        return value
 
     scored = sorted(zip(records, tokens, strict=True), key=lambda rt: (-score(rt[1]), -rt[0].id))
     return [r for r, _ in scored]
 
 
-def fts_words(words: list[str]) -> str:
-    """The words as FTS5 strings (each quoted; a quote inside doubled): never query syntax."""
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+def fts_terms(terms: list[Term]) -> str:
+    """The terms as FTS5 phrases (each quoted, a quote inside doubled; `*` after a prefix):
+    never query syntax of the caller's."""
+    return " ".join('"' + t.text.replace('"', '""') + '"' + ("*" if t.prefix else "") for t in terms)
 
 
 class SQLiteStorage(Storage):
@@ -451,6 +495,8 @@ class SQLiteStorage(Storage):
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
+        # What the search index is fed (its triggers call it): only this connection writes.
+        conn.create_function("realmchat_search_text", 1, index_text, deterministic=True)
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -725,7 +771,10 @@ class SQLiteStorage(Storage):
             else:
                 groups = roomops.drive_sync(roomops.user_groups(user_key), c)
                 scope = " OR ".join([scope_token("u", user_key), *(scope_token("g", g) for g in groups)])
-            match = f"text : ({fts_words(words)}) AND scope : ({scope})"
+            wanted = search_terms(words)
+            if not wanted:  # words of punctuation only: nothing (never everything in scope)
+                return []
+            match = f"text : ({fts_terms(wanted)}) AND scope : ({scope})"
             extra = ("AND m.group_key = '' AND ((m.sender_key = ? AND m.to_key = ?) OR (m.sender_key = ? AND "
                      "m.to_key = ?)) ", (user_key, peer_key, peer_key, user_key)) if peer_key else ("", ())
             # The newest SEARCH_CANDIDATES matches inside the caller's conversations (FTS5 walks its
@@ -736,7 +785,7 @@ class SQLiteStorage(Storage):
                 "SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f "
                 f"JOIN messages m ON m.id = f.id {roomops.SEARCH_JOIN} WHERE {roomops.SEARCH_ACCESS} {extra[0]}",
                 (match, roomops.SEARCH_CANDIDATES, user_key, user_key, user_key, *extra[1])).fetchall()
-            best = bm25_order(c, [_message(r) for r in rows], words)[:limit]
+            best = bm25_order(c, [_message(r) for r in rows], wanted)[:limit]
             return roomops.drive_sync(roomops.with_reactions(best), c)
 
         return await self._read(op)
@@ -845,6 +894,9 @@ class SQLiteStorage(Storage):
 
     async def set_receipts(self, user_key: str, enabled: bool | None) -> bool:
         return await self._do(lambda c: roomops.drive_sync(convops.set_receipts(user_key, enabled), c))
+
+    async def waiting(self, user_key: str, limit: int) -> Waiting:
+        return await self._read(lambda c: roomops.drive_sync(convops.waiting(user_key, limit), c))
 
     async def audience(self, user_key: str) -> list[str]:
         return await self._read(lambda c: roomops.drive_sync(convops.audience(user_key), c))
