@@ -5,19 +5,22 @@ database made by the schema before it, and over the realm text protocol of real 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from main_server.storage import open_storage
-from main_server.storage.base import Storage, User
+from main_server.storage.base import Storage
 from main_server.storage.postgres import MIGRATIONS as PG_MIGRATIONS
 from main_server.storage.searchtext import index_text, term
 from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 from .stack import Stack, start_stack
+from .test_storage import db_url, store, users
 from .textclient import TextClient, login
+
+__all__ = ["db_url", "store"]  # the fixtures, re-used
 
 Names = Callable[[str], str]
 CHEAP = ("--argon2-time-cost", "1", "--argon2-memory-kib", "8192")
@@ -25,25 +28,6 @@ CHEAP = ("--argon2-time-cost", "1", "--argon2-memory-kib", "8192")
 ZH = "我们明天开会讨论项目"
 JA = "明日の会議は十時からです。コンピューターを再起動してください"
 KO = "내일 회의를 시작합니다"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-async def store(db_url: str, tmp_path: Path) -> AsyncIterator[Storage]:
-    s = open_storage(db_url, tmp_path)
-    await s.open()
-    yield s
-    await s.close()
-
-
-async def users(s: Storage, *names: str) -> list[User]:
-    return [await s.create_user(n.lower(), n, f"hash-{n}") for n in names]
 
 
 async def found(s: Storage, user: str, *words: str, **scope: str) -> list[str]:
