@@ -1,6 +1,6 @@
 # realmchat: `make run` and `make test` work on a fresh machine.
 # make run: main (8080), realm alpha (8000) and the web GUI (8550), data in ./data; change them with
-#   make run MAIN_PORT=9080 REALM_PORT=9000 GUI_PORT=9550 DATA=/tmp/chat
+#   make run MAIN_PORT=9080 REALM_PORT=9000 GUI_PORT=9550 IRC_PORT=6697 DATA=/tmp/chat
 # `make setup` installs what running needs; `make setup-test` adds the test tools (Chromium,
 # PostgreSQL, pytest, ruff), which `make test`, `make lint` and `make bench` use.
 # `make bench PEER=ngircd` also installs Debian's ngircd and runs the IRC comparison
@@ -11,6 +11,8 @@ MAIN_PORT ?= 8080
 REALM_PORT ?= 8000
 REALM ?= alpha
 GUI_PORT ?= 8550
+# IRC clients on the realm (docs/IRC.md); 0 = no IRC listener.
+IRC_PORT ?= 6667
 # Tests mostly wait on real servers, sockets and a browser: two run at once on two cores.
 TEST_WORKERS ?= 2
 
@@ -23,7 +25,7 @@ setup-test:
 	@./scripts/setup.sh --test
 
 run: setup
-	@./scripts/run.sh "$(DATA)" "$(MAIN_PORT)" "$(REALM_PORT)" "$(REALM)" "$(GUI_PORT)"
+	@./scripts/run.sh "$(DATA)" "$(MAIN_PORT)" "$(REALM_PORT)" "$(REALM)" "$(GUI_PORT)" "$(IRC_PORT)"
 
 test: setup-test
 	$(PY) -m ruff check .

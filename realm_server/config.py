@@ -23,6 +23,7 @@ def default_name() -> str:
 class RealmConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    irc_port: int = 6667  # IRC clients (docs/IRC.md); 0: no IRC listener
     mains: tuple[tuple[str, int], ...] = (("127.0.0.1", 8080),)
     name: str = "realm"
     max_line: int = DEFAULT_MAX_LINE
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
                           description="realmchat realm server (text protocol on TCP)")
     p.add_option("--host", default=d.host, help="address to listen on")
     p.add_option("--port", default=d.port, help="TCP port for clients (0 = any free port)")
+    p.add_option("--irc-port", default=d.irc_port, help="TCP port for IRC clients (0 = no IRC listener)")
     p.add_option("--main", default="127.0.0.1:8080",
                  help="main server HOST:PORT; several, comma-separated, are tried in order")
     p.add_option("--name", default=default_name(), help="this realm's name")
@@ -91,7 +93,9 @@ def parse_args(argv: list[str] | None = None) -> RealmConfig:
         check_name(a.name, "realm")
     except Exception as e:
         p.error(str(e))
-    return RealmConfig(host=a.host, port=a.port, mains=mains, name=a.name, max_line=a.max_line,
+    if not 0 <= a.irc_port <= 65535:
+        p.error("--irc-port must be 0 (off) or a TCP port")
+    return RealmConfig(host=a.host, port=a.port, irc_port=a.irc_port, mains=mains, name=a.name, max_line=a.max_line,
                        max_file_bytes=a.max_file_bytes, rpc_timeout_s=a.rpc_timeout_s,
                        secret_file=a.secret_file,
                        max_send_queue=a.max_send_queue, log_level=a.log_level, log_format=a.log_format,

@@ -25,6 +25,8 @@ from .commands import Commands
 from .config import RealmConfig
 from .conn import EOF, NEED_MORE, Conn
 from .fdlimit import connection_cap
+from .irc.edge import IrcCodec, IrcCommands
+from .irc.framing import LINE_MAX as IRC_LINE_MAX
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
 from .session import Codec, Session
@@ -65,10 +67,14 @@ class Realm:
         self.max_connections = connection_cap(config.max_connections)
         self._full_logged = 0.0
         self.commands = Commands(self)
+        self.irc = IrcCommands(self)  # the IRC port's command table (its codec is per connection)
+        # Each protocol's command table, by its codec: a connection's codec says which runs its lines.
+        self._tables: dict[type, Commands | IrcCommands] = {TextCodec: self.commands, IrcCodec: self.irc}
         CONNECTIONS.set_function(lambda: len(self.connections))
         SESSIONS.set_function(lambda: len(self.by_session_id))
         LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
         self._server: asyncio.Server | None = None
+        self._irc_server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection tasks and attach calls
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_at: float | None = None
@@ -207,10 +213,10 @@ class Realm:
         s.close_reason = "flood"
         s.abort()
 
-    def _refuse(self, transport: asyncio.Transport, message: str) -> None:
+    def _refuse(self, transport: asyncio.Transport, message: str, codec: Codec) -> None:
         """Answers a connection that is over a limit with one ERROR line, then closes it."""
         with contextlib.suppress(Exception):
-            transport.write(self.codec.error(ResourceExhausted(message)))
+            transport.write(codec.refused(message))
             transport.close()  # once the line is out
 
     def _deadline(self, s: Session) -> tuple[float, str] | None:
@@ -275,9 +281,11 @@ class Realm:
 
     # ---- connections -----------------------------------------------------------------------------
 
-    def _open(self, conn: Conn) -> Session | None:
-        """A new connection (TLS handshake done): its Session, or None when it is refused."""
+    def _open(self, conn: Conn, irc: bool = False) -> Session | None:
+        """A new connection (TLS handshake done): its Session, or None when it is refused.
+        irc: it came in on the IRC port, so it gets a codec of its own."""
         c = self.config
+        codec: Codec = IrcCodec(c.name) if irc else self.codec
         transport = conn.transport
         assert transport is not None
         ip = peer_ip(transport.get_extra_info("peername"))
@@ -287,13 +295,13 @@ class Realm:
                 self._full_logged = now
                 log.warning("the realm is full: %d connections (--max-connections / descriptor limit); "
                             "refusing new ones", len(self.connections))
-            self._refuse(transport, "the realm is full: too many connections, try again later")
+            self._refuse(transport, "the realm is full: too many connections, try again later", codec)
             return None
         if not self.ips.open(ip):
-            self._refuse(transport, f"too many connections from your address: at most {c.max_conns_per_ip}")
+            self._refuse(transport, f"too many connections from your address: at most {c.max_conns_per_ip}", codec)
             return None
         conn.ip = ip
-        s = Session(conn, transport, self.codec, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
+        s = Session(conn, transport, codec, c.max_send_queue, c.max_send_queue_bytes, c.stall_timeout_s,
                     report=self.upstream.report)
         self.connections.add(s)
         s.send(s.codec.hello(c.name))
@@ -343,7 +351,7 @@ class Realm:
                     s.send(s.codec.error(err))
                     continue
                 assert cmd is not None
-                if not await self.commands.run(s, cmd):
+                if not await self._tables[type(s.codec)].run(s, cmd):
                     break
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
@@ -386,9 +394,23 @@ class Realm:
             reuse_address=True, ssl=ssl_ctx, ssl_handshake_timeout=15 if ssl_ctx else None)
         return self._server.sockets[0].getsockname()[1]
 
+    async def start_irc(self) -> int | None:
+        """The IRC listener (--irc-port; 0: none), on the same sessions, limits and upstream as
+        the text port; IRC framing (512 bytes + tags) instead of the text port's line limit."""
+        if not self.config.irc_port:
+            return None
+        ssl_ctx = client_port_context(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        self._irc_server = await asyncio.get_running_loop().create_server(
+            lambda: Conn(IRC_LINE_MAX, lambda conn: self._open(conn, irc=True), self._on_input),
+            self.config.host, self.config.irc_port, reuse_address=True, ssl=ssl_ctx,
+            ssl_handshake_timeout=15 if ssl_ctx else None)
+        return int(self._irc_server.sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         if self._server:
             self._server.close()
+        if self._irc_server:
+            self._irc_server.close()
         for s in list(self.connections):
             s.send_event(s.codec.shutdown())
             await s.close()
@@ -404,7 +426,15 @@ async def serve(config: RealmConfig) -> None:
     except CredentialError as exc:
         raise SystemExit(f"realm_server: {exc}") from None
     port = await realm.start()
+    try:
+        irc_port = await realm.start_irc()
+    except OSError as exc:
+        await realm.stop()
+        raise SystemExit(f"realm_server: cannot listen for IRC on {config.host}:{config.irc_port}: "
+                         f"{exc.strerror or exc} (pick another --irc-port, or 0 for none)") from None
     print(f"realm_server {config.name} listening on {config.host}:{port}", flush=True)
+    if irc_port is not None:
+        print(f"realm_server {config.name} IRC listening on {config.host}:{irc_port}", flush=True)
     log.info("main server(s): %s; at most %d connections", ", ".join(config.main_addrs), realm.max_connections)
     if config.metrics_port >= 0:
         serve_metrics(config.host, config.metrics_port, f"realm_server {config.name}")

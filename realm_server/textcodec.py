@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from realmchat import textproto as tp
-from realmchat.errors import ChatError, InvalidArgument
+from realmchat.errors import ChatError, InvalidArgument, ResourceExhausted
 from realmchat.pb import chat_pb2 as pb
 
 from .convert import file_dict, message_dict, room_event
@@ -38,6 +38,9 @@ class TextCodec:
 
     def closing(self, reason: str, message: str) -> bytes:
         return tp.event("closing", reason=reason, message=message)
+
+    def refused(self, message: str) -> bytes:
+        return tp.error_from(ResourceExhausted(message))
 
     def session_expired(self) -> bytes:
         return tp.event("session", state="expired", message="your session ended; log in again with auth USER PASS")

@@ -6,12 +6,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-./data}; main_port=${2:-8080}; realm_port=${3:-8000}; realm=${4:-alpha}; gui_port=${5:-8550}
+# IRC clients (docs/IRC.md) on the realm's --irc-port; 0 turns the IRC listener off.
+irc_port=${6:-${REALMCHAT_REALM_IRC_PORT:-6667}}
 PY=.venv/bin/python
 host=127.0.0.1
 
 # Every port is checked before anything starts: a busy one is one line naming the port and the
 # make variable that changes it, and nothing is left running.
-busy=$("$PY" - "$host" "main:$main_port:MAIN_PORT" "realm:$realm_port:REALM_PORT" "gui:$gui_port:GUI_PORT" <<'PYEOF'
+specs=("main:$main_port:MAIN_PORT" "realm:$realm_port:REALM_PORT" "gui:$gui_port:GUI_PORT")
+[ "$irc_port" != 0 ] && specs+=("irc:$irc_port:IRC_PORT")
+busy=$("$PY" - "$host" "${specs[@]}" <<'PYEOF'
 import socket, sys
 host = sys.argv[1]
 for spec in sys.argv[2:]:
@@ -55,11 +59,13 @@ start_main() {
 }
 start_main
 start "realm server" "$PY" -m realm_server --host "$host" --port "$realm_port" --main "$host:$main_port" --name "$realm" \
-  --secret-file "$data/realm-secret"
+  --irc-port "$irc_port" --secret-file "$data/realm-secret"
 start "GUI" env FLET_WEB_NO_CDN=1 "$PY" -m gui --web --host "$host" --port "$gui_port" --realm "$host:$realm_port"
 
 # The banner only once all three accept connections.
-for port in "$main_port" "$realm_port" "$gui_port"; do
+wait_ports=("$main_port" "$realm_port" "$gui_port")
+[ "$irc_port" != 0 ] && wait_ports+=("$irc_port")
+for port in "${wait_ports[@]}"; do
   for _ in $(seq 300); do
     (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && break
     for pid in "${pids[@]}"; do
@@ -69,7 +75,9 @@ for port in "$main_port" "$realm_port" "$gui_port"; do
     sleep 0.1
   done
 done
-echo "realmchat: main on $host:$main_port (gRPC), realm '$realm' on $host:$realm_port (try: nc localhost $realm_port), GUI on http://$host:$gui_port/ - Ctrl-C stops all three"
+irc_note=""
+[ "$irc_port" != 0 ] && irc_note=", IRC on $host:$irc_port"
+echo "realmchat: main on $host:$main_port (gRPC), realm '$realm' on $host:$realm_port (try: nc localhost $realm_port)$irc_note, GUI on http://$host:$gui_port/ - Ctrl-C stops all three"
 
 # main is restarted when it exits (killed, crashed, or stopped by hand to restart it): the realm
 # keeps its connections and resumes every session on the new main, so no web user is logged out.

@@ -21,6 +21,8 @@ from realmchat.realmauth import ENV_SECRET
 ROOT = Path(__file__).resolve().parent.parent
 # Every main and realm the tests start shares one realm credential (through the environment).
 os.environ.setdefault(ENV_SECRET, secrets.token_urlsafe(24))
+# No IRC listener unless a test asks for one (--irc-port): realms of parallel tests share the host.
+os.environ.setdefault("REALMCHAT_REALM_IRC_PORT", "0")
 PYTHON = sys.executable
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
 

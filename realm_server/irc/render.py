@@ -1,0 +1,104 @@
+"""What realmchat's records and events look like on an IRC connection: pure functions of the
+record and of the connection's state (its nick and negotiated caps), no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from realmchat.names import name_key
+from realmchat.pb import chat_pb2 as pb
+
+from .casemap import group_to_channel
+from .codec import Message, message, split_text, text_prefix_len
+
+HOST = "realmchat"  # the host part of every user's prefix: realmchat has no per-user hosts
+
+
+def mask(nick: str) -> str:
+    return f"{nick}!{nick}@{HOST}"
+
+
+def server_time(ts: str) -> str:
+    """realmchat's ISO-8601 UTC timestamps as IRCv3 server-time (YYYY-MM-DDThh:mm:ss.sssZ)."""
+    if not ts:
+        return ts
+    t = ts.replace("+00:00", "Z")
+    if not t.endswith("Z"):
+        t += "Z"
+    date, _, rest = t.partition("T")
+    clock = rest[:-1]
+    if "." not in clock:
+        clock += ".000"
+    else:
+        whole, frac = clock.split(".", 1)
+        clock = f"{whole}.{(frac + '000')[:3]}"
+    return f"{date}T{clock}Z"
+
+
+def lines(msgs: Iterable[Message]) -> bytes:
+    return b"".join(m.serialize() for m in msgs)
+
+
+def text_lines(source: str, command: str, target: str, text: str, tags: dict[str, str]) -> list[Message]:
+    """One message's text as IRC lines (split at newlines and at the line limit); the tags go on
+    the first line only, so a msgid names one line."""
+    pieces = split_text(text_prefix_len(source, command, target), text) or [" "]
+    out = [message(source, command, target, pieces[0], tags=tags)]
+    out.extend(message(source, command, target, p) for p in pieces[1:])
+    return out
+
+
+def message_lines(m: pb.Message, me: str, caps: frozenset[str]) -> list[Message]:
+    """A private or group message as PRIVMSG from its sender. A private message sent by this
+    user on another device (a carbon) reads `:me PRIVMSG peer`, as IRC bouncers show them."""
+    sender = getattr(m, "from")
+    if m.group:
+        target = group_to_channel(m.group)
+    elif name_key(sender) == name_key(me):
+        target = m.to or me
+    else:
+        target = me
+    tags: dict[str, str] = {}
+    if "server-time" in caps and m.ts:
+        tags["time"] = server_time(m.ts)
+    if "message-tags" in caps:
+        tags["msgid"] = str(m.id)
+    if "account-tag" in caps:
+        tags["account"] = sender
+    text = m.text if not m.deleted else "(deleted)"
+    return text_lines(mask(sender), "PRIVMSG", target, text, tags)
+
+
+def event_lines(kind: str, ev: pb.Event, me: str, caps: frozenset[str], server: str) -> list[Message] | None:
+    """An event from main as IRC lines; None if IRC shows no such event."""
+    if kind in ("private", "group"):
+        return message_lines(ev.private if kind == "private" else ev.group, me, caps)
+    if kind == "member":
+        mv = ev.member
+        chan = group_to_channel(mv.group)
+        if mv.action == "join":
+            return [message(mask(mv.user), "JOIN", chan)]
+        if mv.action == "leave":
+            return [message(mask(mv.user), "PART", chan)]
+        if mv.action in ("kick", "ban"):
+            return [message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.action)]
+        if mv.action == "role":
+            mode = {"owner": "+q", "admin": "+o"}.get(mv.role, "-o")
+            return [message(mask(mv.by or server), "MODE", chan, mode, mv.user)]
+        if mv.action == "invite":
+            return [message(server, "NOTICE", chan, f"{mv.by} invited {mv.user}")]
+        return None
+    if kind == "topic":
+        t = ev.topic
+        return [message(mask(t.by or server), "TOPIC", group_to_channel(t.group), t.topic)]
+    if kind == "invited":
+        return [message(mask(ev.invited.by or server), "INVITE", me, group_to_channel(ev.invited.group))]
+    if kind == "group_deleted":
+        g = ev.group_deleted
+        return [message(mask(g.by or server), "KICK", group_to_channel(g.group), me, "the group was deleted")]
+    if kind == "file":
+        f = ev.file
+        target = group_to_channel(f.group) if f.group else me
+        return [message(mask(getattr(f, "from")), "NOTICE", target,
+                        f"sent a file: {f.name} ({f.size} bytes, id {f.id}); fetch it with a realmchat client")]
+    return None
