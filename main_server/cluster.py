@@ -3,10 +3,11 @@
 Replicas talk through PostgreSQL's LISTEN/NOTIFY (no extra server): a replica that stores a
 message notifies the others with its id and recipients, and each pushes it to the sessions
 attached to it (marking delivery as usual; what no replica pushes stays undelivered in the
-database for inbox or the next resume). Presence is replicated the same way: attach and detach
-notices, a heartbeat, and a snapshot on request; a replica not heard from for
-STALE_AFTER_S is dropped, so `who` stays right when one dies. Away/back travels as a status
-notice ("st"); presence events themselves travel like room events ("ev").
+database for inbox or the next resume). What the service tells the others (a message or file
+stored, a live event, a logout, a status) is a notice of main_server/events.py, sent in its
+one encoding (events.to_plain). Who is attached where is this module's own business: attach
+and detach notices, a heartbeat, and a snapshot on request; a replica not heard from for
+STALE_AFTER_S is dropped, so `who` stays right when one dies.
 
 NOTIFY delivers every replica's notices to all of them in one order (commit order). When a
 user's last session here ends, whether it was their last anywhere is decided once this
@@ -27,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from . import events
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "realmchat"
@@ -35,7 +38,8 @@ STALE_AFTER_S = 4.0
 PAYLOAD_MAX = 7000  # NOTIFY payloads must stay under 8000 bytes
 USERS_PER_NOTICE = 150
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[events.Notice], Awaitable[None]]
+NOTICE = "ev"  # the kind of a line carrying a notice of main_server/events.py
 
 
 class Cluster:
@@ -59,7 +63,7 @@ class Cluster:
         self._decide: dict[str, list[Callable[[bool], None]]] = {}
 
     async def start(self, handler: Handler, on_lost: Callable[[], Awaitable[None]] | None = None) -> None:
-        """handler gets message, file and logout notices; on_lost runs when a replica goes silent (what
+        """handler gets the service's notices (events.Notice); on_lost runs when a replica goes silent (what
         it stored but never announced is still undelivered: push it to our sessions)."""
         import asyncpg
 
@@ -87,25 +91,16 @@ class Cluster:
         notice["r"] = self.replica
         self._out.put_nowait(notice)
 
+    def publish_notice(self, notice: events.Notice) -> None:
+        """A notice for the other replicas, in parts of at most USERS_PER_NOTICE users."""
+        for part in events.split(notice, USERS_PER_NOTICE):
+            self.publish({"k": NOTICE, "e": events.to_plain(part)})
+
     def publish_message(self, msg_id: int, users: list[str], track: list[str], exclude_session: int,
                         mentioned: Iterable[str] = ()) -> None:
-        track_set, named = set(track), set(mentioned)
-        for i in range(0, len(users), USERS_PER_NOTICE):
-            part = users[i:i + USERS_PER_NOTICE]
-            notice = {"k": "m", "id": msg_id, "u": part, "t": [u for u in part if u in track_set],
-                      "x": exclude_session}
-            if named:  # the users the text names get the message flagged on every replica
-                notice["n"] = [u for u in part if u in named]
-            self.publish(notice)
-
-    def publish_file(self, file_id: int, users: list[str], exclude_session: int) -> None:
-        for i in range(0, len(users), USERS_PER_NOTICE):
-            self.publish({"k": "f", "id": file_id, "u": users[i:i + USERS_PER_NOTICE], "x": exclude_session})
-
-    def publish_event(self, event_b64: str, users: list[str], exclude_session: int) -> None:
-        """A live notice (room events): the serialized Event, for the users' sessions elsewhere."""
-        for i in range(0, len(users), USERS_PER_NOTICE):
-            self.publish({"k": "ev", "e": event_b64, "u": users[i:i + USERS_PER_NOTICE], "x": exclude_session})
+        # The users the text names get the message flagged on every replica.
+        self.publish_notice(events.MessageStored(msg_id, tuple(users), tuple(track), exclude_session,
+                                                 tuple(mentioned)))
 
     async def _publisher(self) -> None:
         # Notices are packed into as few NOTIFYs as fit: one round trip carries many.
@@ -154,9 +149,16 @@ class Cluster:
                 continue
             if notice.get("r") == self.replica:
                 self._own(notice)
-            elif notice.get("k") in ("m", "f", "ev", "lo", "st"):
+            elif notice.get("k") == NOTICE:
                 self._seen(notice["r"])
-                task = asyncio.create_task(self._dispatch(notice))
+                try:
+                    decoded = events.from_plain(notice["e"]) if isinstance(notice.get("e"), dict) else None
+                except ValueError as exc:
+                    decoded = None
+                    log.warning("cluster notice from %s ignored: %s", notice["r"], exc)
+                if decoded is None:
+                    continue
+                task = asyncio.create_task(self._dispatch(decoded))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             else:
@@ -207,12 +209,12 @@ class Cluster:
                 sessions.clear()
             sessions.update({sid: (n, realm) for sid, n, realm in notice["p"]})
 
-    async def _dispatch(self, notice: dict[str, Any]) -> None:
+    async def _dispatch(self, notice: events.Notice) -> None:
         if self._handler is not None:
             try:
                 await self._handler(notice)
             except Exception:
-                log.exception("cluster notice %s failed", notice.get("k"))
+                log.exception("cluster notice %s failed", type(notice).__name__)
 
     # ---- presence --------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from realmchat.pb import chat_pb2 as pb
-
+from . import wire
+from .events import Event
 from .ledger import Ledger, Outcome
 from .metrics import CHANNELS, EVENT_QUEUE, SESSIONS
 
@@ -30,7 +30,7 @@ class PresenceObserver(Protocol):
 
 @dataclass(slots=True)
 class Outgoing:
-    event: pb.Event  # its seq is set: the ledger knows what it carries
+    event: wire.PbEvent  # its seq is set: the ledger knows what it carries
     size: int  # serialized bytes, to bound a stream message
     queued: float = field(default_factory=time.monotonic)
 
@@ -157,10 +157,11 @@ class Hub:
                 out.add((name, ch.realm))
         return sorted(out, key=lambda p: (p[0].lower(), p[1]))
 
-    def push(self, user_keys: list[str], fill: Callable[[pb.Event], None], exclude_session: int = 0,
+    def push(self, user_keys: list[str], event: Event, exclude_session: int = 0,
              message_id: int = 0, track: frozenset[str] = frozenset()) -> None:
         """Queues one event per channel for the users' sessions (except exclude_session). Users
-        in `track` have an undelivered entry for message_id: the ledger follows it."""
+        in `track` have an undelivered entry for message_id: the ledger follows it. The event
+        becomes protobuf once, however many channels get it."""
         per_channel: dict[Channel, dict[int, str]] = {}
         for u in user_keys:
             sessions = self._online.get(u)
@@ -172,6 +173,7 @@ class Hub:
                     if targets is None:
                         targets = per_channel[ch] = {}
                     targets[sid] = u
+        template = None
         for ch, targets in per_channel.items():
             if ch.queue.qsize() + self.ledger.pending(ch.id) >= ch.max_queue:
                 # The realm does not keep up: drop its stream (it relinks; what it missed stayed
@@ -182,6 +184,7 @@ class Hub:
             # One id list shared by every user (the ledger never changes it).
             entries = (dict.fromkeys(track.intersection(targets.values()), [message_id])  # noqa: RUF024
                        if message_id and track else {})
-            ev = pb.Event(session_ids=list(targets), seq=self.ledger.record(ch.id, targets, entries))
-            fill(ev)
+            if template is None:
+                template = wire.event_template(event)
+            ev = wire.channel_event(template, list(targets), self.ledger.record(ch.id, targets, entries))
             ch.queue.put_nowait(Outgoing(ev, ev.ByteSize()))

@@ -15,8 +15,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from realmchat.metrics import serve_metrics
-from realmchat.pb import chat_pb2 as pb
-from realmchat.pb import chat_pb2_grpc as pb_grpc
 from realmchat.realmauth import DEFAULT_FILE, CredentialError, ensure_secret
 from realmchat.rpc import server_options
 from realmchat.runtime import until_stopped
@@ -30,12 +28,12 @@ from .diskguard import guard
 from .hub import Hub
 from .passwords import PasswordHasher
 from .service import ChatService
-from .servicer import ChatServicer
+from .servicer import SERVICE_NAME, ChatServicer, add_to_server
 from .storage import open_storage
 from .storage.walcheck import WalLost
 
 log = logging.getLogger("main_server")
-CHAT_SERVICE = pb.DESCRIPTOR.services_by_name["Chat"].full_name
+CHAT_SERVICE = SERVICE_NAME
 
 
 async def sweep_files(service: ChatService, every_s: float) -> None:
@@ -85,7 +83,7 @@ async def serve(config: MainConfig) -> None:
         hub.observer = cluster
 
     server = grpc.aio.server(options=server_options(config.keepalive_time_s, config.keepalive_timeout_s))
-    pb_grpc.add_ChatServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

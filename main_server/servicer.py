@@ -1,8 +1,8 @@
-"""The gRPC servicer: thin. Every call enters through one function, `invoke(method, request,
-identity)`, whether it came as a unary RPC or relayed by a realm on its Relay stream: the same
-access check (public, user token, realm credential), the same metrics (a closed set of method
-labels) and the same error mapping. Handlers only convert between protobuf and the service's
-plain records."""
+"""The gRPC servicer: thin. Every call passes one guard (`guarded`): the same access check
+(public, user token, realm credential), the same metrics (a closed set of method labels) and
+the same error mapping, whether it is a unary RPC, a call a realm relays on its Relay stream
+(both through `invoke(method, request, identity)`) or a streaming RPC. Handlers only convert
+between protobuf (main_server/wire.py) and the desks' plain records."""
 
 from __future__ import annotations
 
@@ -25,32 +25,27 @@ from realmchat.errors import (
     Internal,
     InvalidArgument,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
-    Unavailable,
     Unimplemented,
 )
 from realmchat.names import check_name, name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
-from realmchat.rpc import FILE_CHUNK, MAX_MESSAGE_BYTES, status_for, token_from
+from realmchat.rpc import FILE_CHUNK, status_for, token_from
 
+from . import wire
+from .domain.accounts import Caller
+from .domain.files import UploadSpec
 from .metrics import EVENT_LAG, rpc_errors, rpc_seconds
-from .service import Caller, ChatService, Page, UploadSpec, file_pb, message_pb
-from .storage.base import RoomChange
-
-# A relayed call runs as the loop's current task without being an asyncio.Task (see _Running):
-# the two hooks asyncio's own eager tasks use (no public API sets the current task).
-_enter_task, _leave_task = asyncio.tasks._enter_task, asyncio.tasks._leave_task
+from .relay import BATCH_MAX_BYTES, DEADLINE_TICK_S, REPLY_MAX_BYTES, RelayStream
+from .service import ChatService
+from .wire import file_pb, message_pb
 
 log = logging.getLogger(__name__)
 unexpected = ErrorLog(log)  # a traceback per kind, then one line each: a flood cannot flood the log
 
-# One Link or Relay stream message stays far under the transport's cap (MAX_MESSAGE_BYTES).
-BATCH_MAX_BYTES = 1 << 20
 LINK_BATCH_MAX = 1024
-# A single relayed reply larger than this fails alone (RESOURCE_EXHAUSTED), never the stream.
-REPLY_MAX_BYTES = MAX_MESSAGE_BYTES // 2
+__all__ = ["BATCH_MAX_BYTES", "DEADLINE_TICK_S", "REPLY_MAX_BYTES", "ChatServicer", "add_to_server"]
 
 
 class Access(enum.Enum):
@@ -112,13 +107,50 @@ def as_chat_error(exc: BaseException, what: str) -> ChatError:
     return Internal("internal error; the server log has details")
 
 
-def _member(change: RoomChange) -> pb.MemberResponse:
-    return pb.MemberResponse(group=change.group.name, user=change.user, role=change.role)
+SERVICE_NAME = _CHAT.full_name
 
 
-def _messages(page: Page) -> pb.MessageList:
-    return pb.MessageList(messages=[message_pb(m) for m in page.messages], more=page.more,
-                          delivery=page.delivery, delivery_link=page.delivery_link)
+def add_to_server(servicer: ChatServicer, server: grpc.aio.Server) -> None:
+    pb_grpc.add_ChatServicer_to_server(servicer, server)
+
+
+class Guarded:
+    """One call's passage through the edge (see ChatServicer.guarded): entering authorizes the
+    identity for the access the call needs; an error raised by the body, or by that check,
+    leaves as ChatError and is counted; the time spent is observed either way. Cancellation
+    and a stream closed by its reader pass through untouched."""
+
+    __slots__ = ("access", "identity", "label", "servicer", "t0")
+
+    def __init__(self, servicer: ChatServicer, label: str, access: Access, identity: Identity) -> None:
+        self.servicer = servicer
+        self.label = label
+        self.access = access
+        self.identity = identity
+        self.t0 = 0.0
+
+    async def __aenter__(self) -> Caller | None:
+        self.t0 = time.perf_counter()
+        try:
+            return await self.servicer.authorize(self.access, self.identity)
+        except BaseException as exc:
+            self._end()
+            raise self._error(exc) from None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._end()
+        if exc is not None and not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            raise self._error(exc) from None
+
+    def _error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            return exc
+        err = as_chat_error(exc, self.label if self.label != "unknown" else "unknown method")
+        rpc_errors(self.label, err.code.value).inc()
+        return err
+
+    def _end(self) -> None:
+        rpc_seconds(self.label).observe(time.perf_counter() - self.t0)
 
 
 class ChatServicer(pb_grpc.ChatServicer):
@@ -142,31 +174,28 @@ class ChatServicer(pb_grpc.ChatServicer):
             return await self.service.caller(identity.token, identity.peer, via_realm=identity.realm)
         return None
 
-    async def invoke(self, method: str, request: Any, identity: Identity) -> Any:
-        """Runs one unary method for a caller; raises ChatError (unexpected failures become
-        Internal, logged once)."""
-        spec = METHODS.get(method)
-        label = method if spec is not None else "unknown"
-        t0 = time.perf_counter()
-        try:
-            if spec is None:
-                raise Unimplemented(f"no unary method {method[:60]!r}")
-            return await spec.handler(self, request, await self.authorize(spec.access, identity), identity)
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            err = as_chat_error(exc, method if spec is not None else "unknown method")
-            rpc_errors(label, err.code.value).inc()
-            raise err from None
-        finally:
-            rpc_seconds(label).observe(time.perf_counter() - t0)
+    def guarded(self, label: str, access: Access, identity: Identity) -> Guarded:
+        """`async with servicer.guarded(...) as caller:` runs one call's body: authorized,
+        timed, and with every error raised as ChatError (unexpected ones Internal, logged once)."""
+        return Guarded(self, label, access, identity)
 
-    async def _streaming(self, context: grpc.aio.ServicerContext, access: Access) -> Caller | None:
+    async def invoke(self, method: str, request: Any, identity: Identity) -> Any:
+        """Runs one unary method for a caller; raises ChatError."""
+        spec = METHODS.get(method)
+        if spec is None:
+            async with self.guarded("unknown", Access.PUBLIC, identity):
+                raise Unimplemented(f"no unary method {method[:60]!r}")
+        async with self.guarded(method, spec.access, identity) as caller:
+            return await spec.handler(self, request, caller, identity)
+
+    def _relayed(self, call: pb.RelayCall) -> Any:
+        """The coroutine of one call a realm relays (InvalidArgument when its payload does not parse)."""
+        spec = METHODS.get(call.method)
         try:
-            return await self.authorize(access, self.identify(context))
-        except ChatError as exc:
-            await context.abort(status_for(exc.code), exc.message)
-            raise
+            request = spec.request_class.FromString(call.payload) if spec is not None else None
+        except DecodeError:
+            raise InvalidArgument(f"the payload of {call.method} does not parse") from None
+        return self.invoke(call.method, request, Identity(call.token, realm=True))
 
     # ---- accounts ----------------------------------------------------------------------------
 
@@ -179,17 +208,7 @@ class ChatServicer(pb_grpc.ChatServicer):
     async def Auth(self, request: pb.AuthRequest, _: None, identity: Identity) -> pb.AuthResponse:
         if request.link_id and not identity.realm:
             raise PermissionDenied("link_id is for realm servers only: leave it empty")
-        login = await self.service.auth(request.user, request.password, request.link_id, identity.peer)
-        session = login.session
-        reply = pb.AuthResponse(user=session.user_name, token=login.token, session_id=session.id,
-                                realm=session.realm, attached=login.attached)
-        w = login.waiting
-        if w.total:
-            reply.waiting.CopyFrom(pb.Waiting(
-                total=w.total, unlisted=w.unlisted,
-                conversations=[pb.WaitingConversation(peer=c.peer, kind=c.kind, count=c.count)
-                               for c in w.conversations]))
-        return reply
+        return wire.auth_pb(await self.service.auth(request.user, request.password, request.link_id, identity.peer))
 
     @unary()
     async def Logout(self, request: pb.LogoutRequest, caller: Caller, identity: Identity) -> pb.LogoutResponse:
@@ -198,8 +217,7 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def Who(self, request: pb.WhoRequest, caller: Caller, identity: Identity) -> pb.WhoResponse:
-        return pb.WhoResponse(online=[pb.Presence(user=u, realm=r, status=st, message=msg)
-                                      for u, r, st, msg in self.service.who_status()])
+        return wire.who_pb(self.service.who_status())
 
     # ---- messages ----------------------------------------------------------------------------
 
@@ -211,7 +229,7 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def Inbox(self, request: pb.InboxRequest, caller: Caller, identity: Identity) -> pb.MessageList:
-        return _messages(await self.service.inbox(caller))
+        return wire.messages_pb(await self.service.inbox(caller))
 
     @unary()
     async def SendGroup(self, request: pb.SendGroupRequest, caller: Caller, identity: Identity) -> pb.SendResponse:
@@ -220,11 +238,11 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def InboxGroup(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.MessageList:
-        return _messages(await self.service.inbox_group(caller, request.group))
+        return wire.messages_pb(await self.service.inbox_group(caller, request.group))
 
     @unary()
     async def History(self, request: pb.HistoryRequest, caller: Caller, identity: Identity) -> pb.MessageList:
-        return _messages(await self.service.history(caller, request.peer, request.limit, request.before,
+        return wire.messages_pb(await self.service.history(caller, request.peer, request.limit, request.before,
                                                     request.after))
 
     # ---- the life of a message -----------------------------------------------------------------
@@ -261,14 +279,7 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def Conversations(self, request: pb.ConversationsRequest, caller: Caller, identity: Identity
                             ) -> pb.ConversationsResponse:
-        out = []
-        for c in await self.service.conversations(caller):
-            conv = pb.Conversation(peer=c.peer, kind=c.kind, unread=c.unread, mentions=c.mentions, read=c.read,
-                                   seen=c.seen)
-            if c.last is not None:
-                conv.last.CopyFrom(message_pb(c.last))
-            out.append(conv)
-        return pb.ConversationsResponse(conversations=out)
+        return wire.conversations_pb(await self.service.conversations(caller))
 
     @unary()
     async def MarkRead(self, request: pb.MarkReadRequest, caller: Caller, identity: Identity) -> pb.MarkReadResponse:
@@ -309,31 +320,27 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def Invite(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
-        return _member(await self.service.invite(caller, request.group, request.user))
+        return wire.member_pb(await self.service.invite(caller, request.group, request.user))
 
     @unary()
     async def Kick(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
-        return _member(await self.service.kick(caller, request.group, request.user, request.reason))
+        return wire.member_pb(await self.service.kick(caller, request.group, request.user, request.reason))
 
     @unary()
     async def Ban(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
-        return _member(await self.service.ban(caller, request.group, request.user, request.reason))
+        return wire.member_pb(await self.service.ban(caller, request.group, request.user, request.reason))
 
     @unary()
     async def Unban(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
-        return _member(await self.service.unban(caller, request.group, request.user))
+        return wire.member_pb(await self.service.unban(caller, request.group, request.user))
 
     @unary()
     async def SetRole(self, request: pb.MemberRequest, caller: Caller, identity: Identity) -> pb.MemberResponse:
-        return _member(await self.service.set_role(caller, request.group, request.user, request.role))
+        return wire.member_pb(await self.service.set_role(caller, request.group, request.user, request.role))
 
     @unary()
     async def Members(self, request: pb.GroupRequest, caller: Caller, identity: Identity) -> pb.MembersResponse:
-        r = await self.service.members(caller, request.group)
-        return pb.MembersResponse(
-            members=[pb.Member(user=m.user, role=m.role, online=m.online, realm=m.realm) for m in r.members],
-            banned=[pb.Ban(user=b.user, by=b.by, reason=b.reason, at=b.ts) for b in r.banned or ()],
-            moderator=r.banned is not None)
+        return wire.members_pb(await self.service.members(caller, request.group))
 
     @unary()
     async def Topic(self, request: pb.TopicRequest, caller: Caller, identity: Identity) -> pb.TopicResponse:
@@ -353,16 +360,12 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def BrowseGroups(self, request: pb.BrowseGroupsRequest, caller: Caller, identity: Identity
                            ) -> pb.BrowseGroupsResponse:
-        groups = await self.service.browse_groups(caller, request.pattern)
-        return pb.BrowseGroupsResponse(groups=[pb.RoomInfo(group=g.name, mode=g.mode, topic=g.topic,
-                                                           members=g.members) for g in groups])
+        return wire.rooms_pb(await self.service.browse_groups(caller, request.pattern))
 
     @unary()
     async def ListGroups(self, request: pb.ListGroupsRequest, caller: Caller, identity: Identity
                          ) -> pb.ListGroupsResponse:
-        groups = await self.service.list_groups(caller)
-        return pb.ListGroupsResponse(groups=[pb.GroupInfo(group=g.name, role=g.role, members=g.members)
-                                             for g in groups])
+        return wire.groups_pb(await self.service.list_groups(caller))
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -371,24 +374,26 @@ class ChatServicer(pb_grpc.ChatServicer):
         return UploadSpec(to=h.to, name=h.name, size=h.size, sha256=h.sha256)
 
     async def UploadFile(self, request_iterator: AsyncIterator[pb.UploadRequest], context: Any) -> pb.FileInfo:
-        caller = await self._streaming(context, Access.USER)
-        assert caller is not None
         try:
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("part") != "header":
-                raise InvalidArgument("the first UploadRequest must carry the header")
-
-            async def chunks() -> AsyncIterator[bytes]:
-                async for part in request_iterator:
-                    if part.WhichOneof("part") != "chunk":
-                        raise InvalidArgument("only the first UploadRequest may carry a header")
-                    yield part.chunk
-
-            return file_pb(await self.service.upload(caller, self._upload_spec(first.header), chunks()))
-        except Exception as exc:
-            err = as_chat_error(exc, "UploadFile")
-            await context.abort(status_for(err.code), err.message)
+            async with self.guarded("UploadFile", Access.USER, self.identify(context)) as caller:
+                assert caller is not None
+                return await self._upload(caller, request_iterator)
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
             raise
+
+    async def _upload(self, caller: Caller, request_iterator: AsyncIterator[pb.UploadRequest]) -> pb.FileInfo:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first UploadRequest must carry the header")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for part in request_iterator:
+                if part.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only the first UploadRequest may carry a header")
+                yield part.chunk
+
+        return file_pb(await self.service.upload(caller, self._upload_spec(first.header), chunks()))
 
     @unary()
     async def CheckUpload(self, request: pb.UploadHeader, caller: Caller, identity: Identity
@@ -401,19 +406,18 @@ class ChatServicer(pb_grpc.ChatServicer):
         return pb.FileList(files=[file_pb(f) for f in await self.service.pending_files(caller)])
 
     async def DownloadFile(self, request: pb.DownloadRequest, context: Any) -> AsyncIterator[pb.DownloadResponse]:
-        caller = await self._streaming(context, Access.USER)
-        assert caller is not None
         try:
-            record, path = await self.service.open_download(caller, request.id)
-            yield pb.DownloadResponse(header=file_pb(record))
-            with path.open("rb") as f:
-                while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
-                    yield pb.DownloadResponse(chunk=chunk)
-            # Reached only after the last chunk was taken by the transport.
-            await self.service.mark_downloaded(caller, record.id)
-        except Exception as exc:
-            err = as_chat_error(exc, "DownloadFile")
-            await context.abort(status_for(err.code), err.message)
+            async with self.guarded("DownloadFile", Access.USER, self.identify(context)) as caller:
+                assert caller is not None
+                record, path = await self.service.open_download(caller, request.id)
+                yield pb.DownloadResponse(header=file_pb(record))
+                with path.open("rb") as f:
+                    while chunk := await asyncio.to_thread(f.read, FILE_CHUNK):
+                        yield pb.DownloadResponse(chunk=chunk)
+                # Reached only after the last chunk was taken by the transport.
+                await self.service.mark_downloaded(caller, record.id)
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
 
     # ---- push --------------------------------------------------------------------------------
 
@@ -441,16 +445,16 @@ class ChatServicer(pb_grpc.ChatServicer):
             self.service.close_channel(channel)
 
     async def Link(self, request: pb.LinkRequest, context: Any) -> AsyncIterator[pb.EventBatch]:
-        await self._streaming(context, Access.REALM)
         try:
-            realm = check_name(request.realm, "realm")
+            async with self.guarded("Link", Access.REALM, self.identify(context)):
+                realm = check_name(request.realm, "realm")
+                channel = self.service.hub.open_channel(realm)
+                ids = await self.service.resume(list(request.resume_tokens), channel)
+                yield pb.EventBatch(events=[pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))])
+                async for events in self._batches(channel, LINK_BATCH_MAX):
+                    yield pb.EventBatch(events=events)
         except ChatError as exc:
             await context.abort(status_for(exc.code), exc.message)
-        channel = self.service.hub.open_channel(realm)
-        ids = await self.service.resume(list(request.resume_tokens), channel)
-        yield pb.EventBatch(events=[pb.Event(linked=pb.Linked(link_id=channel.id, session_ids=ids))])
-        async for events in self._batches(channel, LINK_BATCH_MAX):
-            yield pb.EventBatch(events=events)
 
     @unary(Access.REALM)
     async def AckEvents(self, request: pb.AckEventsRequest, _: None, identity: Identity) -> pb.AckEventsResponse:
@@ -465,273 +469,45 @@ class ChatServicer(pb_grpc.ChatServicer):
         return pb.AttachResponse()
 
     async def Subscribe(self, request: pb.SubscribeRequest, context: Any) -> AsyncIterator[pb.Event]:
-        caller = await self._streaming(context, Access.USER)
-        assert caller is not None
-        hub = self.service.hub
-        channel = hub.open_channel("grpc")
-        hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
-        async for events in self._batches(channel, 1):
-            ev = events[0]
-            yield ev
-            # The transport took it and asked for the next one: as far as main can tell, written.
-            hub.written(channel.id, [(ev.seq, sid) for sid in ev.session_ids])
+        try:
+            async with self.guarded("Subscribe", Access.USER, self.identify(context)) as caller:
+                assert caller is not None
+                hub = self.service.hub
+                channel = hub.open_channel("grpc")
+                hub.attach(channel, caller.session.id, caller.session.user_key, caller.session.user_name)
+                async for events in self._batches(channel, 1):
+                    ev = events[0]
+                    yield ev
+                    # The transport took it and asked for the next one: as far as main can tell, written.
+                    hub.written(channel.id, [(ev.seq, sid) for sid in ev.session_ids])
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
 
     async def Relay(self, request_iterator: AsyncIterator[pb.RelayRequests], context: Any
                     ) -> AsyncIterator[pb.RelayReplies]:
         """Runs the calls of each batch concurrently (so storage can commit them together) and
         streams results back in batches, as they complete. A call that fails fails alone."""
-        await self._streaming(context, Access.REALM)
-        stream = _RelayStream(self)
-
-        async def read_calls() -> None:
-            try:
-                async for batch in request_iterator:
-                    for call in batch.calls:
-                        stream.start(call)
-            finally:
-                stream.end_of_calls()
-
-        reader = asyncio.create_task(read_calls())
         try:
-            while (replies := await stream.next_replies()) is not None:
-                yield replies
-        finally:
-            reader.cancel()
-            stream.close()
+            async with self.guarded("Relay", Access.REALM, self.identify(context)):
+                stream = RelayStream(self._relayed, as_chat_error)
+
+                async def read_calls() -> None:
+                    try:
+                        async for batch in request_iterator:
+                            for call in batch.calls:
+                                stream.start(call)
+                    finally:
+                        stream.end_of_calls()
+
+                reader = asyncio.create_task(read_calls())
+                try:
+                    while (replies := await stream.next_replies()) is not None:
+                        yield replies
+                finally:
+                    reader.cancel()
+                    stream.close()
+        except ChatError as exc:
+            await context.abort(status_for(exc.code), exc.message)
 
     async def wait_tasks(self) -> None:
         await self.service.flush()
-
-
-# Relay deadlines are checked on a coarse wheel: a call is stopped within this much after its
-# deadline, with no timer of its own.
-DEADLINE_TICK_S = 0.025
-REPLIES_MAX = 4096  # results per RelayReplies
-_RESULT_OVERHEAD = 32  # bytes a result adds around its payload, at most (id, tags, lengths, code)
-
-
-class _RelayStream:
-    """One Relay stream: its running calls, their deadlines, the replies not yet sent.
-
-    A call is a coroutine of `invoke`, driven here without an asyncio task: its first step runs
-    as soon as the call is read, so a call that needs no I/O answers at once; after that every
-    future it awaits resumes it through a done callback (what a Task does, minus the task's
-    creation, registration and scheduling, which showed at one call per message). A deadline
-    sweep on a timer wheel cancels what ran past its deadline: UNAVAILABLE, like before."""
-
-    def __init__(self, servicer: ChatServicer) -> None:
-        self.servicer = servicer
-        self.loop = asyncio.get_running_loop()
-        self.running: set[_Running] = set()
-        self.wheel: dict[int, set[_Running]] = {}
-        self.sweeper: asyncio.TimerHandle | None = None
-        self.ready: list[pb.RelayReplies] = []  # replies filled, oldest first
-        self.ready_bytes = 0  # of the last one
-        self.waiter: asyncio.Future[None] | None = None
-        self.reading = True
-        self.closed = False
-
-    # ---- calls -------------------------------------------------------------------------------
-
-    def start(self, call: pb.RelayCall) -> None:
-        spec = METHODS.get(call.method)
-        try:
-            request = spec.request_class.FromString(call.payload) if spec is not None else None
-        except DecodeError:
-            self.failed(call.id, call.method, InvalidArgument(f"the payload of {call.method} does not parse"))
-            return
-        run = _Running(self, call.id, call.method,
-                       self.servicer.invoke(call.method, request, Identity(call.token, realm=True)))
-        self.running.add(run)
-        if call.timeout_ms > 0:
-            # Past the realm's deadline nobody waits for the answer: stop (a login the realm
-            # gave up on must leave no session behind). Slot: the first tick at or past it.
-            slot = -int(-(time.monotonic() + call.timeout_ms / 1000) // DEADLINE_TICK_S)
-            due = self.wheel.get(slot)
-            if due is None:
-                due = self.wheel[slot] = set()
-                if self.sweeper is None:
-                    self.sweeper = self.loop.call_later(DEADLINE_TICK_S, self._sweep)
-            due.add(run)
-            run.slot = due
-        run.step()
-
-    def _sweep(self) -> None:
-        self.sweeper = None
-        now = time.monotonic() / DEADLINE_TICK_S
-        wheel = self.wheel
-        for slot in [s for s in wheel if s <= now]:  # a few hundred slots at most: one per tick
-            for run in wheel.pop(slot):
-                run.slot = None
-                run.expire()
-        if wheel and not self.closed:
-            self.sweeper = self.loop.call_later(DEADLINE_TICK_S, self._sweep)
-
-    def finished(self, run: _Running, response: Any, exc: BaseException | None) -> None:
-        self.running.discard(run)
-        if run.slot is not None:
-            run.slot.discard(run)
-            run.slot = None
-        if self.closed:
-            return
-        if exc is None:
-            try:
-                payload = response.SerializeToString()
-            except Exception as bad:  # a handler's bug: the call fails, never the stream
-                self.failed(run.id, run.method, bad)
-            else:
-                if len(payload) <= REPLY_MAX_BYTES:
-                    self._add(run.id, payload, len(payload) + _RESULT_OVERHEAD)
-                else:
-                    self.failed(run.id, run.method,
-                                ResourceExhausted("the reply is too large to send: ask for less"))
-        elif isinstance(exc, asyncio.CancelledError) and run.expired:
-            self.failed(run.id, run.method, Unavailable("the call ran past its deadline"))
-        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise exc
-        else:
-            self.failed(run.id, run.method, exc)
-        if not self.reading and not self.running:
-            self._wake()
-
-    def failed(self, call_id: int, method: str, exc: BaseException) -> None:
-        err = exc if isinstance(exc, ChatError) else as_chat_error(exc, f"relayed {method[:40]!r}")
-        result = pb.RelayResult(id=call_id, code=err.code.value, message=err.message)
-        self._add(call_id, result, result.ByteSize() + 8)
-
-    # ---- replies -----------------------------------------------------------------------------
-
-    def _add(self, call_id: int, payload: bytes | pb.RelayResult, size: int) -> None:
-        """Appends a result to the newest reply batch (a new one past the byte or count bound):
-        filled in place, not built and copied."""
-        if not self.ready or self.ready_bytes + size > BATCH_MAX_BYTES or len(self.ready[-1].results) >= REPLIES_MAX:
-            self.ready.append(pb.RelayReplies())
-            self.ready_bytes = 0
-        if isinstance(payload, bytes):
-            self.ready[-1].results.add(id=call_id, payload=payload)
-        else:
-            self.ready[-1].results.append(payload)
-        self.ready_bytes += size
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def next_replies(self) -> pb.RelayReplies | None:
-        """The next batch of results (waits for one); None once the calls ended and all answered."""
-        while not self.ready:
-            if not self.reading and not self.running:
-                return None
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        replies = self.ready.pop(0)
-        if not self.ready:
-            self.ready_bytes = 0
-        return replies
-
-    def end_of_calls(self) -> None:
-        self.reading = False
-        self._wake()
-
-    def close(self) -> None:
-        """The stream ended: its running calls are cancelled (nobody reads their answers)."""
-        self.closed = True
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            self.sweeper = None
-        for run in list(self.running):
-            run.cancel()
-
-
-class _Running:
-    """One relayed call's coroutine, stepped by hand (see _RelayStream). While a step runs it is
-    the loop's current task, with Task's cancel/uncancel/cancelling, so that code under it that
-    asks for its task (asyncio.timeout, asyncpg's timeouts) works as it does under a Task."""
-
-    __slots__ = ("__weakref__", "cancels", "coro", "expired", "finished", "id", "method", "must_cancel", "slot",
-                 "stream", "waiting")
-
-    def __init__(self, stream: _RelayStream, call_id: int, method: str, coro: Any) -> None:
-        self.stream = stream
-        self.id = call_id
-        self.method = method
-        self.coro = coro
-        self.waiting: asyncio.Future[Any] | None = None
-        self.expired = False
-        self.cancels = 0  # cancellation requests not taken back (Task.cancelling())
-        self.must_cancel = False  # CancelledError is thrown in at the next step
-        self.slot: set[_Running] | None = None
-        self.finished = False
-
-    def step(self, _fut: Any = None) -> None:
-        self.waiting = None
-        loop = self.stream.loop
-        outer = asyncio.current_task(loop)  # the Relay reader, for a call's first step
-        if outer is not None:
-            _leave_task(loop, outer)
-        _enter_task(loop, self)
-        try:
-            if self.must_cancel:
-                self.must_cancel = False
-                awaited = self.coro.throw(asyncio.CancelledError())
-            else:
-                awaited = self.coro.send(None)
-        except StopIteration as stop:
-            self._done(stop.value, None)
-            return
-        except BaseException as exc:  # every outcome is the call's answer
-            self._done(None, exc)
-            return
-        finally:
-            _leave_task(loop, self)
-            if outer is not None:
-                _enter_task(loop, outer)
-        if getattr(awaited, "_asyncio_future_blocking", None):
-            # An asyncio future (what `await fut` hands up): resume when it is done.
-            awaited._asyncio_future_blocking = False
-            awaited.add_done_callback(self.step)
-            self.waiting = awaited
-            if self.must_cancel and awaited.cancel():
-                self.must_cancel = False
-        elif awaited is None:
-            # A bare yield (asyncio.sleep(0)): run again on the next loop iteration.
-            loop.call_soon(self.step)
-        else:
-            self.coro.close()
-            self._done(None, RuntimeError(f"relayed call awaited {awaited!r}, not an asyncio future"))
-
-    def _done(self, value: Any, exc: BaseException | None) -> None:
-        self.finished = True
-        self.stream.finished(self, value, exc)
-
-    # ---- what asyncio.timeout and the deadline sweep use of a Task ---------------------------
-
-    def done(self) -> bool:
-        return self.finished
-
-    def cancel(self, msg: Any = None) -> bool:
-        if self.finished:
-            return False
-        self.cancels += 1
-        if self.waiting is not None and self.waiting.cancel():
-            return True
-        self.must_cancel = True
-        return True
-
-    def uncancel(self) -> int:
-        if self.cancels > 0:
-            self.cancels -= 1
-        return self.cancels
-
-    def cancelling(self) -> int:
-        return self.cancels
-
-    def expire(self) -> None:
-        if not self.expired and not self.finished:
-            self.expired = True
-            self.cancel()
