@@ -452,6 +452,14 @@ async def test_hostile_lines(stack: Stack, uname: Names) -> None:
     # Unknown commands.
     await c.send("FROBNICATE now")
     assert (await c.until("421")).params[1] == "FROBNICATE"
+    # The table's shared rules: too few parameters (461, naming the command), registration twice (462).
+    for line, command in (("JOIN", "JOIN"), (f"KICK #x{alice}", "KICK"), ("TOPIC", "TOPIC")):
+        await c.send(line)
+        assert (await c.until("461")).params[1] == command, line
+    await c.send("USER a 0 * :again")
+    assert (await c.until("462")).command == "462"
+    await c.send("PASS")  # registered already: 462 comes before the missing parameter
+    assert (await c.until("462", "461")).command == "462"
     await t.no_event(0.3)
     # A flood is paced (the realm's --cmd-rate and --cmd-burst), not a crash.
     n = 800

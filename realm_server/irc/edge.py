@@ -10,6 +10,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from realmchat import textproto as tp
@@ -43,7 +44,6 @@ unexpected = ErrorLog(log)
 CAPS = ("sasl", "server-time", "message-tags", "echo-message", "account-tag", "multi-prefix",
         "draft/account-registration")
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "before-connect"}
-BEFORE_WELCOME = frozenset({"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "REGISTER", "PING", "PONG", "QUIT"})
 SASL_CHUNK = 400
 SASL_MAX = 4096  # bytes of base64 a SASL exchange may take in all
 TARGMAX = 4  # PRIVMSG/NOTICE/JOIN/PART targets per command
@@ -114,6 +114,16 @@ class IrcCodec:
 Handler = Callable[["Session", IrcCodec, Message], Awaitable[bool | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One command of the table and the rules run() applies before its handler."""
+
+    handler: Handler
+    min_params: int = 0  # fewer: 461
+    before_welcome: bool = False  # usable before registration completes (else 451 until then)
+    only_before: bool = False  # registration itself: 462 once registered
+
+
 def _split_pass(password: str, nick: str) -> tuple[str, str]:
     """PASS account:password, or PASS password with the nick as account."""
     acct, colon, pw = password.partition(":")
@@ -138,13 +148,17 @@ class IrcCommands:
     def __init__(self, realm: Realm) -> None:
         self.realm = realm
         self.up = realm.upstream
-        self.table: dict[str, Handler] = {
-            "CAP": self.cap, "NICK": self.nick, "USER": self.user, "PASS": self.pass_,
-            "AUTHENTICATE": self.authenticate, "REGISTER": self.register, "PING": self.ping,
-            "PONG": self.pong, "QUIT": self.quit, "PRIVMSG": self.privmsg, "NOTICE": self.notice,
-            "JOIN": self.join, "PART": self.part, "NAMES": self.names, "TOPIC": self.topic,
-            "MODE": self.mode, "WHO": self.who, "MOTD": self.motd, "WHOIS": self.whois, "AWAY": self.away,
-            "LIST": self.list_, "KICK": self.kick, "INVITE": self.invite,
+        pre = {"before_welcome": True}
+        self.table: dict[str, Spec] = {
+            "CAP": Spec(self.cap, **pre), "NICK": Spec(self.nick, **pre),
+            "USER": Spec(self.user, 4, only_before=True, **pre), "PASS": Spec(self.pass_, 1, only_before=True, **pre),
+            "AUTHENTICATE": Spec(self.authenticate, 1, **pre), "REGISTER": Spec(self.register, 2, **pre),
+            "PING": Spec(self.ping, **pre), "PONG": Spec(self.pong, **pre), "QUIT": Spec(self.quit, **pre),
+            "PRIVMSG": Spec(self.privmsg), "NOTICE": Spec(self.notice), "JOIN": Spec(self.join, 1),
+            "PART": Spec(self.part, 1), "NAMES": Spec(self.names), "TOPIC": Spec(self.topic, 1),
+            "MODE": Spec(self.mode, 1), "WHO": Spec(self.who), "MOTD": Spec(self.motd), "WHOIS": Spec(self.whois),
+            "AWAY": Spec(self.away), "LIST": Spec(self.list_), "KICK": Spec(self.kick, 2),
+            "INVITE": Spec(self.invite, 2),
         }
 
     # ---- running -----------------------------------------------------------------------------
@@ -166,18 +180,19 @@ class IrcCommands:
                 s.send(answer.serialize())
             command_metric("irc", f"ERR_{cmd.numeric}").inc()
             return True
-        handler = self.table.get(cmd.command)
-        if handler is None:
+        spec = self.table.get(cmd.command)
+        if spec is None:
             command_metric("irc", "ERR_421").inc()
             self.num(s, c, N.ERR_UNKNOWNCOMMAND, cmd.command[:32])
             return True
         verb = "irc_" + cmd.command.lower()
-        if not c.registered and cmd.command not in BEFORE_WELCOME:
-            command_metric(verb, "ERR_451").inc()
-            self.num(s, c, N.ERR_NOTREGISTERED)
+        refusal = self._refusal(spec, c, cmd)
+        if refusal is not None:
+            command_metric(verb, f"ERR_{refusal.value}").inc()
+            self.num(s, c, refusal, *([cmd.command] if refusal is N.ERR_NEEDMOREPARAMS else []))
             return True
         try:
-            keep = await handler(s, c, cmd)
+            keep = await spec.handler(s, c, cmd)
         except ChatError as exc:
             command_metric(verb, exc.code.value).inc()
             self.send(s, message(c.server, "NOTICE", c.nick, f"{cmd.command}: {exc.message}"))
@@ -190,6 +205,17 @@ class IrcCommands:
             return True
         command_metric(verb, "OK").inc()
         return keep is not False
+
+    @staticmethod
+    def _refusal(spec: Spec, c: IrcCodec, cmd: Message) -> N | None:
+        """The numeric a command gets before its handler runs, if any."""
+        if not c.registered and not spec.before_welcome:
+            return N.ERR_NOTREGISTERED
+        if spec.only_before and c.registered:
+            return N.ERR_ALREADYREGISTERED
+        if len(cmd.params) < spec.min_params:
+            return N.ERR_NEEDMOREPARAMS
+        return None
 
     # ---- registration ------------------------------------------------------------------------
 
@@ -243,22 +269,10 @@ class IrcCommands:
         await self._try_welcome(s, c)
 
     async def user(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if c.registered:
-            self.num(s, c, N.ERR_ALREADYREGISTERED)
-            return
-        if len(m.params) < 4:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "USER")
-            return
         c.user_given = True
         await self._try_welcome(s, c)
 
     async def pass_(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if c.registered:
-            self.num(s, c, N.ERR_ALREADYREGISTERED)
-            return
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "PASS")
-            return
         c.password = m.params[0]
         if c.nick != "*" and c.user_given and not c.cap_pending:
             await self._try_welcome(s, c)  # PASS after NICK and USER: a (re)try by hand
@@ -294,9 +308,6 @@ class IrcCommands:
         await self._welcome(s, c)
 
     async def authenticate(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "AUTHENTICATE")
-            return
         arg = m.params[0]
         if s.authed:
             self.num(s, c, N.ERR_SASLALREADY)
@@ -352,9 +363,6 @@ class IrcCommands:
     async def register(self, s: Session, c: IrcCodec, m: Message) -> None:
         """draft/account-registration: REGISTER <account|*> <email|*> <password> (or without
         the email); the account is created by the text `register`'s handler, then logged in."""
-        if len(m.params) < 2:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "REGISTER")
-            return
         account, password = m.params[0], m.params[-1]
         if account == "*":
             account = c.nick
@@ -535,9 +543,6 @@ class IrcCommands:
         await self._names(s, c, chan)
 
     async def join(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "JOIN")
-            return
         keys = m.params[1].split(",") if len(m.params) > 1 else []
         for i, chan in enumerate(m.params[0].split(",")[:TARGMAX]):
             group = channel_to_group(chan)
@@ -563,9 +568,6 @@ class IrcCommands:
             await self._joined(s, c, r.group)
 
     async def part(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "PART")
-            return
         reason = m.params[1] if len(m.params) > 1 else ""
         for chan in m.params[0].split(",")[:TARGMAX]:
             group = channel_to_group(chan)
@@ -621,9 +623,6 @@ class IrcCommands:
             await self._names(s, c, chan)
 
     async def topic(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "TOPIC")
-            return
         chan = m.params[0]
         group = channel_to_group(chan)
         if group is None:
@@ -651,9 +650,6 @@ class IrcCommands:
 
     async def mode(self, s: Session, c: IrcCodec, m: Message) -> None:
         """Queries only so far: what clients ask on connect and join."""
-        if not m.params:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "MODE")
-            return
         target = m.params[0]
         if target.startswith(CHANTYPES):
             if len(m.params) == 1:
@@ -720,9 +716,6 @@ class IrcCommands:
         self.num(s, c, N.RPL_LISTEND)
 
     async def kick(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if len(m.params) < 2:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "KICK")
-            return
         chan, nick = m.params[0], m.params[1]
         reason = m.params[2] if len(m.params) > 2 else ""
         group = channel_to_group(chan)
@@ -740,9 +733,6 @@ class IrcCommands:
         self.send(s, message(render.mask(c.nick), "KICK", group_to_channel(r.group), r.user, reason or "kick"))
 
     async def invite(self, s: Session, c: IrcCodec, m: Message) -> None:
-        if len(m.params) < 2:
-            self.num(s, c, N.ERR_NEEDMOREPARAMS, "INVITE")
-            return
         nick, chan = m.params[0], m.params[1]
         group = channel_to_group(chan)
         if group is None:
