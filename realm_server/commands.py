@@ -14,7 +14,6 @@ from realmchat import textproto as tp
 from realmchat.errlog import ErrorLog
 from realmchat.errors import ChatError, Internal, ResourceExhausted, Unauthenticated
 from realmchat.framing import CHUNK
-from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
@@ -41,7 +40,6 @@ class Reply:
 Handler = Callable[[Session, Command], Awaitable["bytes | Reply | None"]]
 CLOSE = b""  # returned by a handler: send nothing more, close the connection
 ERROR_PREFIX = b'{"status":"ERROR","code":"'  # how every error line starts (textproto.error)
-LOGIN_BUSY = "too many login attempts are waiting (for this account or from your address): wait for their answers"
 
 
 class Payload:
@@ -134,50 +132,18 @@ class Commands:
     # ---- accounts ----------------------------------------------------------------------------
 
     async def cmd_register(self, s: Session, cmd: Command) -> bytes:
-        # Per-IP limit: every registration costs main a password hash, so each one counts; one
-        # at a time per address (checked and counted together, before main is asked).
-        ip_key = self.realm.login_limit_key(s)
-        async with self.realm.login_locks.hold("ip:" + ip_key if ip_key else "", LOGIN_BUSY):
-            self.realm.login_attempts.check(ip_key)
-            self.realm.login_attempts.fail(ip_key)
-            r = await self.up.call("Register", pb.RegisterRequest(user=cmd.args[0], password=cmd.args[1]),
-                                   timeout=self.up.timeout * 3)
+        r = await self.realm.logins.register(s, cmd.args[0], cmd.args[1])
         return tp.ok(user=r.user)
 
     async def cmd_auth(self, s: Session, cmd: Command) -> bytes:
-        ip_key = self.realm.login_limit_key(s)
-        locks = self.realm.login_locks
-        link_id = self.up.link_id
-        # One attempt in flight per account and per address; each attempt is counted before
-        # main hashes (a success gives it back), so simultaneous guesses cannot all pass.
-        async with (locks.hold("user:" + name_key(cmd.args[0][:64]), LOGIN_BUSY),
-                    locks.hold("ip:" + ip_key if ip_key else "", LOGIN_BUSY)):
-            self.realm.login_attempts.check(ip_key)  # before the old session ends or main hashes
-            self.realm.login_attempts.fail(ip_key)
-            if s.authed:
-                await self.realm.end_session(s)
-            link_id = self.up.link_id
-            try:
-                r = await self.up.call("Auth", pb.AuthRequest(user=cmd.args[0], password=cmd.args[1],
-                                                              link_id=link_id), timeout=self.up.timeout * 3,
-                                       on_late=self.up.undo_login)
-            except (Unauthenticated, ResourceExhausted):
-                raise  # a wrong guess, or main's own limit: it counts
-            except ChatError:
-                self.realm.login_attempts.refund(ip_key)  # main could not answer: not a guess
-                raise
-            self.realm.login_attempts.refund(ip_key)
-        self.realm.add_session(s, r.user, r.token, r.session_id)
-        if not r.attached or link_id != self.up.link_id:
-            await self.realm.attach(s)
+        r = await self.realm.logins.login(s, cmd.args[0], cmd.args[1])
         # An extra field, only when something waits: older clients ignore it.
         if r.HasField("waiting") and r.waiting.total:
             return tp.ok(user=r.user, realm=self.realm.config.name, waiting=waiting_dict(r.waiting))
         return tp.ok(user=r.user, realm=self.realm.config.name)
 
     async def cmd_logout(self, s: Session, cmd: Command) -> bytes:
-        if s.authed:
-            await self.realm.end_session(s)
+        await self.realm.logins.logout(s)
         return tp.ok()
 
     async def cmd_quit(self, s: Session, cmd: Command) -> bytes:

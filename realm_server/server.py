@@ -28,6 +28,7 @@ from .fdlimit import connection_cap
 from .irc.edge import IrcCodec, IrcCommands
 from .irc.framing import LINE_MAX as IRC_LINE_MAX
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
+from .logins import Logins
 from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
 from .session import Codec, Session
 from .textcodec import TextCodec
@@ -66,6 +67,7 @@ class Realm:
         self.pacers: dict[str, Pacer] = {}  # account -> its flood control, shared by its connections
         self.max_connections = connection_cap(config.max_connections)
         self._full_logged = 0.0
+        self.logins = Logins(self)  # shared by both command tables
         self.commands = Commands(self)
         self.irc = IrcCommands(self)  # the IRC port's command table (its codec is per connection)
         # Each protocol's command table, by its codec: a connection's codec says which runs its lines.

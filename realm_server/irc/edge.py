@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from realmchat import textproto as tp
 from realmchat.errlog import ErrorLog
 from realmchat.errors import (
     AlreadyExists,
@@ -278,8 +277,8 @@ class IrcCommands:
             await self._try_welcome(s, c)  # PASS after NICK and USER: a (re)try by hand
 
     async def _login(self, s: Session, c: IrcCodec, account: str, password: str) -> None:
-        """Logs in through the text protocol's auth handler (the same limits, locks, attach)."""
-        await self.realm.commands.cmd_auth(s, tp.Command("auth", (account, password)))
+        """Logs in as every protocol does (realm_server/logins.py: the same limits, locks, attach)."""
+        await self.realm.logins.login(s, account, password)
         self._nick_is_account(s, c)
 
     def _nick_is_account(self, s: Session, c: IrcCodec) -> None:
@@ -362,7 +361,7 @@ class IrcCommands:
 
     async def register(self, s: Session, c: IrcCodec, m: Message) -> None:
         """draft/account-registration: REGISTER <account|*> <email|*> <password> (or without
-        the email); the account is created by the text `register`'s handler, then logged in."""
+        the email); the account is created as by every protocol (realm_server/logins.py), then logged in."""
         account, password = m.params[0], m.params[-1]
         if account == "*":
             account = c.nick
@@ -375,7 +374,7 @@ class IrcCommands:
                                         description="send NICK first (the nick is the account)", source=c.server))
             return
         try:
-            await self.realm.commands.cmd_register(s, tp.Command("register", (account, password)))
+            await self.realm.logins.register(s, account, password)
         except AlreadyExists as exc:
             self.send(s, standard_reply("FAIL", "REGISTER", "ACCOUNT_EXISTS", account, description=exc.message,
                                         source=c.server))
