@@ -224,8 +224,8 @@ async def run(kind: str, messages: int, depth: int, users: int, groups: int, gro
         REALM_CPU[0] = 0.0
         t_loop, t_writer, t_wall = thread_cpu(loop_ident), thread_cpu(writer and writer.ident), time.perf_counter()
         await asyncio.gather(*(sender(s) for s in range(depth)))
-        # until every event went out and was acked (the ledger empties)
-        while any(service.hub.ledger.pending(r.link_id) for r in realms):  # noqa: ASYNC110
+        # until every event went out and was acked (delivery's backlog empties)
+        while any(service.delivery.backlog(r.link_id) for r in realms):  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         realm_s = REALM_CPU[0]
         loop_s = thread_cpu(loop_ident) - t_loop - realm_s

@@ -2,7 +2,8 @@
 session the realm opened) or one grpcurl subscriber. Sessions attach to channels; an event for
 some users becomes one Event per channel listing that channel's target sessions, so a message
 to many users on one realm crosses the wire once. What each event carries for delivery is the
-ledger's business (main_server/ledger.py); outcomes of its transitions go to `on_outcome`."""
+tracker's business: the delivery desk (main_server/domain/delivery.py) follows every channel,
+session and push the hub tells it of."""
 
 from __future__ import annotations
 
@@ -16,10 +17,26 @@ from typing import Protocol
 
 from . import wire
 from .events import Event
-from .ledger import Ledger, Outcome
 from .metrics import CHANNELS, EVENT_QUEUE, SESSIONS
 
 log = logging.getLogger(__name__)
+
+
+class Tracker(Protocol):
+    """What the hub tells delivery: channels opening and closing, sessions leaving them, and
+    every push, which gets its seq from the tracker."""
+
+    def channel_opened(self, channel_id: str) -> None: ...
+
+    def channel_closed(self, channel_id: str) -> None: ...
+
+    def session_left(self, channel_id: str, session_id: int) -> None: ...
+
+    def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int: ...
+
+    def backlog(self, channel_id: str) -> int:
+        """Pushes on the channel not yet reported written or dropped."""
+        ...
 
 
 class PresenceObserver(Protocol):
@@ -30,7 +47,7 @@ class PresenceObserver(Protocol):
 
 @dataclass(slots=True)
 class Outgoing:
-    event: wire.PbEvent  # its seq is set: the ledger knows what it carries
+    event: wire.PbEvent  # its seq is set: the tracker knows what it carries
     size: int  # serialized bytes, to bound a stream message
     queued: float = field(default_factory=time.monotonic)
 
@@ -54,15 +71,13 @@ class Hub:
     def __init__(self, max_queue: int = 100_000) -> None:
         self.max_queue = max_queue
         self.channels: dict[str, Channel] = {}
-        self.ledger = Ledger()
+        self.tracker: Tracker | None = None  # set by the delivery desk before any channel opens
         self._online: dict[str, dict[int, Channel]] = {}  # user key -> {session id: channel}
         self._names: dict[str, str] = {}
         self.observer: PresenceObserver | None = None  # other replicas, told of (de)attachments
         # A user's first session attached here (online=True, with its realm) or their last one
         # left (online=False): the service turns it into presence events.
         self.on_presence: Callable[[str, str, str, bool], None] = lambda user_key, name, realm, online: None
-        # Where entries delivered or returned by a transition go (the service persists them).
-        self.on_outcome: Callable[[Outcome], None] = lambda out: None
         SESSIONS.set_function(lambda: sum(len(ch.sessions) for ch in list(self.channels.values())))
         CHANNELS.set_function(lambda: len(self.channels))
         EVENT_QUEUE.set_function(lambda: sum(ch.queue.qsize() for ch in list(self.channels.values())))
@@ -70,8 +85,14 @@ class Hub:
     def open_channel(self, realm: str) -> Channel:
         ch = Channel(id=secrets.token_urlsafe(18), realm=realm, max_queue=self.max_queue)
         self.channels[ch.id] = ch
-        self.ledger.open(ch.id)
+        self._tracker.channel_opened(ch.id)
         return ch
+
+    @property
+    def _tracker(self) -> Tracker:
+        if self.tracker is None:
+            raise RuntimeError("the hub has no delivery tracker")
+        return self.tracker
 
     def close_channel(self, ch: Channel) -> None:
         """Detaches every session of the channel; what it never wrote stays undelivered."""
@@ -81,11 +102,7 @@ class Hub:
             self.detach(sid, user_key)
         while not ch.queue.empty():
             ch.queue.get_nowait()
-        self._report(self.ledger.close(ch.id))
-
-    def _report(self, out: Outcome) -> None:
-        if out:
-            self.on_outcome(out)
+        self._tracker.channel_closed(ch.id)
 
     def attach(self, ch: Channel, session_id: int, user_key: str, user_name: str) -> None:
         # A session lives on one channel at a time: a realm reconnect moves it.
@@ -106,7 +123,7 @@ class Hub:
         ch = sessions.pop(session_id, None)
         if ch is not None:
             ch.sessions.pop(session_id, None)
-            self._report(self.ledger.session_closed(ch.id, session_id))
+            self._tracker.session_left(ch.id, session_id)
             if self.observer is not None:
                 self.observer.detached(session_id)
         if not sessions:
@@ -124,22 +141,6 @@ class Hub:
         """The realm of one of the user's sessions here ('' if none)."""
         sessions = self._online.get(user_key)
         return next(iter(sessions.values())).realm if sessions else ""
-
-    # ---- delivery reports --------------------------------------------------------------------
-
-    def written(self, link_id: str, pairs: list[tuple[int, int]], whole: list[int] | None = None) -> None:
-        out = Outcome()
-        for seq in whole or ():
-            out.add(self.ledger.written_all(link_id, seq))
-        for seq, sid in pairs:
-            out.add(self.ledger.written(link_id, seq, sid))
-        self._report(out)
-
-    def dropped(self, link_id: str, pairs: list[tuple[int, int]]) -> None:
-        out = Outcome()
-        for seq, sid in pairs:
-            out.add(self.ledger.dropped(link_id, seq, sid))
-        self._report(out)
 
     def local_sessions(self) -> list[tuple[int, str, str]]:
         """(session id, user key, user name) of every attached session."""
@@ -160,7 +161,7 @@ class Hub:
     def push(self, user_keys: list[str], event: Event, exclude_session: int = 0,
              message_id: int = 0, track: frozenset[str] = frozenset()) -> None:
         """Queues one event per channel for the users' sessions (except exclude_session). Users
-        in `track` have an undelivered entry for message_id: the ledger follows it. The event
+        in `track` have an undelivered entry for message_id: the tracker follows it. The event
         becomes protobuf once, however many channels get it."""
         per_channel: dict[Channel, dict[int, str]] = {}
         for u in user_keys:
@@ -174,17 +175,18 @@ class Hub:
                         targets = per_channel[ch] = {}
                     targets[sid] = u
         template = None
+        tracker = self._tracker
         for ch, targets in per_channel.items():
-            if ch.queue.qsize() + self.ledger.pending(ch.id) >= ch.max_queue:
+            if ch.queue.qsize() + tracker.backlog(ch.id) >= ch.max_queue:
                 # The realm does not keep up: drop its stream (it relinks; what it missed stayed
                 # undelivered and is pushed again on resume).
                 log.warning("channel %s (%s) overloaded: closing it", ch.id[:8], ch.realm)
                 self.close_channel(ch)
                 continue
-            # One id list shared by every user (the ledger never changes it).
+            # One id list shared by every user (the tracker never changes it).
             entries = (dict.fromkeys(track.intersection(targets.values()), [message_id])  # noqa: RUF024
                        if message_id and track else {})
             if template is None:
                 template = wire.event_template(event)
-            ev = wire.channel_event(template, list(targets), self.ledger.record(ch.id, targets, entries))
+            ev = wire.channel_event(template, list(targets), tracker.record(ch.id, targets, entries))
             ch.queue.put_nowait(Outgoing(ev, ev.ByteSize()))

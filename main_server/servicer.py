@@ -478,8 +478,8 @@ class ChatServicer(pb_grpc.ChatServicer):
                 async for events in self._batches(channel, 1):
                     ev = events[0]
                     yield ev
-                    # The transport took it and asked for the next one: as far as main can tell, written.
-                    hub.written(channel.id, [(ev.seq, sid) for sid in ev.session_ids])
+                    # The transport took it and asked for the next one.
+                    self.service.delivery.handed_over(channel, ev.seq, ev.session_ids)
         except ChatError as exc:
             await context.abort(status_for(exc.code), exc.message)
 

@@ -75,8 +75,29 @@ def test_messages_travel_by_id_not_by_value() -> None:
         events.encode(events.PrivateMessage(MSG))
 
 
+class Seqs:
+    """The hub's tracker reduced to numbering pushes (what they carry is not this test's)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def channel_opened(self, channel_id: str) -> None: ...
+
+    def channel_closed(self, channel_id: str) -> None: ...
+
+    def session_left(self, channel_id: str, session_id: int) -> None: ...
+
+    def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
+        self.next += 1
+        return self.next
+
+    def backlog(self, channel_id: str) -> int:
+        return 0
+
+
 async def test_the_hub_converts_an_event_once_for_all_its_channels(monkeypatch: pytest.MonkeyPatch) -> None:
     hub = Hub()
+    hub.tracker = Seqs()
     a, b = hub.open_channel("alpha"), hub.open_channel("beta")
     hub.attach(a, 1, "ann", "Ann")
     hub.attach(a, 2, "bob", "Bob")

@@ -1,6 +1,7 @@
 """Delivery: live pushes of messages, what is pending for a session that (re)attaches, the
-realm's acks, and the persistence of what the ledger decided. The only desk that speaks to the
-delivery ledger (main_server/ledger.py)."""
+realm's acks, and the persistence of what the ledger decided. It owns the delivery ledger
+(main_server/ledger.py) and is its only caller: the hub tells it of channels, sessions and
+pushes as its Tracker."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from realmchat.errors import Unauthenticated, Unavailable
 from .. import events
 from ..config import MainConfig
 from ..hub import Channel, Hub
-from ..ledger import Entry, Outcome
+from ..ledger import Entry, Ledger, Outcome
 from ..storage.base import MessageRecord, Storage
 from .accounts import Caller
 from .notify import Notify
@@ -67,7 +68,26 @@ class Delivery:
         self._returned: set[str] = set()  # users with entries back in undelivered
         self._repusher: asyncio.Task[None] | None = None
         self._direct_calls = itertools.count(1)
-        hub.on_outcome = self._on_outcome
+        self.ledger = Ledger()
+        hub.tracker = self
+
+    # ---- what the hub tells (hub.Tracker) ----------------------------------------------------
+
+    def channel_opened(self, channel_id: str) -> None:
+        self.ledger.open(channel_id)
+
+    def channel_closed(self, channel_id: str) -> None:
+        """What the channel never wrote goes back to undelivered."""
+        self._on_outcome(self.ledger.close(channel_id))
+
+    def session_left(self, channel_id: str, session_id: int) -> None:
+        self._on_outcome(self.ledger.session_closed(channel_id, session_id))
+
+    def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
+        return self.ledger.record(channel_id, targets, entries)
+
+    def backlog(self, channel_id: str) -> int:
+        return self.ledger.pending(channel_id)
 
     # ---- pushes ------------------------------------------------------------------------------
 
@@ -88,7 +108,7 @@ class Delivery:
         """Pushes the user's undelivered messages to their attached sessions, as if live: a
         resumed session (what arrived while its realm was cut off) or a user whose delivery was
         dropped while they still have a connection. Nothing in flight is pushed twice."""
-        ledger = self.hub.ledger
+        ledger = self.ledger
         ledger.begin_read(user_key)
         msgs: list[MessageRecord] = []
         try:
@@ -137,7 +157,7 @@ class Delivery:
         sid, user = caller.session.id, caller.session.user_key
         if caller.via_realm and self.hub.channel_of(sid, user) is None:
             raise Unavailable(RELINKING)
-        ledger = self.hub.ledger
+        ledger = self.ledger
         ledger.begin_read(user)
         msgs: list[MessageRecord] = []
         try:
@@ -168,15 +188,31 @@ class Delivery:
         """A realm's report on its link's deliveries (see main_server/ledger.py); elsewhere:
         entries written on a link of that realm that has closed since. False: the link is
         closed, and what it carried went back to undelivered already."""
+        ledger = self.ledger
         if elsewhere:
-            self._on_outcome(self.hub.ledger.written_elsewhere(elsewhere))
+            self._on_outcome(ledger.written_elsewhere(elsewhere))
         if link_id not in self.hub.channels:
             return False
-        self.hub.written(link_id, written, written_all)
-        self.hub.dropped(link_id, dropped)
+        out = Outcome()
+        for seq in written_all:
+            out.add(ledger.written_all(link_id, seq))
+        for seq, sid in written:
+            out.add(ledger.written(link_id, seq, sid))
+        for seq, sid in dropped:
+            out.add(ledger.dropped(link_id, seq, sid))
+        self._on_outcome(out)
         return True
 
+    def handed_over(self, channel: Channel, seq: int, session_ids: Iterable[int]) -> None:
+        """A subscriber's transport took the event (grpcurl): as far as main can tell, written."""
+        out = Outcome()
+        for sid in session_ids:
+            out.add(self.ledger.written(channel.id, seq, sid))
+        self._on_outcome(out)
+
     def _on_outcome(self, out: Outcome) -> None:
+        if not out:
+            return
         if out.delivered:
             self._delivered.extend(out.delivered)
             if self._flusher is None or self._flusher.done():
@@ -196,7 +232,7 @@ class Delivery:
                 # They stay undelivered: inbox or the next resume brings them (at least once).
                 log.exception("marking %d deliveries failed", len(pairs))
             finally:
-                self.hub.ledger.committed(pairs)
+                self.ledger.committed(pairs)
 
     async def _repush(self) -> None:
         """Entries that went back to undelivered while their user is still online are pushed
