@@ -25,11 +25,12 @@ from realmchat.errors import (
 from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 
-from ..delivery import late_page, page_tag
+from ..delivery import Tag, late_page, page_tag
 from ..metrics import commands as command_metric
-from . import render
+from . import labels, life, markers, render
 from .casemap import CASEMAPPING, CHANNELLEN, CHANTYPES, NICKLEN, channel_to_group, group_to_channel, is_valid_nick
 from .codec import IrcParseError, Message, message, numeric, parse
+from .features import Features
 from .numerics import Numeric as N
 from .numerics import isupport, reply, standard_reply
 
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 unexpected = ErrorLog(log)
 
 CAPS = ("sasl", "server-time", "message-tags", "echo-message", "account-tag", "multi-prefix",
-        "draft/account-registration")
+        "draft/account-registration", "batch", "labeled-response", "draft/message-redaction",
+        markers.CAP)
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "before-connect"}
 SASL_CHUNK = 400
 SASL_MAX = 4096  # bytes of base64 a SASL exchange may take in all
@@ -58,8 +60,8 @@ class IrcCodec:
     """One IRC connection's state (nick, caps, registration, SASL) and how the realm's lines
     look to it. Made per connection: what a client is shown depends on its nick and caps."""
 
-    __slots__ = ("cap_pending", "caps", "nick", "password", "registered", "sasl_buf", "sasl_mech", "server",
-                 "user_given")
+    __slots__ = ("batches", "cap_pending", "caps", "capture", "capture_tags", "nick", "password", "registered",
+                 "sasl_buf", "sasl_mech", "server", "user_given", "watcher")
 
     def __init__(self, server: str) -> None:
         self.server = server
@@ -71,6 +73,11 @@ class IrcCodec:
         self.registered = False   # 001 sent
         self.sasl_mech: str | None = None
         self.sasl_buf = ""
+        # A labelled command's own lines, held until it ends (labels.labelled); None: sent as made.
+        self.capture: list[Message] | None = None
+        self.capture_tags: list[Tag] = []
+        self.batches = 0  # batch ids handed out on this connection
+        self.watcher: markers.Watcher | None = None  # read markers moved elsewhere (set at welcome)
 
     # ---- session.Codec -----------------------------------------------------------------------
 
@@ -93,7 +100,12 @@ class IrcCodec:
         return message(self.server, "NOTICE", self.nick, exc.message).serialize()
 
     def event(self, kind: str, ev: pb.Event) -> bytes | None:
-        msgs = render.event_lines(kind, ev, self.nick, self.caps, self.server)
+        if kind == "read":  # IRC names markers by time: looked up, then sent (markers.Watcher)
+            if self.watcher is not None:
+                self.watcher.moved(ev.read.peer, ev.read.id)
+            return None
+        msgs = render.event_lines(kind, ev, self.nick, self.caps, self.server) \
+            or life.event_lines(kind, ev, self.nick, self.caps, self.server)
         return render.lines(msgs) if msgs else None
 
     def closing(self, reason: str, message_: str) -> bytes:
@@ -159,20 +171,54 @@ class IrcCommands:
             "AWAY": Spec(self.away), "LIST": Spec(self.list_), "KICK": Spec(self.kick, 2),
             "INVITE": Spec(self.invite, 2),
         }
+        v3 = Features(self)  # IRCv3 message features (irc/features.py)
+        self.table.update({"REDACT": Spec(v3.redact, 2), "TAGMSG": Spec(v3.tagmsg, 1),
+                           "MARKREAD": Spec(v3.markread, 1), "SEARCH": Spec(v3.search, 1)})
+        self.v3 = v3
 
     # ---- running -----------------------------------------------------------------------------
 
     @staticmethod
-    def send(s: Session, *msgs: Message) -> None:
-        s.send(render.lines(msgs))
+    def send(s: Session, *msgs: Message, tag: Tag | None = None) -> None:
+        """Every answer of a command goes through here, so a labelled one can be held whole."""
+        c = s.codec
+        if isinstance(c, IrcCodec) and c.capture is not None:
+            c.capture.extend(msgs)
+            if tag is not None:
+                c.capture_tags.append(tag)
+            return
+        s.send(render.lines(msgs), tag)
 
     def num(self, s: Session, c: IrcCodec, code: N, *params: str) -> None:
         self.send(s, reply(code, c.nick, *params, source=c.server))
 
     async def run(self, s: Session, cmd: Message | IrcParseError) -> bool:
-        """Runs one command. False: close the connection."""
+        """Runs one command. False: close the connection. With labeled-response, a command
+        carrying a `label` tag has its own lines held and sent labelled once it ends; events
+        pushed meanwhile go out as they come (Session.send_event), outside the batch."""
         c = s.codec
         assert isinstance(c, IrcCodec)
+        # Registration is not labelled: its catch-up pages wait for each other to be written.
+        label = cmd.tags.get("label") if isinstance(cmd, Message) and c.registered \
+            and "labeled-response" in c.caps else None
+        if not label:
+            return await self._run(s, c, cmd)
+        if len(label.encode()) > labels.LABEL_MAX:
+            self.send(s, standard_reply("FAIL", cmd.command, "INVALID_LABEL", description="label too long",
+                                        source=c.server))
+            return True
+        c.capture, c.capture_tags = [], []
+        try:
+            return await self._run(s, c, cmd)
+        finally:
+            held, tags = c.capture, c.capture_tags
+            c.capture, c.capture_tags = None, []
+            c.batches += 1
+            s.send(render.lines(labels.labelled(label, held, c.server, f"L{c.batches}")))
+            for t in tags:  # reported written once the lines before them are
+                s.send(b"", t)
+
+    async def _run(self, s: Session, c: IrcCodec, cmd: Message | IrcParseError) -> bool:
         if isinstance(cmd, IrcParseError):
             answer = cmd.reply(c.nick, c.server)
             if answer is not None:
@@ -391,6 +437,7 @@ class IrcCommands:
 
     async def _welcome(self, s: Session, c: IrcCodec) -> None:
         c.registered = True
+        c.watcher = markers.Watcher(self.up, s, c)
         me, srv = c.nick, c.server
         self.send(s, numeric(N.RPL_WELCOME, me, f"Welcome to realmchat, {render.mask(me)}", source=srv),
                   numeric(N.RPL_YOURHOST, me, f"Your host is {srv}, running realmchat", source=srv),
@@ -454,7 +501,7 @@ class IrcCommands:
                 shown.text = f"[{m.ts[:16].replace('T', ' ')}] {m.text}"
             out.extend(render.message_lines(shown, c.nick, c.caps))
         tag = page_tag(r.delivery_link, r.delivery, sid, s.user, (m.id for m in r.messages))
-        s.send(render.lines(out), tag)
+        self.send(s, *out, tag=tag)
         if r.more and r.messages:  # (an empty page with more would only repeat itself)
             # The next page is asked for once this one is reported written (else it is the same).
             await s.settled(5.0)
@@ -493,6 +540,8 @@ class IrcCommands:
         if len(m.params) < 2 or not m.params[1]:
             if not quiet:
                 self.num(s, c, N.ERR_NOTEXTTOSEND)
+            return
+        if await self.v3.tagged_text(s, c, m, quiet):
             return
         text = m.params[1]
         for target in m.params[0].split(",")[:TARGMAX]:

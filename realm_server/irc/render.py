@@ -63,6 +63,8 @@ def message_lines(m: pb.Message, me: str, caps: frozenset[str]) -> list[Message]
         tags["time"] = server_time(m.ts)
     if "message-tags" in caps:
         tags["msgid"] = str(m.id)
+        if m.reply_to:
+            tags["+draft/reply"] = str(m.reply_to)
     if "account-tag" in caps:
         tags["account"] = sender
     text = m.text if not m.deleted else "(deleted)"
@@ -100,5 +102,6 @@ def event_lines(kind: str, ev: pb.Event, me: str, caps: frozenset[str], server: 
         f = ev.file
         target = group_to_channel(f.group) if f.group else me
         return [message(mask(getattr(f, "from")), "NOTICE", target,
-                        f"sent a file: {f.name} ({f.size} bytes, id {f.id}); fetch it with a realmchat client")]
+                        f"sent a file: {f.name} ({f.size} bytes, id {f.id}); fetch it on the realm's text port "
+                        f"with `receivefile {f.id}` (the terminal client, the GUI or nc)")]
     return None
