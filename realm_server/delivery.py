@@ -311,6 +311,10 @@ class Reports:
                 self._written += e[1]
             self._dropped.append(tag)
 
+    def awaiting(self) -> int:
+        """Fan-outs still waiting for one of their sessions to write or drop."""
+        return len(self._expect)
+
     def flush(self) -> None:
         """Before a Logout: half-reported fan-outs go pair by pair, so that the written ones do
         not wait behind it (main would count them dropped). The rest of such a fan-out still

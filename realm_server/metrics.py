@@ -12,6 +12,8 @@ UPSTREAM_SECONDS = Histogram("realmchat_realm_upstream_seconds", "Calls to main,
                              buckets=LATENCY_BUCKETS)
 CONNECTIONS = Gauge("realmchat_realm_connections", "Open client connections")
 SESSIONS = Gauge("realmchat_realm_sessions", "Logged-in sessions")
+REPORTS_AWAITING = Gauge("realmchat_realm_reports_awaiting",
+                         "Events to several sessions not yet written or dropped by all of them")
 LINK_UP = Gauge("realmchat_realm_link_up", "1 while the event stream to main is up")
 
 commands = labelled(COMMANDS)

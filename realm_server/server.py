@@ -29,7 +29,7 @@ from .irc.edge import IrcCodec, IrcCommands
 from .irc.framing import LINE_MAX as IRC_LINE_MAX
 from .limits import IpTable, Pacer, parse_networks, peer_ip, unread_bytes
 from .logins import Logins
-from .metrics import CONNECTIONS, LINK_UP, SESSIONS, commands, events
+from .metrics import CONNECTIONS, LINK_UP, REPORTS_AWAITING, SESSIONS, commands, events
 from .session import Codec, Session
 from .textcodec import TextCodec
 from .transport import SecureUpstream
@@ -75,6 +75,7 @@ class Realm:
         CONNECTIONS.set_function(lambda: len(self.connections))
         SESSIONS.set_function(lambda: len(self.by_session_id))
         LINK_UP.set_function(lambda: 1 if self.upstream.linked.is_set() else 0)
+        REPORTS_AWAITING.set_function(self.upstream.reports.awaiting)
         self._server: asyncio.Server | None = None
         self._irc_server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()  # connection tasks and attach calls
@@ -142,7 +143,7 @@ class Realm:
         seq = ev.seq
         todo = self.upstream.reports.fan_out(self.upstream.link_id, seq, msg_id, ev.session_ids,
                                              self.by_session_id.get)
-        # Encoded once per protocol (one, today), written to every target session.
+        # Encoded once per codec (the text port's is shared; an IRC connection has its own).
         codec: Codec | None = None
         line: bytes | None = None
         for s, tag in todo.write:
@@ -151,6 +152,10 @@ class Realm:
                 line = codec.event(kind, ev)
             if line is not None:
                 s.send_event(line, tag, msg_id)
+            elif tag is not None:
+                # Nothing to show in this protocol: still written in order (an empty entry), so
+                # its delivery and the fan-out it belongs to are reported like any other.
+                s.send_event(b"", tag, msg_id)
         for s, tag in todo.repeat:  # a repeat after a relink: this connection has (or is being sent) it
             s.send_repeat(tag, msg_id)
         if todo.dropped:
