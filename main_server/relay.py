@@ -119,7 +119,7 @@ class RelayStream:
 
     def failed(self, call_id: int, method: str, exc: BaseException) -> None:
         err = exc if isinstance(exc, ChatError) else self.error_of(exc, f"relayed {method[:40]!r}")
-        result = pb.RelayResult(id=call_id, code=err.code.value, message=err.message)
+        result = pb.RelayResult(id=call_id, code=err.code.value, message=err.message, reason=err.reason)
         self._add(call_id, result, result.ByteSize() + 8)
 
     # ---- replies -----------------------------------------------------------------------------

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from realmchat.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from realmchat.errors import (
+    JOIN_BANNED,
+    JOIN_INVITE,
+    JOIN_KEY,
+    NO_USER,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from realmchat.names import NAME_MAX, name_key
 
 from .storage.base import GroupRecord
@@ -95,15 +104,16 @@ def check_admit(group: GroupRecord, me: Standing, key_ok: bool) -> None:
     """Joining: a banned user never; an invitation admits (no key needed); otherwise a group
     with a key wants the key, and a private group without one wants an invitation."""
     if me.banned:
-        raise PermissionDenied(f"you are banned from {group.name!r}")
+        raise PermissionDenied(f"you are banned from {group.name!r}", reason=JOIN_BANNED)
     if me.member or me.invited:
         return
     if group.key_hash:
         if not key_ok:
-            raise PermissionDenied(f"{group.name!r} needs its key: joingroup {group.name} KEY")
+            raise PermissionDenied(f"{group.name!r} needs its key: joingroup {group.name} KEY", reason=JOIN_KEY)
         return
     if group.mode == PRIVATE:
-        raise PermissionDenied(f"{group.name!r} is private: you need an invitation from its owner or an admin")
+        raise PermissionDenied(f"{group.name!r} is private: you need an invitation from its owner or an admin",
+                               reason=JOIN_INVITE)
 
 
 def check_moderator(group: GroupRecord, me: Standing, what: str) -> None:
@@ -141,7 +151,7 @@ def check_download(group: GroupRecord, me: Standing, recipient: bool, sender: bo
 
 
 def no_user(name: str) -> NotFound:
-    return NotFound(f"no user {name!r}: check the name")
+    return NotFound(f"no user {name!r}: check the name", reason=NO_USER)
 
 
 def glob_to_like(pattern: str) -> str:

@@ -31,7 +31,7 @@ from realmchat.errors import (
 from realmchat.names import check_name, name_key
 from realmchat.pb import chat_pb2 as pb
 from realmchat.pb import chat_pb2_grpc as pb_grpc
-from realmchat.rpc import FILE_CHUNK, status_for, token_from
+from realmchat.rpc import FILE_CHUNK, reason_metadata, status_for, token_from
 
 from . import wire
 from .domain.accounts import Caller
@@ -92,7 +92,7 @@ def unary(access: Access = Access.USER) -> Callable[[Handler], Any]:
             try:
                 return await self.invoke(name, request, self.identify(context))
             except ChatError as exc:
-                await context.abort(status_for(exc.code), exc.message)
+                await context.abort(status_for(exc.code), exc.message, reason_metadata(exc))
 
         return entry
 

@@ -412,7 +412,9 @@ class Relay:
                             continue  # timed out meanwhile
                         fut, method = entry
                         if r.code:
-                            fut.set_exception(error_for(r.code, r.message))
+                            err = error_for(r.code, r.message)
+                            err.reason = r.reason
+                            fut.set_exception(err)
                         else:
                             fut.set_result(_response_class(method).FromString(r.payload))
             except grpc.aio.AioRpcError:

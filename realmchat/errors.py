@@ -11,9 +11,12 @@ class ChatError(Exception):
 
     code: Code = Code.INTERNAL
 
-    def __init__(self, message: str, code: Code | None = None) -> None:
+    def __init__(self, message: str, code: Code | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # A short machine-readable word (e.g. a refused join's "banned", "key", "invite") so an
+        # edge can choose its reply without reading the wording; crosses gRPC as REASON_KEY.
+        self.reason = reason
         if code is not None:
             self.code = code
 
@@ -71,6 +74,18 @@ _BY_CODE: dict[Code, type[ChatError]] = {
         Internal,
     )
 }
+
+
+REASON_KEY = "realmchat-reason"  # the gRPC trailing metadata that carries ChatError.reason
+
+# Why a join is refused (PermissionDenied.reason).
+JOIN_BANNED = "banned"
+JOIN_KEY = "key"
+JOIN_INVITE = "invite"
+# What a NotFound about a group's people is missing (NotFound.reason).
+NO_GROUP = "no_group"
+NO_USER = "no_user"
+NOT_MEMBER = "not_member"
 
 
 def error_for(code: Code | str, message: str) -> ChatError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from .codes import Code
-from .errors import ChatError, Unavailable, error_for
+from .errors import REASON_KEY, ChatError, Unavailable, error_for
 
 # Messages stay far below gRPC's 4 MiB default; chunks of files are this big.
 FILE_CHUNK = 256 * 1024
@@ -37,7 +37,14 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
         return error_for(Code.INTERNAL, "internal error in the main server")
     if status is grpc.StatusCode.INTERNAL and details == CORE_WRITE_RACE:
         return Unavailable(EARLY_END)
-    return error_for(status.name, details)
+    err = error_for(status.name, details)
+    err.reason = next((str(v) for k, v in exc.trailing_metadata() or () if k == REASON_KEY), "")
+    return err
+
+
+def reason_metadata(exc: ChatError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata that carries a typed error's reason across gRPC (none if it has none)."""
+    return ((REASON_KEY, exc.reason),) if exc.reason else ()
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Generator
 from typing import Any, TypeVar
 
-from realmchat.errors import AlreadyExists, NotFound, PermissionDenied, ResourceExhausted
+from realmchat.errors import NO_GROUP, NOT_MEMBER, AlreadyExists, NotFound, PermissionDenied, ResourceExhausted
 from realmchat.names import name_key
 
 from .. import rooms
@@ -121,7 +121,7 @@ async def drive_async(op: Op[T], conn: Any) -> T:
 def group(key: str) -> Op[GroupRecord]:
     g = yield ("one", "SELECT key, name, mode, topic, key_hash FROM groups WHERE key=?", (key,))
     if g is None:
-        raise NotFound(f"no group {key!r}: check the name or create it with creategroup")
+        raise NotFound(f"no group {key!r}: check the name or create it with creategroup", reason=NO_GROUP)
     return GroupRecord(g["key"], g["name"], g["mode"], g["topic"], g["key_hash"])
 
 
@@ -216,7 +216,7 @@ def invite(key: str, actor: User, target_key: str) -> Op[RoomChange]:
 def kick(key: str, actor: User, target_key: str) -> Op[RoomChange]:
     g, me, target, ts = yield from _moderated(key, actor, target_key, "kick")
     if not ts.member:
-        raise NotFound(f"{target.name!r} is not a member of {g.name!r}")
+        raise NotFound(f"{target.name!r} is not a member of {g.name!r}", reason=NOT_MEMBER)
     rooms.check_target(g, me, ts, target.name, "kicked")
     told = yield from member_keys(key)  # the kicked user hears of it too
     yield from _remove_member(key, target.key)
@@ -252,7 +252,7 @@ def set_role(key: str, actor: User, target_key: str, role: str) -> Op[RoomChange
     target = yield from user(target_key)
     ts = yield from standing(key, target.key)
     if not ts.member:
-        raise NotFound(f"{target.name!r} is not a member of {g.name!r}")
+        raise NotFound(f"{target.name!r} is not a member of {g.name!r}", reason=NOT_MEMBER)
     rooms.check_target(g, me, ts, target.name, "given another role")
     yield ("exec", "UPDATE members SET role=? WHERE group_key=? AND user_key=?", (role, key, target.key))
     return RoomChange(g, target.name, target.key, role, (yield from member_keys(key)), changed=ts.role != role)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 
 from realmchat.errlog import ErrorLog
 from realmchat.errors import (
+    JOIN_BANNED,
+    JOIN_INVITE,
+    JOIN_KEY,
     AlreadyExists,
     ChatError,
     NotFound,
@@ -27,12 +30,14 @@ from realmchat.pb import chat_pb2 as pb
 
 from ..delivery import Tag, late_page, page_tag
 from ..metrics import commands as command_metric
-from . import labels, life, markers, render
+from . import labels, life, markers, notify, render
 from .casemap import CASEMAPPING, CHANNELLEN, CHANTYPES, NICKLEN, channel_to_group, group_to_channel, is_valid_nick
 from .codec import IrcParseError, Message, message, numeric, parse
 from .features import Features
+from .modes import MAX_CHANGES, Modes
 from .numerics import Numeric as N
 from .numerics import isupport, reply, standard_reply
+from .who import Who
 
 if TYPE_CHECKING:
     from ..server import Realm
@@ -43,7 +48,7 @@ unexpected = ErrorLog(log)
 
 CAPS = ("sasl", "server-time", "message-tags", "echo-message", "account-tag", "multi-prefix",
         "draft/account-registration", "batch", "labeled-response", "draft/message-redaction",
-        markers.CAP)
+        markers.CAP, *notify.CAPS)
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "before-connect"}
 SASL_CHUNK = 400
 SASL_MAX = 4096  # bytes of base64 a SASL exchange may take in all
@@ -104,7 +109,8 @@ class IrcCodec:
             if self.watcher is not None:
                 self.watcher.moved(ev.read.peer, ev.read.id)
             return None
-        msgs = render.event_lines(kind, ev, self.nick, self.caps, self.server) \
+        msgs = notify.event_lines(kind, ev, self.nick, self.caps) \
+            or render.event_lines(kind, ev, self.nick, self.caps, self.server) \
             or life.event_lines(kind, ev, self.nick, self.caps, self.server)
         return render.lines(msgs) if msgs else None
 
@@ -143,13 +149,8 @@ def _split_pass(password: str, nick: str) -> tuple[str, str]:
     return nick, password
 
 
-def _join_error(exc: PermissionDenied) -> N:
-    text = exc.message
-    if "banned" in text:
-        return N.ERR_BANNEDFROMCHAN
-    if "key" in text:
-        return N.ERR_BADCHANNELKEY
-    return N.ERR_INVITEONLYCHAN
+# A refused join's reason (ChatError.reason, set by main) -> its numeric.
+JOIN_NUMERIC = {JOIN_BANNED: N.ERR_BANNEDFROMCHAN, JOIN_KEY: N.ERR_BADCHANNELKEY, JOIN_INVITE: N.ERR_INVITEONLYCHAN}
 
 
 class IrcCommands:
@@ -167,7 +168,7 @@ class IrcCommands:
             "PING": Spec(self.ping, **pre), "PONG": Spec(self.pong, **pre), "QUIT": Spec(self.quit, **pre),
             "PRIVMSG": Spec(self.privmsg), "NOTICE": Spec(self.notice), "JOIN": Spec(self.join, 1),
             "PART": Spec(self.part, 1), "NAMES": Spec(self.names), "TOPIC": Spec(self.topic, 1),
-            "MODE": Spec(self.mode, 1), "WHO": Spec(self.who), "MOTD": Spec(self.motd), "WHOIS": Spec(self.whois),
+            "MOTD": Spec(self.motd), "WHOIS": Spec(self.whois),
             "AWAY": Spec(self.away), "LIST": Spec(self.list_), "KICK": Spec(self.kick, 2),
             "INVITE": Spec(self.invite, 2),
         }
@@ -175,6 +176,8 @@ class IrcCommands:
         self.table.update({"REDACT": Spec(v3.redact, 2), "TAGMSG": Spec(v3.tagmsg, 1),
                            "MARKREAD": Spec(v3.markread, 1), "SEARCH": Spec(v3.search, 1)})
         self.v3 = v3
+        # Channel modes and WHO/WHOX (irc/modes.py, irc/who.py).
+        self.table.update({"MODE": Spec(Modes(self).mode, 1), "WHO": Spec(Who(self).who)})
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -444,11 +447,12 @@ class IrcCommands:
                   numeric(N.RPL_CREATED, me, "This realm is part of a realmchat network", source=srv),
                   numeric(N.RPL_MYINFO, me, srv, "realmchat", "i", "kqo", source=srv),
                   *isupport(me, [("CASEMAPPING", CASEMAPPING), ("CHANTYPES", CHANTYPES),
-                                 ("PREFIX", "(qo)~@"), ("CHANMODES", ",k,,"), ("NICKLEN", str(NICKLEN)),
+                                 ("PREFIX", "(qo)~@"), ("CHANMODES", "b,k,,i"), ("NICKLEN", str(NICKLEN)),
                                  ("CHANNELLEN", str(CHANNELLEN)), ("TOPICLEN", str(TOPICLEN)),
                                  ("TARGMAX", f"PRIVMSG:{TARGMAX},NOTICE:{TARGMAX},JOIN:{TARGMAX},"
                                              f"PART:{TARGMAX}"),
-                                 ("NETWORK", "realmchat"), ("MODES", "1")], source=srv))
+                                 ("NETWORK", "realmchat"), ("MODES", str(MAX_CHANGES)),
+                                 ("WHOX", None)], source=srv))
         self._motd(s, c)
         groups = await self._rejoin(s, c)
         await self._catch_up(s, c, groups)
@@ -581,7 +585,7 @@ class IrcCommands:
     async def _joined(self, s: Session, c: IrcCodec, group: str) -> None:
         """JOIN, the topic and the names, as a server answers a join."""
         chan = group_to_channel(group)
-        self.send(s, message(render.mask(c.nick), "JOIN", chan))
+        self.send(s, notify.join_line(c.nick, chan, c.caps))
         try:
             t = await self.up.call("Topic", pb.TopicRequest(group=group), s.token)
             if t.topic:
@@ -608,7 +612,8 @@ class IrcCommands:
                     if key:
                         await self.up.call("GroupKey", pb.GroupKeyRequest(group=r.group, key=key), s.token)
             except PermissionDenied as exc:
-                self.send(s, numeric(_join_error(exc), c.nick, chan, exc.message, source=c.server))
+                code = JOIN_NUMERIC.get(exc.reason, N.ERR_INVITEONLYCHAN)
+                self.send(s, numeric(code, c.nick, chan, exc.message, source=c.server))
                 continue
             except ResourceExhausted as exc:
                 self.send(s, numeric(N.ERR_TOOMANYCHANNELS, c.nick, chan, exc.message, source=c.server))
@@ -695,36 +700,6 @@ class IrcCommands:
             self.send(s, numeric(N.RPL_TOPIC, c.nick, chan, r.topic, source=c.server))
         else:
             self.num(s, c, N.RPL_NOTOPIC, chan)
-
-    async def mode(self, s: Session, c: IrcCodec, m: Message) -> None:
-        """Queries only so far: what clients ask on connect and join."""
-        target = m.params[0]
-        if target.startswith(CHANTYPES):
-            if len(m.params) == 1:
-                self.send(s, numeric(N.RPL_CHANNELMODEIS, c.nick, target, "+", source=c.server))
-            elif m.params[1].lstrip("+") == "b":
-                self.num(s, c, N.RPL_ENDOFBANLIST, target)
-            else:
-                self.num(s, c, N.ERR_UNKNOWNMODE, m.params[1][:16])
-        elif name_key(target) == name_key(c.nick):
-            self.send(s, numeric(N.RPL_UMODEIS, c.nick, "+", source=c.server))
-        else:
-            self.num(s, c, N.ERR_USERSDONTMATCH)
-
-    async def who(self, s: Session, c: IrcCodec, m: Message) -> None:
-        mask = m.params[0] if m.params else "*"
-        group = channel_to_group(mask)
-        if group is not None:
-            try:
-                members = await self._members(s, group)
-            except (NotFound, PermissionDenied):
-                members = []
-            prefix = {"owner": "~", "admin": "@"}
-            for mb in members:
-                flags = ("H" if mb.online else "G") + prefix.get(mb.role, "")
-                self.send(s, numeric(N.RPL_WHOREPLY, c.nick, mask, mb.user, render.HOST, mb.realm or c.server,
-                                     mb.user, flags, f"0 {mb.user}", source=c.server))
-        self.num(s, c, N.RPL_ENDOFWHO, mask[:64])
 
     # ---- users and rooms -----------------------------------------------------------------------
 

@@ -82,8 +82,13 @@ def event_lines(kind: str, ev: pb.Event, me: str, caps: frozenset[str], server: 
             return [message(mask(mv.user), "JOIN", chan)]
         if mv.action == "leave":
             return [message(mask(mv.user), "PART", chan)]
-        if mv.action in ("kick", "ban"):
+        if mv.action == "kick":
             return [message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.action)]
+        if mv.action == "ban":  # the ban as a mode, then the banned user out
+            return [message(mask(mv.by or server), "MODE", chan, "+b", f"{mv.user}!*@*"),
+                    message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.action)]
+        if mv.action == "unban":
+            return [message(mask(mv.by or server), "MODE", chan, "-b", f"{mv.user}!*@*")]
         if mv.action == "role":
             mode = {"owner": "+q", "admin": "+o"}.get(mv.role, "-o")
             return [message(mask(mv.by or server), "MODE", chan, mode, mv.user)]
