@@ -17,6 +17,8 @@ from realmchat.errors import (
     JOIN_INVITE,
     JOIN_KEY,
     NO_USER,
+    NOT_MEMBER,
+    NOT_MODERATOR,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -74,7 +76,7 @@ def check_text(text: str, what: str, limit: int) -> str:
 def can_see(group: GroupRecord, me: Standing) -> None:
     """Members, topic: a private group shows a non-member nothing but its name."""
     if group.mode == PRIVATE and not me.member:
-        raise PermissionDenied(f"{group.name!r} is a private group: only its members see it")
+        raise PermissionDenied(f"{group.name!r} is a private group: only its members see it", reason=NOT_MEMBER)
 
 
 def check_group_count(count: int, most: int) -> None:
@@ -91,7 +93,7 @@ def sees_bans(me: Standing) -> bool:
 def check_member(group: GroupRecord, me: Standing, hint: str = ": joingroup first") -> None:
     """Sends, history, inbox, files: members only, in every group."""
     if not me.member:
-        raise PermissionDenied(f"you are not a member of {group.name!r}{hint}")
+        raise PermissionDenied(f"you are not a member of {group.name!r}{hint}", reason=NOT_MEMBER)
 
 
 def history_floor(group: GroupRecord, me: Standing) -> int:
@@ -118,12 +120,12 @@ def check_admit(group: GroupRecord, me: Standing, key_ok: bool) -> None:
 
 def check_moderator(group: GroupRecord, me: Standing, what: str) -> None:
     if RANK[me.role] < RANK[ADMIN]:
-        raise PermissionDenied(f"only the owner or an admin of {group.name!r} may {what}")
+        raise PermissionDenied(f"only the owner or an admin of {group.name!r} may {what}", reason=NOT_MODERATOR)
 
 
 def check_owner(group: GroupRecord, me: Standing, what: str) -> None:
     if me.role != OWNER:
-        raise PermissionDenied(f"only the owner of {group.name!r} may {what}")
+        raise PermissionDenied(f"only the owner of {group.name!r} may {what}", reason=NOT_MODERATOR)
 
 
 def check_target(group: GroupRecord, me: Standing, target: Standing, target_name: str, what: str) -> None:

@@ -82,10 +82,12 @@ REASON_KEY = "realmchat-reason"  # the gRPC trailing metadata that carries ChatE
 JOIN_BANNED = "banned"
 JOIN_KEY = "key"
 JOIN_INVITE = "invite"
-# What a NotFound about a group's people is missing (NotFound.reason).
+# What a NotFound about a group's people is missing (NotFound.reason); NOT_MEMBER is also a
+# PermissionDenied's reason when the caller is not a member, NOT_MODERATOR when their role is too low.
 NO_GROUP = "no_group"
 NO_USER = "no_user"
 NOT_MEMBER = "not_member"
+NOT_MODERATOR = "not_moderator"
 
 
 def error_for(code: Code | str, message: str) -> ChatError:

@@ -219,6 +219,23 @@ async def test_join_numerics_come_from_the_reason_not_the_wording(stack: Stack, 
     await b.close()
 
 
+async def test_topic_part_invite_numerics_come_from_the_reason(stack: Stack, uname: Names) -> None:
+    """The same for TOPIC, PART and INVITE: a private group named "owner…" that you are not in
+    (442, not 482), and an unknown nick holding "group" (401, not 403)."""
+    alice, bob = uname("ra"), uname("rb")
+    private, mine, ghost = uname("ownerroom"), uname("rg"), uname("nogroupnick")
+    t = await text_user(stack, "beta", alice)
+    await t.ok(f"creategroup {private} private")
+    b = await irc_user(stack, bob, "alpha")
+    assert (await answer(b, f"TOPIC #{private}", "442", "482", "331", "332")).command == "442"
+    assert (await answer(b, f"PART #{private}", "442", "403", "NOTICE")).command == "442"
+    await b.send(f"JOIN #{mine}")  # created: bob owns it
+    await b.collect("366")
+    assert (await answer(b, f"INVITE {ghost} #{mine}", "401", "403", "341")).command == "401"
+    await t.close()
+    await b.close()
+
+
 # ---- WHO -----------------------------------------------------------------------------------------
 
 async def test_who_and_whox(stack: Stack, uname: Names) -> None:

@@ -18,6 +18,8 @@ from realmchat.errors import (
     JOIN_BANNED,
     JOIN_INVITE,
     JOIN_KEY,
+    NO_GROUP,
+    NOT_MEMBER,
     AlreadyExists,
     ChatError,
     NotFound,
@@ -633,7 +635,7 @@ class IrcCommands:
                 self.num(s, c, N.ERR_NOSUCHCHANNEL, chan[:64])
                 continue
             except PermissionDenied as exc:
-                if "not a member" in exc.message:
+                if exc.reason == NOT_MEMBER:
                     self.num(s, c, N.ERR_NOTONCHANNEL, chan[:64])
                 else:  # the owner: realmchat groups keep their owner (DELETE is the way out)
                     self.send(s, message(c.server, "NOTICE", c.nick, f"{chan}: {exc.message}"))
@@ -690,7 +692,7 @@ class IrcCommands:
             self.num(s, c, N.ERR_NOSUCHCHANNEL, chan[:64])
             return
         except PermissionDenied as exc:
-            code = N.ERR_CHANOPRIVSNEEDED if "owner" in exc.message else N.ERR_NOTONCHANNEL
+            code = N.ERR_NOTONCHANNEL if exc.reason == NOT_MEMBER else N.ERR_CHANOPRIVSNEEDED
             self.num(s, c, code, chan[:64])
             return
         chan = group_to_channel(r.group)
@@ -764,7 +766,7 @@ class IrcCommands:
         try:
             r = await self.up.call("Invite", pb.MemberRequest(group=group, user=nick), s.token)
         except NotFound as exc:
-            code = N.ERR_NOSUCHCHANNEL if "group" in exc.message else N.ERR_NOSUCHNICK
+            code = N.ERR_NOSUCHCHANNEL if exc.reason == NO_GROUP else N.ERR_NOSUCHNICK
             self.num(s, c, code, (chan if code == N.ERR_NOSUCHCHANNEL else nick)[:64])
             return
         except PermissionDenied as exc:
