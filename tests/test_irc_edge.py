@@ -43,15 +43,21 @@ def irc_addr(realm: ServerProcess) -> tuple[str, int]:
     raise AssertionError("the realm printed no 'IRC listening on' line:\n" + realm.log())
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("data"), realms=())
+def start_irc_stack(data_dir: Path) -> Stack:
+    """One main and realms alpha and beta, each with its IRC listener on a free port."""
+    s = start_stack(data_dir, realms=())
     try:
         for name in ("alpha", "beta"):
             s.realms[name] = start_realm(name, s.main.addr, 0, "--irc-port", str(free_port()))
     except Exception:
         s.stop()
         raise
+    return s
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_irc_stack(tmp_path_factory.mktemp("data"))
     yield s
     s.stop()
 

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from .ircclient import IrcClient, Line
-from .stack import Stack, start_realm, start_stack
-from .test_irc_edge import free_port, irc_addr
+from .stack import Stack
+from .test_irc_edge import irc_addr, start_irc_stack
 from .textclient import TextClient, login
 
 Names = Callable[[str], str]
@@ -19,13 +19,7 @@ V3 = ("message-tags", "batch", "labeled-response", "echo-message")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("data"), realms=())
-    try:
-        for name in ("alpha", "beta"):
-            s.realms[name] = start_realm(name, s.main.addr, 0, "--irc-port", str(free_port()))
-    except Exception:
-        s.stop()
-        raise
+    s = start_irc_stack(tmp_path_factory.mktemp("data"))
     yield s
     s.stop()
 
