@@ -420,6 +420,7 @@ class SQLiteStorage(Storage):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.ops = 0
+        self.lazy_commits = 0  # commits that left their fsync to the next synchronous one
         self._catch_up = ""  # FTS_CATCH_UP once the schema has fts_state
         # The writer's memory of user names by key (users are never renamed or removed): a
         # private send reads its recipient's name from here. Forgotten when a batch rolls back,
@@ -544,9 +545,15 @@ class SQLiteStorage(Storage):
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, Any, Any]]:
         results: list[tuple[Any, Any, Any]] = []
         t0 = time.perf_counter()
+        # A batch of nothing but lazy writes commits without its own fsync: in WAL mode its frames
+        # become durable with the next synchronous commit (or checkpoint). A process crash loses
+        # nothing either way; a power cut may undo it.
+        lazy = self.synchronous == "FULL" and all(item[3] for item in batch)
+        if lazy:
+            conn.execute("PRAGMA synchronous=NORMAL")
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut, checks_first in batch:
+            for fn, fut, checks_first, _ in batch:
                 if checks_first:
                     # Its refusals come before its first write: nothing to roll back. Any other
                     # error fails the whole batch (below), as a failed commit would.
@@ -572,24 +579,29 @@ class SQLiteStorage(Storage):
             self.ops += len(batch)
             COMMIT_SECONDS.observe(time.perf_counter() - t0)
             COMMIT_OPS.observe(len(batch))
+            if lazy:
+                self.lazy_commits += 1
         except BaseException as exc:  # the commit itself failed: nobody's write happened
             log.exception("sqlite batch failed")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._names.clear()
-            return [(fut, None, exc) for _, fut, _ in batch]
+            return [(fut, None, exc) for _, fut, _, _ in batch]
+        finally:
+            if lazy:
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return results
 
-    async def _do(self, fn: Callable[[sqlite3.Connection], T], checks_first: bool = False) -> T:
+    async def _do(self, fn: Callable[[sqlite3.Connection], T], checks_first: bool = False, lazy: bool = False) -> T:
         """Runs fn on the writer thread inside the next batch's transaction; an error it raises
         undoes its writes alone (a savepoint each), or, with checks_first (fn raises ChatError
         only before its first write, the hot paths), nothing needs undoing and no savepoint is
-        spent on it."""
+        spent on it. lazy: a write whose loss in a power cut is harmless (see _run_batch)."""
         if self._thread is None:
             raise RuntimeError("storage is closed")
         assert self._loop is not None
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((fn, fut, checks_first))
+        self._queue.put((fn, fut, checks_first, lazy))
         return await fut
 
     # ---- users and sessions ------------------------------------------------------------------
@@ -695,8 +707,10 @@ class SQLiteStorage(Storage):
         return await self._do(op, checks_first=True)
 
     async def mark_delivered(self, pairs: list[tuple[str, int]]) -> None:
+        # Lazy: a delivered row that a power cut brings back only repeats a message, which
+        # clients drop by id.
         await self._do(lambda c: c.executemany("DELETE FROM undelivered WHERE user_key=? AND msg_id=?", pairs),
-                       checks_first=True)
+                       checks_first=True, lazy=True)
 
     def _peek(self, c: sqlite3.Connection, user_key: str, group_key: str, limit: int, skip: frozenset[int]
               ) -> tuple[list[MessageRecord], bool]:
