@@ -155,7 +155,7 @@ async def build(tmp: Path) -> tuple[Any, Any, Any]:
 async def login(service: Any, storage: Any, name: str, link_id: str) -> str:
     import secrets
 
-    from main_server.service import token_hash
+    from main_server.domain.accounts import token_hash
     from main_server.storage.base import User
 
     user = await storage.create_user(name.lower(), name, "x")
@@ -189,11 +189,11 @@ async def run(kind: str, messages: int, depth: int, users: int, groups: int, gro
                 for m in range(group_size):
                     name = f"g{g}m{m}"
                     toks.append(await login(service, storage, name, realms[m % 2].link_id))
-                    caller = await service.caller(toks[-1])
+                    caller = await service.accounts.caller(toks[-1])
                     if m == 0:
-                        await service.create_group(caller, f"grp{g}")
+                        await service.groups.create_group(caller, f"grp{g}")
                     else:
-                        await service.join_group(caller, f"grp{g}")
+                        await service.groups.join_group(caller, f"grp{g}")
                 work.append((toks[0], "SendGroup", pb.SendGroupRequest(group=f"grp{g}", text="t=1 w=0"),
                              realms[0]))
                 work.append((toks[1], "SendGroup", pb.SendGroupRequest(group=f"grp{g}", text="t=1 w=1"),

@@ -40,7 +40,7 @@ async def sweep_files(service: ChatService, every_s: float) -> None:
     """At start, then every every_s: the file store keeps only what files refer to."""
     while True:
         try:
-            if n := await service.sweep_files(time.time()):
+            if n := await service.files.sweep_files(time.time()):
                 log.info("removed %d stored file contents no file refers to", n)
         except Exception:  # a sweep that fails is tried again next time; serving goes on
             log.exception("sweeping the file store failed")
@@ -78,7 +78,7 @@ async def serve(config: MainConfig) -> None:
     if db.is_postgres:
         # Replicas on one database: events and presence cross between them by LISTEN/NOTIFY.
         cluster = Cluster(db.dsn, hub.local_presence)
-        await cluster.start(service.on_notice, service.push_all_pending)
+        await cluster.start(service.on_notice, service.delivery.push_all_pending)
         service.cluster = cluster
         hub.observer = cluster
 
