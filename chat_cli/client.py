@@ -49,6 +49,7 @@ from .models import (
     SearchHit,
     Sent,
     Session,
+    TraceHop,
     Uploaded,
     Waiting,
 )
@@ -337,6 +338,12 @@ class ChatClient:
         r = await self._send("search", query, scope)
         me = self._conn.user
         return [SearchHit(message=m, peer=m.peer(me), kind="group" if m.is_group else "user") for m in _messages(r)]
+
+    async def trace(self, message_id: int) -> list[TraceHop]:
+        """Where message `message_id` went, hop by hop, oldest first: for a message you sent,
+        every recipient's hops; for one you received, your own (NOT_FOUND otherwise)."""
+        r = await self._send("trace", message_id)
+        return [TraceHop.from_dict(h) for h in r.get("hops", ())]
 
     # ---- groups ---------------------------------------------------------------------------
 

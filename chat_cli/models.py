@@ -202,6 +202,29 @@ class Edited:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceHop:
+    """One hop of a message's way (`trace`): `step` is stored, pushed, written, dropped,
+    returned, inbox or delivered; `users` whom it concerns; `realm` and `sessions` only where
+    they are yours; `why` what ended a delivery or why a message still waits."""
+
+    at: str
+    step: str
+    users: tuple[str, ...] = ()
+    realm: str = ""
+    sessions: tuple[int, ...] = ()
+    why: str = ""
+
+    @property
+    def time(self) -> datetime | None:
+        return parse_ts(self.at)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TraceHop:
+        return cls(str(d.get("at", "")), str(d.get("step", "")), tuple(str(u) for u in d.get("users", ())),
+                   str(d.get("realm", "")), tuple(int(x) for x in d.get("sessions", ())), str(d.get("why", "")))
+
+
+@dataclass(frozen=True, slots=True)
 class Sent:
     """The OK of sendprivate / sendgroup: the stored message's id and timestamp."""
 

@@ -43,6 +43,7 @@ from .models import (
     SeenEvent,
     SessionEvent,
     TopicEvent,
+    TraceHop,
     TypingEvent,
     parse_ts,
 )
@@ -183,6 +184,22 @@ def fmt_message(msg: Message, me: str | None, now: datetime | None = None, *, id
     if msg.reactions and not msg.deleted:
         lines.append("  " + fmt_reactions(msg, me))
     return "\n".join(lines)
+
+
+def fmt_hop(h: TraceHop) -> str:
+    """One hop of `trace`: `10:42:01.131  written  bob  on beta  session 7  (why)`."""
+    t = h.time
+    parts = [t.astimezone().strftime("%H:%M:%S.%f")[:-3] if t else sanitize(h.at), h.step]
+    if h.users:
+        more = f" and {len(h.users) - 5} more" if len(h.users) > 5 else ""
+        parts.append(", ".join(sanitize(u) for u in h.users[:5]) + more)
+    if h.realm:
+        parts.append(f"on {sanitize(h.realm)}")
+    if h.sessions:
+        parts.append("session " + ", ".join(str(x) for x in h.sessions))
+    if h.why:
+        parts.append(f"({sanitize(h.why)})")
+    return "  ".join(parts)
 
 
 def fmt_size(n: int) -> str:

@@ -63,6 +63,7 @@ from .render import (
     fmt_error,
     fmt_group_list,
     fmt_groups,
+    fmt_hop,
     fmt_members,
     fmt_message,
     fmt_notice,
@@ -716,6 +717,11 @@ class Terminal:
             return
         new = self.remember(old.with_reaction(emoji, self.client.user, on))
         self.say(f"{done}: {fmt_reactions(new, self.client.user) or 'no reactions'}")
+
+    async def _trace(self, a: tuple[str, ...]) -> None:
+        mid = int(a[0])
+        hops = await self.client.trace(mid)
+        self.say("\n".join([f"#{mid}:", *("  " + fmt_hop(h) for h in hops)]))
 
     async def _search(self, a: tuple[str, ...]) -> None:
         scope, query = (a[0], a[1]) if len(a) == 2 else (None, a[0])

@@ -437,6 +437,7 @@ VERBS: tuple[Verb, ...] = (
           2, 2, rest_at=1, parse=_with_id),
     _verb("delete", "delete", (message_id,), "delete ID",
           "delete message ID for everyone (yours; group owner/admin: any)", 1, 1, parse=_with_id),
+    _verb("trace", "trace", (message_id,), "trace ID", "where message ID went, hop by hop", 1, 1, parse=_with_id),
     _verb("reply", "reply", (message_id, text), "reply ID TEXT", "answer message ID in its conversation", 2, 2,
           rest_at=1, parse=_with_id),
     _verb("react", "react", (message_id, emoji), "react ID EMOJI", "react to message ID (e.g. react 12 👍)", 2, 2,

@@ -45,6 +45,7 @@ from chat_cli.models import (
     SeenEvent,
     SessionEvent,
     TopicEvent,
+    TraceHop,
     TypingEvent,
     parse_ts,
 )
@@ -990,6 +991,11 @@ class ChatController:
             if conv.editing == msg_id:
                 conv.editing = None
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
+
+    async def trace_message(self, msg_id: int) -> list[TraceHop]:
+        """Where message `msg_id` went, hop by hop (one you sent or received)."""
+        hops: list[TraceHop] = await self._checked(self._client().trace(msg_id))
+        return hops
 
     async def delete_message(self, msg_id: int) -> None:
         """Deletes message `msg_id` for everyone (own messages; any in a group you moderate)."""

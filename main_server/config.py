@@ -23,6 +23,7 @@ class MainConfig:
     max_message_bytes: int = 16 * 1024
     min_password_length: int = 8
     inbox_page: int = 1000
+    trace_messages: int = 20_000  # messages whose delivery hops are kept in memory (0: none)
     # A reply (inbox page, history) stays far under gRPC's message cap, whatever the texts.
     reply_max_bytes: int = 1 << 20
     realm_secret_file: str = ""  # default DATA_DIR/realm-secret (created when missing)
@@ -76,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
     p.add_option("--max-message-bytes", default=d.max_message_bytes, help="largest message text (UTF-8)")
     p.add_option("--min-password-length", default=d.min_password_length, help="shortest password accepted")
     p.add_option("--inbox-page", default=d.inbox_page, help="most messages one inbox call returns")
+    p.add_option("--trace-messages", default=d.trace_messages,
+                 help="the most recent messages whose delivery hops `trace` can show (0: keep none)")
     p.add_option("--reply-max-bytes", default=d.reply_max_bytes,
                  help="largest inbox or history reply: longer pages are cut (more=true)")
     p.add_option("--realm-secret-file", default=d.realm_secret_file,
@@ -104,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> MainConfig:
         host=a.host, port=a.port, data_dir=Path(a.data_dir), db=a.db,
         sqlite_synchronous=a.sqlite_synchronous, max_file_bytes=a.max_file_bytes,
         max_message_bytes=a.max_message_bytes, min_password_length=a.min_password_length,
-        inbox_page=a.inbox_page, reply_max_bytes=a.reply_max_bytes,
+        inbox_page=a.inbox_page, trace_messages=a.trace_messages, reply_max_bytes=a.reply_max_bytes,
         realm_secret_file=a.realm_secret_file, session_ttl_s=a.session_ttl_s, argon2_time_cost=a.argon2_time_cost,
         argon2_memory_kib=a.argon2_memory_kib, hash_concurrency=a.hash_concurrency,
         grace_s=a.grace_s, log_level=a.log_level, log_format=a.log_format, metrics_port=a.metrics_port,

@@ -26,13 +26,16 @@ class Tracker(Protocol):
     """What the hub tells delivery: channels opening and closing, sessions leaving them, and
     every push, which gets its seq from the tracker."""
 
-    def channel_opened(self, channel_id: str) -> None: ...
+    def channel_opened(self, channel_id: str, realm: str) -> None: ...
 
     def channel_closed(self, channel_id: str) -> None: ...
 
     def session_left(self, channel_id: str, session_id: int) -> None: ...
 
-    def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int: ...
+    def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
+        """A push about to be queued; returns its seq. Its entries are one message's: every
+        user's id list is the same one."""
+        ...
 
     def backlog(self, channel_id: str) -> int:
         """Pushes on the channel not yet reported written or dropped."""
@@ -85,7 +88,7 @@ class Hub:
     def open_channel(self, realm: str) -> Channel:
         ch = Channel(id=secrets.token_urlsafe(18), realm=realm, max_queue=self.max_queue)
         self.channels[ch.id] = ch
-        self._tracker.channel_opened(ch.id)
+        self._tracker.channel_opened(ch.id, ch.realm)
         return ch
 
     @property

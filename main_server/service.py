@@ -4,6 +4,9 @@ session resuming on a new link, and the notices of other replicas."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from . import events
 from .blobs import BlobStore
 from .cluster import Cluster
@@ -18,17 +21,18 @@ from .domain.notify import Notify
 from .hub import Channel, Hub
 from .passwords import PasswordHasher
 from .storage.base import Storage
+from .trace import Trace
 
 
 class ChatService:
     def __init__(self, config: MainConfig, storage: Storage, hub: Hub, hasher: PasswordHasher,
-                 blobs: BlobStore) -> None:
+                 blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.storage = storage
         self.hub = hub
         self.notify = Notify(storage, hub)
         self.accounts = Accounts(config, storage, hub, hasher, self.notify)
-        self.delivery = Delivery(config, storage, hub, self.notify)
+        self.delivery = Delivery(config, storage, hub, self.notify, Trace(clock, config.trace_messages))
         self.conversation = Conversation(storage, hub, self.notify)
         self.messages = Messages(config, storage, self.delivery, self.notify)
         self.files = Files(config, storage, hub, blobs, self.notify)

@@ -53,6 +53,7 @@ class Access(enum.Enum):
     USER = "user"  # a user's bearer token
     REALM = "realm"  # the realm credential
     REALM_USER = "realm_user"  # both: a realm acting for one of its sessions
+    USER_OR_OPERATOR = "user_or_operator"  # a user's token, or the realm credential alone (an operator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,11 @@ class ChatServicer(pb_grpc.ChatServicer):
             if identity.token:
                 raise PermissionDenied("this call is for realm servers only")
             raise Unauthenticated("this call needs the realm credential (x-realm-credential metadata)")
-        if access in (Access.USER, Access.REALM_USER):
+        if access is Access.USER_OR_OPERATOR and not identity.token:
+            if not identity.realm:
+                raise Unauthenticated("send 'authorization: Bearer TOKEN' (or, as an operator, the realm credential)")
+            return None
+        if access in (Access.USER, Access.REALM_USER, Access.USER_OR_OPERATOR):
             return await self.accounts.caller(identity.token, identity.peer, via_realm=identity.realm)
         return None
 
@@ -258,6 +263,10 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def Delete(self, request: pb.MessageRef, caller: Caller, identity: Identity) -> pb.MessageRef:
         return pb.MessageRef(id=(await self.messages.delete(caller, request.id)).message.id)
+
+    @unary(Access.USER_OR_OPERATOR)
+    async def Trace(self, request: pb.TraceRequest, caller: Caller | None, identity: Identity) -> pb.TraceResponse:
+        return wire.trace_pb(request.id, await self.delivery.trace_of(caller, request.id))
 
     @unary()
     async def Reply(self, request: pb.ReplyRequest, caller: Caller, identity: Identity) -> pb.SendResponse:

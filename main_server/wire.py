@@ -4,12 +4,14 @@ messages, events into pb Events (once per event, whatever the number of recipien
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from realmchat.pb import chat_pb2 as pb
 
 from . import events as ev
 from .storage.base import ConversationRecord, FileRecord, GroupInfo, MessageRecord, RoomChange, RoomInfo
+from .trace import Hop
 
 if TYPE_CHECKING:  # the hub imports this module, and the desks import the hub
     from .domain.accounts import Login
@@ -88,6 +90,17 @@ def auth_pb(login: Login) -> pb.AuthResponse:
             conversations=[pb.WaitingConversation(peer=c.peer, kind=c.kind, count=c.count)
                            for c in w.conversations]))
     return reply
+
+
+def trace_pb(msg_id: int, hops: list[Hop]) -> pb.TraceResponse:
+    return pb.TraceResponse(id=msg_id, hops=[
+        pb.TraceHop(at=iso_ms(h.at), step=h.step, users=list(h.users), realm=h.realm,
+                    sessions=[sid for sid, _ in h.sessions], why=h.why) for h in hops])
+
+
+def iso_ms(at: float) -> str:
+    """Unix time in the form of a message's ts (storage.base.utc_now_iso)."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def who_pb(online: list[tuple[str, str, str, str]]) -> pb.WhoResponse:

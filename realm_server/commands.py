@@ -17,7 +17,7 @@ from realmchat.framing import CHUNK
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
-from .convert import conversation_dict, file_dict, message_dict, waiting_dict
+from .convert import conversation_dict, file_dict, message_dict, trace_hop_dict, waiting_dict
 from .delivery import Tag, late_page, page_tag
 from .metrics import commands
 from .session import Session
@@ -236,6 +236,10 @@ class Commands:
     async def cmd_delete(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("Delete", pb.MessageRef(id=int(cmd.args[0])), s.token)
         return tp.ok(id=r.id)
+
+    async def cmd_trace(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("Trace", pb.TraceRequest(id=int(cmd.args[0])), s.token)
+        return tp.ok(id=r.id, hops=[trace_hop_dict(h) for h in r.hops])
 
     async def cmd_reply(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("Reply", pb.ReplyRequest(id=int(cmd.args[0]), text=cmd.args[1]), s.token)

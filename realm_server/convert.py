@@ -96,3 +96,16 @@ def waiting_dict(w: pb.Waiting) -> dict[str, Any]:
     """The `waiting` summary of an auth reply."""
     return {"total": w.total, "conversations": [{"peer": c.peer, "kind": c.kind, "count": c.count}
                                                 for c in w.conversations], "unlisted": w.unlisted}
+
+
+def trace_hop_dict(h: pb.TraceHop) -> dict[str, Any]:
+    d: dict[str, Any] = {"at": h.at, "step": h.step}
+    if h.users:
+        d["users"] = list(h.users)
+    if h.realm:
+        d["realm"] = h.realm
+    if h.sessions:
+        d["sessions"] = list(h.sessions)
+    if h.why:
+        d["why"] = h.why
+    return d

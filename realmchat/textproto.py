@@ -92,6 +92,7 @@ COMMANDS: dict[str, CommandSpec] = {
         _spec("reply", "ID TEXT", "answer message ID in its conversation", min_args=2, max_args=2, rest=True),
         _spec("react", "ID EMOJI", "react to message ID", min_args=2, max_args=2),
         _spec("unreact", "ID EMOJI", "take your reaction back", min_args=2, max_args=2),
+        _spec("trace", "ID", "where message ID went, hop by hop (one you sent or received)", min_args=1, max_args=1),
         _spec("search", "[#GROUP|@USER] QUERY", "find messages you may read, best first (one conversation with "
               "#GROUP or @USER)", min_args=1, max_args=1, rest=True),
         _spec("help", "", "list commands", needs_auth=False),
@@ -163,7 +164,7 @@ def parse_line(line: str) -> Command | None:
         _parse_count(args[0], "file ID", 1 << 62)
     elif verb == "history":
         args = _parse_history(spec, args)
-    elif verb in ("delete", "react", "unreact"):
+    elif verb in ("delete", "react", "unreact", "trace"):
         _parse_count(args[0], "message ID", MESSAGE_ID_MAX)
     elif verb == "read":
         _parse_count(args[1], "ID", 1 << 62)

@@ -4,6 +4,7 @@ The views call exactly these operations and render exactly this state."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ import pytest
 from chat_cli import ChatClient
 from gui.controller import ChatController
 from gui.state import ChatLine, Conversation, Kind, Status, conv_key
-from realmchat.errors import InvalidArgument, PermissionDenied, Unavailable
+from realmchat.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 
 from .stack import Stack, start_main
 from .test_client_lib import user
@@ -217,3 +218,30 @@ def test_a_draft_changed_by_the_app_is_counted() -> None:
     assert conv.draft_rev == 0
     conv.put_draft("put back")
     assert (conv.draft, conv.draft_rev) == ("put back", 1)
+
+
+async def test_where_a_message_went(
+        stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    alice, bob, carol = uname("alice"), uname("bob"), uname("carol")
+    a = await logged_in(make_controller(), stack.realm("alpha"), alice)
+    b = await logged_in(make_controller(), stack.realm("beta"), bob)
+    c = await logged_in(make_controller(), stack.realm("alpha"), carol)
+    await a.start_private(bob)
+    sent = await a.send("follow me")
+    assert sent.id is not None
+    await until(lambda: line_of(b, conv_key(Kind.PRIVATE, alice), sent.id), "bob gets it")
+
+    async def delivered(ctl: ChatController) -> list[str]:
+        steps: list[str] = []
+        for _ in range(100):
+            steps = [h.step for h in await ctl.trace_message(sent.id or 0)]
+            if "delivered" in steps:
+                break
+            await asyncio.sleep(0.1)
+        return steps
+
+    assert await delivered(a) == ["stored", "pushed", "written", "delivered"]
+    theirs = await b.trace_message(sent.id)
+    assert theirs[1].realm == "beta" and theirs[1].users == (bob,)
+    with pytest.raises(NotFound):
+        await c.trace_message(sent.id)

@@ -106,6 +106,18 @@ async def test_edit_delete_reply_react_live_both_ways(
         await b.wait_text(re.compile(rf"↪ {re.escape(bob)}: morning @"), 20)
         await b.screenshot(ARTIFACTS / "gui-messages-reply.png")
 
+        # ---- where a message went: its hops in a dialog -------------------------------------------
+        await action(b, "final text", "Where it went")
+        await b.wait_text(f"Where #{mine} went", 10)
+        await b.wait_text(re.compile(rf"\d +stored +{re.escape(alice)}$"), 20)
+        await b.wait_text(re.compile(rf"\d +(written|delivered) +{re.escape(bob)}$"), 20)
+        await b.click(await b.wait_text("Close", role="button"))
+
+        async def trace_closed() -> bool:
+            return await b.find(f"Where #{mine} went") is None
+
+        await wait_for(trace_closed, 10, "the trace dialog closed")
+
         # ---- bob's side changes things: edit and reaction show live -------------------------------
         await bob_client.ok(f"edit {bob_msg} morning @{alice}, ready now?")
         await b.wait_text(f"morning @{alice}, ready now?", 20)

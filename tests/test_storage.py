@@ -1128,3 +1128,16 @@ async def test_upgrade_from_version_4_indexes_old_messages(
         assert await s.search("carol", ["okapi"]) == []
     finally:
         await s.close()
+
+
+async def test_waiting_for_names_who_still_has_a_message_undelivered(store: Storage) -> None:
+    alice, bob, carol = await users(store, "Alice", "Bob", "Carol")
+    await store.create_group("grp", "Grp", alice)
+    await store.join_group("grp", bob)
+    await store.join_group("grp", carol)
+    g = (await store.store_group(alice, "grp", "to all")).message
+    assert await store.waiting_for(g.id, 10) == ["bob", "carol"]
+    assert await store.waiting_for(g.id, 1) == ["bob"]
+    await store.mark_delivered([("bob", g.id)])
+    assert await store.waiting_for(g.id, 10) == ["carol"]
+    assert await store.waiting_for(999_999, 10) == []

@@ -32,7 +32,7 @@ from ..state import (
     local_time,
 )
 from .common import icon_button, section_title, update
-from .dialogs import ask_group, ask_name, ask_text, browse_groups, confirm
+from .dialogs import ask_group, ask_name, ask_text, browse_groups, confirm, show_trace
 from .files import FileActions
 from .members import MembersPanel
 
@@ -886,7 +886,7 @@ class ConversationPane:
             label=f"{sanitize(emoji)} {len(users)}: {names}", button=True, content=chip))
 
     def _action_bar(self, line: ChatLine, conv: Conversation) -> ft.Control:
-        """Reply, react (a row of common emojis), edit and delete: hidden until the pointer is
+        """Reply, react (a row of common emojis), edit, delete and where it went: hidden until the pointer is
         over the message (desktop) or it is long-pressed (phone)."""
         msg_id = line.id
         assert msg_id is not None
@@ -932,12 +932,16 @@ class ConversationPane:
 
             confirm("Delete message?", "Delete this message for everyone?", "Delete for everyone", submit)
 
+        def trace(e: ft.Event[ft.Control]) -> None:
+            show_trace(msg_id, lambda: self.controller.trace_message(msg_id))
+
         buttons: list[ft.Control] = [icon_button(ft.Icons.REPLY, "Reply", reply, icon_size=18),
                                      icon_button(ft.Icons.ADD_REACTION_OUTLINED, "React", react, icon_size=18)]
         if line.own:
             buttons.append(icon_button(ft.Icons.EDIT_OUTLINED, "Edit", edit, icon_size=18))
         if line.own or (conv.kind is Kind.GROUP and st.can_moderate(conv.name)):
             buttons.append(icon_button(ft.Icons.DELETE_OUTLINE, "Delete", delete, icon_size=18))
+        buttons.append(icon_button(ft.Icons.ROUTE, "Where it went", trace, icon_size=18))
         return ft.Column([ft.Row(buttons, spacing=0, tight=True), picker], spacing=0, tight=True, visible=False)
 
     def _show_bar(self, bar: ft.Control, show: bool) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import flet as ft
 
-from chat_cli.models import GroupListing
+from chat_cli.models import GroupListing, TraceHop
+from chat_cli.render import fmt_hop
 from realmchat.display import sanitize
 from realmchat.errors import ChatError
 
@@ -173,6 +174,33 @@ def confirm(title: str, text: str, action: str, submit: Callable[[], Awaitable[N
                                  style=ft.ButtonStyle(bgcolor=ft.Colors.ERROR, color=ft.Colors.ON_ERROR))],
     )
     page.show_dialog(dialog)
+    return dialog
+
+
+def show_trace(msg_id: int, load: Callable[[], Awaitable[list[TraceHop]]]) -> ft.AlertDialog:
+    """Where a message went: its hops, one line each, loaded when the dialog opens (a refusal or
+    a failure shows in place)."""
+    page = ft.context.page
+    busy = ft.ProgressRing(width=16, height=16, stroke_width=2)
+    lines = ft.Column([busy], tight=True, spacing=4, scroll=ft.ScrollMode.AUTO, width=460, height=260)
+
+    def close(e: ft.Event[ft.Control]) -> None:
+        page.pop_dialog()
+
+    dialog = ft.AlertDialog(modal=True, title=ft.Text(f"Where #{msg_id} went"), content=lines,
+                            actions=[ft.TextButton("Close", on_click=close, autofocus=True)])
+
+    async def fill() -> None:
+        try:
+            hops = await load()
+        except ChatError as err:
+            lines.controls = [ft.Text(err.message, size=12, color=ft.Colors.ERROR)]
+        else:
+            lines.controls = [ft.Text(fmt_hop(h), size=12) for h in hops]
+        update(lines)
+
+    page.show_dialog(dialog)
+    page.run_task(fill)
     return dialog
 
 

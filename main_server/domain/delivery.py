@@ -10,14 +10,33 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from realmchat.errors import Unauthenticated, Unavailable
+from realmchat.errors import NotFound, Unauthenticated, Unavailable
+from realmchat.names import name_key
 
 from .. import events
 from ..config import MainConfig
 from ..hub import Channel, Hub
 from ..ledger import Entry, Ledger, Outcome
 from ..storage.base import MessageRecord, Storage
+from ..trace import (
+    DELIVERED,
+    DROPPED,
+    INBOX,
+    LINK_CLOSED,
+    NOT_WRITTEN,
+    PUSHED,
+    RETURNED,
+    SESSION_LEFT,
+    STORED,
+    WRITTEN,
+    Hop,
+    Trace,
+    as_sender,
+    seen_by,
+    waiting_why,
+)
 from .accounts import Caller
 from .notify import Notify
 
@@ -26,6 +45,7 @@ log = logging.getLogger(__name__)
 REPUSH_DELAY_S = 0.05
 PUSH_PENDING_MAX_BYTES = 32 * 1024  # well under any realm's per-connection send queue
 RELINKING = "the realm is reconnecting to the main server; try again shortly"
+WAITING_LISTED = 200  # users a trace lists as still waiting for one message
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +73,17 @@ def fit_bytes(msgs: list[MessageRecord], max_bytes: int, newest: bool = False) -
     return (kept[::-1] if newest else kept), len(kept) < len(msgs)
 
 
+def iso_seconds(ts: str) -> float:
+    """A stored timestamp (storage.base.utc_now_iso) as unix time."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
 # What an inbox page reads from storage: skip (ids in flight) -> (messages, more beyond them).
 PeekPage = Callable[[frozenset[int]], Awaitable[tuple[list[MessageRecord], bool]]]
 
 
 class Delivery:
-    def __init__(self, config: MainConfig, storage: Storage, hub: Hub, notify: Notify) -> None:
+    def __init__(self, config: MainConfig, storage: Storage, hub: Hub, notify: Notify, trace: Trace) -> None:
         self.config = config
         self.storage = storage
         self.hub = hub
@@ -69,22 +94,32 @@ class Delivery:
         self._repusher: asyncio.Task[None] | None = None
         self._direct_calls = itertools.count(1)
         self.ledger = Ledger()
+        self.trace = trace
+        self._realms: dict[str, str] = {}  # channel id -> its realm, for the trace
         hub.tracker = self
 
     # ---- what the hub tells (hub.Tracker) ----------------------------------------------------
 
-    def channel_opened(self, channel_id: str) -> None:
+    def channel_opened(self, channel_id: str, realm: str) -> None:
         self.ledger.open(channel_id)
+        self._realms[channel_id] = realm
 
     def channel_closed(self, channel_id: str) -> None:
         """What the channel never wrote goes back to undelivered."""
-        self._on_outcome(self.ledger.close(channel_id))
+        self._on_outcome(self.ledger.close(channel_id), self._realms.pop(channel_id, ""), LINK_CLOSED)
 
     def session_left(self, channel_id: str, session_id: int) -> None:
-        self._on_outcome(self.ledger.session_closed(channel_id, session_id))
+        # A closing channel detaches its sessions first (it has left hub.channels by then).
+        why = SESSION_LEFT if channel_id in self.hub.channels else LINK_CLOSED
+        self._on_outcome(self.ledger.session_closed(channel_id, session_id), self._realms.get(channel_id, ""), why)
 
     def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
-        return self.ledger.record(channel_id, targets, entries)
+        seq = self.ledger.record(channel_id, targets, entries)
+        if entries:
+            pairs, realm = tuple(targets.items()), self._realms.get(channel_id, "")
+            for msg in next(iter(entries.values())):  # one message's (see hub.Tracker.record)
+                self.trace.note(msg, PUSHED, entries.keys(), realm, pairs)
+        return seq
 
     def backlog(self, channel_id: str) -> int:
         return self.ledger.pending(channel_id)
@@ -171,12 +206,39 @@ class Delivery:
             if channel is None:  # the link closed while storage answered
                 raise Unavailable(RELINKING)
             seq = ledger.record(channel.id, {sid: user}, {user: ids} if ids else {})
+            for msg in ids:
+                self.trace.note(msg, PUSHED, (user,), channel.realm, ((sid, user),), "an inbox page")
             return Page(page, more or cut, seq, channel.id)
         link = f"call-{next(self._direct_calls)}"
         ledger.open(link)
-        self._on_outcome(ledger.written(link, ledger.record(link, {sid: user}, {user: ids}), sid))
+        done = ledger.written(link, ledger.record(link, {sid: user}, {user: ids}), sid)
+        self.trace.note_entries(done.delivered, WRITTEN, sessions=((sid, user),), why="an inbox page answered directly")
+        self._on_outcome(done)
         ledger.close(link)
         return Page(page, more or cut)
+
+    # ---- traces --------------------------------------------------------------------------------
+
+    async def trace_of(self, caller: Caller | None, msg_id: int) -> list[Hop]:
+        """The hops of message msg_id: for its sender, every recipient's (without their realms or
+        sessions); for a recipient, their own; for an operator (caller None), all of them."""
+        if caller is None:
+            found = await self.storage.get_messages([msg_id])
+            if not found:
+                raise NotFound(f"no message {msg_id}")
+            m = found[0]
+        else:
+            m = await self.storage.message_for(caller.session.user_key, msg_id)
+        hops = self.trace.hops(msg_id)
+        now = self.trace.clock()
+        for user in await self.storage.waiting_for(msg_id, WAITING_LISTED):
+            hops.append(Hop(now, INBOX, (user,), why=waiting_why(hops, user)))
+        sender = name_key(m.sender)
+        stored = Hop(iso_seconds(m.ts), STORED, (sender,))
+        if caller is None:
+            return [stored, *hops]
+        me = caller.session.user_key
+        return [stored, *(as_sender(hops, me) if me == sender else seen_by(hops, me))]
 
     # ---- acks and what they decide -------------------------------------------------------------
 
@@ -188,19 +250,27 @@ class Delivery:
         """A realm's report on its link's deliveries (see main_server/ledger.py); elsewhere:
         entries written on a link of that realm that has closed since. False: the link is
         closed, and what it carried went back to undelivered already."""
-        ledger = self.ledger
+        ledger, trace = self.ledger, self.trace
         if elsewhere:
-            self._on_outcome(ledger.written_elsewhere(elsewhere))
+            out = ledger.written_elsewhere(elsewhere)
+            trace.note_entries(out.delivered, WRITTEN, why="written from a link that has closed since")
+            self._on_outcome(out)
         if link_id not in self.hub.channels:
             return False
+        realm = self._realms.get(link_id, "")
         out = Outcome()
         for seq in written_all:
-            out.add(ledger.written_all(link_id, seq))
+            done = ledger.written_all(link_id, seq)
+            trace.note_entries(done.delivered, WRITTEN, realm)
+            out.add(done)
         for seq, sid in written:
-            out.add(ledger.written(link_id, seq, sid))
+            done = ledger.written(link_id, seq, sid)
+            if done.delivered:
+                trace.note_entries(done.delivered, WRITTEN, realm, ((sid, done.delivered[0][0]),))
+            out.add(done)
         for seq, sid in dropped:
             out.add(ledger.dropped(link_id, seq, sid))
-        self._on_outcome(out)
+        self._on_outcome(out, realm, NOT_WRITTEN)
         return True
 
     def handed_over(self, channel: Channel, seq: int, session_ids: Iterable[int]) -> None:
@@ -208,11 +278,16 @@ class Delivery:
         out = Outcome()
         for sid in session_ids:
             out.add(self.ledger.written(channel.id, seq, sid))
+        self.trace.note_entries(out.delivered, WRITTEN, channel.realm, why="handed to a subscriber")
         self._on_outcome(out)
 
-    def _on_outcome(self, out: Outcome) -> None:
+    def _on_outcome(self, out: Outcome, realm: str = "", why: str = "") -> None:
+        """Acts on what the ledger decided; why: what ended the deliveries that returned entries."""
         if not out:
             return
+        if out.returned:
+            self.trace.note_entries(out.returned, DROPPED, realm, why=why or NOT_WRITTEN)
+            self.trace.note_entries(out.returned, RETURNED)
         if out.delivered:
             self._delivered.extend(out.delivered)
             if self._flusher is None or self._flusher.done():
@@ -228,6 +303,7 @@ class Delivery:
             pairs, self._delivered = self._delivered, []
             try:
                 await self.storage.mark_delivered(pairs)
+                self.trace.note_entries(pairs, DELIVERED)
             except Exception:
                 # They stay undelivered: inbox or the next resume brings them (at least once).
                 log.exception("marking %d deliveries failed", len(pairs))

@@ -268,6 +268,10 @@ class Storage(ABC):
         left undelivered (a push marks them)."""
 
     @abstractmethod
+    async def waiting_for(self, msg_id: int, limit: int) -> list[str]:
+        """The user keys that still have message msg_id undelivered (sorted, at most limit)."""
+
+    @abstractmethod
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         """The messages with these ids (another replica stored them and asks us to push)."""
 

@@ -877,6 +877,14 @@ class PostgresStorage(Storage):
 
         return await self._auto(op)
 
+    async def waiting_for(self, msg_id: int, limit: int) -> list[str]:
+        async def op(c: asyncpg.Connection) -> list[str]:
+            rows = await c.fetch("SELECT user_key FROM undelivered WHERE msg_id=$1 ORDER BY user_key LIMIT $2",
+                                 msg_id, limit)
+            return [r["user_key"] for r in rows]
+
+        return await self._auto(op)
+
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         async def op(c: asyncpg.Connection) -> list[MessageRecord]:
             rows = await c.fetch(f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id", wanted)

@@ -743,6 +743,11 @@ class SQLiteStorage(Storage):
 
         return await self._do(op)
 
+    async def waiting_for(self, msg_id: int, limit: int) -> list[str]:
+        # On the read connection: a trace never holds up the writer.
+        return await self._read(lambda c: [r[0] for r in c.execute(
+            "SELECT user_key FROM undelivered WHERE msg_id=? ORDER BY user_key LIMIT ?", (msg_id, limit))])
+
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         def op(c: sqlite3.Connection) -> list[MessageRecord]:
             marks = ",".join("?" * len(ids))
