@@ -39,7 +39,7 @@ class Edited:
     text: str
     edited: str
     mention: bool
-    sender: str = ""  # private: the conversation's two parties
+    sender: str = ""  # the author (in a group too); private: with `to`, the two parties
     to: str = ""
     group: str = ""
 

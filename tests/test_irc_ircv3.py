@@ -200,6 +200,29 @@ async def test_text_user_life_events_reach_irc_with_and_without_tags(stack: Stac
     await plain.close()
 
 
+async def test_group_edit_shows_from_its_author(stack: Stack, uname: Names) -> None:
+    """A channel message edited by its author on another realm comes to IRC from the author's
+    nick (main's edited event names the author in a group too), and to a text member with `from`."""
+    nick, author, other, g = uname("ge"), uname("gea"), uname("geo"), uname("gedit")
+    t = await text_user(stack, author)
+    o = await text_user(stack, other, realm="alpha")
+    await t.ok(f"creategroup {g}")
+    await o.ok(f"joingroup {g}")
+    c = await irc_user(stack, nick)
+    await c.send(f"JOIN #{g}")
+    await c.until("366")
+    sent = await t.ok(f"sendgroup {g} frist")
+    await until_tagged(c, "PRIVMSG", "msgid")
+    await t.ok(f"edit {sent['id']} first")
+    ed = await until_tagged(c, "PRIVMSG", "+draft/edit")
+    assert ed.tags["+draft/edit"] == str(sent["id"]) and ed.params == [f"#{g}", "first"], ed.raw
+    assert ed.source == f"{author}!{author}@realmchat", ed.raw
+    ev = await next_event(o, "edited")
+    assert ev["id"] == sent["id"] and ev["from"] == author and ev["group"] == g, ev
+    for x in (c, t, o):
+        await x.close()
+
+
 @pytest.mark.parametrize("line,code", [
     ("REDACT", "461"),
     ("REDACT #nochan", "461"),

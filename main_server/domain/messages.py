@@ -131,9 +131,11 @@ class Messages:
         change = await self.storage.edit_message(caller.user, msg_id, text, mentions_in(text))
         m = change.message
         named = set(change.mentioned)
+        # An edit names its author in a group too (only the author edits): IRC shows it from them.
+        where = {**_where(m), "sender": m.sender}
         for users, flag in (([u for u in change.audience if u not in named], False),
                             ([u for u in change.audience if u in named], True)):
-            self.notify.send(users, events.Edited(m.id, m.text, m.edited, flag, **_where(m)), caller.session.id)
+            self.notify.send(users, events.Edited(m.id, m.text, m.edited, flag, **where), caller.session.id)
         return change
 
     async def delete(self, caller: Caller, msg_id: int) -> MessageChange:
