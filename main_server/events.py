@@ -85,6 +85,27 @@ class Topic:
     group: str
     topic: str
     by: str
+    at: str = ""  # when it was set (ISO-8601 UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMode:
+    """A group was made public or private."""
+
+    group: str
+    mode: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    """A group's join key was set or cleared: `key` is the key itself for its owner and admins
+    (they may set it anyway), "" for every other member."""
+
+    group: str
+    has_key: bool
+    by: str
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +145,7 @@ class Seen:
 
 
 Event = (PrivateMessage | GroupMessage | FileOffered | Edited | Deleted | Reaction | Member | Invited | Topic
-         | GroupDeleted | Presence | Typing | Read | Seen)
+         | GroupMode | GroupKey | GroupDeleted | Presence | Typing | Read | Seen)
 
 # ---- what replicas tell each other (main_server/cluster.py carries them) ----------------------
 
@@ -179,7 +200,8 @@ Notice = MessageStored | FileStored | Broadcast | LoggedOut | StatusChanged
 
 # What travels by value; messages and files themselves travel by id (MessageStored, FileStored).
 _BY_NAME: dict[str, type[Any]] = {c.__name__: c for c in (
-    Edited, Deleted, Reaction, Member, Invited, Topic, GroupDeleted, Presence, Typing, Read, Seen,
+    Edited, Deleted, Reaction, Member, Invited, Topic, GroupMode, GroupKey, GroupDeleted, Presence, Typing, Read,
+    Seen,
     MessageStored, FileStored, Broadcast, LoggedOut, StatusChanged)}
 
 

@@ -59,6 +59,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_mode_change(mode: str) -> str:
+    """The mode a group is switched to: said, never defaulted."""
+    if not mode:
+        raise InvalidArgument("a group is made 'public' or 'private': say which")
+    return check_mode(mode)
+
+
 def check_role(role: str) -> str:
     if role.lower() not in ASSIGNABLE_ROLES:
         raise InvalidArgument(f"the role is 'admin' or 'member', not {role[:20]!r} (the owner is the creator)")

@@ -357,11 +357,16 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def Topic(self, request: pb.TopicRequest, caller: Caller, identity: Identity) -> pb.TopicResponse:
         g = await self.groups.topic(caller, request.group, request.topic if request.set else None)
-        return pb.TopicResponse(group=g.name, topic=g.topic)
+        return wire.topic_pb(g)
 
     @unary()
     async def GroupKey(self, request: pb.GroupKeyRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
         g = await self.groups.set_group_key(caller, request.group, request.key)
+        return pb.GroupResponse(group=g.name, mode=g.mode)
+
+    @unary()
+    async def GroupMode(self, request: pb.GroupModeRequest, caller: Caller, identity: Identity) -> pb.GroupResponse:
+        g = await self.groups.set_group_mode(caller, request.group, request.mode)
         return pb.GroupResponse(group=g.name, mode=g.mode)
 
     @unary()

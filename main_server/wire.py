@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 from realmchat.pb import chat_pb2 as pb
 
 from . import events as ev
-from .storage.base import ConversationRecord, FileRecord, GroupInfo, MessageRecord, RoomChange, RoomInfo
+from .storage.base import (
+    ConversationRecord,
+    FileRecord,
+    GroupInfo,
+    GroupRecord,
+    MessageRecord,
+    RoomChange,
+    RoomInfo,
+)
 from .trace import Hop
 
 if TYPE_CHECKING:  # the hub imports this module, and the desks import the hub
@@ -51,6 +59,7 @@ _PAYLOAD: dict[type[Any], tuple[str, Callable[[Any], Any]]] = {
         (ev.Edited, "edited", pb.EditedEvent), (ev.Deleted, "deleted", pb.DeletedEvent),
         (ev.Reaction, "reaction", pb.ReactionEvent), (ev.Member, "member", pb.MemberEvent),
         (ev.Invited, "invited", pb.InvitedEvent), (ev.Topic, "topic", pb.TopicEvent),
+        (ev.GroupMode, "group_mode", pb.GroupModeEvent), (ev.GroupKey, "group_key", pb.GroupKeyEvent),
         (ev.GroupDeleted, "group_deleted", pb.GroupDeletedEvent), (ev.Presence, "presence", pb.PresenceEvent),
         (ev.Typing, "typing", pb.TypingEvent), (ev.Read, "read", pb.ReadEvent), (ev.Seen, "seen", pb.SeenEvent))},
 }
@@ -116,6 +125,12 @@ def conversations_pb(convs: list[ConversationRecord]) -> pb.ConversationsRespons
             conv.last.CopyFrom(message_pb(c.last))
         out.append(conv)
     return pb.ConversationsResponse(conversations=out)
+
+
+def topic_pb(g: GroupRecord) -> pb.TopicResponse:
+    """A group's topic with who set it and when, and its settings as any reader may see them."""
+    return pb.TopicResponse(group=g.name, topic=g.topic, topic_by=g.topic_by, topic_at=g.topic_at, mode=g.mode,
+                            has_key=g.has_key, created=g.created)
 
 
 def member_pb(change: RoomChange) -> pb.MemberResponse:

@@ -144,7 +144,7 @@ class Groups:
         if text is None:
             return await self.storage.room(gkey, caller.session.user_key)
         change = await self.storage.set_topic(gkey, caller.user, rooms.check_text(text, "topic", rooms.TOPIC_MAX_BYTES))
-        e = events.Topic(change.group.name, change.group.topic, caller.session.user_name)
+        e = events.Topic(change.group.name, change.group.topic, caller.session.user_name, change.group.topic_at)
         self.notify.send(change.members, e, caller.session.id)
         return change.group
 
@@ -160,7 +160,20 @@ class Groups:
             role = next((m.role for m in members if m.key == caller.session.user_key), "")
             rooms.check_moderator(g, rooms.Standing(role), "set the key")
             key_hash = await self.hasher.hash(key)
-        return (await self.storage.set_group_key(gkey, caller.user, key_hash)).group
+        change = await self.storage.set_group_key(gkey, caller.user, key_hash)
+        # The key itself only to those who may set it; the other members learn that there is one.
+        name, by, moderators = change.group.name, caller.session.user_name, set(change.moderators)
+        self.notify.send(moderators, events.GroupKey(name, bool(key_hash), by, key), caller.session.id)
+        self.notify.send([k for k in change.members if k not in moderators], events.GroupKey(name, bool(key_hash), by),
+                         caller.session.id)
+        return change.group
+
+    async def set_group_mode(self, caller: Caller, group: str, mode: str) -> GroupRecord:
+        change = await self.storage.set_group_mode(group_key(group), caller.user, rooms.check_mode_change(mode))
+        if change.changed:
+            e = events.GroupMode(change.group.name, change.group.mode, caller.session.user_name)
+            self.notify.send(change.members, e, caller.session.id)
+        return change.group
 
     async def delete_group(self, caller: Caller, group: str) -> GroupRecord:
         change = await self.storage.delete_group(group_key(group), caller.user)

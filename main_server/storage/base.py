@@ -75,6 +75,13 @@ class GroupRecord:
     mode: str = "public"  # "public" or "private"
     topic: str = ""
     key_hash: str = field(default="", repr=False)  # the join key's password hash; "" = no key
+    created: str = ""   # ISO-8601 UTC
+    topic_by: str = ""  # who set the topic last, and when ("": not known, e.g. set before it was kept)
+    topic_at: str = ""
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.key_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,7 @@ class RoomChange:
     members: list[str] = field(default_factory=list)
     changed: bool = True
     unreferenced: list[str] = field(default_factory=list)  # sha256 of stored files nothing refers to now
+    moderators: list[str] = field(default_factory=list)  # set_group_key: the owner's and admins' keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +363,13 @@ class Storage(ABC):
     async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange: ...
 
     @abstractmethod
-    async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange: ...
+    async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange:
+        """`moderators` of the change: the owner and admins (they may be told the key)."""
+
+    @abstractmethod
+    async def set_group_mode(self, key: str, actor: User, mode: str) -> RoomChange:
+        """Public or private (owner/admin); changed=False when it already was. Made private, the
+        members keep the history they could read: their join points go back to the start."""
 
     @abstractmethod
     async def delete_group(self, key: str, actor: User) -> RoomChange:

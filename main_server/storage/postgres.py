@@ -53,6 +53,7 @@ from .base import (
     Stored,
     User,
     Waiting,
+    utc_now_iso,
 )
 from .searchtext import CJK_CLASS, Term
 from .searchtext import terms as search_terms
@@ -365,6 +366,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_search2 ON messages
         USING gin (realmchat_search_doc2(text, sender_key, to_key, group_key)) WHERE NOT deleted;
     DROP INDEX messages_search;
+    """,    # Who set a group's topic, and when (see the SQLite engine's MIGRATIONS[8]).
+    """
+    ALTER TABLE groups ADD COLUMN topic_by TEXT NOT NULL DEFAULT '',
+        ADD COLUMN topic_at TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -460,9 +465,9 @@ DELETE FROM undelivered WHERE ctid = ANY(ARRAY(
 # The group and its owner's membership together; no row when the key is taken.
 _CREATE_GROUP = """
 WITH g AS (INSERT INTO groups(key, name, owner_key, mode) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
-           RETURNING key),
+           RETURNING key, created),
 m AS (INSERT INTO members(group_key, user_key, role) SELECT key, $3, 'owner' FROM g)
-SELECT count(*) FROM g"""
+SELECT created FROM g"""
 
 # A page of an inbox. Ids in $4 are in flight right now: left out. limit + 1 rows are looked at
 # to tell whether more are waiting; every output row carries it.
@@ -1009,9 +1014,10 @@ class PostgresStorage(Storage):
             if await c.fetchval("SELECT 1 FROM users WHERE key=$1", key):
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
             await roomops.drive_async(roomops.room_for_one_more(owner.key, most), c)
-            if not await c.fetchval(_CREATE_GROUP, key, name, owner.key, mode):
+            created = await c.fetchval(_CREATE_GROUP, key, name, owner.key, mode)
+            if created is None:
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it")
-            return GroupRecord(key, name, mode)
+            return GroupRecord(key, name, mode, created=roomops.stamp(created))
 
         return await self._tx(op, begin=_name_lock(key))
 
@@ -1068,11 +1074,15 @@ class PostgresStorage(Storage):
 
     async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange:
         _no_nul(key, topic)
-        return await self._room(key, roomops.set_topic(key, actor, topic))
+        return await self._room(key, roomops.set_topic(key, actor, topic, utc_now_iso()))
 
     async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange:
         _no_nul(key, key_hash)
         return await self._room(key, roomops.set_group_key(key, actor, key_hash))
+
+    async def set_group_mode(self, key: str, actor: User, mode: str) -> RoomChange:
+        _no_nul(key)
+        return await self._room(key, roomops.set_group_mode(key, actor, mode))
 
     async def delete_group(self, key: str, actor: User) -> RoomChange:
         _no_nul(key)

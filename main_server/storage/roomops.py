@@ -12,6 +12,7 @@ main_server/rooms.py with a standing read in the same transaction.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import itertools
 import re
@@ -118,11 +119,21 @@ async def drive_async(op: Op[T], conn: Any) -> T:
 # ---- reads every operation uses -------------------------------------------------------------
 
 
+def stamp(value: str | datetime.datetime) -> str:
+    """A time as base.utc_now_iso() writes it: SQLite keeps that text, PostgreSQL a timestamptz."""
+    if isinstance(value, datetime.datetime):
+        t = value.astimezone(datetime.UTC)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return value
+
+
 def group(key: str) -> Op[GroupRecord]:
-    g = yield ("one", "SELECT key, name, mode, topic, key_hash FROM groups WHERE key=?", (key,))
+    g = yield ("one", "SELECT key, name, mode, topic, key_hash, created, topic_by, topic_at FROM groups WHERE key=?",
+               (key,))
     if g is None:
         raise NotFound(f"no group {key!r}: check the name or create it with creategroup", reason=NO_GROUP)
-    return GroupRecord(g["key"], g["name"], g["mode"], g["topic"], g["key_hash"])
+    return GroupRecord(g["key"], g["name"], g["mode"], g["topic"], g["key_hash"], stamp(g["created"]),
+                       g["topic_by"], g["topic_at"])
 
 
 def standing(group_key: str, user_key: str) -> Op[Standing]:
@@ -258,13 +269,20 @@ def set_role(key: str, actor: User, target_key: str, role: str) -> Op[RoomChange
     return RoomChange(g, target.name, target.key, role, (yield from member_keys(key)), changed=ts.role != role)
 
 
-def set_topic(key: str, actor: User, topic: str) -> Op[RoomChange]:
+def set_topic(key: str, actor: User, topic: str, now: str) -> Op[RoomChange]:
+    """now: when it is set (ISO-8601 UTC), kept with who set it."""
     g = yield from group(key)
     me = yield from standing(key, actor.key)
     rooms.check_moderator(g, me, "set the topic")
-    yield ("exec", "UPDATE groups SET topic=? WHERE key=?", (topic, key))
-    g = GroupRecord(g.key, g.name, g.mode, topic, g.key_hash)
+    yield ("exec", "UPDATE groups SET topic=?, topic_by=?, topic_at=? WHERE key=?", (topic, actor.name, now, key))
+    g = dataclasses.replace(g, topic=topic, topic_by=actor.name, topic_at=now)
     return RoomChange(g, actor.name, actor.key, me.role, (yield from member_keys(key)))
+
+
+def moderator_keys(group_key: str) -> Op[list[str]]:
+    rows = yield ("all", "SELECT user_key FROM members WHERE group_key=? AND role IN (?, ?)",
+                  (group_key, rooms.OWNER, rooms.ADMIN))
+    return sorted(r[0] for r in rows)
 
 
 def set_group_key(key: str, actor: User, key_hash: str) -> Op[RoomChange]:
@@ -272,7 +290,23 @@ def set_group_key(key: str, actor: User, key_hash: str) -> Op[RoomChange]:
     me = yield from standing(key, actor.key)
     rooms.check_moderator(g, me, "set the key")
     yield ("exec", "UPDATE groups SET key_hash=? WHERE key=?", (key_hash, key))
-    return RoomChange(GroupRecord(g.key, g.name, g.mode, g.topic, key_hash), actor.name, actor.key, me.role)
+    return RoomChange(dataclasses.replace(g, key_hash=key_hash), actor.name, actor.key, me.role,
+                      (yield from member_keys(key)), moderators=(yield from moderator_keys(key)))
+
+
+def set_group_mode(key: str, actor: User, mode: str) -> Op[RoomChange]:
+    g = yield from group(key)
+    me = yield from standing(key, actor.key)
+    rooms.check_moderator(g, me, "make it public or private")
+    if g.mode == mode:
+        return RoomChange(g, actor.name, actor.key, me.role, changed=False)
+    yield ("exec", "UPDATE groups SET mode=? WHERE key=?", (mode, key))
+    if mode == rooms.PRIVATE:
+        # Members of a group made private keep what they could read: private history starts
+        # at each member's join point, so theirs goes back to the start.
+        yield ("exec", "UPDATE members SET joined_at_id = 0 WHERE group_key=?", (key,))
+    return RoomChange(dataclasses.replace(g, mode=mode), actor.name, actor.key, me.role,
+                      (yield from member_keys(key)))
 
 
 def delete_group(key: str, actor: User) -> Op[RoomChange]:

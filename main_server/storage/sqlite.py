@@ -312,6 +312,10 @@ MIGRATIONS: list[str] = [
             realmchat_search_text(old.text), CASE WHEN old.group_key = ''
             THEN 'u' || hex(old.sender_key) || ' u' || hex(old.to_key) ELSE 'g' || hex(old.group_key) END);
     END;
+    """,    # Who set a group's topic, and when; groups whose topic was set before: not known ('').
+    """
+    ALTER TABLE groups ADD COLUMN topic_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE groups ADD COLUMN topic_at TEXT NOT NULL DEFAULT '';
     """,
 ]
 # Run before every commit (and once at start, for rows written while main was down): indexes
@@ -831,13 +835,14 @@ class SQLiteStorage(Storage):
             if c.execute("SELECT 1 FROM users WHERE key=?", (key,)).fetchone():
                 raise AlreadyExists(f"{name!r} is the name of a user: pick another group name")
             roomops.drive_sync(roomops.room_for_one_more(owner.key, most), c)
+            created = utc_now_iso()
             try:
                 c.execute("INSERT INTO groups(key, name, owner_key, created, mode) VALUES (?,?,?,?,?)",
-                          (key, name, owner.key, utc_now_iso(), mode))
+                          (key, name, owner.key, created, mode))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"group {name!r} already exists: joingroup to join it") from None
             c.execute("INSERT INTO members(group_key, user_key, role) VALUES (?,?,?)", (key, owner.key, "owner"))
-            return GroupRecord(key, name, mode)
+            return GroupRecord(key, name, mode, created=created)
 
         return await self._do(op)
 
@@ -882,10 +887,13 @@ class SQLiteStorage(Storage):
         return await self._room(roomops.set_role(key, actor, target_key, role))
 
     async def set_topic(self, key: str, actor: User, topic: str) -> RoomChange:
-        return await self._room(roomops.set_topic(key, actor, topic))
+        return await self._room(roomops.set_topic(key, actor, topic, utc_now_iso()))
 
     async def set_group_key(self, key: str, actor: User, key_hash: str) -> RoomChange:
         return await self._room(roomops.set_group_key(key, actor, key_hash))
+
+    async def set_group_mode(self, key: str, actor: User, mode: str) -> RoomChange:
+        return await self._room(roomops.set_group_mode(key, actor, mode))
 
     async def delete_group(self, key: str, actor: User) -> RoomChange:
         return await self._room(roomops.delete_group(key, actor))
