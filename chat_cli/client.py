@@ -49,6 +49,7 @@ from .models import (
     SearchHit,
     Sent,
     Session,
+    TopicInfo,
     TraceHop,
     Uploaded,
     Waiting,
@@ -410,6 +411,11 @@ class ChatClient:
         """The topic of `group` (empty if none)."""
         return str((await self._send("topic", group)).get("topic", "") or "")
 
+    async def topic_info(self, group: str) -> TopicInfo:
+        """The topic of `group` with who set it and when, and the group's mode, whether it has
+        a key and when it was created."""
+        return TopicInfo.from_wire(await self._send("topic", group))
+
     async def set_topic(self, group: str, text: str) -> str:
         """Sets the topic (owner/admin only; one line); returns it as stored. Every member gets
         a TopicEvent. (The text "-" alone clears it, as clear_topic does.)"""
@@ -426,6 +432,12 @@ class ChatClient:
     async def clear_group_key(self, group: str) -> str:
         """Removes the group's key (owner/admin)."""
         return str((await self._send("groupkey", group, CLEAR)).get("group", group))
+
+    async def set_group_mode(self, group: str, mode: str) -> str:
+        """Makes the group "public" or "private" (owner/admin); returns the mode now. Members
+        stay; the others get a GroupModeEvent. Private: it leaves other users' listgroups and
+        takes an invitation or its key to join; public: anyone may join."""
+        return str((await self._send("groupmode", group, mode)).get("mode", mode))
 
     async def delete_group(self, group: str) -> str:
         """Deletes the group for everyone (owner only); members get a GroupDeletedEvent."""

@@ -467,6 +467,30 @@ class GroupListing:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """What `topic GROUP` answers: the topic, who set it and when ("" when the server does not
+    know), and the group's mode, whether it has a key and when it was created."""
+
+    group: str
+    topic: str
+    by: str = ""
+    at: str = ""
+    mode: str = ""
+    has_key: bool = False
+    created: str = ""
+
+    @property
+    def set_when(self) -> datetime | None:
+        return parse_ts(self.at)
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> TopicInfo:
+        return cls(group=_str(obj, "group"), topic=_str(obj, "topic"), by=_str(obj, "topic_by"),
+                   at=_str(obj, "topic_at"), mode=_str(obj, "mode"), has_key=obj.get("has_key") is True,
+                   created=_str(obj, "created"))
+
+
+@dataclass(frozen=True, slots=True)
 class Moderated:
     """The OK of invite, kick, ban, unban and role: who was acted on (and their role for role)."""
 
@@ -658,12 +682,39 @@ class MemberEvent:
 
 @dataclass(frozen=True, slots=True)
 class TopicEvent:
-    """The topic of `group` was set by `by` (empty: cleared)."""
+    """The topic of `group` was set by `by` (empty: cleared), `at` (ISO-8601 UTC)."""
 
     group: str
     topic: str
     by: str = ""
+    at: str = ""
     kind: str = "topic"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupModeEvent:
+    """`by` made `group` "public" or "private"."""
+
+    group: str
+    mode: str
+    by: str = ""
+    kind: str = "groupmode"
+
+    @property
+    def private(self) -> bool:
+        return self.mode == Mode.PRIVATE
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKeyEvent:
+    """`by` set (`has_key`) or cleared the key of `group`; `key` is the key itself, sent only
+    to the group's owner and admins ("" for everyone else)."""
+
+    group: str
+    has_key: bool
+    by: str = ""
+    key: str = ""
+    kind: str = "groupkey"
 
 
 @dataclass(frozen=True, slots=True)
@@ -790,6 +841,7 @@ def apply_change(msg: Message, ev: MessageChange) -> Message:
 
 
 Event = (MessageEvent | FileEvent | SessionEvent | ConnectionEvent | MemberEvent | TopicEvent | GroupDeletedEvent
+         | GroupModeEvent | GroupKeyEvent
          | InvitedEvent | ReadEvent | SeenEvent | PresenceEvent | TypingEvent | EditedEvent | DeletedEvent
          | ReactionEvent | OtherEvent)
 
@@ -804,7 +856,12 @@ def event_from_wire(obj: dict[str, Any]) -> Event:
     if kind == "member":
         return MemberEvent.from_wire(obj)
     if kind == "topic":
-        return TopicEvent(group=_str(obj, "group"), topic=_str(obj, "topic"), by=_str(obj, "by"))
+        return TopicEvent(group=_str(obj, "group"), topic=_str(obj, "topic"), by=_str(obj, "by"), at=_str(obj, "at"))
+    if kind == "groupmode":
+        return GroupModeEvent(group=_str(obj, "group"), mode=_str(obj, "mode"), by=_str(obj, "by"))
+    if kind == "groupkey":
+        return GroupKeyEvent(group=_str(obj, "group"), has_key=obj.get("has_key") is True, by=_str(obj, "by"),
+                             key=_str(obj, "key"))
     if kind == "groupdeleted":
         return GroupDeletedEvent(group=_str(obj, "group"), by=_str(obj, "by"))
     if kind == "invited":

@@ -29,7 +29,9 @@ from .models import (
     FileInfo,
     GroupDeletedEvent,
     GroupInfo,
+    GroupKeyEvent,
     GroupListing,
+    GroupModeEvent,
     InvitedEvent,
     Member,
     MemberEvent,
@@ -373,6 +375,16 @@ def fmt_notice(ev: Event, me: str | None, *, realm: str = "", reconnect: bool = 
         who = "you" if _is(ev.by, me) else sanitize(ev.by or "someone")
         return (f"* [#{sanitize(ev.group)}] {who} set the topic: {sanitize(ev.topic)}" if ev.topic
                 else f"* [#{sanitize(ev.group)}] {who} cleared the topic")
+    if isinstance(ev, GroupModeEvent):
+        who = "you" if _is(ev.by, me) else sanitize(ev.by or "someone")
+        return (f"* [#{sanitize(ev.group)}] {who} made the group private: its members stay, others need an invitation"
+                if ev.private else f"* [#{sanitize(ev.group)}] {who} made the group public: anyone may join")
+    if isinstance(ev, GroupKeyEvent):
+        who = "you" if _is(ev.by, me) else sanitize(ev.by or "someone")
+        if not ev.has_key:
+            return f"* [#{sanitize(ev.group)}] {who} removed the group's key"
+        key = f": {sanitize(ev.key)}" if ev.key else ""
+        return f"* [#{sanitize(ev.group)}] {who} set a key to join the group{key}"
     if isinstance(ev, GroupDeletedEvent):
         return f"* #{sanitize(ev.group)} was deleted by {sanitize(ev.by or 'its owner')}"
     if isinstance(ev, InvitedEvent):

@@ -800,8 +800,14 @@ class Terminal:
             topic = await self.client.set_topic(a[0], a[1])
             self.say(f"topic of #{sanitize(a[0])} set: {sanitize(topic)}")
             return
-        topic = await self.client.topic(a[0])
-        self.say(f"topic of #{sanitize(a[0])}: {sanitize(topic)}" if topic else f"#{sanitize(a[0])} has no topic")
+        info = await self.client.topic_info(a[0])
+        if not info.topic:
+            self.say(f"#{sanitize(a[0])} has no topic")
+            return
+        when = info.set_when
+        on = when.strftime(" on %Y-%m-%d %H:%M UTC") if when else ""
+        by = f" (set by {sanitize(info.by)}{on})" if info.by else ""
+        self.say(f"topic of #{sanitize(a[0])}: {sanitize(info.topic)}{by}")
 
     async def _groupkey(self, a: tuple[str, ...]) -> None:
         if a[1] == "-":
@@ -810,6 +816,13 @@ class Terminal:
         else:
             await self.client.set_group_key(a[0], a[1])
             self.say(f"key of #{sanitize(a[0])} set: others join with 'joingroup {sanitize(a[0])} KEY'")
+
+    async def _groupmode(self, a: tuple[str, ...]) -> None:
+        mode = await self.client.set_group_mode(a[0], a[1])
+        if mode == "private":
+            self.say(f"#{sanitize(a[0])} is private now: its members stay; others need an invitation or its key")
+        else:
+            self.say(f"#{sanitize(a[0])} is public now: anyone may join")
 
     async def _deletegroup(self, a: tuple[str, ...]) -> None:
         g = await self.client.delete_group(a[0])

@@ -143,6 +143,13 @@ def key_or_clear(value: object) -> str:
     return "-" if value is CLEAR else group_key(value)  # type: ignore[arg-type]
 
 
+def group_mode(value: str) -> str:
+    value = str(value).lower()
+    if value not in ("public", "private"):
+        raise InvalidArgument(f"a group is made public or private, not {value[:20]!r}")
+    return value
+
+
 def topic_text(value: str | None) -> str | None:
     """No value: ask for the topic; "-": clear it; else the new topic (one line)."""
     if value is None or value == "-":
@@ -411,9 +418,12 @@ VERBS: tuple[Verb, ...] = (
     _verb("members", "members", (GROUP,), "members GROUP", "members of a group: role, online, realm", 1, 1),
     _verb("topic", "topic", (GROUP, topic_text), "topic GROUP [TEXT]",
           "show the topic, or set it (owner/admin; - clears it)", 1, 2, rest_at=1,
-          methods=("set_topic", "clear_topic")),
+          methods=("topic_info", "set_topic", "clear_topic")),
     _verb("groupkey", "set_group_key", (GROUP, key_or_clear), "groupkey GROUP KEY|-",
           "set the key to join a group, - clears it (owner/admin)", 2, 2, methods=("clear_group_key",)),
+    _verb("groupmode", "set_group_mode", (GROUP, group_mode), "groupmode GROUP public|private",
+          "make a group public or private; its members stay (owner/admin)", 2, 2,
+          parse=_one_of(1, "public", "private")),
     _verb("deletegroup", "delete_group", (GROUP,), "deletegroup GROUP", "delete a group for everyone (owner)", 1, 1),
     _verb("listgroups", "list_groups", (pattern,), "listgroups [PATTERN]",
           "public groups (and private ones you are in)", 0, 1),

@@ -319,12 +319,18 @@ class Commands:
         else:
             request = pb.TopicRequest(group=cmd.args[0])
         r = await self.up.call("Topic", request, s.token)
-        return tp.ok(group=r.group, topic=r.topic)
+        # Who set the topic and when: absent when main does not know (set before it kept them).
+        who = {"topic_by": r.topic_by, "topic_at": r.topic_at} if r.topic_by else {}
+        return tp.ok(group=r.group, topic=r.topic, **who, mode=r.mode, has_key=r.has_key, created=r.created)
 
     async def cmd_groupkey(self, s: Session, cmd: Command) -> bytes:
         key = "" if cmd.args[1] == "-" else cmd.args[1]
         r = await self.up.call("GroupKey", pb.GroupKeyRequest(group=cmd.args[0], key=key), s.token)
         return tp.ok(group=r.group)
+
+    async def cmd_groupmode(self, s: Session, cmd: Command) -> bytes:
+        r = await self.up.call("GroupMode", pb.GroupModeRequest(group=cmd.args[0], mode=cmd.args[1].lower()), s.token)
+        return tp.ok(group=r.group, mode=r.mode)
 
     async def cmd_deletegroup(self, s: Session, cmd: Command) -> bytes:
         r = await self.up.call("DeleteGroup", pb.GroupRequest(group=cmd.args[0]), s.token)

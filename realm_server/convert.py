@@ -52,7 +52,16 @@ def room_event(kind: str, ev: pb.Event) -> dict[str, Any] | None:
             d["role"] = m.role
         return d
     if kind == "topic":
-        return {"event": "topic", "group": ev.topic.group, "topic": ev.topic.topic, "by": ev.topic.by}
+        t = ev.topic
+        return {"event": "topic", "group": t.group, "topic": t.topic, "by": t.by, **({"at": t.at} if t.at else {})}
+    if kind == "group_mode":
+        return {"event": "groupmode", "group": ev.group_mode.group, "mode": ev.group_mode.mode, "by": ev.group_mode.by}
+    if kind == "group_key":
+        k = ev.group_key
+        d = {"event": "groupkey", "group": k.group, "has_key": k.has_key, "by": k.by}
+        if k.key:  # only the owner and admins are sent the key itself
+            d["key"] = k.key
+        return d
     if kind == "group_deleted":
         return {"event": "groupdeleted", "group": ev.group_deleted.group, "by": ev.group_deleted.by}
     if kind == "invited":

@@ -70,6 +70,8 @@ COMMANDS: dict[str, CommandSpec] = {
               min_args=1, max_args=2, rest=True),
         _spec("groupkey", "GROUP KEY|-", "set the key needed to join (owner/admin; - clears it)",
               min_args=2, max_args=2),
+        _spec("groupmode", "GROUP public|private", "make a group public or private (owner/admin; its members stay)",
+              min_args=2, max_args=2),
         _spec("deletegroup", "GROUP", "delete a group with its messages and files (owner)", min_args=1, max_args=1),
         _spec("listgroups", "[PATTERN]", "public groups and your private ones (* and ? as wildcards)",
               max_args=1),
