@@ -129,6 +129,99 @@ async def test_op_by_mode_lets_the_new_admin_kick(stack: Stack, uname: Names) ->
     await t.close()
 
 
+async def test_mode_i_makes_the_channel_private_and_is_announced(stack: Stack, uname: Names) -> None:
+    alice, bob, dave, carol, g = uname("ia"), uname("ib"), uname("id"), uname("ic"), uname("ig")
+    c = await irc_user(stack, alice)
+    b = await irc_user(stack, bob, "beta")
+    d = await irc_user(stack, dave, "beta")
+    t = await text_user(stack, "beta", carol)
+    await c.send(f"JOIN #{g}")
+    await c.collect("366")
+    await b.send(f"JOIN #{g}")
+    await b.collect("366")
+    assert (await answer(b, f"MODE #{g} +i", "482", "MODE")).command == "482"  # a plain member may not
+    echo = await answer(c, f"MODE #{g} +i", "MODE")
+    assert echo.nick == alice and echo.params == [f"#{g}", "+i"]
+    seen = await b.until("MODE")  # bob, on the other realm, is told by main's event
+    assert seen.nick == alice and seen.params == [f"#{g}", "+i"]
+    await c.send(f"MODE #{g}")
+    modes, created = await c.until("324"), await c.until("329")
+    assert modes.params[1:] == [f"#{g}", "+i"]
+    assert created.params[1] == f"#{g}" and created.params[2].isdigit() and int(created.params[2]) > 1_700_000_000
+    # Private now: gone from the directory of those outside, closed to them.
+    assert (await t.ok(f"listgroups {g}"))["groups"] == []
+    assert (await answer(d, f"JOIN #{g}", "473", "JOIN")).command == "473"
+    # The text side makes it public again: the IRC members see it as a MODE from its setter.
+    await t.close()
+    t = await login(*stack.realm("alpha"), alice, register=False)
+    await t.ok(f"groupmode {g} public")
+    for x in (c, b):
+        shown = await x.until("MODE")
+        assert shown.nick == alice and shown.params == [f"#{g}", "-i"]
+    assert (await answer(d, f"JOIN #{g}", "JOIN", "473")).command == "JOIN"
+    assert (await answer(c, f"MODE #{g}", "324")).params[1:] == [f"#{g}", "+"]
+    for x in (c, b, d):
+        await x.close()
+    await t.close()
+
+
+async def test_key_changes_are_announced_the_key_to_ops_only(stack: Stack, uname: Names) -> None:
+    alice, bob, carol, g = uname("ka"), uname("kb"), uname("kc"), uname("kg")
+    c = await irc_user(stack, alice)
+    b = await irc_user(stack, bob, "beta")
+    o = await irc_user(stack, carol, "beta")
+    for x in (c, b, o):
+        await x.send(f"JOIN #{g}")
+        await x.collect("366")
+    await answer(c, f"MODE #{g} +o {carol}", "MODE")
+    for x in (o, b):
+        assert (await x.until("MODE")).params == [f"#{g}", "+o", carol]
+    assert (await answer(c, f"MODE #{g} +k sesame", "MODE")).params == [f"#{g}", "+k", "sesame"]
+    op_seen = await o.until("MODE")  # an admin is shown the key, as IRC servers show it
+    assert op_seen.nick == alice and op_seen.params == [f"#{g}", "+k", "sesame"]
+    member_seen = await b.until("MODE")  # a plain member is told there is one, not what it is
+    assert member_seen.nick == alice and member_seen.params == [f"#{g}", "+k", "*"]
+    await b.send(f"MODE #{g}")
+    assert (await b.until("324")).params[1:] == [f"#{g}", "+k", "*"]
+    assert (await b.until("329")).params[1] == f"#{g}"
+    assert (await answer(c, f"MODE #{g} -k", "MODE")).params == [f"#{g}", "-k"]
+    for x in (o, b):
+        gone = await x.until("MODE")
+        assert gone.nick == alice and gone.params == [f"#{g}", "-k"]
+    for x in (c, b, o):
+        await x.close()
+
+
+async def test_topic_who_and_when_on_join_and_on_asking(stack: Stack, uname: Names) -> None:
+    alice, bob, dave, g = uname("ta"), uname("tb"), uname("td"), uname("tg")
+    c = await irc_user(stack, alice)
+    b = await irc_user(stack, bob, "beta")
+    for x in (c, b):
+        await x.send(f"JOIN #{g}")
+        await x.collect("366")
+    assert (await answer(c, f"TOPIC #{g} :the plan", "TOPIC")).params == [f"#{g}", "the plan"]
+    seen = await b.until("TOPIC")  # a change from another client: TOPIC from its setter
+    assert seen.nick == alice and seen.params == [f"#{g}", "the plan"]
+    await b.send(f"TOPIC #{g}")
+    topic, who = await b.until("332"), await b.until("333")
+    assert topic.params[1:] == [f"#{g}", "the plan"]
+    assert who.params[1:3] == [f"#{g}", alice] and who.params[3].isdigit() and int(who.params[3]) > 1_700_000_000
+    # Set from the text port: shown as TOPIC from that user, and 333 names them on JOIN.
+    t = await login(*stack.realm("alpha"), alice, register=False)
+    await t.ok(f"topic {g} changed elsewhere")
+    again = await b.until("TOPIC")
+    assert again.nick == alice and again.params == [f"#{g}", "changed elsewhere"]
+    d = await irc_user(stack, dave)
+    await d.send(f"JOIN #{g}")
+    joined = await d.collect("366")
+    order = [ln.command for ln in joined]
+    assert order.index("JOIN") < order.index("332") < order.index("333") < order.index("353"), order
+    assert next(ln for ln in joined if ln.command == "333").params[2] == alice
+    for x in (c, b, d):
+        await x.close()
+    await t.close()
+
+
 async def test_several_modes_in_one_line_apply_in_order(stack: Stack, uname: Names) -> None:
     alice, bob, g = uname("sa"), uname("sb"), uname("sg")
     c = await irc_user(stack, alice)
@@ -167,7 +260,7 @@ async def test_mode_errors_are_numerics(stack: Stack, uname: Names) -> None:
     await t.ok(f"creategroup {hidden} private")
     assert (await answer(b, f"MODE #{hidden}", "442", "324")).command == "442"
     await t.close()
-    assert (await answer(c, f"MODE #{g} +i", "400")).params[1] == "MODE"
+    assert (await answer(b, f"MODE #{g} +i", "482")).command == "482"  # not an owner or admin
     # 100 modes in a line: bounded, answered, the connection lives on.
     await c.send(f"MODE #{g} +" + "z" * 100)
     lines = await c.collect("472")

@@ -32,7 +32,7 @@ from realmchat.pb import chat_pb2 as pb
 
 from ..delivery import Tag, late_page, page_tag
 from ..metrics import commands as command_metric
-from . import labels, life, markers, notify, render
+from . import labels, life, markers, modes, notify, render
 from .casemap import CASEMAPPING, CHANNELLEN, CHANTYPES, NICKLEN, channel_to_group, group_to_channel, is_valid_nick
 from .codec import IrcParseError, Message, message, numeric, parse
 from .features import Features
@@ -113,6 +113,7 @@ class IrcCodec:
             return None
         msgs = notify.event_lines(kind, ev, self.nick, self.caps) \
             or render.event_lines(kind, ev, self.nick, self.caps, self.server) \
+            or modes.event_lines(kind, ev, self.server) \
             or life.event_lines(kind, ev, self.nick, self.caps, self.server)
         return render.lines(msgs) if msgs else None
 
@@ -590,8 +591,8 @@ class IrcCommands:
         self.send(s, notify.join_line(c.nick, chan, c.caps))
         try:
             t = await self.up.call("Topic", pb.TopicRequest(group=group), s.token)
-            if t.topic:
-                self.send(s, numeric(N.RPL_TOPIC, c.nick, chan, t.topic, source=c.server))
+            if topic := render.topic_numerics(c.nick, c.server, chan, t):
+                self.send(s, *topic)
         except ChatError:
             pass
         await self._names(s, c, chan)
@@ -699,7 +700,7 @@ class IrcCommands:
         if setting:
             self.send(s, message(render.mask(c.nick), "TOPIC", chan, r.topic))
         elif r.topic:
-            self.send(s, numeric(N.RPL_TOPIC, c.nick, chan, r.topic, source=c.server))
+            self.send(s, *render.topic_numerics(c.nick, c.server, chan, r))
         else:
             self.num(s, c, N.RPL_NOTOPIC, chan)
 

@@ -1,6 +1,11 @@
-"""Channel and user MODE for the IRC edge, mapped onto realmchat's groups: +k the join key
-(GroupKey), +b a ban by nick (Ban/Unban, the list from Members), +o the admin role (SetRole),
-+q shown for the owner, +i shown for a private group. parse_changes is pure; Modes runs them."""
+"""Channel and user MODE for the IRC edge, mapped onto realmchat's groups: +i a private group
+(GroupMode), +k the join key (GroupKey), +b a ban by nick (Ban/Unban, the list from Members),
++o the admin role (SetRole), +q shown for the owner. parse_changes, channel_modes and
+event_lines are pure; Modes runs the changes.
+
+Main keeps a group's key only as a hash: the key itself is shown to the one who sets it and,
+in the MODE line of the change, to the group's owner and admins. Everyone else, and every
+`MODE #chan` answer later, gets HIDDEN_KEY in its place (a +k always has a parameter)."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 MAX_CHANGES = 12  # mode changes applied from one line; the rest are refused in one reply
 USER_MODES = frozenset("iwsBR")  # accepted, without effect: realmchat has no user modes
 WITH_PARAM = frozenset("bko")  # (k and b take one when set; -k may omit it; a bare b lists)
+HIDDEN_KEY = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,28 @@ def parse_changes(spec: str, args: list[str]) -> list[Change | Refusal]:
         else:
             out.append(Refusal(N.ERR_UNKNOWNMODE, ch))
     return out
+
+
+def channel_modes(private: bool, has_key: bool) -> list[str]:
+    """324's mode word and its parameters."""
+    word = "+" + ("i" if private else "") + ("k" if has_key else "")
+    return [word, HIDDEN_KEY] if has_key else [word]
+
+
+def event_lines(kind: str, ev: pb.Event, server: str) -> list[Message] | None:
+    """Another member's mode or key change as the MODE line a channel member sees; None for
+    any other event."""
+    if kind == "group_mode":
+        gm = ev.group_mode
+        shown = ["+i" if gm.mode == "private" else "-i"]
+        by, chan = gm.by, group_to_channel(gm.group)
+    elif kind == "group_key":
+        gk = ev.group_key
+        shown = ["+k", gk.key or HIDDEN_KEY] if gk.has_key else ["-k"]
+        by, chan = gk.by, group_to_channel(gk.group)
+    else:
+        return None
+    return [message(render.mask(by) if by else server, "MODE", chan, *shown)]
 
 
 class Modes:
@@ -106,18 +134,21 @@ class Modes:
         self.cmds.send(s, numeric(N.RPL_UMODEIS, c.nick, "+", source=c.server))
 
     async def _query(self, s: Session, c: IrcCodec, chan: str, group: str) -> None:
+        """324, then 329 (when the group was made) as servers answer `MODE #chan`."""
         try:
-            await self.up.call("Members", pb.GroupRequest(group=group), s.token)
-            r = await self.up.call("BrowseGroups", pb.BrowseGroupsRequest(pattern=group), s.token)
+            t = await self.up.call("Topic", pb.TopicRequest(group=group), s.token)
         except NotFound:
             self.cmds.num(s, c, N.ERR_NOSUCHCHANNEL, chan[:64])
             return
         except PermissionDenied:
             self.cmds.num(s, c, N.ERR_NOTONCHANNEL, chan[:64])
             return
-        room = next((g for g in r.groups if name_key(g.group) == name_key(group)), None)
-        modes = "+i" if room is not None and room.mode == "private" else "+"
-        self.cmds.send(s, numeric(N.RPL_CHANNELMODEIS, c.nick, chan, modes, source=c.server))
+        chan = group_to_channel(t.group)
+        out = [numeric(N.RPL_CHANNELMODEIS, c.nick, chan, *channel_modes(t.mode == "private", t.has_key),
+                       source=c.server)]
+        if created := render.unix_time(t.created):
+            out.append(numeric(N.RPL_CREATIONTIME, c.nick, chan, created, source=c.server))
+        self.cmds.send(s, *out)
 
     async def _apply(self, s: Session, c: IrcCodec, chan: str, group: str, ch: Change | Refusal) -> bool:
         """One change, answered; False: the channel itself is refused (stop the line)."""
@@ -131,17 +162,17 @@ class Modes:
             return True
         if ch.char == "b" and ch.param is None:
             return await self._bans(s, c, chan, group)
-        if ch.char == "i":
-            self._say(s, c, N.ERR_UNKNOWNERROR, "MODE",
-                          "a group's private/public mode is chosen when it is created and cannot change")
-            return True
         if ch.char == "b" and ch.param:  # a mask names its nick: realmchat bans accounts
             ch = Change(ch.sign, ch.char, ch.param.partition("!")[0])
         if ch.char in "bo" and not is_valid_nick(ch.param or ""):
             self._say(s, c, N.ERR_INVALIDMODEPARAM, chan, ch.char, (ch.param or "*")[:64], "not a nick")
             return True
         try:
-            if ch.char == "k":
+            if ch.char == "i":
+                mode = "private" if ch.sign == "+" else "public"
+                await self.up.call("GroupMode", pb.GroupModeRequest(group=group, mode=mode), s.token)
+                shown = [f"{ch.sign}i"]
+            elif ch.char == "k":
                 key = (ch.param or "") if ch.sign == "+" else ""
                 await self.up.call("GroupKey", pb.GroupKeyRequest(group=group, key=key), s.token)
                 shown = [f"{ch.sign}k", *([key] if key else [])]  # the setter may see it

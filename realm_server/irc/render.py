@@ -3,13 +3,15 @@ record and of the connection's state (its nick and negotiated caps), no I/O."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable
 
 from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
 
 from .casemap import group_to_channel
-from .codec import Message, message, split_text, text_prefix_len
+from .codec import Message, message, numeric, split_text, text_prefix_len
+from .numerics import Numeric as N
 
 HOST = "realmchat"  # the host part of every user's prefix: realmchat has no per-user hosts
 
@@ -33,6 +35,25 @@ def server_time(ts: str) -> str:
         whole, frac = clock.split(".", 1)
         clock = f"{whole}.{(frac + '000')[:3]}"
     return f"{date}T{clock}Z"
+
+
+def unix_time(ts: str) -> str:
+    """An ISO-8601 UTC time as the seconds IRC's 329 and 333 carry; "" when it is not one."""
+    try:
+        t = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return str(int(t.replace(tzinfo=t.tzinfo or datetime.UTC).timestamp()))
+
+
+def topic_numerics(nick: str, server: str, chan: str, t: pb.TopicResponse) -> list[Message]:
+    """332 and, when main knows who set the topic and when, 333; nothing without a topic."""
+    if not t.topic:
+        return []
+    out = [numeric(N.RPL_TOPIC, nick, chan, t.topic, source=server)]
+    if t.topic_by and (at := unix_time(t.topic_at)):
+        out.append(numeric(N.RPL_TOPICWHOTIME, nick, chan, t.topic_by, at, source=server))
+    return out
 
 
 def lines(msgs: Iterable[Message]) -> bytes:
