@@ -32,6 +32,8 @@ from chat_cli.models import (
     FileEvent,
     FileInfo,
     GroupDeletedEvent,
+    GroupKeyEvent,
+    GroupModeEvent,
     InvitedEvent,
     MemberEvent,
     Message,
@@ -523,11 +525,24 @@ class ChatController:
         self._changed(Change.MEMBERS, Change.GROUPS)
 
     async def refresh_topic(self, group: str | None = None) -> str:
+        """The topic with who set it and when; the group's mode comes with it."""
         group = self._group_of(group)
-        topic = await self._client().topic(group)
-        self.state.topics[group.casefold()] = topic
+        info = await self._client().topic_info(group)
+        key = group.casefold()
+        self.state.topics[key] = info.topic
+        self._topic_set_by(key, info.by, info.set_when)
+        g = self.state.groups.get(key)
+        if g is not None and info.mode and g.mode != info.mode:
+            self.state.groups[key] = replace(g, mode=info.mode)
+            self._changed(Change.GROUPS)
         self._changed(Change.MEMBERS, Change.MESSAGES)
-        return topic
+        return info.topic
+
+    def _topic_set_by(self, key: str, by: str, at: datetime | None) -> None:
+        if by:
+            self.state.topic_set[key] = (by, at)
+        else:
+            self.state.topic_set.pop(key, None)
 
     async def set_topic(self, text: str, group: str | None = None) -> str:
         """Sets the topic (owner/admin); empty clears it. Members see it through the topic event."""
@@ -536,11 +551,13 @@ class ChatController:
         if not text or text == "-":
             await self._client().clear_topic(group)
             self.state.topics[group.casefold()] = ""
+            self._topic_set_by(group.casefold(), "", None)
             self._own_action(group, "you cleared the topic")
             self._changed(Change.MEMBERS, Change.MESSAGES)
             return ""
         topic = await self._client().set_topic(group, text)
         self.state.topics[group.casefold()] = topic
+        self._topic_set_by(group.casefold(), self.state.user, datetime.now(UTC))
         self._own_action(group, f"you set the topic: {topic}")
         self._changed(Change.MEMBERS, Change.MESSAGES)
         return topic
@@ -586,6 +603,36 @@ class ChatController:
             await self._client().set_group_key(group, key)
         else:
             await self._client().clear_group_key(group)
+
+    async def set_group_mode(self, private: bool, group: str | None = None) -> str:
+        """Makes the group private or public (owner/admin); its members stay. Returns the mode."""
+        group = self._group_of(group)
+        mode = await self._client().set_group_mode(group, "private" if private else "public")
+        self._mode_is(group, mode)
+        self._own_action(group, "you made the group private: others need an invitation or its key"
+                         if mode == "private" else "you made the group public: anyone may join")
+        return mode
+
+    def _mode_is(self, group: str, mode: str) -> None:
+        g = self.state.groups.get(group.casefold())
+        if g is not None:
+            self.state.groups[group.casefold()] = replace(g, mode=mode)
+        self._changed(Change.GROUPS, Change.MEMBERS, Change.MESSAGES)
+
+    def _on_group_mode(self, ev: GroupModeEvent) -> None:
+        by = "you" if _same(ev.by, self.state.user) else ev.by
+        self._group_notice(ev.group, sanitize(f"{by} made the group private: others need an invitation or its key"
+                                              if ev.private else f"{by} made the group public: anyone may join"))
+        self._mode_is(ev.group, ev.mode)
+
+    def _on_group_key(self, ev: GroupKeyEvent) -> None:
+        by = "you" if _same(ev.by, self.state.user) else ev.by
+        if not ev.has_key:
+            text = f"{by} removed the group's key"
+        else:  # the key itself comes to owners and admins only
+            text = f"{by} set a key to join the group" + (f": {ev.key}" if ev.key else "")
+        self._group_notice(ev.group, sanitize(text))
+        self._changed(Change.MESSAGES)
 
     async def delete_group(self, group: str | None = None) -> None:
         """Deletes the group for everyone (owner only)."""
@@ -679,6 +726,7 @@ class ChatController:
 
     def _on_topic(self, ev: TopicEvent) -> None:
         self.state.topics[ev.group.casefold()] = ev.topic
+        self._topic_set_by(ev.group.casefold(), ev.by if ev.topic else "", parse_ts(ev.at))
         by = "you" if _same(ev.by, self.state.user) else ev.by
         self._group_notice(ev.group, sanitize(f"{by} set the topic: {ev.topic}" if ev.topic
                                               else f"{by} cleared the topic"))
@@ -1274,6 +1322,10 @@ class ChatController:
             self._on_member(ev)
         elif isinstance(ev, TopicEvent):
             self._on_topic(ev)
+        elif isinstance(ev, GroupModeEvent):
+            self._on_group_mode(ev)
+        elif isinstance(ev, GroupKeyEvent):
+            self._on_group_key(ev)
         elif isinstance(ev, GroupDeletedEvent):
             by = "you" if _same(ev.by, self.state.user) else ev.by
             self._group_notice(ev.group, sanitize(f"{by} deleted this group"))

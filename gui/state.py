@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 
 from chat_cli.models import Ban, FileInfo, GroupInfo, Member, Presence, SearchHit, Waiting
+from realmchat.display import sanitize
 
 
 class Status(StrEnum):
@@ -320,6 +321,9 @@ class ChatState:
     # told us (we are owner or admin there)
     banned: dict[str, list[Ban]] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)             # group (casefolded) -> topic
+    # group (casefolded) -> who set the topic and when; absent where the server does not know
+    # (a topic set before it kept them)
+    topic_set: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)
     invitations: list[Invitation] = field(default_factory=list)
     # Presence from `who` at login, then from presence events: user (casefolded) -> Presence
     # (status "online" / "away" / "offline", realm, away message).
@@ -369,6 +373,20 @@ class ChatState:
             return self.topics[key]
         g = self.groups.get(key)
         return g.topic if g else ""
+
+    def topic_setter(self, group: str, now: datetime | None = None) -> str:
+        """'set by alice · 10:42' ('by you' for the viewer); "" when not known."""
+        who = self.topic_set.get(group.casefold())
+        if who is None or not who[0]:
+            return ""
+        by = "you" if who[0].casefold() == self.user.casefold() else sanitize(who[0])
+        when = local_time(who[1], now, self.tz)
+        return f"set by {by}" + (f" · {when}" if when else "")
+
+    def mode_of(self, group: str) -> str:
+        """"public" or "private" ("" while the server has not said)."""
+        g = self.groups.get(group.casefold())
+        return g.mode if g else ""
 
     def sorted_conversations(self) -> list[Conversation]:
         return sorted(self.conversations.values(), key=lambda c: c.sort_key, reverse=True)

@@ -110,6 +110,46 @@ async def test_private_group_invite_members_roles_topic_kick(
     assert "deleted" in deleted
 
 
+async def test_owner_makes_the_group_private_and_members_see_who_set_the_topic(
+        stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController]) -> None:
+    alice, bob, carol, g = uname("alice"), uname("bob"), uname("carol"), uname("town")
+    owner = await logged_in(make_controller(), stack.realm("alpha"), alice)
+    member = await logged_in(make_controller(), stack.realm("beta"), bob)
+    outsider = await login(*stack.realm("beta"), carol)
+    await owner.create_group(g)
+    await member.join_group(g)
+    await until(lambda: member.state.mode_of(g) == "public", "the mode in bob's groups")
+    # A plain member is refused (and the panel shows no such control to him).
+    with pytest.raises(PermissionDenied):
+        await member.set_group_mode(True, g)
+    assert not member.state.can_moderate(g)
+
+    assert await owner.set_group_mode(True, g) == "private"
+    assert owner.state.mode_of(g) == "private"
+    assert any("you made the group private" in n for n in notices(owner, g))
+    await until(lambda: member.state.mode_of(g) == "private", "bob's screen follows")
+    await until(lambda: any(f"{alice} made the group private" in n for n in notices(member, g)), "bob's notice")
+    assert (await outsider.ok(f"listgroups {g}"))["groups"] == []
+
+    # The topic shows who set it and when, from the event and from the server alike.
+    await owner.set_topic("market day", g)
+    assert owner.state.topic_setter(g).startswith("set by you · ")
+    await until(lambda: member.state.topic_setter(g).startswith(f"set by {alice} · "), "the setter on bob's screen")
+    member.state.topic_set.clear()
+    assert await member.refresh_topic(g) == "market day"
+    assert member.state.topic_setter(g).startswith(f"set by {alice} · ")
+
+    # A key: the members hear of it, without the key.
+    await owner.set_group_key("letmein", g)
+    await until(lambda: any(f"{alice} set a key to join the group" in n for n in notices(member, g)), "key notice")
+    assert not any("letmein" in n for n in notices(member, g))
+
+    await owner.set_group_mode(False, g)
+    await until(lambda: member.state.mode_of(g) == "public", "public again on bob's screen")
+    assert [x["group"] for x in (await outsider.ok(f"listgroups {g}"))["groups"]] == [g]
+    await outsider.close()
+
+
 async def test_group_file_in_the_group_conversation(
         stack: Stack, uname: Callable[[str], str], make_controller: Callable[..., ChatController],
         tmp_path: Path) -> None:

@@ -652,7 +652,9 @@ class ConversationPane:
             role = st.role_in(conv.name) or (g.role if g else "")
             self.subtitle.value = f"group · {members} · you are {role}{mode}" if g else "group"
             topic = st.topic_of(conv.name) if usable else ""
-            self.topic.value = f"Topic: {sanitize(topic)}" if topic else "No topic yet"
+            setter = st.topic_setter(conv.name) if topic else ""  # sanitized there
+            self.topic.value = (f"Topic: {sanitize(topic)}" + (f" ({setter})" if setter else "")) if topic \
+                else "No topic yet"
             can_edit = usable and st.can_moderate(conv.name)
             self.topic.visible = bool(topic) or can_edit
             self.topic_button.visible = can_edit

@@ -1,8 +1,8 @@
 """The members panel of the open group: who is in it, their role, whether they are online and
-on which realm. Owners and admins also get Invite, Kick, Ban, Unban and the group's key here, and
-under the members a Banned section: each ban in force (by whom, when, why) with its own Unban
-button. The owner makes members admins (and back) and may delete the group (after a
-confirmation). Controls a role may not use are not shown at all.
+on which realm. Owners and admins also get Invite, Kick, Ban, Unban, the group's key and making
+it private or public here, and under the members a Banned section: each ban in force (by whom,
+when, why) with its own Unban button. The owner makes members admins (and back) and may delete
+the group (after a confirmation). Controls a role may not use are not shown at all.
 
 Wide screens show it to the right of the conversation; phones show it instead of the
 conversation, with a back button, like the conversation replaces the list.
@@ -60,9 +60,11 @@ class MembersPanel:
         # newest bans the Banned section lists), set or clear the key, delete (owner).
         self.unban_button = ft.TextButton("Unban…", icon=ft.Icons.LOCK_OPEN, on_click=self._unban)
         self.key_button = ft.TextButton("Group key…", icon=ft.Icons.KEY, on_click=self._key)
+        self.mode_button = ft.TextButton("Make private", icon=ft.Icons.LOCK, on_click=self._mode)
         self.delete_button = ft.TextButton("Delete group", icon=ft.Icons.DELETE_FOREVER, on_click=self._delete,
                                            style=ft.ButtonStyle(color=ft.Colors.ERROR))
-        self.moderation = ft.Row([self.unban_button, self.key_button, self.delete_button], spacing=0, wrap=True,
+        self.moderation = ft.Row([self.unban_button, self.key_button, self.mode_button, self.delete_button],
+                                 spacing=0, wrap=True,
                                  run_spacing=0, visible=False)
         self.error = ft.Text("", size=12, color=ft.Colors.ERROR, visible=False)
         self.rows = ft.ListView(spacing=0, expand=True)
@@ -103,6 +105,11 @@ class MembersPanel:
         role = st.role_in(group)
         self.invite_button.visible = self.moderation.visible = role in ("owner", "admin")
         self.delete_button.visible = role == "owner"
+        private = st.mode_of(group) == "private"
+        self.mode_button.content = "Make public" if private else "Make private"
+        self.mode_button.icon = ft.Icons.PUBLIC if private else ft.Icons.LOCK
+        self.mode_button.tooltip = ("anyone may join; its members stay" if private
+                                    else "only invited users, or those with its key, may join; its members stay")
         err = st.members_error.get(key, "")
         self.error.value, self.error.visible = err, bool(err)
         if not members and not err:
@@ -256,6 +263,19 @@ class MembersPanel:
             self.on_info(f"the key of #{group} is set" if key else f"#{group} has no key now")
 
         ask_key(f"Key of #{group}", submit, after)
+
+    async def _mode(self, e: ft.Event[ft.Control]) -> None:
+        group = self.group
+        if group is None:
+            return
+        private = self.controller.state.mode_of(group) != "private"
+        try:
+            await self.controller.set_group_mode(private, group)
+        except ChatError as err:
+            self.on_error(err.message)
+            return
+        self.on_info(f"#{group} is private now: others need an invitation or its key" if private
+                     else f"#{group} is public now: anyone may join")
 
     async def _delete(self, e: ft.Event[ft.Control]) -> None:
         group = self.group
