@@ -85,7 +85,13 @@ async def test_room_rpcs_with_token(stack: Stack, uname: Names) -> None:
     await cb.ok(f"joingroup {g}")
     assert call("SetRole", {"group": g, "user": b, "role": "admin"}) == {"group": g, "user": b, "role": "admin"}
     assert await cb.event() == {"event": "member", "group": g, "user": b, "action": "role", "by": a, "role": "admin"}
-    assert call("Topic", {"group": g, "topic": "via grpcurl", "set": True}) == {"group": g, "topic": "via grpcurl"}
+    topic = call("Topic", {"group": g, "topic": "via grpcurl", "set": True})
+    assert {k: topic[k] for k in ("group", "topic", "topic_by", "mode")} == {
+        "group": g, "topic": "via grpcurl", "topic_by": a, "mode": "private"}
+    assert (await cb.event())["event"] == "topic"
+    assert call("GroupMode", {"group": g, "mode": "public"}) == {"group": g, "mode": "public"}
+    assert await cb.event() == {"event": "groupmode", "group": g, "mode": "public", "by": a}
+    assert call("GroupMode", {"group": g, "mode": "private"}) == {"group": g, "mode": "private"}
     # The owner is a moderator: no bans yet (proto3 JSON leaves the empty list out).
     assert call("Members", {"group": g}) == {
         "members": [{"user": a, "role": "owner"}, {"user": b, "role": "admin", "online": True, "realm": "beta"}],

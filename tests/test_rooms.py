@@ -298,11 +298,13 @@ async def test_topic_and_members(stack: Stack, uname: Names) -> None:
     await co.ok(f"creategroup {g}")
     await cb.ok(f"joingroup {g}")
     await cc.ok(f"joingroup {g}")
-    assert await cc.ok(f"topic {g}") == {"status": "OK", "group": g, "topic": ""}
+    fresh = await cc.ok(f"topic {g}")
+    assert {k: fresh[k] for k in ("status", "group", "topic")} == {"status": "OK", "group": g, "topic": ""}
     await cc.err(f"topic {g} my topic", "PERMISSION_DENIED")
     await co.ok(f"role {g} {bob} admin")
-    assert await cb.ok(f"topic {g}  rules: be kind ") == {"status": "OK", "group": g, "topic": "rules: be kind"}
-    topic = {"event": "topic", "group": g, "topic": "rules: be kind", "by": bob}
+    set_ = await cb.ok(f"topic {g}  rules: be kind ")
+    assert (set_["group"], set_["topic"], set_["topic_by"]) == (g, "rules: be kind", bob)
+    topic = {"event": "topic", "group": g, "topic": "rules: be kind", "by": bob, "at": set_["topic_at"]}
     assert await expect(cc, "topic") == topic
     assert await expect(co, "topic") == topic
     assert (await cc.ok(f"topic {g}"))["topic"] == "rules: be kind"
