@@ -70,8 +70,13 @@ async def test_a_key_change_is_told_to_members_the_key_to_admins_only(stack: Sta
         await c.ok(f"joingroup {g}")
     await co.ok(f"role {g} {adm} admin")
     await co.ok(f"groupkey {g} sesame")
-    assert await expect(ca, "groupkey", group=g) == {"event": "groupkey", "group": g, "has_key": True, "by": owner,
-                                                     "key": "sesame"}
+    assert await expect(ca, "groupkey", group=g) == {
+        "event": "groupkey",
+        "group": g,
+        "has_key": True,
+        "by": owner,
+        "key": "sesame",
+    }
     assert await expect(cm, "groupkey", group=g) == {"event": "groupkey", "group": g, "has_key": True, "by": owner}
     assert (await cm.ok(f"topic {g}"))["has_key"] is True
     await ca.ok(f"groupkey {g} -")

@@ -113,7 +113,8 @@ async def test_a_key_change_names_the_owner_and_admins(store: Storage) -> None:
 
 
 async def test_upgrade_keeps_topics_with_their_setter_unknown(
-        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A database of the schema before the topic's setter was kept, with a topic set: opened by
     this release, the topic is there, its setter and time unknown (""), the creation time kept."""
     import main_server.storage.postgres as pg_engine
@@ -128,9 +129,11 @@ async def test_upgrade_keeps_topics_with_their_setter_unknown(
     (owner,) = await users(old, "Owner")
     await old.close()
     # What that release's create_group and set_topic wrote.
-    rows = ["INSERT INTO groups(key, name, owner_key, created, mode, topic) "
-            "VALUES ('crew', 'Crew', 'owner', '2026-11-01T10:00:00.000Z', 'public', 'old news')",
-            "INSERT INTO members(group_key, user_key, role) VALUES ('crew', 'owner', 'owner')"]
+    rows = [
+        "INSERT INTO groups(key, name, owner_key, created, mode, topic) "
+        "VALUES ('crew', 'Crew', 'owner', '2026-11-01T10:00:00.000Z', 'public', 'old news')",
+        "INSERT INTO members(group_key, user_key, role) VALUES ('crew', 'owner', 'owner')",
+    ]
     if isinstance(old, SQLiteStorage):
         with sqlite3.connect(old.path) as c:
             for sql in rows:
