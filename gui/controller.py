@@ -624,6 +624,9 @@ class ChatController:
         self._group_notice(ev.group, sanitize(f"{by} made the group private: others need an invitation or its key"
                                               if ev.private else f"{by} made the group public: anyone may join"))
         self._mode_is(ev.group, ev.mode)
+        # A groups list asked for before the change may still be on its way with the old mode:
+        # one asked now is answered after it, so the last word is the new mode.
+        self._spawn(self._quietly(self.refresh_groups()), "gui-refresh-groups")
 
     def _on_group_key(self, ev: GroupKeyEvent) -> None:
         by = "you" if _same(ev.by, self.state.user) else ev.by
