@@ -6,7 +6,7 @@ engine behind the disk guard (its writer thread is timed apart); the fake realms
 every event they get like realm_server does (written pairs, or written_all for a fan-out),
 relayed as AckEvents calls on the same stream.
 
-    python -m bench.micro_main [--workload private|group|both] [--messages N] [--depth K]
+    python -m bench.micro_main [--workload private|group|both] [--messages N] [--depth K] [--trace-messages N]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class FakeRealm:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def build(tmp: Path) -> tuple[Any, Any, Any]:
+async def build(tmp: Path, trace_messages: int) -> tuple[Any, Any, Any]:
     os.environ[realmauth.ENV_SECRET] = SECRET
     from main_server.blobs import BlobStore
     from main_server.config import MainConfig
@@ -142,7 +142,7 @@ async def build(tmp: Path) -> tuple[Any, Any, Any]:
     from main_server.storage import open_storage
 
     config = MainConfig(data_dir=tmp, sqlite_synchronous="OFF", argon2_time_cost=1, argon2_memory_kib=8,
-                        min_free_bytes=0)
+                        min_free_bytes=0, trace_messages=trace_messages)
     storage = open_storage("", tmp, "OFF")
     await storage.open()
     (tmp / "files").mkdir()
@@ -165,10 +165,11 @@ async def login(service: Any, storage: Any, name: str, link_id: str) -> str:
     return token
 
 
-async def run(kind: str, messages: int, depth: int, users: int, groups: int, group_size: int) -> dict[str, float]:
+async def run(kind: str, messages: int, depth: int, users: int, groups: int, group_size: int,
+              trace_messages: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        storage, service, servicer = await build(tmp)
+        storage, service, servicer = await build(tmp, trace_messages)
         realms = [FakeRealm(servicer, "alpha"), FakeRealm(servicer, "beta")]
         for r in realms:
             r.start()
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-size", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--trace-messages", type=int, default=5_000, help="main's --trace-messages (0: no hop log)")
     a = p.parse_args(argv)
     kinds = ("private", "group") if a.workload == "both" else (a.workload,)
     for kind in kinds:
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(a.repeat):
             n = a.messages if kind == "private" else a.messages // 10
             coro = run(kind, n, a.depth if kind == "private" else min(a.depth, 2 * a.groups), a.users,
-                       a.groups, a.group_size)
+                       a.groups, a.group_size, a.trace_messages)
             if a.no_uvloop:
                 rows.append(asyncio.run(coro))
             else:

@@ -23,7 +23,7 @@ class MainConfig:
     max_message_bytes: int = 16 * 1024
     min_password_length: int = 8
     inbox_page: int = 1000
-    trace_messages: int = 20_000  # messages whose delivery hops are kept in memory (0: none)
+    trace_messages: int = 5_000  # messages whose delivery hops are kept in memory (0: none)
     # A reply (inbox page, history) stays far under gRPC's message cap, whatever the texts.
     reply_max_bytes: int = 1 << 20
     realm_secret_file: str = ""  # default DATA_DIR/realm-secret (created when missing)

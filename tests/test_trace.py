@@ -57,7 +57,7 @@ class Clock:
 def test_hops_are_kept_per_message_for_the_most_recent_messages_only() -> None:
     t = Trace(Clock(), most=3)
     for msg in (1, 2, 3, 4):
-        t.note(msg, PUSHED, ["bob"], "beta", [(7, "bob")])
+        t.note(msg, PUSHED, ["bob"], "beta", {7: "bob"})
     assert t.hops(1) == []  # the oldest was forgotten
     assert t.hops(4) == [Hop(1004.0, PUSHED, ("bob",), "beta", ((7, "bob"),))]
     for _ in range(HOPS_MOST + 10):

@@ -116,9 +116,9 @@ class Delivery:
     def record(self, channel_id: str, targets: dict[int, str], entries: dict[str, list[int]]) -> int:
         seq = self.ledger.record(channel_id, targets, entries)
         if entries:
-            pairs, realm = tuple(targets.items()), self._realms.get(channel_id, "")
+            realm = self._realms.get(channel_id, "")
             for msg in next(iter(entries.values())):  # one message's (see hub.Tracker.record)
-                self.trace.note(msg, PUSHED, entries.keys(), realm, pairs)
+                self.trace.note(msg, PUSHED, entries.keys(), realm, targets)
         return seq
 
     def backlog(self, channel_id: str) -> int:
@@ -207,12 +207,12 @@ class Delivery:
                 raise Unavailable(RELINKING)
             seq = ledger.record(channel.id, {sid: user}, {user: ids} if ids else {})
             for msg in ids:
-                self.trace.note(msg, PUSHED, (user,), channel.realm, ((sid, user),), "an inbox page")
+                self.trace.note(msg, PUSHED, (user,), channel.realm, {sid: user}, "an inbox page")
             return Page(page, more or cut, seq, channel.id)
         link = f"call-{next(self._direct_calls)}"
         ledger.open(link)
         done = ledger.written(link, ledger.record(link, {sid: user}, {user: ids}), sid)
-        self.trace.note_entries(done.delivered, WRITTEN, sessions=((sid, user),), why="an inbox page answered directly")
+        self.trace.note_entries(done.delivered, WRITTEN, sessions={sid: user}, why="an inbox page answered directly")
         self._on_outcome(done)
         ledger.close(link)
         return Page(page, more or cut)
@@ -266,7 +266,7 @@ class Delivery:
         for seq, sid in written:
             done = ledger.written(link_id, seq, sid)
             if done.delivered:
-                trace.note_entries(done.delivered, WRITTEN, realm, ((sid, done.delivered[0][0]),))
+                trace.note_entries(done.delivered, WRITTEN, realm, {sid: done.delivered[0][0]})
             out.add(done)
         for seq, sid in dropped:
             out.add(ledger.dropped(link_id, seq, sid))
