@@ -250,8 +250,7 @@ class ChatServicer(pb_grpc.ChatServicer):
 
     @unary()
     async def History(self, request: pb.HistoryRequest, caller: Caller, identity: Identity) -> pb.MessageList:
-        return wire.messages_pb(await self.messages.history(caller, request.peer, request.limit, request.before,
-                                                    request.after))
+        return wire.messages_pb(await self.messages.history(caller, request.peer, wire.history_ask(request)))
 
     # ---- the life of a message -----------------------------------------------------------------
 
@@ -291,7 +290,8 @@ class ChatServicer(pb_grpc.ChatServicer):
     @unary()
     async def Conversations(self, request: pb.ConversationsRequest, caller: Caller, identity: Identity
                             ) -> pb.ConversationsResponse:
-        return wire.conversations_pb(await self.conversation.conversations(caller))
+        return wire.conversations_pb(await self.conversation.conversations(
+            caller, request.active_after, request.active_before, request.limit, request.oldest))
 
     @unary()
     async def MarkRead(self, request: pb.MarkReadRequest, caller: Caller, identity: Identity) -> pb.MarkReadResponse:

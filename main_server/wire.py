@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from realmchat.pb import chat_pb2 as pb
 
 from . import events as ev
+from .domain.history import HistoryAsk, Ref
 from .storage.base import (
     ConversationRecord,
     FileRecord,
@@ -86,6 +87,18 @@ def channel_event(template: pb.Event, session_ids: list[int], seq: int) -> pb.Ev
 def messages_pb(page: Page) -> pb.MessageList:
     return pb.MessageList(messages=[message_pb(m) for m in page.messages], more=page.more,
                           delivery=page.delivery, delivery_link=page.delivery_link)
+
+
+def _ref(request: pb.HistoryRequest, name: str) -> Ref | None:
+    if not request.HasField(name):
+        return None
+    r = getattr(request, name)
+    return Ref(id=r.id, ts=r.ts)
+
+
+def history_ask(request: pb.HistoryRequest) -> HistoryAsk:
+    return HistoryAsk(request.limit, request.before, request.after,
+                      *(_ref(request, n) for n in ("before_ref", "after_ref", "around", "start", "end")))
 
 
 def auth_pb(login: Login) -> pb.AuthResponse:

@@ -14,6 +14,7 @@ from .. import events, presence, rooms
 from ..hub import Hub
 from ..storage.base import ConversationRecord, ReadMark, Storage
 from .accounts import Caller
+from .history import active_between
 from .notify import Notify
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,11 @@ class Conversation:
 
     # ---- read markers, receipts, typing --------------------------------------------------------
 
-    async def conversations(self, caller: Caller) -> list[ConversationRecord]:
-        return await self.storage.conversations(caller.session.user_key)
+    async def conversations(self, caller: Caller, active_after: str = "", active_before: str = "", limit: int = 0,
+                            oldest: bool = False) -> list[ConversationRecord]:
+        """Every conversation, newest first; or those active between two times (history.active_between)."""
+        convs = await self.storage.conversations(caller.session.user_key)
+        return active_between(convs, active_after, active_before, limit, oldest)
 
     async def mark_read(self, caller: Caller, peer: str, msg_id: int) -> ReadMark:
         if msg_id < 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Awaitable
 
 from realmchat.errors import InvalidArgument, NotFound, ResourceExhausted
 from realmchat.names import check_name, name_key
@@ -14,11 +15,12 @@ from realmchat.textproto import HISTORY_MAX
 from .. import events
 from ..config import MainConfig
 from ..metrics import MESSAGES
-from ..storage.base import MessageChange, MessageRecord, Storage
+from ..storage.base import MessageChange, MessageRecord, Storage, Window
 from ..storage.searchtext import prefix_problem
 from .accounts import Caller
 from .delivery import Delivery, Page, fit_bytes
 from .groups import group_key
+from .history import HistoryAsk, Point, Ref, check_ref, reads
 from .notify import Notify
 
 PRIVATE_STORED, GROUP_STORED = (MESSAGES.labels(k) for k in ("private", "group"))
@@ -175,29 +177,56 @@ class Messages:
         return await self.delivery.inbox_page(
             caller, lambda skip: self.storage.peek_inbox_group(user, gkey, n, skip))
 
-    async def history(self, caller: Caller, peer: str, limit: int, before: int = 0, after: int = 0) -> Page:
-        """Oldest first: the newest `limit` messages, or the `limit` just before / after an id;
-        `more`: older ones exist (newer ones, for after)."""
-        if limit <= 0:
-            limit = self.config.history_default
-        limit = min(limit, HISTORY_MAX)
-        if before and after:
-            raise InvalidArgument("page with before ID or after ID, not both")
-        if before < 0 or after < 0:
-            raise InvalidArgument("a message id is a positive number")
+    async def history(self, caller: Caller, peer: str, ask: HistoryAsk) -> Page:
+        """Oldest first, in one of the forms of a HistoryAsk (history.py); `more`: messages lie
+        beyond the page (older ones for the newest or before, newer ones for after)."""
+        if not 0 <= ask.limit <= HISTORY_MAX:
+            raise InvalidArgument(f"a history limit is 1-{HISTORY_MAX} (0: {self.config.history_default})")
+        limit = ask.limit or self.config.history_default
+        form = ask.form()
         force_group = peer.startswith("#")
         name = peer[1:] if force_group else peer
         check_name(name, "group" if force_group else "user or group")
-        key = name_key(name)
-        # One more than asked: whether more lie beyond the page.
+        key, me = name_key(name), caller.session.user_key
         if not force_group and await self.storage.get_user(key) is not None:
-            msgs = await self.storage.history_private(caller.session.user_key, key, limit + 1, before, after)
+            def read(w: Window) -> Awaitable[list[MessageRecord]]:
+                return self.storage.window_private(me, key, w)
+            group = ""
         elif await self.storage.get_group(key) is None:
             raise NotFound(f"no user or group {name!r}")
         else:
-            msgs = await self.storage.history_group(caller.session.user_key, key, limit + 1, before, after)
-        beyond = len(msgs) > limit
-        msgs = msgs[:limit] if after else msgs[-limit:]
+            def read(w: Window) -> Awaitable[list[MessageRecord]]:
+                return self.storage.window_group(me, key, w)
+            group = key
+        if group and ask.refs():  # a non-member is told so, not that their reference is wrong
+            await self.storage.member_group(key, me)
+        points = {f: await self._point(me, key, group, ref) for f, ref in
+                  (("before_ref", ask.before_ref), ("after_ref", ask.after_ref), ("around", ask.around),
+                   ("start", ask.start), ("end", ask.end)) if ref is not None}
+        msgs: list[MessageRecord] = []
+        more = False
+        for r in reads(ask, form, limit, points):
+            kept, beyond = r.keep(await read(r.window))
+            msgs += kept
+            more = more or beyond
         # Too many bytes: the messages nearest the anchor are kept (after: the oldest).
-        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=not after)
-        return Page(page, beyond or cut)
+        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=form not in ("after", "after_ref", "around"))
+        return Page(page, more or cut)
+
+    async def _point(self, me: str, key: str, group: str, ref: Ref) -> Point:
+        """A reference checked: a time, or a message of this conversation the caller may see."""
+        ref = check_ref(ref)
+        if not ref.id:
+            return Point(0, ref.ts)
+        wrong = InvalidArgument(f"message {ref.id} is not one of this conversation's: check the id")
+        try:
+            m = await self.storage.message_for(me, ref.id)
+        except NotFound:
+            raise wrong from None
+        if group or m.group:
+            ours = name_key(m.group) == group
+        else:  # a private one: between the caller and the peer (notes to self: both the caller)
+            ours = {name_key(m.sender), name_key(m.to)} == {me, key}
+        if not ours:
+            raise wrong
+        return Point(m.id, m.ts)

@@ -55,6 +55,33 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Bound:
+    """One end of a history window: a message id, or a time (utc_now_iso's form, which sorts
+    as text); the end itself left out unless inclusive."""
+
+    id: int = 0
+    ts: str = ""
+    inclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which messages of one conversation a history read returns, oldest first: those after
+    `after` and before `before` (an end None is open), at most `limit`: the newest of them
+    (nearest `before`) when `newest`, else the oldest (nearest `after`)."""
+
+    limit: int
+    after: Bound | None = None
+    before: Bound | None = None
+    newest: bool = True
+
+    @classmethod
+    def paged(cls, limit: int, before: int = 0, after: int = 0) -> Window:
+        """History's id paging: the newest `limit`, or those just before / just after an id."""
+        return cls(limit, Bound(id=after) if after else None, Bound(id=before) if before else None, not after)
+
+
+@dataclass(frozen=True, slots=True)
 class FileRecord:
     id: int
     sender: str
@@ -283,15 +310,22 @@ class Storage(ABC):
     async def get_messages(self, ids: list[int]) -> list[MessageRecord]:
         """The messages with these ids (another replica stored them and asks us to push)."""
 
-    # History, oldest first: the newest `limit` messages, or the `limit` just before `before`,
-    # or the `limit` just after `after` (ids). Deleted messages are tombstones.
+    # History, oldest first: the messages of a window (ids or times; see Window). Deleted
+    # messages are tombstones. A group's reads follow rooms.history_floor, as every history.
     @abstractmethod
-    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
-                              ) -> list[MessageRecord]: ...
+    async def window_private(self, a_key: str, b_key: str, window: Window) -> list[MessageRecord]: ...
 
     @abstractmethod
+    async def window_group(self, user_key: str, group_key: str, window: Window) -> list[MessageRecord]: ...
+
+    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
+                              ) -> list[MessageRecord]:
+        """The newest `limit` messages, or the `limit` just before `before` / after `after` (ids)."""
+        return await self.window_private(a_key, b_key, Window.paged(limit, before, after))
+
     async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
-                            ) -> list[MessageRecord]: ...
+                            ) -> list[MessageRecord]:
+        return await self.window_group(user_key, group_key, Window.paged(limit, before, after))
 
     # the life of a message: every rule (who may see, edit, delete) checked in the transaction
     @abstractmethod

@@ -53,6 +53,7 @@ from .base import (
     Stored,
     User,
     Waiting,
+    Window,
     utc_now_iso,
 )
 from .searchtext import CJK_CLASS, Term
@@ -74,6 +75,8 @@ BATCH_BYTES = 1 << 20
 # ts is made by the database, not by each replica's clock, so that all replicas agree; the
 # format is base.utc_now_iso()'s (milliseconds, 'Z').
 _TS = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+_C = ' COLLATE "C"'  # times compared as bytes: their index (MIGRATIONS[9]) is built so
 
 # Versioned migrations: MIGRATIONS[i] brings the schema from version i to i+1. Each runs in one
 # transaction (PostgreSQL's DDL is transactional) together with its schema_version row.
@@ -371,6 +374,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE groups ADD COLUMN topic_by TEXT NOT NULL DEFAULT '',
         ADD COLUMN topic_at TEXT NOT NULL DEFAULT '';
     """,
+    # History by time (CHATHISTORY's timestamps): each conversation's messages by ts, compared
+    # byte by byte (COLLATE "C", as SQLite compares text) whatever the database's locale.
+    """
+    CREATE INDEX messages_private_ts ON messages(sender_key, to_key, ts COLLATE "C") WHERE group_key = '';
+    CREATE INDEX messages_group_ts ON messages(group_key, ts COLLATE "C") WHERE group_key <> '';
+    """,
 ]
 
 # Errors after which the whole operation is run again: nothing of it was committed.
@@ -489,6 +498,12 @@ _file = roomops.file
 def _id(value: int) -> int:
     """An id bound as given when it fits BIGINT; beyond it no message lies past it anyway."""
     return max(0, min(value, (1 << 63) - 1))
+
+
+def _fit(w: Window) -> Window:
+    """A window's id ends within BIGINT (beyond it no message lies anyway); times as given."""
+    ends = [b if b is None or not b.id else dataclasses.replace(b, id=_id(b.id)) for b in (w.after, w.before)]
+    return dataclasses.replace(w, after=ends[0], before=ends[1])
 
 
 def _scope(kind: str, key: str) -> str:
@@ -898,15 +913,13 @@ class PostgresStorage(Storage):
         wanted = [i for i in ids if 0 < i < 1 << 63]  # others name no message (and overflow BIGINT)
         return await self._auto(op) if wanted else []
 
-    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
-                              ) -> list[MessageRecord]:
+    async def window_private(self, a_key: str, b_key: str, window: Window) -> list[MessageRecord]:
         _no_nul(a_key, b_key)
-        return await self._read_room(roomops.history_private(a_key, b_key, limit, _id(before), _id(after)))
+        return await self._read_room(roomops.history_private(a_key, b_key, _fit(window), _C))
 
-    async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
-                            ) -> list[MessageRecord]:
+    async def window_group(self, user_key: str, group_key: str, window: Window) -> list[MessageRecord]:
         _no_nul(group_key)
-        return await self._read_room(roomops.history(user_key, group_key, limit, _id(before), _id(after)))
+        return await self._read_room(roomops.history(user_key, group_key, _fit(window), _C))
 
     # ---- the life of a message ---------------------------------------------------------------
     # Writes run in a transaction holding the message's group lock (exclusive, as room changes):

@@ -27,6 +27,7 @@ from .. import rooms
 from ..rooms import Standing
 from .base import (
     BanRecord,
+    Bound,
     FileRecord,
     GroupRecord,
     MemberInfo,
@@ -36,6 +37,7 @@ from .base import (
     RoomChange,
     RoomInfo,
     User,
+    Window,
     utc_now_iso,
 )
 
@@ -372,11 +374,11 @@ def check_member(key: str, user_key: str) -> Op[GroupRecord]:
     return g
 
 
-def history(user_key: str, key: str, limit: int, before: int = 0, after: int = 0) -> Op[list[MessageRecord]]:
+def history(user_key: str, key: str, window: Window, collate: str = "") -> Op[list[MessageRecord]]:
     g = yield from group(key)
     me = yield from standing(key, user_key)
     rooms.check_member(g, me)
-    return (yield from _page("group_key=? AND id > ?", (key, rooms.history_floor(g, me)), limit, before, after))
+    return (yield from _page("group_key=? AND id > ?", (key, rooms.history_floor(g, me)), window, collate))
 
 
 # ---- group files -----------------------------------------------------------------------------
@@ -542,25 +544,30 @@ def react(u: User, msg_id: int, emoji: str, on: bool) -> Op[MessageChange]:
     return MessageChange(m, told, changed=done is not None)
 
 
-def _page(where: str, params: tuple[Any, ...], limit: int, before: int, after: int) -> Op[list[MessageRecord]]:
-    if after:
-        rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE {where} AND id > ? ORDER BY id LIMIT ?",
-                      (*params, after, limit))
-    else:
-        bound = " AND id < ?" if before else ""
-        rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE {where}{bound} ORDER BY id DESC LIMIT ?",
-                      (*params, *((before,) if before else ()), limit))
+def _bound(b: Bound, op: str, collate: str) -> tuple[str, Any]:
+    """One end of a window as a condition: on the id, or on the time (times sort as text; the
+    PostgreSQL engine compares them byte by byte, as its index on them does)."""
+    op += "=" if b.inclusive else ""
+    return (f" AND id {op} ?", b.id) if b.id else (f" AND ts{collate} {op} ?", b.ts)
+
+
+def _page(where: str, params: tuple[Any, ...], w: Window, collate: str = "") -> Op[list[MessageRecord]]:
+    bounds = [_bound(b, op, collate) for b, op in ((w.after, ">"), (w.before, "<")) if b is not None]
+    conds = "".join(c for c, _ in bounds)
+    order = "DESC" if w.newest else ""
+    rows = yield ("all", f"SELECT {MSG_COLS} FROM messages WHERE {where}{conds} ORDER BY id {order} LIMIT ?",
+                  (*params, *(v for _, v in bounds), w.limit))
+    if w.newest:
         rows = list(reversed(rows))
     return (yield from with_reactions([message(r) for r in rows]))
 
 
-def history_private(a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
-                    ) -> Op[list[MessageRecord]]:
+def history_private(a_key: str, b_key: str, window: Window, collate: str = "") -> Op[list[MessageRecord]]:
     # Both directions through the (sender_key, to_key, id) index.
     if a_key == b_key:  # notes to self: one direction
-        return (yield from _page("group_key='' AND sender_key=? AND to_key=?", (a_key, a_key), limit, before, after))
+        return (yield from _page("group_key='' AND sender_key=? AND to_key=?", (a_key, a_key), window, collate))
     return (yield from _page("group_key='' AND ((sender_key=? AND to_key=?) OR (sender_key=? AND to_key=?))",
-                             (a_key, b_key, b_key, a_key), limit, before, after))
+                             (a_key, b_key, b_key, a_key), window, collate))
 
 
 # A search ranks the newest this many matches in the caller's conversations: all of them but for

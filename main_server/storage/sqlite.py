@@ -40,6 +40,7 @@ from .base import (
     Stored,
     User,
     Waiting,
+    Window,
     utc_now_iso,
 )
 from .searchtext import Term, fold, index_text
@@ -316,6 +317,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE groups ADD COLUMN topic_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE groups ADD COLUMN topic_at TEXT NOT NULL DEFAULT '';
+    """,
+    # History by time (CHATHISTORY's timestamps): each conversation's messages by ts.
+    """
+    CREATE INDEX messages_private_ts ON messages(sender_key, to_key, ts) WHERE group_key = '';
+    CREATE INDEX messages_group_ts ON messages(group_key, ts) WHERE group_key != '';
     """,
 ]
 # Run before every commit (and once at start, for rows written while main was down): indexes
@@ -759,13 +765,11 @@ class SQLiteStorage(Storage):
 
         return await self._do(op) if ids else []
 
-    async def history_private(self, a_key: str, b_key: str, limit: int, before: int = 0, after: int = 0
-                              ) -> list[MessageRecord]:
-        return await self._room(roomops.history_private(a_key, b_key, limit, before, after))
+    async def window_private(self, a_key: str, b_key: str, window: Window) -> list[MessageRecord]:
+        return await self._room(roomops.history_private(a_key, b_key, window))
 
-    async def history_group(self, user_key: str, group_key: str, limit: int, before: int = 0, after: int = 0
-                            ) -> list[MessageRecord]:
-        return await self._room(roomops.history(user_key, group_key, limit, before, after))
+    async def window_group(self, user_key: str, group_key: str, window: Window) -> list[MessageRecord]:
+        return await self._room(roomops.history(user_key, group_key, window))
 
     # ---- the life of a message ---------------------------------------------------------------
 
