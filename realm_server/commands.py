@@ -17,7 +17,7 @@ from realmchat.framing import CHUNK
 from realmchat.pb import chat_pb2 as pb
 from realmchat.textproto import Command
 
-from .convert import conversation_dict, file_dict, message_dict, trace_hop_dict, waiting_dict
+from .convert import conversation_dict, file_dict, history_request, message_dict, trace_hop_dict, waiting_dict
 from .delivery import Tag, late_page, page_tag
 from .metrics import commands
 from .session import Session
@@ -193,9 +193,7 @@ class Commands:
         return await self._inbox_page(s, "InboxGroup", pb.GroupRequest(group=cmd.args[0]))
 
     async def cmd_history(self, s: Session, cmd: Command) -> bytes:
-        peer, limit, before, after = tp.history_args(cmd.args)
-        r = await self.up.call("History", pb.HistoryRequest(peer=peer, limit=limit, before=before, after=after),
-                               s.token)
+        r = await self.up.call("History", history_request(tp.history_query(cmd.args)), s.token)
         return tp.ok(messages=[message_dict(m) for m in r.messages], more=r.more)
 
     # ---- conversation state ------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from realmchat.pb import chat_pb2 as pb
+from realmchat.textproto import HistoryQuery, is_time_ref
 
 
 def message_dict(m: pb.Message) -> dict[str, Any]:
@@ -118,3 +119,25 @@ def trace_hop_dict(h: pb.TraceHop) -> dict[str, Any]:
     if h.why:
         d["why"] = h.why
     return d
+
+
+def history_ref(word: str) -> pb.HistoryRef:
+    """A history reference as written (textproto: a message ID or a time)."""
+    return pb.HistoryRef(ts=word) if is_time_ref(word) else pb.HistoryRef(id=int(word))
+
+
+def history_request(q: HistoryQuery) -> pb.HistoryRequest:
+    """A history command as main's request; `before ID` and `after ID` keep their paging meaning
+    (plain bounds), every other reference is checked by main (HistoryRef)."""
+    r = pb.HistoryRequest(peer=q.peer, limit=q.n)
+    refs = [history_ref(w) for w in q.refs]
+    if q.form in ("before", "after") and refs[0].id:
+        setattr(r, q.form, refs[0].id)
+    elif q.form in ("before", "after"):
+        getattr(r, f"{q.form}_ref").CopyFrom(refs[0])
+    elif q.form == "around":
+        r.around.CopyFrom(refs[0])
+    elif q.form == "between":
+        r.start.CopyFrom(refs[0])
+        r.end.CopyFrom(refs[1])
+    return r

@@ -77,9 +77,10 @@ COMMANDS: dict[str, CommandSpec] = {
               max_args=1),
         _spec("who", "", "online users and their realm"),
         _spec("groups", "", "your groups"),
-        _spec("history", "USER|GROUP [N] [before ID|after ID]",
-              "conversation, oldest first: the last N, or the N just before/after message ID (#GROUP forces a group)",
-              min_args=1, max_args=4),
+        _spec("history", "USER|GROUP [N] [before REF|after REF|around REF|between REF REF]",
+              "conversation, oldest first: the last N, or the N just before/after/around REF, or between two "
+              "(REF: a message ID or a time, 2026-11-24T07:42:01Z; #GROUP forces a group)",
+              min_args=1, max_args=5),
         _spec("conversations", "", "your conversations, newest first, with unread and mention counts"),
         _spec("read", "PEER ID", "mark your conversation with PEER (a user or group) read up to message ID",
               min_args=2, max_args=2),
@@ -185,32 +186,60 @@ def parse_line(line: str) -> Command | None:
     return Command(verb, args)
 
 
+HISTORY_FORMS = {"before": 1, "after": 1, "around": 1, "between": 2}  # form -> its references
+_TIME_WORD = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|\+00:00)")
+
+
+def is_time_ref(word: str) -> bool:
+    """A history reference that is a time (main checks it is a real one), not a message ID."""
+    return bool(_TIME_WORD.fullmatch(word))
+
+
+def _parse_ref(word: str) -> None:
+    if is_time_ref(word):
+        return
+    if not word.isascii() or not word.isdigit():
+        raise InvalidArgument(f"a reference is a message ID or a time (ISO-8601 UTC, e.g. 2026-11-24T07:42:01Z), "
+                              f"not {word[:40]!r}")
+    if _parse_count(word, "message ID", MESSAGE_ID_MAX) == 0:
+        raise InvalidArgument("a message ID is at least 1")
+
+
 def _parse_history(spec: CommandSpec, args: tuple[str, ...]) -> tuple[str, ...]:
-    """history PEER [N] [before ID|after ID]: checked, the words as given (before/after lowercased);
-    history_args reads them."""
+    """history PEER [N] [before REF|after REF|around REF|between REF REF]: checked, the words as
+    given (the form lowercased); history_query reads them."""
     rest = list(args[1:])
     n = ""
-    if rest and rest[0].lower() not in ("before", "after"):
+    if rest and rest[0].lower() not in HISTORY_FORMS:
         n = rest.pop(0)
         if _parse_count(n, "N", HISTORY_MAX) == 0:
             raise InvalidArgument("N must be at least 1")
-    where = anchor = ""
+    form: list[str] = []
     if rest:
-        if len(rest) != 2 or rest[0].lower() not in ("before", "after"):
+        where = rest[0].lower()
+        if where not in HISTORY_FORMS or len(rest) != 1 + HISTORY_FORMS[where]:
             raise InvalidArgument(f"usage: {spec.usage}")
-        where, anchor = rest[0].lower(), rest[1]
-        if _parse_count(anchor, "message ID", MESSAGE_ID_MAX) == 0:
-            raise InvalidArgument("a message ID is at least 1")
-    return (args[0], *((n,) if n else ()), *((where, anchor) if where else ()))
+        for ref in rest[1:]:
+            _parse_ref(ref)
+        form = [where, *rest[1:]]
+    return (args[0], *((n,) if n else ()), *form)
 
 
-def history_args(args: tuple[str, ...]) -> tuple[str, int, int, int]:
-    """(PEER, N or 0, before or 0, after or 0) from a parsed history command's arguments."""
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A parsed history command: the peer, N (0: the default), the form ("" for the newest N,
+    else one of HISTORY_FORMS) and its references (each a message ID or a time, as written)."""
+
+    peer: str
+    n: int = 0
+    form: str = ""
+    refs: tuple[str, ...] = ()
+
+
+def history_query(args: tuple[str, ...]) -> HistoryQuery:
     rest = list(args[1:])
-    n = int(rest.pop(0)) if rest and rest[0] not in ("before", "after") else 0
-    before = int(rest[1]) if rest and rest[0] == "before" else 0
-    after = int(rest[1]) if rest and rest[0] == "after" else 0
-    return args[0], n, before, after
+    n = int(rest.pop(0)) if rest and rest[0] not in HISTORY_FORMS else 0
+    return HistoryQuery(args[0], n, rest[0] if rest else "", tuple(rest[1:]))
 
 
 def _parse_search(text: str) -> tuple[str, str]:
