@@ -32,7 +32,7 @@ from realmchat.pb import chat_pb2 as pb
 
 from ..delivery import Tag, late_page, page_tag
 from ..metrics import commands as command_metric
-from . import labels, life, markers, modes, notify, render
+from . import chathistory, labels, life, markers, modes, notify, render
 from .casemap import CASEMAPPING, CHANNELLEN, CHANTYPES, NICKLEN, channel_to_group, group_to_channel, is_valid_nick
 from .codec import IrcParseError, Message, message, numeric, parse
 from .features import Features
@@ -50,7 +50,7 @@ unexpected = ErrorLog(log)
 
 CAPS = ("sasl", "server-time", "message-tags", "echo-message", "account-tag", "multi-prefix",
         "draft/account-registration", "batch", "labeled-response", "draft/message-redaction",
-        markers.CAP, *notify.CAPS)
+        markers.CAP, chathistory.CAP, *notify.CAPS)
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "before-connect"}
 SASL_CHUNK = 400
 SASL_MAX = 4096  # bytes of base64 a SASL exchange may take in all
@@ -179,6 +179,7 @@ class IrcCommands:
         self.table.update({"REDACT": Spec(v3.redact, 2), "TAGMSG": Spec(v3.tagmsg, 1),
                            "MARKREAD": Spec(v3.markread, 1), "SEARCH": Spec(v3.search, 1)})
         self.v3 = v3
+        self.table["CHATHISTORY"] = Spec(chathistory.ChatHistory(self).chathistory, 1)
         # Channel modes and WHO/WHOX (irc/modes.py, irc/who.py).
         self.table.update({"MODE": Spec(Modes(self).mode, 1), "WHO": Spec(Who(self).who)})
 
@@ -455,7 +456,8 @@ class IrcCommands:
                                  ("TARGMAX", f"PRIVMSG:{TARGMAX},NOTICE:{TARGMAX},JOIN:{TARGMAX},"
                                              f"PART:{TARGMAX}"),
                                  ("NETWORK", "realmchat"), ("MODES", str(MAX_CHANGES)),
-                                 ("WHOX", None)], source=srv))
+                                 ("WHOX", None), ("CHATHISTORY", str(chathistory.LIMIT_MAX)),
+                                 ("MSGREFTYPES", "msgid,timestamp")], source=srv))
         self._motd(s, c)
         groups = await self._rejoin(s, c)
         await self._catch_up(s, c, groups)
@@ -501,12 +503,7 @@ class IrcCommands:
         for m in r.messages:
             if not s.first_sight(m.id):
                 continue  # pushed to this connection already
-            shown = m
-            if "server-time" not in c.caps and m.ts:
-                shown = pb.Message()
-                shown.CopyFrom(m)
-                shown.text = f"[{m.ts[:16].replace('T', ' ')}] {m.text}"
-            out.extend(render.message_lines(shown, c.nick, c.caps))
+            out.extend(render.message_lines(render.dated(m, c.caps), c.nick, c.caps))
         tag = page_tag(r.delivery_link, r.delivery, sid, s.user, (m.id for m in r.messages))
         self.send(s, *out, tag=tag)
         if r.more and r.messages:  # (an empty page with more would only repeat itself)

@@ -21,5 +21,7 @@ def labelled(label: str, msgs: list[Message], server: str, batch_id: str) -> lis
     if len(msgs) == 1:
         return [with_tag(msgs[0], "label", label)]
     return [Message("BATCH", [f"+{batch_id}", "labeled-response"], server, {"label": label}),
-            *(with_tag(m, "batch", batch_id) for m in msgs),
+            # A line of a batch of the command's own (chathistory) stays in it; that batch's
+            # BATCH lines are in this one.
+            *(m if "batch" in m.tags else with_tag(m, "batch", batch_id) for m in msgs),
             Message("BATCH", [f"-{batch_id}"], server)]

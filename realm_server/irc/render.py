@@ -69,6 +69,16 @@ def text_lines(source: str, command: str, target: str, text: str, tags: dict[str
     return out
 
 
+def dated(m: pb.Message, caps: frozenset[str]) -> pb.Message:
+    """A message from the past as shown: without server-time its time goes before the text."""
+    if "server-time" in caps or not m.ts:
+        return m
+    shown = pb.Message()
+    shown.CopyFrom(m)
+    shown.text = f"[{m.ts[:16].replace('T', ' ')}] {m.text}"
+    return shown
+
+
 def message_lines(m: pb.Message, me: str, caps: frozenset[str]) -> list[Message]:
     """A private or group message as PRIVMSG from its sender. A private message sent by this
     user on another device (a carbon) reads `:me PRIVMSG peer`, as IRC bouncers show them."""
