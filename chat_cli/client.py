@@ -54,7 +54,7 @@ from .models import (
     Uploaded,
     Waiting,
 )
-from .verbs import CLEAR, check_text, check_word, verb
+from .verbs import CLEAR, Ref, check_text, check_word, verb
 
 __all__ = ["ChatClient", "ChatError", "EventCallback", "ProgressCallback", "claim_free_name"]
 
@@ -294,15 +294,19 @@ class ChatClient:
         PERMISSION_DENIED."""
         return await self._paged("inboxgroup", group)
 
-    async def history(self, peer: str, n: int | None = None, before: int | None = None,
-                      after: int | None = None) -> HistoryPage:
+    async def history(self, peer: str, n: int | None = None, before: Ref | None = None,
+                      after: Ref | None = None, around: Ref | None = None,
+                      between: tuple[Ref, Ref] | None = None) -> HistoryPage:
         """The conversation with a user or a group ("#name" forces a group), delivered or not,
         oldest first: the latest n messages (the server's default if None), or the n just
         before message `before` / just after message `after` (one of the two at most). The
         result is a list of messages with `.more`: True when more exist beyond the page (older
         ones for a plain or `before` call, newer ones for `after`), so scrolling back is
-        `history(peer, n, before=page[0].id)` while `more`."""
-        r = await self._send("history", peer, n, before, after)
+        `history(peer, n, before=page[0].id)` while `more`. A reference may also be a time
+        (ISO-8601 UTC); `around` gives n/2 before it and the rest from it on (a message id: that
+        message among them), `between` those between two references, counted from the first.
+        One of before, after, around and between at most."""
+        r = await self._send("history", peer, n, before, after, around, between)
         return HistoryPage(_messages(r), more=r.get("more") is True)
 
     # ---- messages have a life -------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from realmchat.errors import ChatError, InvalidArgument, NotFound
 from realmchat.textproto import error as error_line
+from realmchat.textproto import is_time_ref
 
 from .client import ChatClient
 from .models import (
@@ -619,17 +620,21 @@ class Terminal:
     async def _history(self, a: tuple[str, ...]) -> None:
         rest = list(a[1:])
         n = int(rest.pop(0)) if rest and rest[0].isdigit() else None
-        before = after = None
-        if rest:
-            ref = parse_message_id(rest[1], "history")
-            before, after = (ref, None) if rest[0].lower() == "before" else (None, ref)
-        page = await self.client.history(a[0], n, before=before, after=after)
-        self._messages(page, f"no messages with {sanitize(a[0])}" if before is None and after is None
-                       else "no more messages")
+        form = rest[0].lower() if rest else ""
+        refs = [r if is_time_ref(r) else parse_message_id(r, "history") for r in rest[1:]]
+        before = refs[0] if form == "before" else None
+        after = refs[0] if form == "after" else None
+        around = refs[0] if form == "around" else None
+        between = (refs[0], refs[1]) if form == "between" else None
+        page = await self.client.history(a[0], n, before=before, after=after, around=around, between=between)
+        self._messages(page, f"no messages with {sanitize(a[0])}" if not form else "no more messages")
         if page.more and page:
             more = f"history {sanitize(a[0])}{f' {n}' if n else ''}"
-            self.say(f"(more: '{more} after {page[-1].id}')" if after is not None
-                     else f"(older: '{more} before {page[0].id}')")
+            if form in ("around", "between"):  # more on either side, or within the window
+                self.say(f"(older: '{more} before {page[0].id}', newer: '{more} after {page[-1].id}')")
+            else:
+                self.say(f"(more: '{more} after {page[-1].id}')" if after is not None
+                         else f"(older: '{more} before {page[0].id}')")
         newest = max((m.id for m in page), default=0)
         if newest and not self.json_mode:
             # Viewing a conversation reads it: the read mark (and the unread count on every

@@ -16,7 +16,7 @@ from typing import Any
 
 from realmchat.errors import InvalidArgument, Unimplemented
 from realmchat.names import check_name
-from realmchat.textproto import COMMANDS, parse_line
+from realmchat.textproto import COMMANDS, HISTORY_FORMS, is_time_ref, parse_line
 
 # ---- the rules of arguments on the wire ------------------------------------------------------
 
@@ -157,18 +157,32 @@ def topic_text(value: str | None) -> str | None:
     return check_text(value)
 
 
-def history_line(peer_name: str, n: int | None = None, before: int | None = None, after: int | None = None) -> str:
+Ref = int | str  # a history reference: a message id, or a time (ISO-8601 UTC, 2026-11-24T07:42:01Z)
+
+
+def check_ref(value: Ref) -> str:
+    if isinstance(value, str):
+        if not is_time_ref(value):
+            raise InvalidArgument(f"invalid time {value!r}: ISO-8601 UTC, e.g. 2026-11-24T07:42:01Z")
+        return value
+    return str(check_id(value))
+
+
+def history_line(peer_name: str, n: int | None = None, before: Ref | None = None, after: Ref | None = None,
+                 around: Ref | None = None, between: tuple[Ref, Ref] | None = None) -> str:
     line = f"history {check_word(peer_name, 'user or group')}"
     if n is not None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidArgument("N must be a whole number of at least 1")
         line += f" {n}"
-    if before is not None and after is not None:
-        raise InvalidArgument("history takes before ID or after ID, not both")
-    if before is not None:
-        line += f" before {check_id(before)}"
-    elif after is not None:
-        line += f" after {check_id(after)}"
+    forms = [(w, v) for w, v in (("before", before), ("after", after), ("around", around), ("between", between))
+             if v is not None]
+    if len(forms) > 1:
+        raise InvalidArgument("history takes one of before, after, around or between")
+    if forms:
+        word_, value = forms[0]
+        refs = value if isinstance(value, tuple) else (value,)
+        line += f" {word_} " + " ".join(check_ref(r) for r in refs)
     return line
 
 
@@ -249,9 +263,12 @@ def _history(verb: Verb, rest: str) -> tuple[str, ...]:
             raise InvalidArgument(f"usage: {verb.usage} (N is at least 1)")
         more.pop(0)
     if more:
-        if len(more) != 2 or more[0].lower() not in ("before", "after"):
+        form = more[0].lower()
+        if form not in HISTORY_FORMS or len(more) != 1 + HISTORY_FORMS[form]:
             raise InvalidArgument(f"usage: {verb.usage}")
-        parse_message_id(more[1], verb.usage)
+        for ref in more[1:]:
+            if not is_time_ref(ref):
+                parse_message_id(ref, verb.usage)
     return args
 
 
@@ -429,8 +446,9 @@ VERBS: tuple[Verb, ...] = (
           "public groups (and private ones you are in)", 0, 1),
     _wire("who", "who"),
     _wire("groups", "groups"),
-    _verb("history", "history", (), "history USER|GROUP [N] [before ID|after ID]",
-          "the conversation (#GROUP forces a group): the latest N, or N before/after message ID", 1, 4,
+    _verb("history", "history", (), "history USER|GROUP [N] [before REF|after REF|around REF|between REF REF]",
+          "the conversation (#GROUP forces a group): the latest N, or N before/after/around REF or between two "
+          "(REF: a message ID or a time, 2026-11-24T07:42:01Z)", 1, 5,
           build=history_line, parse=_history),
     _verb("conversations", "conversations", (), "conversations",
           "your conversations, newest first, with unread counts", 0, 0),

@@ -143,6 +143,16 @@ async def test_history_pages_before_and_after(stack: Stack, uname: Callable[[str
         assert [m.id for m in tail] == ids[-2:] and not tail.more
         with pytest.raises(InvalidArgument):
             await bob.history(a, 5, before=ids[3], after=ids[1])
+        around = await bob.history(a, 5, around=ids[6])
+        assert [m.id for m in around] == ids[4:9] and around.more
+        between = await bob.history(a, 3, between=(ids[9], ids[2]))
+        assert [m.id for m in between] == ids[6:9] and between.more
+        by_time = await bob.history(a, 20, after=last[0].ts)
+        assert ids[-1] in [m.id for m in by_time] and last[0].id not in [m.id for m in by_time]
+        with pytest.raises(InvalidArgument):
+            await bob.history(a, 5, around="noon")
+        with pytest.raises(InvalidArgument):
+            await bob.history(a, 5, around=ids[0], between=(ids[1], ids[2]))
     finally:
         await close_all(alice, bob)
 
@@ -241,6 +251,8 @@ async def test_terminal_edit_reply_react_delete_search(stack: Stack, uname: Call
         bob.wait_for(rf"^\* {a} deleted: \[{a} → you [\d:]+\] \(message deleted\)  #{mid}$")
         bob.send(f"history {a} 1 before {rid}")
         bob.wait_for(rf"\(message deleted\)  #{mid}$")
+        bob.send(f"history {a} 1 around #{rid}")  # the message itself, as a search hit names it
+        bob.wait_for(rf"^\[you → {a} [\d:]+\] sure, noon  #{rid}$")
     finally:
         bob.send("quit")
         bob.proc.wait(10)
@@ -261,7 +273,11 @@ def test_message_verbs_parse_and_render() -> None:
     assert parse_user_line("search #crew launch plan").args == ("#crew", "launch plan")  # type: ignore[union-attr]
     assert parse_user_line("search launch plan").args == ("launch plan",)  # type: ignore[union-attr]
     assert parse_user_line("history bob 20 before #812").args == ("bob", "20", "before", "#812")  # type: ignore[union-attr]
-    for bad in ("edit x hello", "delete", "react 7", "react 7 " + "x" * 17, "history bob 5 around 3", "search #crew"):
+    assert parse_user_line("history bob 5 around #3").args == ("bob", "5", "around", "#3")  # type: ignore[union-attr]
+    assert parse_user_line("history bob between 3 2026-11-24T10:42:00Z").args == (  # type: ignore[union-attr]
+        "bob", "between", "3", "2026-11-24T10:42:00Z")
+    for bad in ("edit x hello", "delete", "react 7", "react 7 " + "x" * 17, "history bob 5 around",
+                "history bob 5 sideways 3", "history bob between 3", "history bob before noon", "search #crew"):
         with pytest.raises(Invalid):
             parse_user_line(bad)
 
