@@ -72,7 +72,7 @@ from .state import (
 log = logging.getLogger("gui.controller")
 
 HISTORY_SIZE = 50           # messages loaded when a conversation opens, and per older page
-SEARCH_PAGES = 20           # pages of history loaded at most to show a search result in place
+GAP_FILL = 1000             # messages read at most between a search result's page and the newest shown
 COMMON_REACTIONS = ("👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀")
 # Presence comes from events (one `who` at login). The realm sends no event when its main server
 # goes away or comes back, so a light probe (`groups`, never `who`) keeps the header honest:
@@ -1107,19 +1107,27 @@ class ChatController:
         self._changed(Change.SEARCH)
 
     async def open_hit(self, hit: SearchHit) -> Conversation:
-        """Opens the conversation of a search result and marks the message (loading older
-        pages until it is shown, within reason)."""
+        """Opens the conversation of a search result and marks the message: when it is not
+        shown yet, the page around it is loaded (history `around` its id), then what lies
+        between that page and the messages shown (at most GAP_FILL of them)."""
         if hit.kind == "group":
             conv = self._conversation(Kind.GROUP, hit.peer.lstrip("#"))
         else:
             conv = self._conversation(Kind.PRIVATE, hit.peer)
         conv.highlight = hit.message.id
         await self.open_conversation(conv.key)
-        pages = 0
-        while conv.find(hit.message.id) is None and conv.more and pages < SEARCH_PAGES:
-            if not await self.load_older(conv.key):
-                break
-            pages += 1
+        if conv.find(hit.message.id) is None:
+            shown = conv.oldest_id
+            try:
+                page = await self._client().history(self._peer(conv), self.history_page, around=hit.message.id)
+                for m in page:
+                    self._merge(conv, m)
+                if page and shown is not None and page[-1].id < shown:
+                    for m in await self._client().history(self._peer(conv), GAP_FILL, between=(page[-1].id, shown)):
+                        self._merge(conv, m)
+                conv.more = conv.more or page.more  # older ones, if any, come on scroll
+            except ChatError as e:
+                conv.history_error = f"could not load the history around the result: {e.message}"
         self._changed(Change.MESSAGES, Change.CONVERSATIONS)
         return conv
 

@@ -123,6 +123,18 @@ async def test_search_opens_the_conversation_and_history_pages(
     assert [ln.id for ln in c2.lines] == ids and not c2.more
     assert await b2.load_older() == 0  # nothing left: no call
 
+    # A result older than many pages: the page around it, then what lies between it and the newest.
+    client, _ = await user(stack.realm("beta"), bob, register=False)
+    try:
+        later = [(await client.send_private(alice, f"later {i}")).id for i in range(25)]
+    finally:
+        await client.close()
+    deep = await logged_in(make_controller(history_page=1), stack.realm("alpha"), alice, register=False)
+    conv = await deep.open_hit((await deep.search(token))[0])
+    assert conv.highlight == ids[1] and [ln.id for ln in conv.lines] == ids[1:] + later
+    assert conv.more and await deep.load_older() == 1  # the one before it, on scroll
+    assert [ln.id for ln in conv.lines] == ids + later and not conv.more
+
 
 def test_lines_of_one_millisecond_keep_their_sending_order() -> None:
     """Timestamps have millisecond precision: ids order the messages that share one, whatever
