@@ -7,6 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+import pytest
+
+from realmchat.pb import chat_pb2 as pb
+
+from .hardutil import Grpc, bearer
 from .stack import Stack
 from .textclient import TextClient, login
 
@@ -99,3 +105,40 @@ async def test_bad_references(stack: Stack, uname: Names) -> None:
     assert "a message ID or a time" in r["message"]
     await ca.err(f"history {b} 3 between {msgs[0]['id']}", "INVALID_ARGUMENT")
     await ca.err(f"history {b} 1001 around {msgs[0]['id']}", "INVALID_ARGUMENT")
+
+
+async def test_main_refuses_what_no_client_sends(stack: Stack, uname: Names) -> None:
+    """Straight to main's History and Conversations: limits out of range, two forms at once, a
+    reference naming both an id and a time; and Conversations by activity."""
+    a, b = uname("pa"), uname("pb")
+    g = Grpc(stack.main.addr)
+    try:
+        token = await g.login(a)
+        await g.login(b)
+        sent = await g.send_private(token, b, "hello")
+        meta = bearer(token)
+        bad = [
+            pb.HistoryRequest(peer=b, limit=1001),
+            pb.HistoryRequest(peer=b, limit=-1),
+            pb.HistoryRequest(peer=b, before=sent.id, around=pb.HistoryRef(id=sent.id)),
+            pb.HistoryRequest(peer=b, around=pb.HistoryRef(id=sent.id, ts=sent.ts)),
+            pb.HistoryRequest(peer=b, around=pb.HistoryRef()),
+            pb.HistoryRequest(peer=b, start=pb.HistoryRef(id=sent.id)),
+        ]
+        for request in bad:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await g.stub.History(request, metadata=meta, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        r = await g.stub.History(pb.HistoryRequest(peer=b, around=pb.HistoryRef(ts=sent.ts)), metadata=meta, timeout=10)
+        assert [m.id for m in r.messages] == [sent.id]
+        active = await g.stub.Conversations(
+            pb.ConversationsRequest(active_after="2000-01-01T00:00:00Z"), metadata=meta, timeout=10
+        )
+        assert [c.peer for c in active.conversations] == [b]
+        none = await g.stub.Conversations(pb.ConversationsRequest(active_after=sent.ts), metadata=meta, timeout=10)
+        assert list(none.conversations) == []  # strictly after its newest message
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await g.stub.Conversations(pb.ConversationsRequest(active_before="soon"), metadata=meta, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await g.close()
