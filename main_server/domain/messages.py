@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from realmchat.errors import InvalidArgument, NotFound, ResourceExhausted
 from realmchat.names import check_name, name_key
@@ -188,16 +188,13 @@ class Messages:
         name = peer[1:] if force_group else peer
         check_name(name, "group" if force_group else "user or group")
         key, me = name_key(name), caller.session.user_key
+        read: Callable[[str, str, Window], Awaitable[list[MessageRecord]]]
         if not force_group and await self.storage.get_user(key) is not None:
-            def read(w: Window) -> Awaitable[list[MessageRecord]]:
-                return self.storage.window_private(me, key, w)
-            group = ""
+            read, group = self.storage.window_private, ""
         elif await self.storage.get_group(key) is None:
             raise NotFound(f"no user or group {name!r}")
         else:
-            def read(w: Window) -> Awaitable[list[MessageRecord]]:
-                return self.storage.window_group(me, key, w)
-            group = key
+            read, group = self.storage.window_group, key
         if group and ask.refs():  # a non-member is told so, not that their reference is wrong
             await self.storage.member_group(key, me)
         points = {f: await self._point(me, key, group, ref) for f, ref in
@@ -205,12 +202,13 @@ class Messages:
                    ("start", ask.start), ("end", ask.end)) if ref is not None}
         msgs: list[MessageRecord] = []
         more = False
-        for r in reads(ask, form, limit, points):
-            kept, beyond = r.keep(await read(r.window))
+        plan = reads(ask, form, limit, points)
+        for r in plan:
+            kept, beyond = r.keep(await read(me, key, r.window))
             msgs += kept
             more = more or beyond
-        # Too many bytes: the messages nearest the anchor are kept (after: the oldest).
-        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=form not in ("after", "after_ref", "around"))
+        # Too many bytes: the messages nearest the anchor are kept (counting forward: the oldest).
+        page, cut = fit_bytes(msgs, self.config.reply_max_bytes, newest=plan[-1].window.newest)
         return Page(page, more or cut)
 
     async def _point(self, me: str, key: str, group: str, ref: Ref) -> Point:
