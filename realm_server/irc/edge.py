@@ -58,6 +58,7 @@ TARGMAX = 4  # PRIVMSG/NOTICE/JOIN/PART targets per command
 TOPICLEN = 512
 MAX_CATCH_UP_PAGES = 50  # inbox pages fetched per conversation at registration
 MAX_REJOIN = 200  # channels announced at registration
+NICK_IS_ACCOUNT = "the nick is the account: log in to another account on another connection"
 REGISTER_HINT = ("no such account or a wrong password. New here? Create the account first: "
                  "/quote REGISTER * * PASSWORD (the nick becomes the account), then reconnect "
                  "with PASS account:password or SASL PLAIN")
@@ -315,7 +316,9 @@ class IrcCommands:
         if s.authed:
             if name_key(new) != name_key(s.user):
                 # The nick is the account: another nick is another account (another connection).
-                self.num(s, c, N.ERR_NICKLOCKED)
+                # 400 NICK as ergo answers with its nicks locked to accounts: clients show the
+                # text and keep their nick (433 would send some looking for another one).
+                self.send(s, numeric(N.ERR_UNKNOWNERROR, c.nick, "NICK", NICK_IS_ACCOUNT, source=c.server))
             return
         c.nick = new
         await self._try_welcome(s, c)
@@ -475,8 +478,14 @@ class IrcCommands:
         """The groups the account is in, shown as channels joined (membership is the account's)."""
         r = await self.up.call("ListGroups", pb.ListGroupsRequest(), s.token)
         groups = [g.group for g in r.groups]
+        reads = None
+        if markers.CAP in c.caps and groups:  # one Conversations call for every channel's marker
+            try:
+                reads = await markers.group_reads(self.up, s.token)
+            except ChatError:
+                reads = None
         for g in groups[:MAX_REJOIN]:
-            await self._joined(s, c, g)
+            await self._joined(s, c, g, reads)
         return groups
 
     async def _catch_up(self, s: Session, c: IrcCodec, groups: list[str]) -> None:
@@ -582,8 +591,9 @@ class IrcCommands:
 
     # ---- channels ----------------------------------------------------------------------------
 
-    async def _joined(self, s: Session, c: IrcCodec, group: str) -> None:
-        """JOIN, the topic and the names, as a server answers a join."""
+    async def _joined(self, s: Session, c: IrcCodec, group: str, reads: dict[str, int] | None = None) -> None:
+        """JOIN, the topic, the read marker (draft/read-marker) and the names, as a server
+        answers a join. reads: the markers by group name_key, when the caller has them."""
         chan = group_to_channel(group)
         self.send(s, notify.join_line(c.nick, chan, c.caps))
         try:
@@ -592,6 +602,11 @@ class IrcCommands:
                 self.send(s, *topic)
         except ChatError:
             pass
+        if markers.CAP in c.caps:
+            try:
+                self.send(s, await markers.on_join(self.up, s.token, c.server, chan, group, reads))
+            except ChatError:
+                pass  # main away: the names still follow, and MARKREAD asks again
         await self._names(s, c, chan)
 
     async def join(self, s: Session, c: IrcCodec, m: Message) -> None:

@@ -38,7 +38,8 @@ def parse_timestamp(param: str) -> str | None:
 
 
 def markread(source: str, target: str, ts: str) -> Message:
-    return message(source, "MARKREAD", target, f"timestamp={render.server_time(ts) if ts else '*'}")
+    """MARKREAD target timestamp=...; `*` alone when there is no marker (as the spec writes it)."""
+    return message(source, "MARKREAD", target, f"timestamp={render.server_time(ts)}" if ts else "*")
 
 
 async def message_at(up: Upstream, token: str, peer: str, msg_id: int) -> pb.Message | None:
@@ -71,6 +72,22 @@ async def marker(up: Upstream, token: str, peer: str) -> int:
         if name_key(conv.peer) == name and (conv.kind == "group" or not group):
             return conv.read
     return 0
+
+
+async def group_reads(up: Upstream, token: str) -> dict[str, int]:
+    """Every group conversation's read marker, by the group's name_key."""
+    r = await up.call("Conversations", pb.ConversationsRequest(), token)
+    return {name_key(conv.peer): conv.read for conv in r.conversations if conv.kind == "group"}
+
+
+async def on_join(up: Upstream, token: str, source: str, chan: str, group: str,
+                  reads: dict[str, int] | None = None) -> Message:
+    """The MARKREAD a joining client gets (before RPL_ENDOFNAMES); reads: group_reads, if known."""
+    if reads is None:
+        reads = await group_reads(up, token)
+    read = reads.get(name_key(group), 0)
+    at = await message_at(up, token, "#" + group, read) if read else None
+    return markread(source, chan, at.ts if at is not None else "")
 
 
 class Watcher:

@@ -1,0 +1,120 @@
+"""What real IRC clients and the irctest suite rely on, against real processes (one main, realms
+alpha and beta with IRC on): NICK once the nick is the account, the read marker on JOIN, and
+the other behaviours irctest and irssi/WeeChat sessions found."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .ircclient import IrcClient, Line
+from .stack import Stack
+from .test_irc_edge import irc_addr, start_irc_stack
+from .textclient import login
+
+Names = Callable[[str], str]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_irc_stack(tmp_path_factory.mktemp("data"))
+    yield s
+    s.stop()
+
+
+async def irc_user(stack: Stack, nick: str, caps: tuple[str, ...] = (), realm: str = "alpha") -> IrcClient:
+    """An IRC connection logged in as `nick` (the account is made over the text port first)."""
+    t = await login(*stack.realm("beta"), nick)
+    await t.close()
+    c = await IrcClient.connect(*irc_addr(stack.realms[realm]))
+    await c.line()
+    await c.register(nick, f"{nick}:pw-secret", caps)
+    await c.quiet(0.2)  # the rejoin and catch-up, if any
+    return c
+
+
+def commands(lines: list[Line]) -> list[str]:
+    return [ln.command for ln in lines]
+
+
+# ---- NICK -----------------------------------------------------------------------------------------
+
+
+async def test_nick_change_refused_with_400_and_same_nick_is_a_no_op(stack: Stack, uname: Names) -> None:
+    nick = uname("nk")
+    c = await irc_user(stack, nick)
+    await c.send(f"NICK {nick}x")
+    refused = await c.until("400")
+    assert refused.params[:2] == [nick, "NICK"], refused.raw
+    assert "account" in refused.params[-1]
+    # The same nick, in any case, says nothing and changes nothing.
+    await c.send(f"NICK {nick.upper()}")
+    await c.send(f"NICK :{nick}")
+    await c.send("PING :after")
+    got = await c.collect("PONG")
+    assert commands(got) == ["PONG"], [ln.raw for ln in got]
+    # Still the account's nick: a message to it comes back under that name.
+    await c.send(f"PRIVMSG {nick} :to myself")
+    await c.send("PING :after2")
+    assert all(ln.command != "NICK" for ln in await c.collect("PONG"))
+    await c.close()
+
+
+async def test_nick_after_sasl_before_welcome_is_refused_too(stack: Stack, uname: Names) -> None:
+    nick = uname("ns")
+    t = await login(*stack.realm("beta"), nick)
+    await t.close()
+    c = await IrcClient.connect(*irc_addr(stack.realms["alpha"]))
+    await c.line()
+    assert (await c.sasl(nick, nick, "pw-secret"))[-1].command == "903"
+    await c.send("NICK someone_else")
+    assert (await c.until("400")).params[1] == "NICK"
+    await c.send("CAP END")
+    welcome = await c.collect_welcome()
+    assert welcome[0].command == "001" and welcome[0].params[0] == nick
+    await c.close()
+
+
+# ---- draft/read-marker on JOIN ----------------------------------------------------------------------
+
+
+async def test_join_sends_markread_before_end_of_names(stack: Stack, uname: Names) -> None:
+    nick, chan = uname("rj"), "#" + uname("rjc")
+    c = await irc_user(stack, nick, ("draft/read-marker", "server-time"))
+    await c.send(f"JOIN {chan}")
+    got = await c.collect("366")
+    cmds = commands(got)
+    assert "MARKREAD" in cmds and cmds.index("JOIN") < cmds.index("MARKREAD") < cmds.index("366"), cmds
+    assert got[cmds.index("MARKREAD")].params == [chan, "*"]  # nothing read yet
+    await c.send(f"PRIVMSG {chan} :first")
+    await c.send(f"MARKREAD {chan}")
+    assert (await c.until("MARKREAD")).params == [chan, "*"]
+    # Another member writes; the marker is set on it, then shown again on a later join.
+    other = await irc_user(stack, uname("rk"), ("server-time",))
+    await other.send(f"JOIN {chan}")
+    await other.collect("366")
+    await other.send(f"PRIVMSG {chan} :second")
+    ts = (await c.until("PRIVMSG")).tags["time"]
+    await c.send(f"MARKREAD {chan} timestamp={ts}")
+    assert (await c.until("MARKREAD")).params == [chan, f"timestamp={ts}"]
+    await c.send(f"JOIN {chan}")
+    again = await c.collect("366")
+    marks = [ln for ln in again if ln.command == "MARKREAD"]
+    assert [m.params for m in marks] == [[chan, f"timestamp={ts}"]], [ln.raw for ln in again]
+    # At registration the channels rejoined carry their markers too.
+    c2 = await IrcClient.connect(*irc_addr(stack.realms["beta"]))
+    await c2.line()
+    await c2.register(nick, f"{nick}:pw-secret", ("draft/read-marker",))
+    rejoin = await c2.collect("366")
+    assert [ln.params for ln in rejoin if ln.command == "MARKREAD"] == [[chan, f"timestamp={ts}"]]
+    for x in (c, c2, other):
+        await x.close()
+
+
+async def test_join_without_the_cap_sends_no_markread(stack: Stack, uname: Names) -> None:
+    c = await irc_user(stack, uname("rn"))
+    chan = "#" + uname("rnc")
+    await c.send(f"JOIN {chan}")
+    assert "MARKREAD" not in commands(await c.collect("366"))
+    await c.close()
