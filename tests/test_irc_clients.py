@@ -118,3 +118,54 @@ async def test_join_without_the_cap_sends_no_markread(stack: Stack, uname: Names
     await c.send(f"JOIN {chan}")
     assert "MARKREAD" not in commands(await c.collect("366"))
     await c.close()
+
+
+# ---- what irctest found ------------------------------------------------------------------------------
+
+
+async def test_user_with_an_empty_realname_or_username_gets_461(stack: Stack, uname: Names) -> None:
+    nick = uname("ur")
+    t = await login(*stack.realm("beta"), nick)
+    await t.close()
+    c = await IrcClient.connect(*irc_addr(stack.realms["alpha"]))
+    await c.line()
+    await c.send(f"PASS {nick}:pw-secret")
+    await c.send(f"NICK {nick}")
+    for bad in ("USER u 0 * :", "USER u 0 *"):
+        await c.send(bad)
+        got = await c.until("461", "001")
+        assert got.command == "461" and got.params[1] == "USER", (bad, got.raw)
+    await c.send(f"USER {nick} 0 * :{nick}")
+    assert (await c.collect_welcome())[0].command == "001"
+    await c.close()
+
+
+async def test_kick_without_a_reason_gives_the_kickers_nick(stack: Stack, uname: Names) -> None:
+    op, victim, chan = uname("ko"), uname("kv"), "#" + uname("kc")
+    a = await irc_user(stack, op)
+    b = await irc_user(stack, victim, realm="beta")
+    await a.send(f"JOIN {chan}")
+    await a.collect("366")
+    await b.send(f"JOIN {chan}")
+    await b.collect("366")
+    await a.until("JOIN")
+    await a.send(f"KICK {chan} {victim}")
+    mine = await a.until("KICK")
+    theirs = await b.until("KICK")
+    assert mine.params == theirs.params == [chan, victim, op], (mine.raw, theirs.raw)
+    await a.close()
+    await b.close()
+
+
+async def test_userhost_in_names(stack: Stack, uname: Names) -> None:
+    nick, chan = uname("uh"), "#" + uname("uhc")
+    c = await irc_user(stack, nick, ("userhost-in-names",))
+    await c.send(f"JOIN {chan}")
+    names = [ln for ln in await c.collect("366") if ln.command == "353"]
+    assert names[0].params[-1] == f"~{nick}!{nick}@realmchat", names[0].raw
+    other = uname("uj")
+    plain = await irc_user(stack, other)
+    await plain.send(f"JOIN {chan}")
+    assert sorted((await plain.until("353")).params[-1].split()) == sorted([f"~{nick}", other])
+    await c.close()
+    await plain.close()

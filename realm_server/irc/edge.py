@@ -50,7 +50,7 @@ unexpected = ErrorLog(log)
 
 CAPS = ("sasl", "server-time", "message-tags", "echo-message", "account-tag", "multi-prefix",
         "draft/account-registration", "batch", "labeled-response", "draft/message-redaction",
-        markers.CAP, chathistory.CAP, *notify.CAPS)
+        markers.CAP, chathistory.CAP, *notify.CAPS, "userhost-in-names")
 CAP_VALUES = {"sasl": "PLAIN", "draft/account-registration": "before-connect"}
 SASL_CHUNK = 400
 SASL_MAX = 4096  # bytes of base64 a SASL exchange may take in all
@@ -324,6 +324,9 @@ class IrcCommands:
         await self._try_welcome(s, c)
 
     async def user(self, s: Session, c: IrcCodec, m: Message) -> None:
+        if not m.params[0] or not m.params[3]:  # an empty username or realname is a missing one
+            self.num(s, c, N.ERR_NEEDMOREPARAMS, "USER")
+            return
         c.user_given = True
         await self._try_welcome(s, c)
 
@@ -669,7 +672,8 @@ class IrcCommands:
             except (NotFound, PermissionDenied):
                 members = []
         prefix = {"owner": "~", "admin": "@"}
-        names = [prefix.get(mb.role, "") + mb.user for mb in members]
+        full = "userhost-in-names" in c.caps
+        names = [prefix.get(mb.role, "") + (render.mask(mb.user) if full else mb.user) for mb in members]
         fixed = len(numeric(N.RPL_NAMREPLY, c.nick, "=", chan, "", source=c.server).serialize())
         line: list[str] = []
         used = fixed
@@ -768,7 +772,7 @@ class IrcCommands:
         except PermissionDenied as exc:
             self.send(s, numeric(N.ERR_CHANOPRIVSNEEDED, c.nick, chan, exc.message, source=c.server))
             return
-        self.send(s, message(render.mask(c.nick), "KICK", group_to_channel(r.group), r.user, reason or "kick"))
+        self.send(s, message(render.mask(c.nick), "KICK", group_to_channel(r.group), r.user, reason or c.nick))
 
     async def invite(self, s: Session, c: IrcCodec, m: Message) -> None:
         nick, chan = m.params[0], m.params[1]

@@ -113,8 +113,8 @@ def event_lines(kind: str, ev: pb.Event, me: str, caps: frozenset[str], server: 
             return [message(mask(mv.user), "JOIN", chan)]
         if mv.action == "leave":
             return [message(mask(mv.user), "PART", chan)]
-        if mv.action == "kick":
-            return [message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.action)]
+        if mv.action == "kick":  # no reason given: the kicker's nick, as RFC 2812 has it
+            return [message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.by or mv.action)]
         if mv.action == "ban":  # the ban as a mode, then the banned user out
             return [message(mask(mv.by or server), "MODE", chan, "+b", f"{mv.user}!*@*"),
                     message(mask(mv.by or server), "KICK", chan, mv.user, mv.reason or mv.action)]
