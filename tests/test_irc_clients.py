@@ -169,3 +169,23 @@ async def test_userhost_in_names(stack: Stack, uname: Names) -> None:
     assert sorted((await plain.until("353")).params[-1].split()) == sorted([f"~{nick}", other])
     await c.close()
     await plain.close()
+
+
+async def test_nick_in_another_case_logs_in_with_no_nick_line_before_001(stack: Stack, uname: Names) -> None:
+    nick = uname("nc")
+    t = await login(*stack.realm("beta"), nick)
+    await t.close()
+    c = await IrcClient.connect(*irc_addr(stack.realms["alpha"]))
+    await c.line()
+    welcome = await c.register(nick.upper(), f"{nick}:pw-secret")
+    assert welcome[0].command == "001" and welcome[0].params[0] == nick, [ln.raw for ln in welcome]
+    await c.close()
+
+
+async def test_unknown_command_answer_is_labelled(stack: Stack, uname: Names) -> None:
+    c = await irc_user(stack, uname("lb"), ("batch", "labeled-response"))
+    for line in ("@label=deadbeef NONEXISTENT_COMMAND", "@label=d2 FOOBAR x", "@label=d3 12X"):
+        await c.send(line)
+        got = await c.until("421")
+        assert got.tags.get("label") == line[7:].split(" ")[0], got.raw
+    await c.close()

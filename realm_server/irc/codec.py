@@ -57,11 +57,13 @@ class IrcParseError(ValueError):
     `numeric` is None when the line is ignored silently; otherwise `params` are the reply's
     params after the target (the client's nick, or "*" before registration)."""
 
-    def __init__(self, reason: str, numeric: str | None = None, params: tuple[str, ...] = ()) -> None:
+    def __init__(self, reason: str, numeric: str | None = None, params: tuple[str, ...] = (),
+                 tags: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.numeric = numeric
         self.params = params
+        self.tags = tags if tags is not None else {}  # the line's tags, when they parsed (a label)
 
     @property
     def silent(self) -> bool:
@@ -288,9 +290,9 @@ def parse(line: bytes | str, tag_limit: int = CLIENT_TAG_DATA_MAX) -> Message:
         if command.isalpha():
             command = command.upper()
         elif not (len(command) == 3 and command.isdigit()):
-            raise IrcParseError("invalid command", _ERR_UNKNOWNCOMMAND, (command[:32], "Unknown command"))
+            raise IrcParseError("invalid command", _ERR_UNKNOWNCOMMAND, (command[:32], "Unknown command"), tags)
     else:
-        raise IrcParseError("invalid command", _ERR_UNKNOWNCOMMAND, (command[:32], "Unknown command"))
+        raise IrcParseError("invalid command", _ERR_UNKNOWNCOMMAND, (command[:32], "Unknown command"), tags)
     del params[0]
     if trailing is not None:
         params.append(trailing)

@@ -178,7 +178,7 @@ class IrcCommands:
         }
         v3 = Features(self)  # IRCv3 message features (irc/features.py)
         self.table.update({"REDACT": Spec(v3.redact, 2), "TAGMSG": Spec(v3.tagmsg, 1),
-                           "MARKREAD": Spec(v3.markread, 1), "SEARCH": Spec(v3.search, 1)})
+                           "MARKREAD": Spec(v3.markread), "SEARCH": Spec(v3.search, 1)})
         self.v3 = v3
         self.table["CHATHISTORY"] = Spec(chathistory.ChatHistory(self).chathistory, 1)
         # Channel modes and WHO/WHOX (irc/modes.py, irc/who.py).
@@ -207,12 +207,12 @@ class IrcCommands:
         c = s.codec
         assert isinstance(c, IrcCodec)
         # Registration is not labelled: its catch-up pages wait for each other to be written.
-        label = cmd.tags.get("label") if isinstance(cmd, Message) and c.registered \
-            and "labeled-response" in c.caps else None
+        label = cmd.tags.get("label") if c.registered and "labeled-response" in c.caps else None
         if not label:
             return await self._run(s, c, cmd)
         if len(label.encode()) > labels.LABEL_MAX:
-            self.send(s, standard_reply("FAIL", cmd.command, "INVALID_LABEL", description="label too long",
+            self.send(s, standard_reply("FAIL", cmd.command if isinstance(cmd, Message) else "*", "INVALID_LABEL",
+                                        description="label too long",
                                         source=c.server))
             return True
         c.capture, c.capture_tags = [], []
@@ -230,7 +230,7 @@ class IrcCommands:
         if isinstance(cmd, IrcParseError):
             answer = cmd.reply(c.nick, c.server)
             if answer is not None:
-                s.send(answer.serialize())
+                self.send(s, answer)
             command_metric("irc", f"ERR_{cmd.numeric}").inc()
             return True
         spec = self.table.get(cmd.command)
@@ -340,11 +340,11 @@ class IrcCommands:
         await self.realm.logins.login(s, account, password)
         self._nick_is_account(s, c)
 
-    def _nick_is_account(self, s: Session, c: IrcCodec) -> None:
-        if c.nick != s.user:
-            if c.nick != "*":
-                self.send(s, message(render.mask(c.nick), "NICK", s.user))
-            c.nick = s.user
+    @staticmethod
+    def _nick_is_account(s: Session, c: IrcCodec) -> None:
+        # Logins all come before 001, which names the nick: clients take it from there, and a
+        # NICK line before 001 is one no client expects.
+        c.nick = s.user
 
     async def _try_welcome(self, s: Session, c: IrcCodec) -> None:
         if c.registered or c.cap_pending or c.nick == "*" or not c.user_given:

@@ -138,6 +138,9 @@ class Features:
     async def markread(self, s: Session, c: IrcCodec, m: Message) -> None:
         """MARKREAD target [timestamp=...]: sets the marker to the newest message at or before
         the time (main keeps markers monotonic), or asks it; answers the marker as it is."""
+        if not m.params:  # the read-marker spec's standard reply, not 461
+            self.fail(s, c, "MARKREAD", "NEED_MORE_PARAMS", why="MARKREAD target [timestamp=...]")
+            return
         target = m.params[0]
         peer = peer_of(target)
         if peer is None:
