@@ -189,3 +189,20 @@ async def test_unknown_command_answer_is_labelled(stack: Stack, uname: Names) ->
         got = await c.until("421")
         assert got.tags.get("label") == line[7:].split(" ")[0], got.raw
     await c.close()
+
+
+async def test_sasl_line_over_400_bytes_is_905_and_an_endless_exchange_904(stack: Stack, uname: Names) -> None:
+    c = await IrcClient.connect(*irc_addr(stack.realms["alpha"]))
+    await c.line()
+    await c.send("CAP REQ :sasl")
+    await c.until("CAP")
+    await c.send("AUTHENTICATE PLAIN")
+    await c.until("AUTHENTICATE")
+    await c.send("AUTHENTICATE " + "A" * 401)
+    assert (await c.until("905", "904")).command == "905"
+    await c.send("AUTHENTICATE PLAIN")
+    await c.until("AUTHENTICATE")
+    for _ in range(20):  # 8000 bytes in 400-byte lines, more than an exchange may take
+        await c.send("AUTHENTICATE " + "A" * 400)
+    assert (await c.until("905", "904")).command == "904"
+    await c.close()

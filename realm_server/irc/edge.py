@@ -385,9 +385,11 @@ class IrcCommands:
             return
         if arg != "+":
             c.sasl_buf += arg
-            if len(c.sasl_buf) > SASL_MAX:
+            # 905 is for one line over 400 bytes (the SASL 3.1 spec); an exchange that grows past
+            # SASL_MAX in 400-byte lines simply fails (904).
+            if len(arg) > SASL_CHUNK or len(c.sasl_buf) > SASL_MAX:
                 c.sasl_mech, c.sasl_buf = None, ""
-                self.num(s, c, N.ERR_SASLTOOLONG)
+                self.num(s, c, N.ERR_SASLTOOLONG if len(arg) > SASL_CHUNK else N.ERR_SASLFAIL)
                 return
             if len(arg) == SASL_CHUNK:
                 return  # more follows
