@@ -206,3 +206,15 @@ async def test_sasl_line_over_400_bytes_is_905_and_an_endless_exchange_904(stack
         await c.send("AUTHENTICATE " + "A" * 400)
     assert (await c.until("905", "904")).command == "904"
     await c.close()
+
+
+async def test_join_of_a_users_name_is_403_and_the_other_channels_still_join(stack: Stack, uname: Names) -> None:
+    nick, chan = uname("jn"), "#" + uname("jnc")
+    c = await irc_user(stack, nick)
+    await c.send(f"JOIN #{nick},{chan}")
+    refused = await c.until("403", "JOIN")
+    assert refused.command == "403" and refused.params[1] == f"#{nick}", refused.raw
+    assert "user" in refused.params[-1]
+    joined = await c.until("JOIN")
+    assert joined.params[0] == chan
+    await c.close()

@@ -623,14 +623,10 @@ class IrcCommands:
                 continue
             key = keys[i] if i < len(keys) else ""
             try:
-                try:
-                    r = await self.up.call("JoinGroup", pb.JoinGroupRequest(group=group, key=key), s.token)
-                except NotFound:
-                    # IRC semantics: joining an unknown channel creates it, the joiner its owner.
-                    r = await self.up.call("CreateGroup", pb.CreateGroupRequest(group=group, mode="public"),
-                                           s.token)
-                    if key:
-                        await self.up.call("GroupKey", pb.GroupKeyRequest(group=r.group, key=key), s.token)
+                r = await self._join_or_create(s, group, key)
+            except AlreadyExists as exc:  # the name is a user's: users and groups share names
+                self.send(s, numeric(N.ERR_NOSUCHCHANNEL, c.nick, chan, exc.message, source=c.server))
+                continue
             except PermissionDenied as exc:
                 code = JOIN_NUMERIC.get(exc.reason, N.ERR_INVITEONLYCHAN)
                 self.send(s, numeric(code, c.nick, chan, exc.message, source=c.server))
@@ -639,6 +635,23 @@ class IrcCommands:
                 self.send(s, numeric(N.ERR_TOOMANYCHANNELS, c.nick, chan, exc.message, source=c.server))
                 continue
             await self._joined(s, c, r.group)
+
+    async def _join_or_create(self, s: Session, group: str, key: str) -> pb.GroupResponse:
+        try:
+            return await self.up.call("JoinGroup", pb.JoinGroupRequest(group=group, key=key), s.token)
+        except NotFound:
+            pass
+        # IRC semantics: joining an unknown channel creates it, the joiner its owner.
+        try:
+            r = await self.up.call("CreateGroup", pb.CreateGroupRequest(group=group, mode="public"), s.token)
+        except AlreadyExists as taken:
+            try:  # made by someone else meanwhile: join it
+                return await self.up.call("JoinGroup", pb.JoinGroupRequest(group=group, key=key), s.token)
+            except NotFound:
+                raise taken from None  # still none: the name is taken by a user
+        if key:
+            await self.up.call("GroupKey", pb.GroupKeyRequest(group=r.group, key=key), s.token)
+        return r
 
     async def part(self, s: Session, c: IrcCodec, m: Message) -> None:
         reason = m.params[1] if len(m.params) > 1 else ""
