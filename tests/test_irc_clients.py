@@ -218,3 +218,40 @@ async def test_join_of_a_users_name_is_403_and_the_other_channels_still_join(sta
     joined = await c.until("JOIN")
     assert joined.params[0] == chan
     await c.close()
+
+
+ECHOED_WITH_SPACES = (
+    "WHOIS :a b",
+    "MODE #{chan} +b :a b",
+    "TOPIC :#a b",
+    "JOIN :#a b",
+    "PART :#a b",
+    "NAMES :#a b",
+    "WHO :a b",
+    "MARKREAD :a b",
+    "NICK :a b",
+    "MODE #{chan} +k :x y",
+    "TAGMSG :a b",
+    "KICK #{chan} :a b",
+)
+
+
+@pytest.mark.parametrize("line", ECHOED_WITH_SPACES)
+async def test_a_param_with_spaces_echoed_in_an_answer_keeps_the_connection(
+    stack: Stack, uname: Names, line: str
+) -> None:
+    """Answers echo what was sent (a nick, a channel, a key): one with a space is written `*`
+    (it cannot be a middle param), instead of breaking the line and closing the connection."""
+    nick = uname("sp")
+    c = await irc_user(stack, nick, ("message-tags", "draft/read-marker"))
+    chan = uname("spc")
+    await c.send(f"JOIN #{chan}")
+    await c.collect("366")
+    await c.send(line.format(chan=chan))
+    await c.send("PING :alive")
+    got = await c.collect("PONG")
+    answers = [ln for ln in got if ln.command != "PONG"]
+    assert answers, line
+    assert all(" " not in p for ln in answers for p in ln.params[:-1]), [ln.raw for ln in answers]
+    assert not any(ln.command == "400" for ln in answers), [ln.raw for ln in answers]  # no internal error
+    await c.close()

@@ -322,7 +322,11 @@ def numeric(code: int | str, target: str, *params: str, source: str | None = Non
             tags: dict[str, str] | None = None) -> Message:
     """A numeric reply: `:source CODE target params...`; target is the client's nick, or "*"."""
     command = f"{code:03d}" if isinstance(code, int) else str(code)
-    return Message(command, [target, *params], source, tags if tags is not None else {})
+    # Numerics echo what the client sent (a nick, a channel, a key): one that cannot be a middle
+    # param (empty, with a space, a leading ':') is written `*` rather than break the line.
+    *middle, last = [target, *params]
+    middle = [p if p and " " not in p and p[0] != ":" else "*" for p in middle]
+    return Message(command, [*middle, last], source, tags if tags is not None else {})
 
 
 def message(source: str | None, command: str, *params: str, tags: dict[str, str] | None = None) -> Message:

@@ -254,7 +254,8 @@ class IrcCommands:
             return False
         except Exception as exc:
             unexpected(f"IRC command {cmd.command} failed", exc)
-            self.num(s, c, N.ERR_UNKNOWNERROR, cmd.command, "internal error in the realm; try again")
+            self.send(s, numeric(N.ERR_UNKNOWNERROR, c.nick, cmd.command, "internal error in the realm; try again",
+                                 source=c.server))
             return True
         command_metric(verb, "OK").inc()
         return keep is not False

@@ -61,7 +61,7 @@ def parse_changes(spec: str, args: list[str]) -> list[Change | Refusal]:
             param = rest.pop(0) if rest else None
             if param is None and ch == "o":
                 out.append(Refusal(N.ERR_NEEDMOREPARAMS, ch))
-            elif param is None and ch == "k" and sign == "+":
+            elif not param and ch == "k" and sign == "+":  # `+k :` sets no key (it is not -k)
                 out.append(Refusal(N.ERR_INVALIDMODEPARAM, ch))
             else:
                 out.append(Change(sign, ch, param))

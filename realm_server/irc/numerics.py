@@ -249,4 +249,5 @@ def standard_reply(kind: str, command: str | None, code: str, *context: str, des
         raise ValueError(f"standard reply kind must be one of {STANDARD_REPLY_KINDS}, not {kind!r}")
     if not code or not code.replace("_", "").isalnum() or not code.isascii() or code.upper() != code:
         raise ValueError(f"invalid standard reply code {code!r}")
-    return Message(kind, [command or "*", code, *context, description], source, tags if tags is not None else {})
+    shown = [p if p and " " not in p and p[0] != ":" else "*" for p in context]  # echoed input, as in numeric()
+    return Message(kind, [command or "*", code, *shown, description], source, tags if tags is not None else {})
