@@ -16,6 +16,7 @@ The servers run on the project's interpreter ($REALMCHAT_PYTHON, else the projec
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import subprocess
@@ -67,6 +68,17 @@ REALM_FLAGS = (
     "--byte-burst",
     "10000000",
 )
+
+
+_running: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Servers of a case irctest left without tearDown (an interrupted run)."""
+    for proc in _running:
+        if proc.poll() is None:
+            proc.kill()
 
 
 class RealmchatController(BaseServerController, DirectoryBasedController):
@@ -125,6 +137,14 @@ class RealmchatController(BaseServerController, DirectoryBasedController):
         self.create_config()
         assert self.directory
         self.port = port
+        try:
+            self._start_servers(hostname, port)
+        except BaseException:
+            self.kill_proc()  # irctest skips tearDown when setUp fails
+            raise
+
+    def _start_servers(self, hostname: str, port: int) -> None:
+        assert self.directory
         env = {**os.environ, "REALMCHAT_REALM_SECRET": secrets.token_urlsafe(24), "PYTHONUNBUFFERED": "1"}
         _, main_port = self.get_hostname_and_port()
         _, text_port = self.get_hostname_and_port()
@@ -175,7 +195,7 @@ class RealmchatController(BaseServerController, DirectoryBasedController):
     def _start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         assert self.directory
         log = (self.directory / f"{name}.log").open("w")
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             cwd=ROOT,
             env=env,
@@ -184,6 +204,8 @@ class RealmchatController(BaseServerController, DirectoryBasedController):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _running.add(proc)
+        return proc
 
     def _wait_for(self, name: str, text: str) -> None:
         assert self.directory
@@ -208,8 +230,10 @@ class RealmchatController(BaseServerController, DirectoryBasedController):
             self.proxy.stop()
             self.proxy = None
         if self.proc is not None:
+            _running.discard(self.proc)
             super().kill_proc()
         if self.main is not None:
+            _running.discard(self.main)
             self.main.terminate()
             try:
                 self.main.wait(10)
