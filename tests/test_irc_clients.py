@@ -255,3 +255,19 @@ async def test_a_param_with_spaces_echoed_in_an_answer_keeps_the_connection(
     assert all(" " not in p for ln in answers for p in ln.params[:-1]), [ln.raw for ln in answers]
     assert not any(ln.command == "400" for ln in answers), [ln.raw for ln in answers]  # no internal error
     await c.close()
+
+
+async def test_account_tag_on_invite_and_join_from_users(stack: Stack, uname: Names) -> None:
+    owner, guest, chan = uname("ai"), uname("ag"), "#" + uname("aic")
+    a = await irc_user(stack, owner, ("account-tag",))
+    b = await irc_user(stack, guest, ("account-tag",), realm="beta")
+    await a.send(f"JOIN {chan}")
+    await a.collect("366")
+    await a.send(f"INVITE {guest} {chan}")
+    invite = await b.until("INVITE")
+    assert invite.tags.get("account") == owner, invite.raw
+    await b.send(f"JOIN {chan}")
+    joined = await a.until("JOIN")
+    assert joined.tags.get("account") == guest, joined.raw
+    await a.close()
+    await b.close()

@@ -116,6 +116,8 @@ class IrcCodec:
             or render.event_lines(kind, ev, self.nick, self.caps, self.server) \
             or modes.event_lines(kind, ev, self.server) \
             or life.event_lines(kind, ev, self.nick, self.caps, self.server)
+        if msgs and "account-tag" in self.caps:  # every line a user is the source of (INVITE, KICK, ...)
+            msgs = [render.with_account(m) for m in msgs]
         return render.lines(msgs) if msgs else None
 
     def closing(self, reason: str, message_: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
+from dataclasses import replace
 
 from realmchat.names import name_key
 from realmchat.pb import chat_pb2 as pb
@@ -100,6 +101,13 @@ def message_lines(m: pb.Message, me: str, caps: frozenset[str]) -> list[Message]
         tags["account"] = sender
     text = m.text if not m.deleted else "(deleted)"
     return text_lines(mask(sender), "PRIVMSG", target, text, tags)
+
+
+def with_account(m: Message) -> Message:
+    """account-tag on a line from a user (`nick!user@host`): the account is the nick."""
+    if not m.source or "!" not in m.source or "account" in m.tags:
+        return m
+    return replace(m, tags={**m.tags, "account": m.source.split("!", 1)[0]})
 
 
 def event_lines(kind: str, ev: pb.Event, me: str, caps: frozenset[str], server: str) -> list[Message] | None:
