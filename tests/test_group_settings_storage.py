@@ -7,7 +7,6 @@ schema before it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,22 +18,9 @@ from main_server.storage.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from main_server.storage.sqlite import SQLiteStorage
 from realmchat.errors import PermissionDenied
 
-from .test_storage import TS_RE, users
+from .test_storage import TS_RE, db_url, store, users
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chat.db'}"
-    return str(request.getfixturevalue("pg_url"))  # a throwaway PostgreSQL (tests/pg.py)
-
-
-@pytest.fixture
-async def store(db_url: str, tmp_path: Path) -> AsyncIterator[Storage]:
-    s = open_storage(db_url, tmp_path)
-    await s.open()
-    yield s
-    await s.close()
+__all__ = ["db_url", "store"]  # the storage suite's engine fixtures, re-used
 
 
 async def test_owner_and_admins_switch_the_mode_members_do_not(store: Storage) -> None:
