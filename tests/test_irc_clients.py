@@ -271,3 +271,27 @@ async def test_account_tag_on_invite_and_join_from_users(stack: Stack, uname: Na
     assert joined.tags.get("account") == guest, joined.raw
     await a.close()
     await b.close()
+
+
+# ---- a message to one's own nick -----------------------------------------------------------------
+
+
+async def test_privmsg_to_own_nick_comes_back_as_the_delivery_and_the_echo(stack: Stack, uname: Names) -> None:
+    # IRCv3 echo-message: to oneself, the echo and the delivery both arrive; only the echo is
+    # part of a labelled answer. Without echo-message, the delivery alone.
+    for caps, copies in ((("message-tags", "server-time"), 1),
+                         (("echo-message", "message-tags", "batch", "labeled-response"), 2)):
+        nick = uname("me")
+        c = await irc_user(stack, nick, caps)
+        await c.send(f"PRIVMSG {nick.upper()} :note to self")
+        await c.send("PING :after")
+        got = [ln for ln in await c.collect("PONG") if ln.command == "PRIVMSG"]
+        assert len(got) == copies, (caps, [ln.raw for ln in got])
+        assert all(ln.params == [nick.upper(), "note to self"] and "msgid" in ln.tags for ln in got), got
+        assert len({ln.tags["msgid"] for ln in got}) == 1
+        if copies == 2:
+            await c.send(f"@label=xyz PRIVMSG {nick} :labelled")
+            await c.send("PING :after2")
+            got = [ln for ln in await c.collect("PONG") if ln.command == "PRIVMSG"]
+            assert sorted(ln.tags.get("label", "") for ln in got) == ["", "xyz"], [ln.raw for ln in got]
+        await c.close()

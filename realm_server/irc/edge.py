@@ -33,7 +33,16 @@ from realmchat.pb import chat_pb2 as pb
 from ..delivery import Tag, late_page, page_tag
 from ..metrics import commands as command_metric
 from . import chathistory, labels, life, markers, modes, notify, render
-from .casemap import CASEMAPPING, CHANNELLEN, CHANTYPES, NICKLEN, channel_to_group, group_to_channel, is_valid_nick
+from .casemap import (
+    CASEMAPPING,
+    CHANNELLEN,
+    CHANTYPES,
+    NICKLEN,
+    channel_to_group,
+    fold,
+    group_to_channel,
+    is_valid_nick,
+)
 from .codec import IrcParseError, Message, message, numeric, parse
 from .features import Features
 from .modes import MAX_CHANGES, Modes
@@ -589,13 +598,21 @@ class IrcCommands:
                 if not quiet:
                     self.send(s, message(c.server, "NOTICE", c.nick, f"{target}: {exc.message}"))
                 continue
+            to_self = not target.startswith(CHANTYPES) and fold(target) == fold(c.nick)
+            if "echo-message" not in c.caps and not to_self:
+                continue
+            tags: dict[str, str] = {}
+            if "server-time" in c.caps:
+                tags["time"] = render.server_time(r.ts)
+            if "message-tags" in c.caps:
+                tags["msgid"] = str(r.id)
+            lines = render.text_lines(render.mask(c.nick), m.command, target, text, tags)
             if "echo-message" in c.caps:
-                tags: dict[str, str] = {}
-                if "server-time" in c.caps:
-                    tags["time"] = render.server_time(r.ts)
-                if "message-tags" in c.caps:
-                    tags["msgid"] = str(r.id)
-                self.send(s, *render.text_lines(render.mask(c.nick), m.command, target, text, tags))
+                self.send(s, *lines)
+            if to_self:
+                # The target's copy of a message to one's own nick (main does not push it to the
+                # session that sent it): like any delivery, never part of a labelled answer.
+                s.send_event(render.lines(lines))
 
     # ---- channels ----------------------------------------------------------------------------
 
